@@ -1,0 +1,309 @@
+//! `dinoscope` command line: a thin user of the library's `Trainer`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dinoscope::config::Config;
+use dinoscope::device::{select_device, DeviceChoice};
+use dinoscope::run::{new_run_dir, RunWriter};
+use dinoscope::trainer::{StepMetrics, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "dinoscope",
+    version,
+    about = "Train DINO self-distillation, watch collapse happen, see what the network looks at"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train headless; writes DIR/config.toml and DIR/metrics.csv (one row per step).
+    Train(TrainArgs),
+    /// Time training steps of a preset (warm-up excluded) and the data loader on its own.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML config file (default: the built-in tiny preset).
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// Built-in preset: tiny, collapse-no-centering, collapse-no-sharpening, vit-s16-paper.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// Override a key, e.g. --set dino.teacher_temp=0.07 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Random seed (weights, data order, augmentation, stochastic depth).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto = wgpu on a hardware GPU, else the CPU backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Number of iterations (the schedules span exactly this many).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Number of epochs (overrides optim.epochs).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Run directory (default: runs/<time>-<preset>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// No progress bar; print one summary line every N steps instead (0 = never).
+    #[arg(long, value_name = "N")]
+    log_every: Option<usize>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Train(args)) => train(args),
+        Some(Command::Bench(args)) => bench(args),
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            println!(
+                "\n\nStart with:  dinoscope train --preset tiny    (or --preset collapse-no-centering)"
+            );
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Loads the config named on the command line and applies overrides; returns it with a label.
+fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
+    let (mut config, label) = match (&args.config, &args.preset) {
+        (Some(path), _) => (
+            Config::from_file(path)?,
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "config".into()),
+        ),
+        (None, Some(name)) => (Config::preset(name)?, name.clone()),
+        (None, None) => (Config::preset("tiny")?, "tiny".to_string()),
+    };
+    config = config.with_overrides(&args.overrides)?;
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    Ok((config, label))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let (mut config, label) = load_config(&args.common)?;
+    if let Some(epochs) = args.epochs {
+        if epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        config.optim.epochs = epochs;
+        config.optim.warmup_epochs = config.optim.warmup_epochs.min(epochs);
+        config.optim.freeze_last_layer = config.optim.freeze_last_layer.min(epochs);
+    }
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    let selected = select_device(args.common.device)?;
+    eprintln!("device: {}", selected.description);
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| new_run_dir(&PathBuf::from("runs"), &label));
+    let mut trainer = Trainer::new(config.clone(), selected.device, args.steps)
+        .context("cannot start training")?;
+    let mut run = RunWriter::create(&out_dir, &config)?;
+    let total = trainer.total_steps();
+    eprintln!(
+        "data: {} · {} steps ({} per epoch) · K = {} (ln K = {:.3}) · run dir {}",
+        trainer.dataset_description(),
+        total,
+        trainer.iters_per_epoch(),
+        config.dino.out_dim,
+        trainer.ln_k(),
+        out_dir.display()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+
+    let progress = match args.log_every {
+        Some(_) => ProgressBar::hidden(),
+        None => {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        }
+    };
+    let mut smoothed_rate = None::<f64>;
+    let mut last: Option<StepMetrics> = None;
+    while trainer.steps_done() < total {
+        if stop.load(Ordering::SeqCst) {
+            progress.abandon_with_message("stopped by Ctrl-C");
+            break;
+        }
+        let metrics = trainer.step()?;
+        for warning in &metrics.warnings {
+            progress.suspend(|| eprintln!("warning: {warning}"));
+        }
+        run.append(&metrics)?;
+        let rate = match smoothed_rate {
+            Some(r) => 0.9 * r + 0.1 * metrics.images_per_sec,
+            None => metrics.images_per_sec,
+        };
+        smoothed_rate = Some(rate);
+        let summary = summary_line(&metrics, rate);
+        progress.set_position((metrics.step + 1) as u64);
+        progress.set_message(summary.clone());
+        if let Some(every) = args.log_every {
+            if every > 0 && (metrics.step + 1) % every == 0 {
+                println!("step {:>6}  {summary}", metrics.step + 1);
+            }
+        }
+        last = Some(metrics);
+    }
+    progress.finish();
+    run.write_config(&trainer.resolved_config())?;
+    if let Some(m) = last {
+        println!(
+            "done: {} steps · loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · ln K {:.4}",
+            m.step + 1,
+            m.loss,
+            m.teacher_entropy,
+            m.kl,
+            m.batch_mean_entropy,
+            trainer.ln_k()
+        );
+    }
+    println!("metrics: {}", run.dir().join("metrics.csv").display());
+    Ok(())
+}
+
+fn summary_line(m: &StepMetrics, images_per_sec: f64) -> String {
+    format!(
+        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3} · lr {:.2e} · {:.0} img/s",
+        m.loss, m.teacher_entropy, m.kl, m.batch_mean_entropy, m.lr, images_per_sec
+    )
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let (config, label) = load_config(&args.common)?;
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let selected = select_device(args.common.device)?;
+    println!("bench {label} on {}", selected.description);
+    println!(
+        "model {} /{} · batch {} · crops 2×{} px + {}×{} px · K {}",
+        config.model.arch,
+        config.model.patch_size,
+        config.optim.batch_size_per_gpu,
+        config.data.global_crop_size,
+        config.dino.local_crops_number,
+        config.data.local_crop_size,
+        config.dino.out_dim
+    );
+
+    // The data loader on its own: how fast crops are produced when nothing consumes compute.
+    let dataset = dinoscope::trainer::open_dataset(&config)?;
+    let loader = dinoscope::augment::CropLoader::spawn(
+        dataset,
+        dinoscope::augment::LoaderConfig {
+            augment: dinoscope::trainer::augment_config(&config),
+            batch_size: config.optim.batch_size_per_gpu,
+            workers: config.data.num_workers,
+            prefetch_batches: config.data.prefetch_batches,
+            seed: config.seed,
+        },
+        Arc::new(std::sync::atomic::AtomicUsize::new(
+            config.dino.local_crops_number,
+        )),
+    )?;
+    let loader_batches = (args.steps + args.warmup).max(10);
+    let started = Instant::now();
+    for _ in 0..loader_batches {
+        loader.next_batch()?;
+    }
+    let loader_images_per_sec =
+        (loader_batches * config.optim.batch_size_per_gpu) as f64 / started.elapsed().as_secs_f64();
+    drop(loader);
+
+    let mut trainer = Trainer::new(
+        config.clone(),
+        selected.device,
+        Some(args.steps + args.warmup),
+    )?;
+    for _ in 0..args.warmup {
+        trainer.step()?;
+    }
+    let mut step_secs = Vec::with_capacity(args.steps);
+    let mut wait_secs = 0.0;
+    let started = Instant::now();
+    for _ in 0..args.steps {
+        let m = trainer.step()?;
+        step_secs.push(m.step_secs);
+        wait_secs += m.data_wait_secs;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    step_secs.sort_by(f64::total_cmp);
+    let median_ms = step_secs[step_secs.len() / 2] * 1e3;
+    let images = (args.steps * config.optim.batch_size_per_gpu) as f64;
+    let train_images_per_sec = images / elapsed;
+    println!(
+        "train step: {:.1} ms/step (mean), {:.1} ms (median), {:.1} img/s, data wait {:.1}% of step time",
+        elapsed * 1e3 / args.steps as f64,
+        median_ms,
+        train_images_per_sec,
+        100.0 * wait_secs / elapsed
+    );
+    println!(
+        "data loader alone: {:.1} img/s ({:.1}× the train step's consumption)",
+        loader_images_per_sec,
+        loader_images_per_sec / train_images_per_sec
+    );
+    Ok(())
+}

@@ -1,0 +1,694 @@
+//! Vision Transformer backbone and DINO projection head, as in facebookresearch/dino's
+//! `vision_transformer.py` (reference §1–§2).
+//!
+//! Weights are initialised on the host from a seeded ChaCha stream, so the same seed gives the
+//! same network on the CPU and the GPU backends.
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::linear;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Width, depth and heads of one architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VitArch {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+}
+
+impl VitArch {
+    /// The reference factories plus `vit_micro`, ours, sized to train on two CPU cores.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let (embed_dim, depth, num_heads) = match name {
+            "vit_micro" => (96, 4, 3),
+            "vit_tiny" => (192, 12, 3),
+            "vit_small" => (384, 12, 6),
+            "vit_base" => (768, 12, 12),
+            _ => return None,
+        };
+        Some(Self {
+            embed_dim,
+            depth,
+            num_heads,
+        })
+    }
+}
+
+/// Everything needed to build a backbone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    pub arch: VitArch,
+    pub patch_size: usize,
+    /// Side of the square image the position table is learned for (224 in the reference).
+    pub img_size: usize,
+    pub drop_path_rate: f64,
+}
+
+/// Host-side initialisers matching the reference's `_init_weights` and PyTorch defaults.
+pub struct HostInit {
+    rng: ChaCha8Rng,
+}
+
+impl HostInit {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// `trunc_normal_(std=0.02)`: bounds are absolute ±2, i.e. effectively a plain normal.
+    fn trunc_normal(&mut self, count: usize, std: f64) -> Vec<f32> {
+        let mut values = Vec::with_capacity(count);
+        while values.len() < count {
+            // Box–Muller: two uniforms in (0,1] give one standard normal.
+            let u1: f64 = 1.0 - self.rng.random::<f64>();
+            let u2: f64 = self.rng.random::<f64>();
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std;
+            if z.abs() <= 2.0 {
+                values.push(z as f32);
+            }
+        }
+        values
+    }
+
+    /// PyTorch's default `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in).
+    fn kaiming_uniform(&mut self, count: usize, fan_in: usize) -> Vec<f32> {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        (0..count)
+            .map(|_| self.rng.random_range(-bound..bound) as f32)
+            .collect()
+    }
+
+    fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// `nn.Linear` with weight trunc-normal(0.02) and bias 0 (burn layout `[in, out]`).
+    pub fn linear(&mut self, d_in: usize, d_out: usize, device: &Device) -> Linear {
+        let weight = Self::tensor(self.trunc_normal(d_in * d_out, 0.02), [d_in, d_out], device);
+        let mut layer = LinearConfig::new(d_in, d_out).init(device);
+        layer.weight = Param::from_tensor(weight);
+        layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+        layer
+    }
+
+    pub fn layer_norm(&mut self, dim: usize, device: &Device) -> LayerNorm {
+        LayerNormConfig::new(dim).with_epsilon(1e-6).init(device)
+    }
+}
+
+/// Patch embedding: the reference's Conv2d(3, D, kernel = stride = p), computed as
+/// patchify + matmul, which is the same operation and cheaper than a generic convolution.
+/// The weight keeps Conv2d's `[D, 3, p, p]` layout so official weights load unchanged.
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub patch_size: usize,
+}
+
+impl PatchEmbed {
+    fn new(init: &mut HostInit, dim: usize, patch_size: usize, device: &Device) -> Self {
+        let fan_in = 3 * patch_size * patch_size;
+        let weight = HostInit::tensor(
+            init.kaiming_uniform(dim * fan_in, fan_in),
+            [dim, 3, patch_size, patch_size],
+            device,
+        );
+        let bias = HostInit::tensor(init.kaiming_uniform(dim, fan_in), [dim], device);
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            patch_size,
+        }
+    }
+
+    /// `[B, 3, H, W]` → `[B, (H/p)(W/p), D]`, tokens row-major over the patch grid.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<3> {
+        let [batch, channels, height, width] = images.dims();
+        let p = self.patch_size;
+        let (rows, cols) = (height / p, width / p);
+        let patches = images
+            .slice(s![.., .., 0..rows * p, 0..cols * p])
+            .reshape([batch, channels, rows, p, cols, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([batch, rows * cols, channels * p * p]);
+        let [dim, _, _, _] = self.weight.dims();
+        let weight = self
+            .weight
+            .val()
+            .reshape([dim, channels * p * p])
+            .transpose();
+        linear(patches, weight, Some(self.bias.val()))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl Attention {
+    /// Returns the output and the post-softmax attention `[B, heads, N, N]`.
+    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+        let [batch, tokens, dim] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = dim / heads;
+        // Reference layout: the 3D outputs are [q | k | v], each head-major.
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([batch, tokens, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let q = qkv
+            .clone()
+            .slice(s![0..1])
+            .reshape([batch, heads, tokens, head_dim]);
+        let k = qkv
+            .clone()
+            .slice(s![1..2])
+            .reshape([batch, heads, tokens, head_dim]);
+        let v = qkv
+            .slice(s![2..3])
+            .reshape([batch, heads, tokens, head_dim]);
+        let scale = (head_dim as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let attn = softmax(scores, 3);
+        let out = attn
+            .clone()
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, dim]);
+        (self.proj.forward(out), attn)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // burn's `gelu` is the exact erf form, as PyTorch's default.
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    #[module(skip)]
+    pub drop_path_prob: f64,
+}
+
+/// Per-sample stochastic depth: a `[B, 1, 1]` keep mask scaled by 1/keep_prob (timm's
+/// `drop_path`), drawn on the host so a seed reproduces it on any device.
+fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
+    let Some(rng) = rng else { return branch };
+    if drop_prob <= 0.0 {
+        return branch;
+    }
+    let keep_prob = 1.0 - drop_prob;
+    let [batch, _, _] = branch.dims();
+    let mask: Vec<f32> = (0..batch)
+        .map(|_| {
+            if rng.random::<f64>() < keep_prob {
+                (1.0 / keep_prob) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::<3>::from_data(TensorData::new(mask, [batch, 1, 1]), &branch.device());
+    branch.mul(mask)
+}
+
+impl Block {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let (attended, attn) = self.attn.forward(self.norm1.forward(x.clone()));
+        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
+        let x = x.clone()
+            + drop_path(
+                self.mlp.forward(self.norm2.forward(x)),
+                self.drop_path_prob,
+                rng,
+            );
+        (x, attn)
+    }
+}
+
+/// Output of one backbone pass.
+pub struct BackboneOutput {
+    /// Final-LayerNorm CLS token, `[B, D]`: the feature for the head and for k-NN.
+    pub cls: Tensor<2>,
+    /// Last block's softmax attention `[B, heads, 1+N, 1+N]`, from the same pass.
+    pub last_attention: Tensor<4>,
+    /// Patch grid (rows, cols) of this input.
+    pub grid: (usize, usize),
+}
+
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Param<Tensor<3>>,
+    pub pos_embed: Param<Tensor<3>>,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl VisionTransformer {
+    pub fn new(config: &VitConfig, init: &mut HostInit, device: &Device) -> Self {
+        let VitArch {
+            embed_dim: dim,
+            depth,
+            num_heads,
+        } = config.arch;
+        let grid = config.img_size / config.patch_size;
+        let patch_embed = PatchEmbed::new(init, dim, config.patch_size, device);
+        let cls_token = HostInit::tensor(init.trunc_normal(dim, 0.02), [1, 1, dim], device);
+        let tokens = 1 + grid * grid;
+        let pos_embed = HostInit::tensor(
+            init.trunc_normal(tokens * dim, 0.02),
+            [1, tokens, dim],
+            device,
+        );
+        let blocks = (0..depth)
+            .map(|i| {
+                // Stochastic depth grows linearly from 0 at block 0 to the rate at the last.
+                let drop_path_prob = if depth > 1 {
+                    config.drop_path_rate * i as f64 / (depth - 1) as f64
+                } else {
+                    config.drop_path_rate
+                };
+                Block {
+                    norm1: init.layer_norm(dim, device),
+                    attn: Attention {
+                        qkv: init.linear(dim, 3 * dim, device),
+                        proj: init.linear(dim, dim, device),
+                        num_heads,
+                    },
+                    norm2: init.layer_norm(dim, device),
+                    mlp: Mlp {
+                        fc1: init.linear(dim, 4 * dim, device),
+                        fc2: init.linear(4 * dim, dim, device),
+                    },
+                    drop_path_prob,
+                }
+            })
+            .collect();
+        Self {
+            patch_embed,
+            cls_token: Param::from_tensor(cls_token),
+            pos_embed: Param::from_tensor(pos_embed),
+            blocks,
+            norm: init.layer_norm(dim, device),
+            num_heads,
+        }
+    }
+
+    pub fn embed_dim(&self) -> usize {
+        let [_, _, dim] = self.cls_token.dims();
+        dim
+    }
+
+    pub fn patch_size(&self) -> usize {
+        self.patch_embed.patch_size
+    }
+
+    /// Drops stochastic depth (the teacher and inference never use it).
+    pub fn without_drop_path(mut self) -> Self {
+        for block in &mut self.blocks {
+            block.drop_path_prob = 0.0;
+        }
+        self
+    }
+
+    /// The position table for a `rows × cols` patch grid (reference §1.5).
+    pub fn interpolate_pos_encoding(&self, rows: usize, cols: usize) -> Tensor<3> {
+        let pos_embed = self.pos_embed.val();
+        let [_, tokens, dim] = pos_embed.dims();
+        let n0 = tokens - 1;
+        if rows * cols == n0 && rows == cols {
+            return pos_embed;
+        }
+        let side = (n0 as f64).sqrt().round() as usize;
+        let class_pos = pos_embed.clone().slice(s![.., 0..1, ..]);
+        let patch_pos = pos_embed.slice(s![.., 1.., ..]).reshape([n0, dim]);
+        let matrix = bicubic_resize_matrix(side, rows, cols);
+        let matrix = Tensor::<2>::from_data(
+            TensorData::new(matrix, [rows * cols, side * side]),
+            &patch_pos.device(),
+        );
+        let resized = matrix.matmul(patch_pos).reshape([1, rows * cols, dim]);
+        Tensor::cat(vec![class_pos, resized], 1)
+    }
+
+    /// Tokens → blocks → final norm. `rng` enables stochastic depth (student only).
+    pub fn forward(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> BackboneOutput {
+        let [batch, _, height, width] = images.dims();
+        let p = self.patch_size();
+        let grid = (height / p, width / p);
+        let patches = self.patch_embed.forward(images);
+        let dim = self.embed_dim();
+        let cls = self.cls_token.val().expand([batch, 1, dim]);
+        let mut x =
+            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let mut last_attention = None;
+        for block in &self.blocks {
+            let (next, attn) = block.forward(x, rng.as_deref_mut());
+            x = next;
+            last_attention = Some(attn);
+        }
+        let x = self.norm.forward(x);
+        let cls = x.slice(s![.., 0..1, ..]).reshape([batch, dim]);
+        let last_attention = last_attention
+            .unwrap_or_else(|| Tensor::zeros([batch, self.num_heads, 1, 1], &cls.device()));
+        BackboneOutput {
+            cls,
+            last_attention,
+            grid,
+        }
+    }
+}
+
+/// Kronecker product of two 1-D bicubic resize matrices, `[rows·cols, side·side]` row-major.
+///
+/// It reproduces PyTorch's `interpolate(scale_factor=((rows+0.1)/side, (cols+0.1)/side),
+/// mode="bicubic", align_corners=False)` exactly: the source coordinate uses the passed scale
+/// (with the +0.1), cubic convolution A = −0.75, indices clamped at the border.
+pub fn bicubic_resize_matrix(side: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let wy = bicubic_weights_1d(side, rows, (rows as f64 + 0.1) / side as f64);
+    let wx = bicubic_weights_1d(side, cols, (cols as f64 + 0.1) / side as f64);
+    let n_in = side * side;
+    let mut matrix = vec![0f32; rows * cols * n_in];
+    for r in 0..rows {
+        for c in 0..cols {
+            let row = &mut matrix[(r * cols + c) * n_in..(r * cols + c + 1) * n_in];
+            for i in 0..side {
+                let y = wy[r * side + i];
+                if y == 0.0 {
+                    continue;
+                }
+                for j in 0..side {
+                    row[i * side + j] = (y * wx[c * side + j]) as f32;
+                }
+            }
+        }
+    }
+    matrix
+}
+
+/// `[n_out, n_in]` weights of a 1-D bicubic resize with PyTorch's scale-factor mapping.
+fn bicubic_weights_1d(n_in: usize, n_out: usize, scale: f64) -> Vec<f64> {
+    const A: f64 = -0.75;
+    let cubic_near = |t: f64| ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+    let cubic_far = |t: f64| ((A * t - 5.0 * A) * t + 8.0 * A) * t - 4.0 * A;
+    let mut weights = vec![0f64; n_out * n_in];
+    for out in 0..n_out {
+        let src = (out as f64 + 0.5) / scale - 0.5;
+        let base = src.floor();
+        let t = src - base;
+        let taps = [
+            cubic_far(t + 1.0),
+            cubic_near(t),
+            cubic_near(1.0 - t),
+            cubic_far(2.0 - t),
+        ];
+        for (k, w) in taps.iter().enumerate() {
+            let index = (base as i64 - 1 + k as i64).clamp(0, n_in as i64 - 1) as usize;
+            weights[out * n_in + index] += w;
+        }
+    }
+    weights
+}
+
+/// Weight-normalised `Linear(bottleneck → K)` without bias: row k = g_k · v_k / ‖v_k‖.
+/// Tensors keep PyTorch's `[K, 1]` / `[K, in]` layout so `weight_g`/`weight_v` load as is.
+#[derive(Module, Debug)]
+pub struct WeightNormLinear {
+    pub weight_g: Param<Tensor<2>>,
+    pub weight_v: Param<Tensor<2>>,
+}
+
+impl WeightNormLinear {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let v = self.weight_v.val();
+        let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+        let weight = v.mul(self.weight_g.val().div(norm));
+        x.matmul(weight.transpose())
+    }
+}
+
+/// DINO head: 3-layer MLP with GELU → bottleneck → L2-normalise → weight-normed last layer.
+#[derive(Module, Debug)]
+pub struct DinoHead {
+    pub mlp: Vec<Linear>,
+    pub last_layer: WeightNormLinear,
+}
+
+impl DinoHead {
+    pub fn new(
+        init: &mut HostInit,
+        in_dim: usize,
+        hidden_dim: usize,
+        bottleneck_dim: usize,
+        out_dim: usize,
+        device: &Device,
+    ) -> Self {
+        let mlp = vec![
+            init.linear(in_dim, hidden_dim, device),
+            init.linear(hidden_dim, hidden_dim, device),
+            init.linear(hidden_dim, bottleneck_dim, device),
+        ];
+        // Created after the reference's init hook, so it keeps PyTorch's default Linear init.
+        let weight_v = HostInit::tensor(
+            init.kaiming_uniform(out_dim * bottleneck_dim, bottleneck_dim),
+            [out_dim, bottleneck_dim],
+            device,
+        );
+        let last_layer = WeightNormLinear {
+            weight_g: Param::from_tensor(Tensor::ones([out_dim, 1], device)),
+            weight_v: Param::from_tensor(weight_v),
+        };
+        Self { mlp, last_layer }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.mlp.len().saturating_sub(1);
+        let mut x = x;
+        for (i, layer) in self.mlp.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = gelu(x);
+            }
+        }
+        // F.normalize(dim=-1, eps=1e-12)
+        let norm = x
+            .clone()
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        self.last_layer.forward(x.div(norm))
+    }
+}
+
+/// Backbone + head: the student, and (as an EMA copy) the teacher.
+#[derive(Module, Debug)]
+pub struct DinoModel {
+    pub backbone: VisionTransformer,
+    pub head: DinoHead,
+}
+
+/// Head output of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
+pub struct MultiCropOutput {
+    pub logits: Tensor<2>,
+    /// Last-block attention of the first resolution group (the global crops).
+    pub global_attention: Tensor<4>,
+}
+
+impl DinoModel {
+    pub fn new(
+        vit: &VitConfig,
+        hidden_dim: usize,
+        bottleneck_dim: usize,
+        out_dim: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let mut init = HostInit::new(seed);
+        let backbone = VisionTransformer::new(vit, &mut init, device);
+        let head = DinoHead::new(
+            &mut init,
+            vit.arch.embed_dim,
+            hidden_dim,
+            bottleneck_dim,
+            out_dim,
+            device,
+        );
+        Self { backbone, head }
+    }
+
+    /// The reference `MultiCropWrapper`: one backbone pass per resolution group (globals,
+    /// then locals), CLS features concatenated, one head pass on all rows.
+    pub fn forward_multi_crop(
+        &self,
+        groups: Vec<Tensor<4>>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> MultiCropOutput {
+        let mut features = Vec::with_capacity(groups.len());
+        let mut global_attention = None;
+        for images in groups {
+            let out = self.backbone.forward(images, rng.as_deref_mut());
+            if global_attention.is_none() {
+                global_attention = Some(out.last_attention);
+            }
+            features.push(out.cls);
+        }
+        let features = Tensor::cat(features, 0);
+        let global_attention = match global_attention {
+            Some(attn) => attn,
+            None => Tensor::zeros([1, 1, 1, 1], &features.device()),
+        };
+        MultiCropOutput {
+            logits: self.head.forward(features),
+            global_attention,
+        }
+    }
+}
+
+/// Number of float parameters in a module.
+pub fn parameter_count<M: Module>(module: &M) -> usize {
+    module.num_params()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn micro(patch: usize, img: usize) -> VitConfig {
+        VitConfig {
+            arch: VitArch {
+                embed_dim: 24,
+                depth: 2,
+                num_heads: 3,
+            },
+            patch_size: patch,
+            img_size: img,
+            drop_path_rate: 0.1,
+        }
+    }
+
+    #[test]
+    fn shapes_of_every_module() {
+        let device = Device::flex();
+        let model = DinoModel::new(&micro(4, 16), 32, 16, 10, 0, &device);
+        let images = Tensor::<4>::zeros([2, 3, 16, 16], &device);
+        let patches = model.backbone.patch_embed.forward(images.clone());
+        assert_eq!(patches.dims(), [2, 16, 24]);
+        let tokens = Tensor::<3>::zeros([2, 17, 24], &device);
+        let (out, attn) = model.backbone.blocks[0].attn.forward(tokens.clone());
+        assert_eq!(out.dims(), [2, 17, 24]);
+        assert_eq!(attn.dims(), [2, 3, 17, 17]);
+        assert_eq!(
+            model.backbone.blocks[0].mlp.forward(tokens).dims(),
+            [2, 17, 24]
+        );
+        let out = model.backbone.forward(images, None);
+        assert_eq!(out.cls.dims(), [2, 24]);
+        assert_eq!(out.last_attention.dims(), [2, 3, 17, 17]);
+        assert_eq!(out.grid, (4, 4));
+        let head = model.head.forward(out.cls);
+        assert_eq!(head.dims(), [2, 10]);
+        // Non-square and smaller inputs interpolate the position table.
+        let out = model
+            .backbone
+            .forward(Tensor::<4>::zeros([1, 3, 8, 12], &device), None);
+        assert_eq!(out.last_attention.dims(), [1, 3, 7, 7]);
+        assert_eq!(out.grid, (2, 3));
+    }
+
+    #[test]
+    fn attention_rows_are_distributions() {
+        let device = Device::flex();
+        let model = DinoModel::new(&micro(4, 16), 32, 16, 10, 1, &device);
+        let images =
+            Tensor::<4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        let attn = model.backbone.forward(images, None).last_attention;
+        let sums = attn.sum_dim(3).into_data_as::<f32>();
+        for s in sums.as_slice::<f32>().unwrap() {
+            assert!((s - 1.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn head_logits_are_cosines_when_g_is_one() {
+        let device = Device::flex();
+        let model = DinoModel::new(&micro(4, 16), 32, 16, 10, 2, &device);
+        let x = Tensor::<2>::random([4, 24], burn::tensor::Distribution::Default, &device);
+        let logits = model.head.forward(x).into_data_as::<f32>();
+        for v in logits.as_slice::<f32>().unwrap() {
+            assert!(v.abs() <= 1.0 + 1e-5);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let device = Device::flex();
+        let a = DinoModel::new(&micro(4, 16), 32, 16, 10, 7, &device);
+        let b = DinoModel::new(&micro(4, 16), 32, 16, 10, 7, &device);
+        let ta = a.backbone.pos_embed.val().into_data_as::<f32>();
+        let tb = b.backbone.pos_embed.val().into_data_as::<f32>();
+        assert_eq!(ta.as_slice::<f32>().unwrap(), tb.as_slice::<f32>().unwrap());
+    }
+
+    #[test]
+    fn bicubic_matrix_identity_at_same_size_rows_sum_to_one() {
+        // Resizing 14 → 6 (a 96-px local crop with /16): each output row is a convex-ish
+        // combination whose weights sum to 1.
+        let m = bicubic_resize_matrix(14, 6, 6);
+        for row in m.chunks(14 * 14) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5);
+        }
+        // PyTorch reference, interpolate(arange(4.).view(1,1,1,4), scale_factor=(1, 6.1/4),
+        // mode="bicubic", align_corners=False) along one axis: first output 0, 1.5 scale.
+        let w = bicubic_weights_1d(4, 6, 6.1 / 4.0);
+        let ramp = [0.0, 1.0, 2.0, 3.0];
+        let out0: f64 = (0..4).map(|i| w[i] * ramp[i]).sum();
+        // src = 0.5/1.525 - 0.5 = -0.1721; cubic on a clamped ramp.
+        assert!(out0 < 0.0 && out0 > -0.2, "{out0}");
+    }
+
+    #[test]
+    fn drop_path_only_with_rng() {
+        let device = Device::flex();
+        let x = Tensor::<3>::ones([64, 2, 2], &device);
+        let same = drop_path(x.clone(), 0.5, None);
+        assert_eq!(same.sum().into_scalar::<f32>(), 256.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let dropped = drop_path(x, 0.5, Some(&mut rng)).into_data_as::<f32>();
+        let values = dropped.as_slice::<f32>().unwrap();
+        assert!(values.iter().all(|v| *v == 0.0 || (*v - 2.0).abs() < 1e-6));
+        assert!(values.iter().any(|v| *v == 0.0));
+    }
+}

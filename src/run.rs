@@ -1,0 +1,108 @@
+//! A run on disk: its directory, the resolved config and `metrics.csv` (one flushed row per
+//! step), shared by the CLI and the app so both write the same format.
+
+use crate::config::Config;
+use crate::trainer::StepMetrics;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create run directory {path}: {source}. Pick another --out directory")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Writes `config.toml` and `metrics.csv` into one run directory.
+pub struct RunWriter {
+    dir: PathBuf,
+    metrics_path: PathBuf,
+    metrics: csv::Writer<File>,
+    ln_k: f64,
+}
+
+impl RunWriter {
+    /// Creates `dir` (and parents) and writes the resolved config atomically.
+    pub fn create(dir: &Path, config: &Config) -> Result<Self, RunError> {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_atomically(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        let metrics_path = dir.join("metrics.csv");
+        let file = File::create(&metrics_path).map_err(|source| RunError::Write {
+            path: metrics_path.clone(),
+            source,
+        })?;
+        let mut metrics = csv::Writer::from_writer(file);
+        metrics
+            .write_record(StepMetrics::CSV_HEADER)
+            .and_then(|()| metrics.flush().map_err(csv::Error::from))
+            .map_err(|err| RunError::Write {
+                path: metrics_path.clone(),
+                source: std::io::Error::other(err.to_string()),
+            })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics_path,
+            metrics,
+            ln_k: (config.dino.out_dim as f64).ln(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one row and flushes it, so a crash or Ctrl-C leaves a complete CSV.
+    pub fn append(&mut self, metrics: &StepMetrics) -> Result<(), RunError> {
+        self.metrics
+            .write_record(metrics.csv_record(self.ln_k))
+            .and_then(|()| self.metrics.flush().map_err(csv::Error::from))
+            .map_err(|err| RunError::Write {
+                path: self.metrics_path.clone(),
+                source: std::io::Error::other(err.to_string()),
+            })
+    }
+
+    /// Rewrites `config.toml` (e.g. with live toggles folded in at the end of a run).
+    pub fn write_config(&self, config: &Config) -> Result<(), RunError> {
+        write_atomically(&self.dir.join("config.toml"), config.to_toml().as_bytes())
+    }
+}
+
+/// Write to a temporary sibling, then rename: readers never see a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let err = |source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// A fresh `runs/<stamp>-<preset>` style directory name under `root`.
+pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut dir = root.join(format!("{stamp}-{label}"));
+    let mut n = 1;
+    while dir.exists() {
+        n += 1;
+        dir = root.join(format!("{stamp}-{label}-{n}"));
+    }
+    dir
+}

@@ -1,0 +1,99 @@
+//! The `dinoscope` binary end to end: `train` writes a flushed metrics.csv and the resolved
+//! config; bad input exits non-zero with a message instead of a panic.
+
+use std::process::Command;
+
+fn dinoscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+}
+
+const MICRO: [&str; 16] = [
+    "--set",
+    "model.embed_dim=16",
+    "--set",
+    "model.depth=1",
+    "--set",
+    "model.num_heads=2",
+    "--set",
+    "dino.out_dim=32",
+    "--set",
+    "dino.hidden_dim=32",
+    "--set",
+    "dino.bottleneck_dim=16",
+    "--set",
+    "optim.batch_size_per_gpu=8",
+    "--set",
+    "data.num_images=64",
+];
+
+#[test]
+fn train_writes_metrics_csv_and_resolved_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = dinoscope()
+        .args([
+            "train",
+            "--steps",
+            "5",
+            "--device",
+            "cpu",
+            "--log-every",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("device: CPU"), "{stderr}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with(
+        "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec"
+    ), "{header}");
+    let rows: Vec<_> = lines.collect();
+    assert_eq!(rows.len(), 5);
+    let first: Vec<f64> = rows[0].split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(first[0], 0.0);
+    assert!(
+        (first[2] - (first[3] + first[4])).abs() < 1e-4,
+        "loss = h + kl: {}",
+        rows[0]
+    );
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("embed_dim = 16"), "{resolved}");
+}
+
+#[test]
+fn bad_config_exits_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[dino]\nout_dimm = 5\n").unwrap();
+    let output = dinoscope()
+        .args(["train", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2") && stderr.contains("out_dimm"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = dinoscope()
+        .args(["train", "--set", "optim.lr=banana"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("optim.lr") || stderr.contains("banana"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,5 @@
+//! The one integration-test crate (each file directly in tests/ would link all of burn again).
+
+mod bad_input;
+mod cli;
+mod training;
