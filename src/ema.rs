@@ -1,24 +1,28 @@
 //! The momentum teacher: θ_t ← λ·θ_t + (1 − λ)·θ_s over every parameter of backbone and head,
 //! matched by module path so it never depends on parameter ids.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::container::TensorContainer;
 
 /// Collects the student's parameters (without autodiff) keyed by their module path.
 struct Collect {
     params: TensorContainer<String>,
+    path: Vec<String>,
 }
 
 impl ModuleVisitor for Collect {
-    fn visit_float_with_path<const D: usize>(
-        &mut self,
-        path: &[String],
-        _id: ParamId,
-        tensor: &Tensor<D>,
-    ) {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.params
-            .register(path.join("."), tensor.clone().without_autodiff());
+            .register(self.path.join("."), param.val().without_autodiff());
     }
 }
 
@@ -41,7 +45,7 @@ impl ModuleMapper for Blend {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let key = self.path.join(".");
-        let Some(student) = self.student.remove::<D>(&key) else {
+        let Some(student) = self.student.remove::<Tensor<D>>(&key) else {
             self.missing.push(key);
             return param;
         };
@@ -61,6 +65,7 @@ impl ModuleMapper for Blend {
 pub fn ema_update<M: Module>(teacher: M, student: &M, momentum: f64) -> Result<M, String> {
     let mut collect = Collect {
         params: TensorContainer::new(),
+        path: Vec::new(),
     };
     student.visit(&mut collect);
     let mut blend = Blend {

@@ -15,3 +15,4 @@ pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
+pub mod worker;

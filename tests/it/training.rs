@@ -1,7 +1,7 @@
 //! Training-loop behaviour on micro models: EMA, teacher/student separation, toggles,
 //! determinism, and the two collapse modes of paper Fig. 7.
 
-use burn::module::{Module, ModuleVisitor, ParamId};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use dinoscope::config::Config;
 use dinoscope::ema::ema_update;

@@ -1,0 +1,412 @@
+//! The training worker: a thread that owns the `Trainer` (models, device, loader) and talks to
+//! the UI only through bounded channels of plain data. It never touches egui; the UI never
+//! touches tensors. Commands take effect at the next step boundary.
+
+use crate::config::Config;
+use crate::device::{select_device, DeviceChoice, SelectedDevice};
+use crate::run::RunWriter;
+use crate::trainer::{StepMetrics, Toggle, Trainer};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Identifies one run (one Start) within a session.
+pub type RunId = u64;
+
+/// UI → worker.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Build a new trainer and start stepping. `run_dir` gets config.toml + metrics.csv.
+    Start {
+        run_id: RunId,
+        config: Box<Config>,
+        run_dir: Option<PathBuf>,
+        total_steps: Option<usize>,
+        paused: bool,
+    },
+    Pause,
+    Resume,
+    /// Run exactly one step, then stay paused.
+    Step,
+    /// End the current run (the thread stays, ready for another Start).
+    Stop,
+    /// Apply a toggle before the next step.
+    Set(Toggle),
+    /// End the thread.
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Idle,
+    Starting,
+    Running,
+    Paused,
+    Finished,
+    Failed,
+}
+
+/// Worker → UI. Plain data only.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Started {
+        run_id: RunId,
+        device: String,
+        dataset: String,
+        total_steps: usize,
+        iters_per_epoch: usize,
+        ln_k: f64,
+    },
+    Metrics {
+        run_id: RunId,
+        metrics: Box<StepMetrics>,
+    },
+    /// A toggle took effect before `step` (the first step that used it).
+    Marker {
+        run_id: RunId,
+        step: usize,
+        label: String,
+        toggle: Toggle,
+    },
+    Status {
+        run_id: Option<RunId>,
+        status: WorkerStatus,
+    },
+    Warning(String),
+    Error(String),
+}
+
+/// How the worker wakes the UI after sending events (e.g. `ctx.request_repaint_after`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Handle owned by the UI. Dropping it shuts the thread down and joins it.
+pub struct WorkerHandle {
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub const COMMAND_QUEUE: usize = 64;
+pub const EVENT_QUEUE: usize = 4096;
+
+impl WorkerHandle {
+    /// Spawns the worker thread. `device` is chosen when each run starts.
+    pub fn spawn(device: DeviceChoice, waker: Waker) -> std::io::Result<Self> {
+        Self::spawn_with(DeviceSource::Choice(device), waker)
+    }
+
+    /// Spawns with an already-built device (e.g. one sharing eframe's wgpu device).
+    pub fn spawn_with(device: DeviceSource, waker: Waker) -> std::io::Result<Self> {
+        let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
+        let (event_tx, event_rx) = bounded(EVENT_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("dinoscope-worker".into())
+            .spawn(move || {
+                Worker {
+                    commands: command_rx,
+                    events: event_tx,
+                    waker,
+                    device,
+                    run: None,
+                }
+                .run()
+            })?;
+        Ok(Self {
+            commands: command_tx,
+            events: event_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Never blocks: a full queue (the worker is far behind) reports an error instead.
+    pub fn send(&self, command: Command) -> Result<(), String> {
+        self.commands.try_send(command).map_err(|err| match err {
+            TrySendError::Full(_) => "the training worker is busy; try again".to_string(),
+            TrySendError::Disconnected(_) => "the training worker has stopped".to_string(),
+        })
+    }
+
+    /// Next pending event, if any (never blocks).
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for an event (for tests and the headless driver).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Stops the thread and waits for it (at most one training step).
+    pub fn shutdown(&mut self) {
+        // The worker may be blocked sending into a full event queue: drain while joining.
+        let _ = self.commands.try_send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            while !thread.is_finished() {
+                while self.events.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Where a run's device comes from.
+#[derive(Clone)]
+pub enum DeviceSource {
+    Choice(DeviceChoice),
+    Ready(SelectedDevice),
+}
+
+struct ActiveRun {
+    id: RunId,
+    trainer: Trainer,
+    writer: Option<RunWriter>,
+    paused: bool,
+    /// Toggles applied since the last step, announced as markers at the next step.
+    pending_markers: Vec<Toggle>,
+}
+
+struct Worker {
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    waker: Waker,
+    device: DeviceSource,
+    run: Option<ActiveRun>,
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Worker {
+    fn emit(&self, event: Event) -> bool {
+        // Blocking send: if the UI falls far behind, training waits instead of dropping data.
+        let ok = self.events.send(event).is_ok();
+        (self.waker)();
+        ok
+    }
+
+    fn status(&self, status: WorkerStatus) {
+        let run_id = self.run.as_ref().map(|r| r.id);
+        self.emit(Event::Status { run_id, status });
+    }
+
+    fn run(mut self) {
+        self.status(WorkerStatus::Idle);
+        loop {
+            let stepping = self.run.as_ref().is_some_and(|r| !r.paused);
+            // Idle or paused: sleep on the command queue. Running: only take what is queued.
+            let command = if stepping {
+                self.commands.try_recv().ok()
+            } else {
+                match self.commands.recv_timeout(Duration::from_millis(200)) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            if let Some(command) = command {
+                if let Flow::Exit = self.handle(command) {
+                    return;
+                }
+                continue;
+            }
+            if self.commands.is_empty() && stepping {
+                self.step_once();
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Start {
+                run_id,
+                config,
+                run_dir,
+                total_steps,
+                paused,
+            } => self.start(run_id, *config, run_dir, total_steps, paused),
+            Command::Pause => {
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                    self.status(WorkerStatus::Paused);
+                }
+            }
+            Command::Resume => {
+                if let Some(run) = &mut self.run {
+                    run.paused = false;
+                    self.status(WorkerStatus::Running);
+                }
+            }
+            Command::Step => {
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                    self.step_once();
+                    if self.run.is_some() {
+                        self.status(WorkerStatus::Paused);
+                    }
+                }
+            }
+            Command::Stop => {
+                if self.run.is_some() {
+                    self.finish_run(WorkerStatus::Finished);
+                }
+            }
+            Command::Set(toggle) => self.set(toggle),
+            Command::Shutdown => {
+                if self.run.is_some() {
+                    self.finish_run(WorkerStatus::Finished);
+                }
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn start(
+        &mut self,
+        run_id: RunId,
+        config: Config,
+        run_dir: Option<PathBuf>,
+        total_steps: Option<usize>,
+        paused: bool,
+    ) {
+        if self.run.is_some() {
+            self.finish_run(WorkerStatus::Finished);
+        }
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Starting,
+        });
+        let selected = match &self.device {
+            DeviceSource::Ready(selected) => Ok(selected.clone()),
+            DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
+        };
+        let selected = match selected {
+            Ok(selected) => selected,
+            Err(err) => return self.fail(run_id, err),
+        };
+        let trainer = match Trainer::new(config.clone(), selected.device, total_steps) {
+            Ok(trainer) => trainer,
+            Err(err) => return self.fail(run_id, format!("cannot start training: {err}")),
+        };
+        let writer = match run_dir.map(|dir| RunWriter::create(&dir, &config)) {
+            Some(Ok(writer)) => Some(writer),
+            Some(Err(err)) => {
+                // Training still runs; only the files are missing, and the user is told.
+                self.emit(Event::Warning(format!("{err}; metrics are not saved")));
+                None
+            }
+            None => None,
+        };
+        self.emit(Event::Started {
+            run_id,
+            device: selected.description,
+            dataset: trainer.dataset_description().to_string(),
+            total_steps: trainer.total_steps(),
+            iters_per_epoch: trainer.iters_per_epoch(),
+            ln_k: trainer.ln_k(),
+        });
+        self.run = Some(ActiveRun {
+            id: run_id,
+            trainer,
+            writer,
+            paused,
+            pending_markers: Vec::new(),
+        });
+        self.status(if paused {
+            WorkerStatus::Paused
+        } else {
+            WorkerStatus::Running
+        });
+    }
+
+    fn fail(&mut self, run_id: RunId, message: String) {
+        self.emit(Event::Error(message));
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Failed,
+        });
+    }
+
+    fn set(&mut self, toggle: Toggle) {
+        let Some(run) = &mut self.run else {
+            // Nothing is running: the UI keeps the value for the next Start.
+            return;
+        };
+        match run.trainer.apply(&toggle) {
+            Ok(()) => run.pending_markers.push(toggle),
+            Err(err) => {
+                self.emit(Event::Error(err.to_string()));
+            }
+        }
+    }
+
+    fn step_once(&mut self) {
+        let Some(run) = &mut self.run else { return };
+        if run.trainer.steps_done() >= run.trainer.total_steps() {
+            self.finish_run(WorkerStatus::Finished);
+            return;
+        }
+        let step = run.trainer.steps_done();
+        let markers: Vec<Toggle> = run.pending_markers.drain(..).collect();
+        let run_id = run.id;
+        let result = run.trainer.step();
+        for toggle in markers {
+            self.emit(Event::Marker {
+                run_id,
+                step,
+                label: toggle.label(),
+                toggle,
+            });
+        }
+        match result {
+            Ok(metrics) => {
+                for warning in &metrics.warnings {
+                    self.emit(Event::Warning(warning.clone()));
+                }
+                if let Some(run) = &mut self.run {
+                    if let Some(writer) = &mut run.writer {
+                        if let Err(err) = writer.append(&metrics) {
+                            run.writer = None;
+                            self.emit(Event::Warning(format!(
+                                "{err}; metrics of this run are no longer saved"
+                            )));
+                        }
+                    }
+                }
+                self.emit(Event::Metrics {
+                    run_id,
+                    metrics: Box::new(metrics),
+                });
+            }
+            Err(err) => {
+                self.emit(Event::Error(err.to_string()));
+                self.finish_run(WorkerStatus::Failed);
+            }
+        }
+    }
+
+    fn finish_run(&mut self, status: WorkerStatus) {
+        if let Some(run) = self.run.take() {
+            if let Some(writer) = &run.writer {
+                if let Err(err) = writer.write_config(&run.trainer.resolved_config()) {
+                    self.emit(Event::Warning(err.to_string()));
+                }
+            }
+            self.emit(Event::Status {
+                run_id: Some(run.id),
+                status,
+            });
+        }
+    }
+}
