@@ -42,25 +42,32 @@ fn tail_mean(metrics: &[StepMetrics], n: usize, f: impl Fn(&StepMetrics) -> f64)
     tail.iter().map(f).sum::<f64>() / n as f64
 }
 
-struct Values(Vec<(String, Vec<f32>)>);
+#[derive(Default)]
+struct Values {
+    path: Vec<String>,
+    values: Vec<(String, Vec<f32>)>,
+}
 
 impl ModuleVisitor for Values {
-    fn visit_float_with_path<const D: usize>(
-        &mut self,
-        path: &[String],
-        _id: ParamId,
-        t: &Tensor<D>,
-    ) {
-        let data = t.clone().without_autodiff().into_data_as::<f32>();
-        self.0
-            .push((path.join("."), data.as_slice::<f32>().unwrap().to_vec()));
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let data = param.val().without_autodiff().into_data_as::<f32>();
+        self.values.push((
+            self.path.join("."),
+            data.as_slice::<f32>().unwrap().to_vec(),
+        ));
     }
 }
 
 fn values<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
-    let mut v = Values(Vec::new());
+    let mut v = Values::default();
     module.visit(&mut v);
-    v.0
+    v.values
 }
 
 fn tiny_vit() -> VitConfig {
