@@ -27,6 +27,11 @@ fn micro_config(seed: u64) -> Config {
     config.optim.batch_size_per_gpu = 32;
     config.optim.epochs = 20;
     config.optim.warmup_epochs = 1;
+    // A sharper teacher and a higher lr than `tiny` so the three regimes separate clearly
+    // within 150 steps (checked on seeds 0, 1, 2).
+    config.optim.lr = 0.008;
+    config.dino.teacher_temp = 0.02;
+    config.dino.warmup_teacher_temp = 0.02;
     config
 }
 
@@ -185,7 +190,7 @@ fn toggles_apply_at_next_step() {
     let mut trainer = Trainer::new(micro_config(6), Device::flex(), Some(10)).unwrap();
     let first = trainer.step().unwrap();
     assert!(first.centering && first.sharpening);
-    assert_eq!(first.teacher_temp, 0.04);
+    assert_eq!(first.teacher_temp, 0.02);
     trainer.apply(&Toggle::Sharpening(false)).unwrap();
     trainer.apply(&Toggle::Centering(false)).unwrap();
     trainer.apply(&Toggle::LrScale(0.5)).unwrap();
@@ -212,8 +217,9 @@ fn toggles_apply_at_next_step() {
 const COLLAPSE_STEPS: usize = 150;
 
 /// Paper Fig. 7, left: without centering the teacher collapses to one dimension (h → 0), and
-/// the student follows it (KL → 0). Thresholds: ln K = 4.16 here; a healthy run sits near
-/// 2–3 nats. "Near 0" = below 0.15 nats (under 4 % of ln K), KL below 0.15 nats.
+/// the student follows it (KL → 0). Thresholds: ln K = 4.16 here; the healthy run below ends
+/// at h ≈ 3.2–3.6 with KL ≈ 0.9–1.1 (seeds 0–2), collapsed runs at h < 0.001, KL < 0.003.
+/// "Near 0" = below 0.1 nats (2.4 % of ln K); KL below 0.05, a twentieth of the healthy KL.
 #[test]
 fn no_centering_collapses_to_one_hot() {
     let mut config = micro_config(0);
@@ -231,6 +237,7 @@ fn no_centering_collapses_to_one_hot() {
 }
 
 /// Paper Fig. 7, right: without sharpening the teacher is uniform (h → ln K) and KL → 0.
+/// Measured: h within 0.004 of ln K and KL ≈ 0.002 after 150 steps (seeds 0–2).
 #[test]
 fn no_sharpening_collapses_to_uniform() {
     let mut config = micro_config(0);
@@ -240,7 +247,7 @@ fn no_sharpening_collapses_to_uniform() {
     let h = tail_mean(&m, 10, |x| x.teacher_entropy);
     let kl = tail_mean(&m, 10, |x| x.kl);
     assert!(ln_k - h < 0.05, "teacher entropy {h} vs ln K {ln_k}");
-    assert!(kl < 0.05, "kl {kl}");
+    assert!(kl < 0.02, "kl {kl}");
 }
 
 /// With both on, the entropy stays strictly between and KL stays positive.
@@ -250,6 +257,6 @@ fn healthy_run_stays_between() {
     let ln_k = (64f64).ln();
     let h = tail_mean(&m, 10, |x| x.teacher_entropy);
     let kl = tail_mean(&m, 10, |x| x.kl);
-    assert!(h > 0.3 && h < ln_k - 0.3, "teacher entropy {h}");
-    assert!(kl > 0.1, "kl {kl}");
+    assert!(h > 0.5 && h < ln_k - 0.3, "teacher entropy {h}");
+    assert!(kl > 0.3, "kl {kl}");
 }
