@@ -49,7 +49,7 @@ pub enum ConfigError {
     Override { assignment: String, message: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Seeds weights, data order, augmentation and stochastic depth.
@@ -149,18 +149,6 @@ pub struct DataConfig {
     pub num_workers: usize,
     /// Batches kept ready ahead of the train step (bounded queue).
     pub prefetch_batches: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            model: ModelConfig::default(),
-            dino: DinoConfig::default(),
-            optim: OptimConfig::default(),
-            data: DataConfig::default(),
-        }
-    }
 }
 
 /// Defaults are the official `main_dino.py` defaults, except where noted.

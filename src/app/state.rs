@@ -1,0 +1,465 @@
+//! The UI's plain state: runs with their plotted series and markers, the control values, the
+//! status line. No egui widgets and no tensors here, so tests can build it with synthetic
+//! history and the worker's events apply to it directly.
+
+use super::collapse::{classify, CollapseState, RecentLoss, MIN_STEPS};
+use super::series::{Series, ViewSettings};
+use crate::trainer::{StepMetrics, Toggle};
+use crate::worker::{Event, RunId, WorkerStatus};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+/// Every plotted quantity, with one fixed colour each across all plots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Quantity {
+    Loss,
+    TeacherEntropy,
+    Kl,
+    BatchMeanEntropy,
+    Lr,
+    WeightDecay,
+    TeacherMomentum,
+    TeacherTemp,
+    ImagesPerSec,
+}
+
+impl Quantity {
+    pub const ALL: [Quantity; 9] = [
+        Quantity::Loss,
+        Quantity::TeacherEntropy,
+        Quantity::Kl,
+        Quantity::BatchMeanEntropy,
+        Quantity::Lr,
+        Quantity::WeightDecay,
+        Quantity::TeacherMomentum,
+        Quantity::TeacherTemp,
+        Quantity::ImagesPerSec,
+    ];
+    pub const DECOMPOSITION: [Quantity; 4] = [
+        Quantity::Loss,
+        Quantity::TeacherEntropy,
+        Quantity::Kl,
+        Quantity::BatchMeanEntropy,
+    ];
+    pub const SCHEDULES: [Quantity; 4] = [
+        Quantity::Lr,
+        Quantity::WeightDecay,
+        Quantity::TeacherMomentum,
+        Quantity::TeacherTemp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::Loss => "loss H(Pt,Ps)",
+            Quantity::TeacherEntropy => "h(Pt)",
+            Quantity::Kl => "KL(Pt‖Ps)",
+            Quantity::BatchMeanEntropy => "h(mean Pt)",
+            Quantity::Lr => "learning rate",
+            Quantity::WeightDecay => "weight decay",
+            Quantity::TeacherMomentum => "teacher momentum",
+            Quantity::TeacherTemp => "teacher temperature",
+            Quantity::ImagesPerSec => "images / s",
+        }
+    }
+
+    /// What the curve means, for hover tooltips and the explanation panel.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Quantity::Loss => "The DINO loss: cross-entropy between teacher and student outputs. It equals h(Pt) + KL(Pt‖Ps).",
+            Quantity::TeacherEntropy => "Entropy of the teacher's output per image. 0 = one-hot (one dimension wins), ln K = uniform.",
+            Quantity::Kl => "How far the student is from the teacher. It falls to 0 in both collapse modes: the target carries no information.",
+            Quantity::BatchMeanEntropy => "Entropy of the teacher output averaged over the batch. High if images use different prototypes; 0 only if all use the same one.",
+            Quantity::Lr => "Learning rate: linear warm-up, then cosine decay (× lr scale).",
+            Quantity::WeightDecay => "Weight decay: cosine from 0.04 to 0.4.",
+            Quantity::TeacherMomentum => "EMA momentum of the teacher: cosine towards 1. 0 = the teacher is a copy of the student.",
+            Quantity::TeacherTemp => "Teacher temperature actually used. Low = sharp targets; equal to the student's 0.1 when sharpening is off.",
+            Quantity::ImagesPerSec => "Training throughput.",
+        }
+    }
+
+    pub fn rgb(self) -> [u8; 3] {
+        match self {
+            Quantity::Loss => [90, 140, 230],
+            Quantity::TeacherEntropy => [230, 120, 40],
+            Quantity::Kl => [60, 180, 90],
+            Quantity::BatchMeanEntropy => [170, 100, 210],
+            Quantity::Lr => [90, 140, 230],
+            Quantity::WeightDecay => [200, 90, 120],
+            Quantity::TeacherMomentum => [60, 170, 170],
+            Quantity::TeacherTemp => [230, 120, 40],
+            Quantity::ImagesPerSec => [120, 120, 220],
+        }
+    }
+
+    fn of(self, m: &StepMetrics) -> f64 {
+        match self {
+            Quantity::Loss => m.loss,
+            Quantity::TeacherEntropy => m.teacher_entropy,
+            Quantity::Kl => m.kl,
+            Quantity::BatchMeanEntropy => m.batch_mean_entropy,
+            Quantity::Lr => m.lr,
+            Quantity::WeightDecay => m.weight_decay,
+            Quantity::TeacherMomentum => m.teacher_momentum,
+            Quantity::TeacherTemp => m.teacher_temp,
+            Quantity::ImagesPerSec => m.images_per_sec,
+        }
+    }
+}
+
+/// A toggle marker drawn on every plot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marker {
+    pub step: usize,
+    pub label: String,
+}
+
+/// One run of the session.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub label: String,
+    pub dir: Option<PathBuf>,
+    pub colour_index: usize,
+    pub visible: bool,
+    pub pinned: bool,
+    pub status: WorkerStatus,
+    pub device: String,
+    pub dataset: String,
+    pub total_steps: usize,
+    pub iters_per_epoch: usize,
+    pub ln_k: f64,
+    pub series: Vec<(Quantity, Series)>,
+    pub markers: Vec<Marker>,
+    pub last: Option<StepMetrics>,
+    /// Smoothed throughput for the ETA.
+    pub images_per_sec_ema: Option<f64>,
+}
+
+impl RunRecord {
+    pub fn new(id: RunId, label: String, dir: Option<PathBuf>, view: ViewSettings) -> Self {
+        Self {
+            id,
+            label,
+            dir,
+            colour_index: id as usize,
+            visible: true,
+            pinned: false,
+            status: WorkerStatus::Starting,
+            device: String::new(),
+            dataset: String::new(),
+            total_steps: 0,
+            iters_per_epoch: 1,
+            ln_k: 0.0,
+            series: Quantity::ALL
+                .iter()
+                .map(|q| (*q, Series::new(view)))
+                .collect(),
+            markers: Vec::new(),
+            last: None,
+            images_per_sec_ema: None,
+        }
+    }
+
+    pub fn series(&self, quantity: Quantity) -> Option<&Series> {
+        self.series
+            .iter()
+            .find(|(q, _)| *q == quantity)
+            .map(|(_, s)| s)
+    }
+
+    pub fn push(&mut self, metrics: StepMetrics) {
+        let x = metrics.step as f64;
+        for (quantity, series) in &mut self.series {
+            series.push(x, quantity.of(&metrics));
+        }
+        self.images_per_sec_ema = Some(match self.images_per_sec_ema {
+            Some(rate) => 0.9 * rate + 0.1 * metrics.images_per_sec,
+            None => metrics.images_per_sec,
+        });
+        self.last = Some(metrics);
+    }
+
+    pub fn set_view(&mut self, view: ViewSettings) {
+        for (_, series) in &mut self.series {
+            series.set_view(view);
+        }
+    }
+
+    pub fn steps(&self) -> usize {
+        self.series
+            .first()
+            .map(|(_, s)| s.len())
+            .unwrap_or_default()
+    }
+
+    /// Seconds left at the recent rate.
+    pub fn eta_secs(&self, batch_size: usize) -> Option<f64> {
+        let last = self.last.as_ref()?;
+        let rate = self.images_per_sec_ema?;
+        let steps_left = self.total_steps.saturating_sub(last.step + 1);
+        (rate > 0.0).then(|| steps_left as f64 * batch_size as f64 / rate)
+    }
+
+    pub fn collapse_state(&self) -> CollapseState {
+        let mean = |q| {
+            self.series(q)
+                .and_then(|s| s.recent_mean(MIN_STEPS * 2))
+                .unwrap_or_default()
+        };
+        classify(&RecentLoss {
+            teacher_entropy: mean(Quantity::TeacherEntropy),
+            kl: mean(Quantity::Kl),
+            batch_mean_entropy: mean(Quantity::BatchMeanEntropy),
+            ln_k: self.ln_k,
+            steps: self.steps(),
+        })
+    }
+}
+
+/// Severity of a status-line message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusMessage {
+    pub level: Level,
+    pub text: String,
+}
+
+/// The control values shown in the left panel (mirrors `LiveSettings`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Controls {
+    pub centering: bool,
+    pub sharpening: bool,
+    pub teacher_temp: f64,
+    pub momentum_teacher: f64,
+    pub local_crops: usize,
+    pub lr_scale: f64,
+}
+
+impl Controls {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            centering: config.dino.centering,
+            sharpening: config.dino.sharpening,
+            teacher_temp: config.dino.teacher_temp,
+            momentum_teacher: config.dino.momentum_teacher,
+            local_crops: config.dino.local_crops_number,
+            lr_scale: config.optim.lr_scale,
+        }
+    }
+
+    /// Folds the controls into a config, for the next Start.
+    pub fn apply_to(&self, config: &mut crate::config::Config) {
+        config.dino.centering = self.centering;
+        config.dino.sharpening = self.sharpening;
+        config.dino.teacher_temp = self.teacher_temp;
+        config.dino.warmup_teacher_temp = config.dino.warmup_teacher_temp.min(self.teacher_temp);
+        config.dino.momentum_teacher = self.momentum_teacher;
+        config.dino.local_crops_number = self.local_crops;
+        config.optim.lr_scale = self.lr_scale;
+    }
+}
+
+/// Runs, controls and messages.
+#[derive(Debug)]
+pub struct AppState {
+    pub runs: Vec<RunRecord>,
+    pub current: Option<RunId>,
+    pub next_run_id: RunId,
+    pub worker_status: WorkerStatus,
+    pub controls: Controls,
+    pub view: ViewSettings,
+    pub messages: VecDeque<StatusMessage>,
+    /// Every toggle sent, newest last (what the tests check, and a session log).
+    pub sent_toggles: Vec<Toggle>,
+}
+
+pub const MAX_MESSAGES: usize = 200;
+
+impl AppState {
+    pub fn new(controls: Controls, view: ViewSettings) -> Self {
+        Self {
+            runs: Vec::new(),
+            current: None,
+            next_run_id: 1,
+            worker_status: WorkerStatus::Idle,
+            controls,
+            view,
+            messages: VecDeque::new(),
+            sent_toggles: Vec::new(),
+        }
+    }
+
+    pub fn message(&mut self, level: Level, text: impl Into<String>) {
+        let text = text.into();
+        match level {
+            Level::Error => tracing::error!("{text}"),
+            Level::Warning => tracing::warn!("{text}"),
+            Level::Info => tracing::info!("{text}"),
+        }
+        self.messages.push_back(StatusMessage { level, text });
+        while self.messages.len() > MAX_MESSAGES {
+            self.messages.pop_front();
+        }
+    }
+
+    pub fn run(&self, id: RunId) -> Option<&RunRecord> {
+        self.runs.iter().find(|r| r.id == id)
+    }
+
+    pub fn run_mut(&mut self, id: RunId) -> Option<&mut RunRecord> {
+        self.runs.iter_mut().find(|r| r.id == id)
+    }
+
+    pub fn current_run(&self) -> Option<&RunRecord> {
+        self.current.and_then(|id| self.run(id))
+    }
+
+    /// Registers a new run and makes it current; returns its id.
+    pub fn begin_run(&mut self, label: String, dir: Option<PathBuf>) -> RunId {
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        self.runs
+            .push(RunRecord::new(id, label, dir, self.view));
+        self.current = Some(id);
+        id
+    }
+
+    /// Reset: forget the current run and every run that is not pinned.
+    pub fn reset(&mut self) {
+        self.runs.retain(|run| run.pinned);
+        self.current = None;
+    }
+
+    pub fn set_view(&mut self, view: ViewSettings) {
+        if view != self.view {
+            self.view = view;
+            for run in &mut self.runs {
+                run.set_view(view);
+            }
+        }
+    }
+
+    /// Applies one worker event.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Started {
+                run_id,
+                device,
+                dataset,
+                total_steps,
+                iters_per_epoch,
+                ln_k,
+            } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.device = device;
+                    run.dataset = dataset;
+                    run.total_steps = total_steps;
+                    run.iters_per_epoch = iters_per_epoch.max(1);
+                    run.ln_k = ln_k;
+                }
+            }
+            Event::Metrics { run_id, metrics } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.push(*metrics);
+                }
+            }
+            Event::Marker {
+                run_id,
+                step,
+                label,
+                ..
+            } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.markers.push(Marker { step, label });
+                }
+            }
+            Event::Status { run_id, status } => {
+                if let Some(run) = run_id.and_then(|id| self.run_mut(id)) {
+                    run.status = status;
+                }
+                if run_id.is_none() || run_id == self.current {
+                    self.worker_status = status;
+                }
+            }
+            Event::Warning(text) => self.message(Level::Warning, text),
+            Event::Error(text) => self.message(Level::Error, text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn metrics(step: usize, h: f64, kl: f64) -> StepMetrics {
+        StepMetrics {
+            step,
+            epoch: step / 10,
+            loss: h + kl,
+            teacher_entropy: h,
+            kl,
+            batch_mean_entropy: h,
+            lr: 1e-4,
+            weight_decay: 0.04,
+            teacher_momentum: 0.99,
+            teacher_temp: 0.04,
+            images_per_sec: 100.0,
+            step_secs: 0.3,
+            data_wait_secs: 0.0,
+            local_crops: 6,
+            centering: true,
+            sharpening: true,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn events_fill_runs_and_reset_keeps_pinned() {
+        let view = ViewSettings {
+            smoothing: 0.0,
+            log_y: false,
+        };
+        let mut state = AppState::new(Controls::from_config(&crate::config::Config::default()), view);
+        let first = state.begin_run("a".into(), None);
+        state.apply(Event::Started {
+            run_id: first,
+            device: "CPU".into(),
+            dataset: "shapes".into(),
+            total_steps: 100,
+            iters_per_epoch: 10,
+            ln_k: 1024f64.ln(),
+        });
+        for step in 0..30 {
+            state.apply(Event::Metrics {
+                run_id: first,
+                metrics: Box::new(metrics(step, 0.001, 0.001)),
+            });
+        }
+        state.apply(Event::Marker {
+            run_id: first,
+            step: 12,
+            label: "centering off".into(),
+            toggle: Toggle::Centering(false),
+        });
+        let run = state.current_run().unwrap();
+        assert_eq!(run.steps(), 30);
+        assert_eq!(run.markers, vec![Marker { step: 12, label: "centering off".into() }]);
+        assert_eq!(run.collapse_state(), CollapseState::OneDimension);
+        assert!(run.eta_secs(64).is_some());
+
+        state.run_mut(first).unwrap().pinned = true;
+        let second = state.begin_run("b".into(), None);
+        state.reset();
+        assert!(state.run(first).is_some(), "pinned runs survive reset");
+        assert!(state.run(second).is_none());
+        assert!(state.current.is_none());
+        state.apply(Event::Error("boom".into()));
+        assert_eq!(state.messages.back().unwrap().level, Level::Error);
+    }
+}
