@@ -360,7 +360,19 @@ impl Worker {
         let step = run.trainer.steps_done();
         let markers: Vec<Toggle> = run.pending_markers.drain(..).collect();
         let run_id = run.id;
-        let result = run.trainer.step();
+        // A panic inside burn (e.g. a backend failure) must not take the app down: it becomes
+        // an error event and ends this run.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.trainer.step()))
+            .unwrap_or_else(|payload| {
+                let reason = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(crate::trainer::TrainError::Internal(format!(
+                    "training step {step} panicked: {reason}"
+                )))
+            });
         for toggle in markers {
             self.emit(Event::Marker {
                 run_id,

@@ -1,0 +1,154 @@
+//! The worker thread without any UI: commands apply at the next step, pause stops metrics,
+//! stop/shutdown join, failures become error events.
+
+use dinoscope::config::Config;
+use dinoscope::device::DeviceChoice;
+use dinoscope::trainer::Toggle;
+use dinoscope::worker::{Command, Event, WorkerHandle, WorkerStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn micro_config() -> Config {
+    let mut config = Config::preset("tiny").unwrap();
+    config.model.embed_dim = Some(16);
+    config.model.depth = Some(1);
+    config.model.num_heads = Some(2);
+    config.dino.out_dim = 32;
+    config.dino.hidden_dim = 32;
+    config.dino.bottleneck_dim = 16;
+    config.dino.local_crops_number = 1;
+    config.data.image_size = 32;
+    config.data.global_crop_size = 16;
+    config.data.local_crop_size = 8;
+    config.data.num_images = 64;
+    config.optim.batch_size_per_gpu = 8;
+    config
+}
+
+fn spawn() -> WorkerHandle {
+    WorkerHandle::spawn(DeviceChoice::Cpu, Arc::new(|| {})).unwrap()
+}
+
+fn start(worker: &WorkerHandle, run_id: u64, paused: bool) {
+    worker
+        .send(Command::Start {
+            run_id,
+            config: Box::new(micro_config()),
+            run_dir: None,
+            total_steps: Some(10_000),
+            paused,
+        })
+        .unwrap();
+}
+
+/// Collects events until `done` says so (or 60 s pass).
+fn until(worker: &WorkerHandle, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut events = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(event) = worker.recv_timeout(Duration::from_millis(100)) {
+            let stop = done(&event);
+            events.push(event);
+            if stop {
+                return events;
+            }
+        }
+    }
+    panic!("timed out; got {events:?}");
+}
+
+fn metrics_step(event: &Event) -> Option<usize> {
+    match event {
+        Event::Metrics { metrics, .. } => Some(metrics.step),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_toggle_applies_at_the_next_step_with_a_marker() {
+    let worker = spawn();
+    start(&worker, 1, true);
+    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Paused, .. }));
+    worker.send(Command::Step).unwrap();
+    until(&worker, |e| metrics_step(e) == Some(0));
+    worker.send(Command::Set(Toggle::Centering(false))).unwrap();
+    worker.send(Command::Step).unwrap();
+    let events = until(&worker, |e| metrics_step(e) == Some(1));
+    let marker = events.iter().find_map(|e| match e {
+        Event::Marker { step, label, .. } => Some((*step, label.clone())),
+        _ => None,
+    });
+    assert_eq!(marker, Some((1, "centering off".to_string())));
+    let centering = events.iter().find_map(|e| match e {
+        Event::Metrics { metrics, .. } => Some(metrics.centering),
+        _ => None,
+    });
+    assert_eq!(centering, Some(false));
+}
+
+#[test]
+fn pause_stops_metrics_and_resume_restarts_them() {
+    let worker = spawn();
+    start(&worker, 1, false);
+    until(&worker, |e| metrics_step(e) == Some(2));
+    worker.send(Command::Pause).unwrap();
+    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Paused, .. }));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut after_pause = 0;
+    while let Some(event) = worker.try_recv() {
+        after_pause += usize::from(metrics_step(&event).is_some());
+    }
+    assert_eq!(after_pause, 0, "no metrics while paused");
+    worker.send(Command::Resume).unwrap();
+    until(&worker, |e| metrics_step(e).is_some());
+}
+
+#[test]
+fn stop_and_drop_join_the_thread_quickly() {
+    let mut worker = spawn();
+    start(&worker, 1, false);
+    until(&worker, |e| metrics_step(e).is_some());
+    worker.send(Command::Stop).unwrap();
+    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Finished, .. }));
+    let started = Instant::now();
+    worker.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A second worker, dropped mid-run without a Stop, joins too (no thread leak, no hang).
+    let worker = spawn();
+    start(&worker, 2, false);
+    until(&worker, |e| metrics_step(e).is_some());
+    let started = Instant::now();
+    drop(worker);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_failing_start_is_an_error_event_and_the_worker_lives_on() {
+    let worker = spawn();
+    let mut bad = micro_config();
+    bad.data.source = dinoscope::config::DataSource::Folder;
+    bad.data.path = "/no/such/images".into();
+    worker
+        .send(Command::Start {
+            run_id: 1,
+            config: Box::new(bad),
+            run_dir: None,
+            total_steps: None,
+            paused: false,
+        })
+        .unwrap();
+    let events = until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Failed, .. }));
+    assert!(events.iter().any(|e| matches!(e, Event::Error(text) if text.contains("/no/such/images"))));
+    start(&worker, 2, false);
+    until(&worker, |e| metrics_step(e).is_some());
+}
+
+#[test]
+fn a_bad_toggle_is_an_error_event_and_training_goes_on() {
+    let worker = spawn();
+    start(&worker, 1, false);
+    until(&worker, |e| metrics_step(e).is_some());
+    worker.send(Command::Set(Toggle::TeacherTemp(7.0))).unwrap();
+    until(&worker, |e| matches!(e, Event::Error(text) if text.contains("teacher temperature")));
+    until(&worker, |e| metrics_step(e).is_some());
+}
