@@ -4,6 +4,7 @@
 //! The training library is [`trainer::Trainer`]; see ARCHITECTURE.md for the module map and
 //! the path of one step.
 
+pub mod app;
 pub mod augment;
 pub mod config;
 pub mod data;

@@ -21,6 +21,38 @@ use std::time::Instant;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+/// With no subcommand, dinoscope opens the desktop app.
+#[derive(Args)]
+struct AppArgs {
+    /// TOML config for the app's runs (default: the tiny preset).
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// Built-in preset to start with.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// Start training as soon as the window opens.
+    #[arg(long)]
+    autostart: bool,
+    /// Render the real app after --after-steps training steps, write this PNG and exit.
+    #[arg(long, value_name = "PNG", requires = "after_steps")]
+    screenshot_to: Option<PathBuf>,
+    /// Steps to train before --screenshot-to captures the window.
+    #[arg(long, value_name = "N")]
+    after_steps: Option<usize>,
+    /// Training device when no hardware GPU is shared with the UI.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Apply a toggle when the run reaches a step, e.g. --toggle-at 60:centering=off
+    /// (repeatable; for scripted demos and screenshots).
+    #[arg(long, value_name = "STEP:KEY=VALUE")]
+    toggle_at: Vec<String>,
+    /// Where the app writes its runs.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    runs_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -92,19 +124,50 @@ fn main() {
     let result = match cli.command {
         Some(Command::Train(args)) => train(args),
         Some(Command::Bench(args)) => bench(args),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            println!(
-                "\n\nStart with:  dinoscope train --preset tiny    (or --preset collapse-no-centering)"
-            );
-            Ok(())
-        }
+        None => open_app(cli.app),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
+}
+
+fn open_app(args: AppArgs) -> Result<()> {
+    let (config, preset) = match (&args.config, &args.preset) {
+        (Some(path), _) => (Config::from_file(path)?, "custom".to_string()),
+        (None, Some(name)) => (Config::preset(name)?, name.clone()),
+        (None, None) => (Config::preset("tiny")?, "tiny".to_string()),
+    };
+    let screenshot = match (args.screenshot_to, args.after_steps) {
+        (Some(path), Some(after_steps)) => {
+            Some(dinoscope::app::ScreenshotRequest { path, after_steps })
+        }
+        _ => None,
+    };
+    let mut scripted_toggles = Vec::new();
+    for spec in &args.toggle_at {
+        let (step, toggle) = spec.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--toggle-at {spec}: expected STEP:KEY=VALUE, e.g. 60:centering=off")
+        })?;
+        let step: usize = step
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--toggle-at {spec}: `{step}` is not a step number"))?;
+        let toggle: dinoscope::trainer::Toggle = toggle
+            .parse()
+            .map_err(|err: String| anyhow::anyhow!("--toggle-at {spec}: {err}"))?;
+        scripted_toggles.push((step, toggle));
+    }
+    let options = dinoscope::app::AppOptions {
+        scripted_toggles,
+        config,
+        preset,
+        // A screenshot needs training to happen.
+        autostart: args.autostart || screenshot.is_some(),
+        device: args.device,
+        runs_root: Some(args.runs_dir),
+        screenshot,
+    };
+    dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }
 
 /// Loads the config named on the command line and applies overrides; returns it with a label.

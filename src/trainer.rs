@@ -49,6 +49,43 @@ pub enum Toggle {
     LrScale(f64),
 }
 
+impl std::str::FromStr for Toggle {
+    type Err = String;
+
+    /// Parses `centering=off`, `sharpening=on`, `teacher_temp=0.07`, `momentum=0`,
+    /// `local_crops=0`, `lr_scale=2` (for scripted demos).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (key, value) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}`: expected KEY=VALUE, e.g. centering=off"))?;
+        let value = value.trim();
+        let switch = || match value {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            _ => Err(format!("`{text}`: use on or off")),
+        };
+        let number = || {
+            value
+                .parse::<f64>()
+                .map_err(|_| format!("`{text}`: `{value}` is not a number"))
+        };
+        match key.trim() {
+            "centering" => Ok(Toggle::Centering(switch()?)),
+            "sharpening" => Ok(Toggle::Sharpening(switch()?)),
+            "teacher_temp" => Ok(Toggle::TeacherTemp(number()?)),
+            "momentum" | "momentum_teacher" => Ok(Toggle::MomentumTeacher(number()?)),
+            "local_crops" => value
+                .parse()
+                .map(Toggle::LocalCrops)
+                .map_err(|_| format!("`{text}`: `{value}` is not a whole number")),
+            "lr_scale" => Ok(Toggle::LrScale(number()?)),
+            other => Err(format!(
+                "`{other}` is not a toggle; use centering, sharpening, teacher_temp, momentum, local_crops or lr_scale"
+            )),
+        }
+    }
+}
+
 impl Toggle {
     /// A short label for plot markers: "centering off", "τt = 0.070".
     pub fn label(&self) -> String {
@@ -59,7 +96,7 @@ impl Toggle {
             Toggle::TeacherTemp(t) => format!("τt = {t:.3}"),
             Toggle::MomentumTeacher(m) => format!("momentum = {m:.4}"),
             Toggle::LocalCrops(n) => format!("local crops = {n}"),
-            Toggle::LrScale(s) => format!("lr × {s:.2}"),
+            Toggle::LrScale(s) => format!("lr scale = {s:.2}"),
         }
     }
 }

@@ -6,7 +6,7 @@
 pub enum CollapseState {
     /// Too few steps to say.
     WarmingUp,
-    /// h(Pt) strictly between 0 and ln K and KL(Pt‖Ps) clearly positive.
+    /// h(Pt) strictly between 0 and ln K and KL(Pt || Ps) clearly positive.
     Healthy,
     /// h(Pt) → 0 and KL → 0: every image gets the same one-hot teacher output.
     OneDimension,
@@ -60,7 +60,7 @@ impl CollapseState {
     pub fn explanation(self) -> &'static str {
         match self {
             CollapseState::WarmingUp => {
-                "Not enough steps yet to tell. Watch h(Pt), the teacher's entropy, and KL(Pt‖Ps), \
+                "Not enough steps yet to tell. Watch h(Pt), the teacher's entropy, and KL(Pt || Ps), \
                  how far the student is from the teacher."
             }
             CollapseState::Healthy => {
@@ -70,12 +70,12 @@ impl CollapseState {
             }
             CollapseState::OneDimension => {
                 "One output dimension wins for every image: the teacher entropy h(Pt) has fallen \
-                 to 0 and the student copies that constant answer, so KL → 0. Centering is what \
+                 to 0 and the student copies that constant answer, so KL falls to 0. Centering is what \
                  normally prevents this; turn it on to recover."
             }
             CollapseState::Uniform => {
                 "The teacher says 'every prototype equally likely' for every image: h(Pt) has \
-                 risen to ln K and KL → 0 because a uniform target is trivial to match. \
+                 risen to ln K and KL falls to 0 because a uniform target is trivial to match. \
                  Sharpening (a low teacher temperature) normally prevents this."
             }
         }
@@ -110,7 +110,10 @@ mod tests {
     fn names_the_three_regimes_from_measured_runs() {
         // Values measured at the end of the three presets (README, configs/).
         assert_eq!(classify(&recent(4.26, 0.95)), CollapseState::Healthy);
-        assert_eq!(classify(&recent(0.0002, 0.004)), CollapseState::OneDimension);
+        assert_eq!(
+            classify(&recent(0.0002, 0.004)),
+            CollapseState::OneDimension
+        );
         assert_eq!(classify(&recent(6.907, 0.019)), CollapseState::Uniform);
         // Near ln K but the student is still learning: not (yet) collapsed.
         assert_eq!(classify(&recent(6.8, 0.3)), CollapseState::Healthy);

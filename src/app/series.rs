@@ -36,8 +36,10 @@ impl Decimated {
         self.partial_sum.1 += y;
         self.partial_count += 1;
         let n = self.partial_count as f64;
-        self.points
-            .push(PlotPoint::new(self.partial_sum.0 / n, self.partial_sum.1 / n));
+        self.points.push(PlotPoint::new(
+            self.partial_sum.0 / n,
+            self.partial_sum.1 / n,
+        ));
         if self.partial_count == self.stride {
             self.partial_sum = (0.0, 0.0);
             self.partial_count = 0;

@@ -52,7 +52,7 @@ impl Quantity {
         match self {
             Quantity::Loss => "loss H(Pt,Ps)",
             Quantity::TeacherEntropy => "h(Pt)",
-            Quantity::Kl => "KL(Pt‖Ps)",
+            Quantity::Kl => "KL(Pt || Ps)",
             Quantity::BatchMeanEntropy => "h(mean Pt)",
             Quantity::Lr => "learning rate",
             Quantity::WeightDecay => "weight decay",
@@ -65,11 +65,11 @@ impl Quantity {
     /// What the curve means, for hover tooltips and the explanation panel.
     pub fn explanation(self) -> &'static str {
         match self {
-            Quantity::Loss => "The DINO loss: cross-entropy between teacher and student outputs. It equals h(Pt) + KL(Pt‖Ps).",
+            Quantity::Loss => "The DINO loss: cross-entropy between teacher and student outputs. It equals h(Pt) + KL(Pt || Ps).",
             Quantity::TeacherEntropy => "Entropy of the teacher's output per image. 0 = one-hot (one dimension wins), ln K = uniform.",
             Quantity::Kl => "How far the student is from the teacher. It falls to 0 in both collapse modes: the target carries no information.",
             Quantity::BatchMeanEntropy => "Entropy of the teacher output averaged over the batch. High if images use different prototypes; 0 only if all use the same one.",
-            Quantity::Lr => "Learning rate: linear warm-up, then cosine decay (× lr scale).",
+            Quantity::Lr => "Learning rate: linear warm-up, then cosine decay (times the lr scale).",
             Quantity::WeightDecay => "Weight decay: cosine from 0.04 to 0.4.",
             Quantity::TeacherMomentum => "EMA momentum of the teacher: cosine towards 1. 0 = the teacher is a copy of the student.",
             Quantity::TeacherTemp => "Teacher temperature actually used. Low = sharp targets; equal to the student's 0.1 when sharpening is off.",
@@ -324,8 +324,7 @@ impl AppState {
     pub fn begin_run(&mut self, label: String, dir: Option<PathBuf>) -> RunId {
         let id = self.next_run_id;
         self.next_run_id += 1;
-        self.runs
-            .push(RunRecord::new(id, label, dir, self.view));
+        self.runs.push(RunRecord::new(id, label, dir, self.view));
         self.current = Some(id);
         id
     }
@@ -425,7 +424,10 @@ mod tests {
             smoothing: 0.0,
             log_y: false,
         };
-        let mut state = AppState::new(Controls::from_config(&crate::config::Config::default()), view);
+        let mut state = AppState::new(
+            Controls::from_config(&crate::config::Config::default()),
+            view,
+        );
         let first = state.begin_run("a".into(), None);
         state.apply(Event::Started {
             run_id: first,
@@ -449,7 +451,13 @@ mod tests {
         });
         let run = state.current_run().unwrap();
         assert_eq!(run.steps(), 30);
-        assert_eq!(run.markers, vec![Marker { step: 12, label: "centering off".into() }]);
+        assert_eq!(
+            run.markers,
+            vec![Marker {
+                step: 12,
+                label: "centering off".into()
+            }]
+        );
         assert_eq!(run.collapse_state(), CollapseState::OneDimension);
         assert!(run.eta_secs(64).is_some());
 

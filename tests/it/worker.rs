@@ -68,7 +68,15 @@ fn metrics_step(event: &Event) -> Option<usize> {
 fn a_toggle_applies_at_the_next_step_with_a_marker() {
     let worker = spawn();
     start(&worker, 1, true);
-    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Paused, .. }));
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Paused,
+                ..
+            }
+        )
+    });
     worker.send(Command::Step).unwrap();
     until(&worker, |e| metrics_step(e) == Some(0));
     worker.send(Command::Set(Toggle::Centering(false))).unwrap();
@@ -92,7 +100,15 @@ fn pause_stops_metrics_and_resume_restarts_them() {
     start(&worker, 1, false);
     until(&worker, |e| metrics_step(e) == Some(2));
     worker.send(Command::Pause).unwrap();
-    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Paused, .. }));
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Paused,
+                ..
+            }
+        )
+    });
     std::thread::sleep(Duration::from_millis(300));
     let mut after_pause = 0;
     while let Some(event) = worker.try_recv() {
@@ -109,7 +125,15 @@ fn stop_and_drop_join_the_thread_quickly() {
     start(&worker, 1, false);
     until(&worker, |e| metrics_step(e).is_some());
     worker.send(Command::Stop).unwrap();
-    until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Finished, .. }));
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Finished,
+                ..
+            }
+        )
+    });
     let started = Instant::now();
     worker.shutdown();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -137,8 +161,18 @@ fn a_failing_start_is_an_error_event_and_the_worker_lives_on() {
             paused: false,
         })
         .unwrap();
-    let events = until(&worker, |e| matches!(e, Event::Status { status: WorkerStatus::Failed, .. }));
-    assert!(events.iter().any(|e| matches!(e, Event::Error(text) if text.contains("/no/such/images"))));
+    let events = until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Failed,
+                ..
+            }
+        )
+    });
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Error(text) if text.contains("/no/such/images"))));
     start(&worker, 2, false);
     until(&worker, |e| metrics_step(e).is_some());
 }
@@ -149,6 +183,9 @@ fn a_bad_toggle_is_an_error_event_and_training_goes_on() {
     start(&worker, 1, false);
     until(&worker, |e| metrics_step(e).is_some());
     worker.send(Command::Set(Toggle::TeacherTemp(7.0))).unwrap();
-    until(&worker, |e| matches!(e, Event::Error(text) if text.contains("teacher temperature")));
+    until(
+        &worker,
+        |e| matches!(e, Event::Error(text) if text.contains("teacher temperature")),
+    );
     until(&worker, |e| metrics_step(e).is_some());
 }

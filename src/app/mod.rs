@@ -1,0 +1,742 @@
+//! The desktop app: eframe + egui. The UI owns an [`AppState`] and a [`WorkerHandle`]; it never
+//! touches tensors, and the worker never touches egui. Events are drained in `logic` with a
+//! per-frame time budget, so the window never waits on training.
+
+pub mod collapse;
+pub mod plots;
+pub mod series;
+pub mod state;
+
+use crate::config::{Config, PRESETS};
+use crate::device::{DeviceChoice, SelectedDevice};
+use crate::trainer::Toggle;
+use crate::worker::{Command, DeviceSource, WorkerHandle, WorkerStatus};
+use collapse::CollapseState;
+use series::ViewSettings;
+use state::{AppState, Controls, Level, Quantity};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long `logic` may spend applying worker events per frame.
+const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// Frames kept for the frame-time read-out.
+const FRAME_WINDOW: usize = 240;
+const PREFS_KEY: &str = "dinoscope_prefs";
+
+/// What the command line asks of the app.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    pub config: Config,
+    /// Preset name, or "custom" for a `--config` file.
+    pub preset: String,
+    pub autostart: bool,
+    pub device: DeviceChoice,
+    /// Where runs are written (`runs/`); `None` keeps them in memory only.
+    pub runs_root: Option<PathBuf>,
+    pub screenshot: Option<ScreenshotRequest>,
+    /// Toggles applied automatically when the current run reaches a step (scripted demos).
+    pub scripted_toggles: Vec<(usize, Toggle)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScreenshotRequest {
+    pub path: PathBuf,
+    pub after_steps: usize,
+}
+
+/// UI preferences kept between launches (eframe storage).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Prefs {
+    pub smoothing: f64,
+    pub log_y: bool,
+    pub preset: String,
+    pub show_explanation: bool,
+    pub show_schedules: bool,
+    pub show_throughput: bool,
+}
+
+impl Default for Prefs {
+    fn default() -> Self {
+        Self {
+            smoothing: 0.6,
+            log_y: false,
+            preset: "tiny".into(),
+            show_explanation: true,
+            show_schedules: true,
+            show_throughput: true,
+        }
+    }
+}
+
+pub struct DinoscopeApp {
+    pub state: AppState,
+    worker: Option<WorkerHandle>,
+    base_config: Config,
+    prefs: Prefs,
+    options: AppOptions,
+    frame_secs: VecDeque<f32>,
+    launched_at: Instant,
+    /// Seconds from launch to the first plotted point.
+    pub first_point_secs: Option<f64>,
+    screenshot_requested: bool,
+    /// Set by the screenshot callback (on eframe's thread) once the PNG is written.
+    screenshot_done: Arc<std::sync::Mutex<Option<Result<(), String>>>>,
+    autostart_pending: bool,
+}
+
+impl DinoscopeApp {
+    /// Builds the app inside eframe: restores preferences, picks the training device (sharing
+    /// eframe's wgpu device when it is a hardware GPU) and spawns the worker.
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let prefs: Prefs = cc
+            .storage
+            .and_then(|storage| eframe::get_value(storage, PREFS_KEY))
+            .unwrap_or_default();
+        let device = shared_gpu_device(cc)
+            .map(DeviceSource::Ready)
+            .unwrap_or(DeviceSource::Choice(options.device));
+        let ctx = cc.egui_ctx.clone();
+        let waker: crate::worker::Waker =
+            Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
+        let worker = WorkerHandle::spawn_with(device, waker);
+        Self::with_worker(options, prefs, worker.map_err(|e| e.to_string()))
+    }
+
+    /// The app around an existing (or failed) worker; also used by tests.
+    pub fn with_worker(
+        options: AppOptions,
+        mut prefs: Prefs,
+        worker: Result<WorkerHandle, String>,
+    ) -> Self {
+        // The command line wins over the remembered preset.
+        prefs.preset = options.preset.clone();
+        let view = ViewSettings {
+            smoothing: prefs.smoothing,
+            log_y: prefs.log_y,
+        };
+        let mut state = AppState::new(Controls::from_config(&options.config), view);
+        let worker = match worker {
+            Ok(worker) => Some(worker),
+            Err(err) => {
+                state.message(
+                    Level::Error,
+                    format!("cannot start the training thread: {err}"),
+                );
+                None
+            }
+        };
+        Self {
+            state,
+            worker,
+            base_config: options.config.clone(),
+            prefs,
+            autostart_pending: options.autostart,
+            options,
+            frame_secs: VecDeque::with_capacity(FRAME_WINDOW),
+            launched_at: Instant::now(),
+            first_point_secs: None,
+            screenshot_requested: false,
+            screenshot_done: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    fn send(&mut self, command: Command) {
+        let Some(worker) = &self.worker else {
+            self.state
+                .message(Level::Error, "the training thread is not running");
+            return;
+        };
+        if let Err(err) = worker.send(command) {
+            self.state.message(Level::Error, err);
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        matches!(
+            self.state.worker_status,
+            WorkerStatus::Running | WorkerStatus::Paused | WorkerStatus::Starting
+        ) && self.state.current.is_some()
+    }
+
+    /// Starts a new run from the preset and the current controls.
+    pub fn start(&mut self, paused: bool) {
+        let mut config = self.base_config.clone();
+        self.state.controls.apply_to(&mut config);
+        let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
+        let dir = self
+            .options
+            .runs_root
+            .as_ref()
+            .map(|root| crate::run::new_run_dir(root, &self.prefs.preset));
+        let run_id = self.state.begin_run(label, dir.clone());
+        self.state.worker_status = WorkerStatus::Starting;
+        self.send(Command::Start {
+            run_id,
+            config: Box::new(config),
+            run_dir: dir,
+            total_steps: None,
+            paused,
+        });
+    }
+
+    /// Sends a toggle to the running job (applied at its next step) and logs it.
+    pub fn toggle(&mut self, toggle: Toggle) {
+        if self.is_active() {
+            self.state.sent_toggles.push(toggle.clone());
+            self.send(Command::Set(toggle));
+        }
+    }
+
+    pub fn reset(&mut self) {
+        if self.is_active() {
+            self.send(Command::Stop);
+        }
+        self.state.reset();
+        self.state.worker_status = WorkerStatus::Idle;
+        self.first_point_secs = None;
+    }
+
+    fn select_preset(&mut self, name: &str) {
+        match Config::preset(name) {
+            Ok(config) => {
+                self.prefs.preset = name.to_string();
+                self.state.controls = Controls::from_config(&config);
+                self.base_config = config;
+                self.state.message(
+                    Level::Info,
+                    format!("preset {name} selected; it applies at the next Start"),
+                );
+            }
+            Err(err) => self.state.message(Level::Error, err.to_string()),
+        }
+    }
+
+    /// Applies pending worker events within the frame budget.
+    pub fn drain_events(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let started = Instant::now();
+        let mut events = Vec::new();
+        while started.elapsed() < EVENT_BUDGET {
+            match worker.try_recv() {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        for event in events {
+            self.state.apply(event);
+        }
+        if self.first_point_secs.is_none()
+            && self.state.current_run().is_some_and(|run| run.steps() > 0)
+        {
+            self.first_point_secs = Some(self.launched_at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Median and 95th percentile of recent frame CPU times, in milliseconds.
+    pub fn frame_time_ms(&self) -> Option<(f32, f32)> {
+        if self.frame_secs.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<f32> = self.frame_secs.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        let at = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize] * 1e3;
+        Some((at(0.5), at(0.95)))
+    }
+
+    /// Applies scripted toggles whose step the current run has reached, as if clicked.
+    fn run_script(&mut self) {
+        let steps = self.state.current_run().map(|run| run.steps()).unwrap_or(0);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.options.scripted_toggles)
+            .into_iter()
+            .partition(|(step, _)| steps > 0 && *step <= steps);
+        self.options.scripted_toggles = later;
+        for (_, toggle) in due {
+            match &toggle {
+                Toggle::Centering(on) => self.state.controls.centering = *on,
+                Toggle::Sharpening(on) => self.state.controls.sharpening = *on,
+                Toggle::TeacherTemp(t) => self.state.controls.teacher_temp = *t,
+                Toggle::MomentumTeacher(m) => self.state.controls.momentum_teacher = *m,
+                Toggle::LocalCrops(n) => self.state.controls.local_crops = *n,
+                Toggle::LrScale(s) => self.state.controls.lr_scale = *s,
+            }
+            self.toggle(toggle);
+        }
+    }
+
+    fn handle_screenshot(&mut self, ctx: &egui::Context) {
+        let Some(request) = self.options.screenshot.clone() else {
+            return;
+        };
+        let ready = self
+            .state
+            .current_run()
+            .is_some_and(|run| run.steps() >= request.after_steps)
+            || (self.state.worker_status == WorkerStatus::Failed);
+        if ready && !self.screenshot_requested {
+            self.screenshot_requested = true;
+            self.send(Command::Pause);
+            let done = self.screenshot_done.clone();
+            let path = request.path.clone();
+            let repaint = ctx.clone();
+            ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+                egui::ScreenshotCallback::new(move |image| {
+                    let [w, h] = image.size;
+                    let bytes: Vec<u8> = image.pixels.iter().flat_map(|p| p.to_array()).collect();
+                    let saved = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
+                        .ok_or_else(|| "screenshot has an unexpected size".to_string())
+                        .and_then(|img| img.save(&path).map_err(|e| e.to_string()));
+                    match &saved {
+                        Ok(()) => eprintln!("screenshot written to {}", path.display()),
+                        Err(err) => eprintln!("cannot write {}: {err}", path.display()),
+                    }
+                    if let Ok(mut slot) = done.lock() {
+                        *slot = Some(saved);
+                    }
+                    repaint.request_repaint();
+                }),
+            ));
+        }
+        let finished = self
+            .screenshot_done
+            .lock()
+            .map(|slot| slot.is_some())
+            .unwrap_or(true);
+        if finished {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        ctx.request_repaint_after(Duration::from_millis(50));
+    }
+
+    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal_wrapped(|ui| {
+            let status = self.state.worker_status;
+            let active = self.is_active();
+            let running = active && status == WorkerStatus::Running;
+            let paused = active && status == WorkerStatus::Paused;
+            if ui
+                .add_enabled(!running, egui::Button::new(if paused { "Resume" } else { "Start" }))
+                .on_hover_text("Start a new run with the preset and the controls on the left (or resume a paused one).")
+                .clicked()
+            {
+                if paused {
+                    self.send(Command::Resume);
+                } else {
+                    self.start(false);
+                }
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Pause"))
+                .on_hover_text("Pause after the current step.")
+                .clicked()
+            {
+                self.send(Command::Pause);
+            }
+            if ui
+                .add_enabled(paused || !active, egui::Button::new("Step"))
+                .on_hover_text("Run exactly one training step, then stay paused.")
+                .clicked()
+            {
+                if !active {
+                    self.start(true);
+                }
+                self.send(Command::Step);
+            }
+            if ui
+                .add_enabled(active, egui::Button::new("Stop"))
+                .on_hover_text("End this run; its curves stay on screen.")
+                .clicked()
+            {
+                self.send(Command::Stop);
+            }
+            if ui
+                .button("Reset")
+                .on_hover_text("Stop and clear the current and earlier runs; pinned runs stay.")
+                .clicked()
+            {
+                self.reset();
+            }
+            ui.separator();
+            let mut selected = self.prefs.preset.clone();
+            egui::ComboBox::from_label("preset")
+                .selected_text(selected.clone())
+                .show_ui(ui, |ui| {
+                    for (name, _) in PRESETS {
+                        ui.selectable_value(&mut selected, name.to_string(), name);
+                    }
+                });
+            if selected != self.prefs.preset {
+                self.select_preset(&selected);
+            }
+            ui.separator();
+            if let Some(run) = self.state.current_run() {
+                if !run.device.is_empty() {
+                    ui.label(&run.device).on_hover_text(&run.dataset);
+                }
+                if let Some(last) = &run.last {
+                    ui.separator();
+                    ui.label(format!(
+                        "step {} / {} · epoch {}",
+                        last.step + 1,
+                        run.total_steps,
+                        last.epoch
+                    ));
+                    ui.separator();
+                    ui.label(format!(
+                        "{:.0} img/s",
+                        run.images_per_sec_ema.unwrap_or(last.images_per_sec)
+                    ));
+                    if let Some(eta) = run.eta_secs(self.base_config.optim.batch_size_per_gpu) {
+                        ui.label(format!("ETA {}", format_duration(eta)));
+                    }
+                }
+                ui.separator();
+                let collapse = run.collapse_state();
+                collapse_chip_ui(ui, collapse);
+            } else {
+                ui.label(status_text(status));
+            }
+        });
+    }
+
+    fn controls_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Anti-collapse");
+        let mut controls = self.state.controls.clone();
+        if ui
+            .checkbox(&mut controls.centering, "centering")
+            .on_hover_text("Subtracts a running mean from the teacher's outputs so no single dimension can win for every image. Off: h(Pt) falls to 0: one-hot collapse.")
+            .changed()
+        {
+            self.toggle(Toggle::Centering(controls.centering));
+        }
+        if ui
+            .checkbox(&mut controls.sharpening, "sharpening")
+            .on_hover_text("Uses a low teacher temperature so the teacher's targets are peaked. Off (temperature = the student's 0.1): h(Pt) rises to ln K: uniform collapse.")
+            .changed()
+        {
+            self.toggle(Toggle::Sharpening(controls.sharpening));
+        }
+        let response = ui
+            .add(
+                egui::Slider::new(&mut controls.teacher_temp, 0.005..=0.2)
+                    .logarithmic(true)
+                    .text("τ teacher"),
+            )
+            .on_hover_text("Teacher temperature. Lower = sharper targets, pushing towards one-hot; above ~0.07 the paper saw uniform collapse.");
+        if committed(&response) {
+            self.toggle(Toggle::TeacherTemp(controls.teacher_temp));
+        }
+        let response = ui
+            .add(egui::Slider::new(&mut controls.momentum_teacher, 0.0..=1.0).text("momentum"))
+            .on_hover_text("EMA momentum of the teacher (cosine-scheduled towards 1). 0 = no momentum teacher: the teacher copies the student, and the paper's run collapsed.");
+        if committed(&response) {
+            self.toggle(Toggle::MomentumTeacher(controls.momentum_teacher));
+        }
+        let response = ui
+            .add(egui::Slider::new(&mut controls.local_crops, 0..=10).text("local crops"))
+            .on_hover_text("Small crops the student must match to the teacher's global view. 0 = no multi-crop: training still works, with weaker features.");
+        if committed(&response) {
+            self.toggle(Toggle::LocalCrops(controls.local_crops));
+        }
+        let response = ui
+            .add(
+                egui::Slider::new(&mut controls.lr_scale, 0.05..=20.0)
+                    .logarithmic(true)
+                    .text("lr scale"),
+            )
+            .on_hover_text("Multiplies the learning-rate schedule. A large lr makes a collapse happen (and recover) faster.");
+        if committed(&response) {
+            self.toggle(Toggle::LrScale(controls.lr_scale));
+        }
+        self.state.controls = controls;
+
+        ui.separator();
+        ui.heading("View");
+        let mut view = self.state.view;
+        ui.add(egui::Slider::new(&mut view.smoothing, 0.0..=0.99).text("smoothing"))
+            .on_hover_text("De-biased exponential moving average, as in TensorBoard. The raw curve stays faint underneath.");
+        ui.checkbox(&mut view.log_y, "log y")
+            .on_hover_text("Plot log10 of every value (the 0 line is hidden).");
+        self.state.set_view(view);
+        self.prefs.smoothing = view.smoothing;
+        self.prefs.log_y = view.log_y;
+        ui.checkbox(&mut self.prefs.show_schedules, "schedules");
+        ui.checkbox(&mut self.prefs.show_throughput, "throughput");
+        ui.checkbox(&mut self.prefs.show_explanation, "explanations");
+
+        ui.separator();
+        ui.heading("Runs");
+        let current = self.state.current;
+        for run in self.state.runs.iter_mut().rev() {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut run.visible, "")
+                    .on_hover_text("Show or hide this run on the plots.");
+                let pin = if run.pinned { "pinned" } else { "pin" };
+                if ui
+                    .selectable_label(run.pinned, pin)
+                    .on_hover_text("Pinned runs survive Reset, to compare against new runs.")
+                    .clicked()
+                {
+                    run.pinned = !run.pinned;
+                }
+                let live = if Some(run.id) == current {
+                    " (current)"
+                } else {
+                    ""
+                };
+                ui.label(format!("{}{live}", run.label))
+                    .on_hover_text(format!(
+                        "{} steps · {}{}",
+                        run.steps(),
+                        status_text(run.status),
+                        run.dir
+                            .as_ref()
+                            .map(|d| format!(" · {}", d.display()))
+                            .unwrap_or_default()
+                    ));
+            });
+        }
+        if self.state.runs.is_empty() {
+            ui.label("No runs yet: press Start.");
+        }
+    }
+
+    fn explanation_ui(&self, ui: &mut egui::Ui) {
+        ui.heading("What you are seeing");
+        if let Some(run) = self.state.current_run() {
+            let collapse = run.collapse_state();
+            collapse_chip_ui(ui, collapse);
+            ui.label(collapse.explanation());
+            if let Some(marker) = run.markers.last() {
+                ui.separator();
+                ui.label(format!(
+                    "Last change at step {}: {}",
+                    marker.step, marker.label
+                ));
+            }
+        } else {
+            ui.label(CollapseState::WarmingUp.explanation());
+        }
+        ui.separator();
+        for quantity in Quantity::DECOMPOSITION {
+            ui.label(
+                egui::RichText::new(quantity.name())
+                    .strong()
+                    .color(egui::Color32::from_rgb(
+                        quantity.rgb()[0],
+                        quantity.rgb()[1],
+                        quantity.rgb()[2],
+                    )),
+            );
+            ui.label(quantity.explanation());
+        }
+    }
+
+    fn status_line_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if let Some(message) = self.state.messages.back() {
+                let colour = match message.level {
+                    Level::Info => ui.visuals().text_color(),
+                    Level::Warning => egui::Color32::from_rgb(230, 170, 40),
+                    Level::Error => egui::Color32::from_rgb(235, 80, 70),
+                };
+                let history: Vec<String> = self
+                    .state
+                    .messages
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|m| m.text.clone())
+                    .collect();
+                ui.colored_label(colour, &message.text)
+                    .on_hover_text(history.join("\n"));
+            } else {
+                ui.label("Ready.");
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if let Some((median, p95)) = self.frame_time_ms() {
+                    ui.label(format!("frame {median:.1} ms (p95 {p95:.1})"))
+                        .on_hover_text("CPU time per UI frame over the last 240 frames.");
+                }
+                if let Some(secs) = self.first_point_secs {
+                    ui.label(format!("first point after {secs:.1} s"));
+                }
+            });
+        });
+    }
+}
+
+/// Commit slider changes once (on release or keyboard edit), so a drag is one marker.
+fn committed(response: &egui::Response) -> bool {
+    response.drag_stopped() || (response.changed() && !response.dragged())
+}
+
+fn collapse_chip_ui(ui: &mut egui::Ui, collapse: CollapseState) {
+    let [r, g, b] = collapse.rgb();
+    egui::Frame::new()
+        .fill(egui::Color32::from_rgb(r, g, b))
+        .corner_radius(8.0)
+        .inner_margin(egui::Margin::symmetric(8, 2))
+        .show(ui, |ui| {
+            ui.label(
+                egui::RichText::new(collapse.label())
+                    .color(egui::Color32::BLACK)
+                    .strong(),
+            );
+        })
+        .response
+        .on_hover_text(collapse.explanation());
+}
+
+fn status_text(status: WorkerStatus) -> &'static str {
+    match status {
+        WorkerStatus::Idle => "idle",
+        WorkerStatus::Starting => "starting...",
+        WorkerStatus::Running => "running",
+        WorkerStatus::Paused => "paused",
+        WorkerStatus::Finished => "finished",
+        WorkerStatus::Failed => "failed",
+    }
+}
+
+fn format_duration(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+/// A burn device on eframe's own wgpu device, when that device is a hardware GPU.
+fn shared_gpu_device(cc: &eframe::CreationContext<'_>) -> Option<SelectedDevice> {
+    use burn::tensor::wgpu::{wgpu, WgpuSetup};
+    let render_state = cc.wgpu_render_state.as_ref()?;
+    let info = render_state.adapter.get_info();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        return None;
+    }
+    let device = burn::prelude::Device::wgpu_options()
+        .setup(WgpuSetup {
+            instance: render_state.instance.clone(),
+            adapter: render_state.adapter.clone(),
+            device: render_state.device.clone(),
+            queue: render_state.queue.clone(),
+            backend: info.backend,
+        })
+        .init()
+        .map_err(|err| tracing::warn!("cannot share eframe's GPU with burn: {err}"))
+        .ok()?;
+    Some(SelectedDevice {
+        device,
+        description: format!("GPU (wgpu, shared with the UI) · {}", info.name),
+        is_gpu: true,
+    })
+}
+
+impl eframe::App for DinoscopeApp {
+    fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
+        if let Some(cpu) = frame.info().cpu_usage {
+            if self.frame_secs.len() == FRAME_WINDOW {
+                self.frame_secs.pop_front();
+            }
+            self.frame_secs.push_back(cpu);
+        }
+        if self.autostart_pending {
+            self.autostart_pending = false;
+            self.start(false);
+        }
+        self.drain_events();
+        self.run_script();
+        self.handle_screenshot(ctx);
+        if self.is_active() && self.state.worker_status == WorkerStatus::Running {
+            // The worker wakes us per event; this is a floor for the ETA/clock read-outs.
+            ctx.request_repaint_after(Duration::from_millis(250));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
+        egui::Panel::bottom("status_line").show(ui, |ui| self.status_line_ui(ui));
+        egui::Panel::left("controls")
+            .resizable(true)
+            .default_size(230.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.controls_ui(ui));
+            });
+        if self.prefs.show_explanation {
+            egui::Panel::right("explanation")
+                .resizable(true)
+                .default_size(260.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| self.explanation_ui(ui));
+                });
+        }
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
+                let height = (ui.available_height() * 0.45).max(220.0);
+                plots::decomposition_plot_ui(ui, &self.state, height);
+                if self.prefs.show_schedules {
+                    ui.heading("Schedules");
+                    plots::schedules_plot_ui(ui, &self.state, 110.0);
+                }
+                if self.prefs.show_throughput {
+                    ui.heading("Throughput");
+                    plots::throughput_plot_ui(ui, &self.state, 110.0);
+                }
+            });
+        });
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, PREFS_KEY, &self.prefs);
+    }
+
+    fn on_exit(&mut self) {
+        // Joins the worker (at most one step) so closing never leaves a thread behind.
+        if let Some(mut worker) = self.worker.take() {
+            worker.shutdown();
+        }
+    }
+}
+
+/// eframe options: wgpu renderer, and a device that requests the adapter's own features and
+/// limits so burn's kernels can run on it (stack-notes §5).
+pub fn native_options() -> eframe::NativeOptions {
+    use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupCreateNew};
+    use eframe::wgpu;
+    let mut create = WgpuSetupCreateNew::without_display_handle();
+    create.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| wgpu::DeviceDescriptor {
+        required_features: adapter
+            .features()
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    });
+    eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("dinoscope")
+            .with_inner_size([1360.0, 860.0])
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: WgpuConfiguration {
+            wgpu_setup: WgpuSetup::CreateNew(create),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Opens the window and runs until it is closed.
+pub fn run(options: AppOptions) -> Result<(), String> {
+    eframe::run_native(
+        "dinoscope",
+        native_options(),
+        Box::new(move |cc| Ok(Box::new(DinoscopeApp::new(cc, options)))),
+    )
+    .map_err(|err| err.to_string())
+}

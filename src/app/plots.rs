@@ -1,0 +1,224 @@
+//! The plots: decomposition (with ln K and 0 lines), schedules, throughput. x is the step,
+//! axes and cursor are linked; every toggle is a labelled vertical marker on every plot.
+
+use super::state::{AppState, Quantity, RunRecord};
+use egui::{Color32, Id};
+use egui_plot::{HLine, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints, Text, VLine};
+
+/// Colours for runs other than the current one (runs differ by lightness and dash).
+const RUN_TINTS: [f32; 6] = [1.0, 0.55, 0.75, 0.4, 0.85, 0.65];
+
+fn colour(rgb: [u8; 3]) -> Color32 {
+    Color32::from_rgb(rgb[0], rgb[1], rgb[2])
+}
+
+fn tinted(rgb: [u8; 3], run: &RunRecord, is_current: bool) -> Color32 {
+    if is_current {
+        return colour(rgb);
+    }
+    let t = RUN_TINTS[run.colour_index % RUN_TINTS.len()];
+    let mix = |c: u8| (c as f32 * t + 200.0 * (1.0 - t)).round().clamp(0.0, 255.0) as u8;
+    Color32::from_rgb(mix(rgb[0]), mix(rgb[1]), mix(rgb[2]))
+}
+
+fn link_group() -> Id {
+    Id::unique("dinoscope_steps")
+}
+
+/// Runs to draw: the current one first, then visible pinned/earlier runs.
+fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
+    let mut runs: Vec<(&RunRecord, bool)> = Vec::new();
+    if let Some(current) = state.current_run() {
+        if current.visible {
+            runs.push((current, true));
+        }
+    }
+    for run in &state.runs {
+        if Some(run.id) != state.current && run.visible {
+            runs.push((run, false));
+        }
+    }
+    runs
+}
+
+fn base_plot(id: &str, height: f32, log_y: bool) -> Plot<'static> {
+    let plot = Plot::new(id.to_string())
+        .height(height)
+        .link_axis(link_group(), [true, false])
+        .link_cursor(link_group(), [true, false])
+        .allow_scroll(false)
+        .x_axis_label("step");
+    if log_y {
+        plot.y_axis_formatter(|mark, _range| format!("{:.3e}", 10f64.powf(mark.value)))
+            .label_formatter(|position| hover_text(position, true))
+    } else {
+        plot.label_formatter(|position| hover_text(position, false))
+    }
+}
+
+fn hover_text(position: &egui_plot::HoverPosition<'_>, log_y: bool) -> Option<String> {
+    let shown = |y: f64| if log_y { 10f64.powf(y) } else { y };
+    Some(match position {
+        egui_plot::HoverPosition::NearDataPoint {
+            plot_name,
+            position,
+            ..
+        } => format!(
+            "{plot_name}\nstep {:.0}: {:.5}",
+            position.x,
+            shown(position.y)
+        ),
+        egui_plot::HoverPosition::Elsewhere { position } => {
+            format!("step {:.0}", position.x.max(0.0))
+        }
+    })
+}
+
+fn add_series<'a>(
+    plot_ui: &mut egui_plot::PlotUi<'a>,
+    run: &'a RunRecord,
+    is_current: bool,
+    quantity: Quantity,
+) {
+    let Some(series) = run.series(quantity) else {
+        return;
+    };
+    let colour = tinted(quantity.rgb(), run, is_current);
+    let name = if is_current {
+        quantity.name().to_string()
+    } else {
+        format!("{} · {}", run.label, quantity.name())
+    };
+    let style = if is_current {
+        LineStyle::Solid
+    } else {
+        LineStyle::dashed_loose()
+    };
+    // Raw curve kept faint under the smoothed one.
+    plot_ui.line(
+        Line::new(name.clone(), PlotPoints::Borrowed(series.raw()))
+            .color(colour.gamma_multiply(0.25))
+            .width(1.0)
+            .style(style),
+    );
+    plot_ui.line(
+        Line::new(name, PlotPoints::Borrowed(series.smoothed()))
+            .color(colour)
+            .width(if is_current { 2.0 } else { 1.5 })
+            .style(style),
+    );
+}
+
+fn add_markers(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord, label_y: Option<f64>) {
+    for marker in &run.markers {
+        let x = marker.step as f64;
+        plot_ui.vline(
+            // Unnamed: markers stay out of the legend (their label is drawn on the plot).
+            VLine::new("", x)
+                .color(Color32::from_rgb(200, 200, 200).gamma_multiply(0.8))
+                .style(LineStyle::dashed_dense())
+                .width(1.5),
+        );
+        if let Some(y) = label_y {
+            plot_ui.text(
+                Text::new("", PlotPoint::new(x, y), format!(" {}", marker.label))
+                    .anchor(egui::Align2::LEFT_TOP)
+                    .color(Color32::from_rgb(230, 230, 230)),
+            );
+        }
+    }
+}
+
+/// Loss, h(Pt), KL, h(mean Pt) with the ln K and 0 reference lines.
+pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
+    let log_y = state.view.log_y;
+    let runs = runs_to_draw(state);
+    let ln_k = runs.iter().map(|(run, _)| run.ln_k).find(|v| *v > 0.0);
+    let transform = |y: f64| state.view.transform(y);
+    let mut plot = base_plot("decomposition", height, log_y)
+        .legend(Legend::default().position(egui_plot::Corner::RightTop))
+        .y_axis_label(if log_y { "nats (log)" } else { "nats" });
+    if !log_y {
+        plot = plot.include_y(0.0);
+    }
+    if let Some(ln_k) = ln_k {
+        plot = plot.include_y(transform(ln_k * 1.05));
+    }
+    plot.show(ui, |plot_ui| {
+        if let Some(ln_k) = ln_k {
+            plot_ui.hline(
+                HLine::new(format!("ln K = {ln_k:.2} (uniform)"), transform(ln_k))
+                    .color(Color32::GRAY)
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+        if !log_y {
+            plot_ui.hline(
+                HLine::new("0 (one-hot)", 0.0)
+                    .color(Color32::GRAY)
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+        for (run, is_current) in &runs {
+            for quantity in Quantity::DECOMPOSITION {
+                add_series(plot_ui, run, *is_current, quantity);
+            }
+            if *is_current {
+                add_markers(plot_ui, run, ln_k.map(|v| transform(v * 1.04)));
+            }
+        }
+    });
+}
+
+/// One small plot per schedule, in a 2 × 2 grid.
+pub fn schedules_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
+    let runs = runs_to_draw(state);
+    let width = (ui.available_width() / 2.0 - 8.0).max(100.0);
+    egui::Grid::new("schedules").num_columns(2).show(ui, |ui| {
+        for (i, quantity) in Quantity::SCHEDULES.into_iter().enumerate() {
+            ui.vertical(|ui| {
+                ui.set_width(width);
+                ui.label(egui::RichText::new(quantity.name()).color(colour(quantity.rgb())))
+                    .on_hover_text(quantity.explanation());
+                let mut plot = base_plot(quantity.name(), height, state.view.log_y);
+                // A constant schedule would autoscale to float noise: give it a ±5 % band.
+                if let Some(series) = state.current_run().and_then(|r| r.series(quantity)) {
+                    let values = series.raw();
+                    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+                        (lo.min(p.y), hi.max(p.y))
+                    });
+                    if !values.is_empty() && hi - lo <= 1e-9 * lo.abs().max(1e-12) {
+                        let pad = (lo.abs() * 0.05).max(1e-6);
+                        plot = plot.include_y(lo - pad).include_y(hi + pad);
+                    }
+                }
+                plot.show(ui, |plot_ui| {
+                    for (run, is_current) in &runs {
+                        add_series(plot_ui, run, *is_current, quantity);
+                        if *is_current {
+                            add_markers(plot_ui, run, None);
+                        }
+                    }
+                });
+            });
+            if i % 2 == 1 {
+                ui.end_row();
+            }
+        }
+    });
+}
+
+pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
+    let runs = runs_to_draw(state);
+    base_plot("throughput", height, state.view.log_y)
+        .include_y(0.0)
+        .y_axis_label("img/s")
+        .show(ui, |plot_ui| {
+            for (run, is_current) in &runs {
+                add_series(plot_ui, run, *is_current, Quantity::ImagesPerSec);
+                if *is_current {
+                    add_markers(plot_ui, run, None);
+                }
+            }
+        });
+}

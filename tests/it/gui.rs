@@ -1,0 +1,251 @@
+//! The real `DinoscopeApp` under egui_kittest (wgpu on the software rasterizer), driving a
+//! real worker on a micro model: clicks send commands, markers appear, pause and reset work.
+
+use crate::worker::micro_config;
+use dinoscope::app::state::Level;
+use dinoscope::app::{AppOptions, DinoscopeApp, Prefs};
+use dinoscope::device::DeviceChoice;
+use dinoscope::trainer::{StepMetrics, Toggle};
+use dinoscope::worker::{Event, WorkerStatus};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use std::time::{Duration, Instant};
+
+fn options() -> AppOptions {
+    AppOptions {
+        config: micro_config(),
+        preset: "tiny".into(),
+        autostart: false,
+        device: DeviceChoice::Cpu,
+        runs_root: None,
+        screenshot: None,
+        scripted_toggles: Vec::new(),
+    }
+}
+
+fn harness() -> Harness<'static, DinoscopeApp> {
+    Harness::builder()
+        .with_size([1360.0, 860.0])
+        .wgpu()
+        .build_eframe(|cc| DinoscopeApp::new(cc, options()))
+}
+
+/// Steps frames (the app repaints continuously while training) until `done` holds.
+fn frames_until(
+    harness: &mut Harness<'static, DinoscopeApp>,
+    what: &str,
+    done: impl Fn(&DinoscopeApp) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(harness.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        harness.run_steps(1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn steps(app: &DinoscopeApp) -> usize {
+    app.state.current_run().map(|r| r.steps()).unwrap_or(0)
+}
+
+fn markers(app: &DinoscopeApp) -> Vec<String> {
+    app.state
+        .current_run()
+        .map(|r| r.markers.iter().map(|m| m.label.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn clicking_toggles_sends_commands_and_draws_markers() {
+    let mut harness = harness();
+    harness.run_steps(2);
+    harness.get_by_label("Start").click();
+    frames_until(&mut harness, "first metrics", |app| steps(app) >= 2);
+
+    harness.get_by_label("centering").click();
+    harness.run_steps(1);
+    assert_eq!(
+        harness.state().state.sent_toggles.last(),
+        Some(&Toggle::Centering(false))
+    );
+    frames_until(&mut harness, "the centering marker", |app| {
+        markers(app).contains(&"centering off".to_string())
+    });
+
+    harness.get_by_label("sharpening").click();
+    harness.run_steps(1);
+    assert_eq!(
+        harness.state().state.sent_toggles.last(),
+        Some(&Toggle::Sharpening(false))
+    );
+    frames_until(&mut harness, "the sharpening marker", |app| {
+        markers(app).contains(&"sharpening off".to_string())
+    });
+
+    // A slider moved from the keyboard commits one toggle (a drag would commit on release).
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Slider, "local crops")
+        .focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::ArrowLeft);
+    harness.run_steps(2);
+    assert!(
+        matches!(
+            harness.state().state.sent_toggles.last(),
+            Some(Toggle::LocalCrops(_))
+        ),
+        "{:?}",
+        harness.state().state.sent_toggles
+    );
+    frames_until(&mut harness, "the local-crops marker", |app| {
+        markers(app).iter().any(|m| m.starts_with("local crops"))
+    });
+    // The marker step is the first step that used the change.
+    let app = harness.state();
+    let run = app.state.current_run().unwrap();
+    let marker = run
+        .markers
+        .iter()
+        .find(|m| m.label == "centering off")
+        .unwrap();
+    let used = run
+        .series(dinoscope::app::state::Quantity::TeacherEntropy)
+        .unwrap();
+    assert!(used.value_at(marker.step as f64).is_some());
+}
+
+#[test]
+fn pause_stops_new_metrics_and_reset_keeps_pinned_runs() {
+    let mut harness = harness();
+    harness.run_steps(2);
+    harness.get_by_label("Start").click();
+    frames_until(&mut harness, "metrics", |app| steps(app) >= 2);
+    harness.get_by_label("Pause").click();
+    frames_until(&mut harness, "paused", |app| {
+        app.state.worker_status == WorkerStatus::Paused
+    });
+    let paused_at = steps(harness.state());
+    for _ in 0..20 {
+        harness.run_steps(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        steps(harness.state()),
+        paused_at,
+        "no new metrics while paused"
+    );
+
+    // Pin the first run, start a second, reset: the pinned run stays, the current one goes.
+    harness.get_by_label("pin").click();
+    harness.run_steps(1);
+    let first = harness.state().state.current.unwrap();
+    assert!(harness.state().state.run(first).unwrap().pinned);
+    harness.get_by_label("Stop").click();
+    frames_until(&mut harness, "stopped", |app| {
+        app.state.worker_status == WorkerStatus::Finished
+    });
+    harness.get_by_label("Start").click();
+    frames_until(&mut harness, "second run", |app| {
+        app.state.current != Some(first) && steps(app) >= 1
+    });
+    harness.get_by_label("Reset").click();
+    harness.run_steps(2);
+    let state = &harness.state().state;
+    assert!(state.current.is_none());
+    assert_eq!(state.runs.len(), 1);
+    assert_eq!(state.runs[0].id, first);
+}
+
+#[test]
+fn a_worker_error_shows_in_the_status_line() {
+    let mut harness = harness();
+    harness.run_steps(1);
+    harness
+        .state_mut()
+        .state
+        .apply(Event::Error("training step 7 panicked: boom".into()));
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().state.messages.back().unwrap().level,
+        Level::Error
+    );
+    harness.get_by_label("training step 7 panicked: boom");
+}
+
+fn synthetic(step: usize) -> StepMetrics {
+    // A run that collapses after a centering-off marker at step 60.
+    let t = step as f64;
+    let h = if step < 60 {
+        4.0 + 0.5 * (t / 9.0).sin()
+    } else {
+        4.0 * (-(t - 60.0) / 15.0).exp()
+    };
+    let kl = if step < 60 {
+        1.0 + 0.2 * (t / 7.0).cos()
+    } else {
+        (-(t - 60.0) / 12.0).exp()
+    };
+    StepMetrics {
+        step,
+        epoch: step / 32,
+        loss: h + kl,
+        teacher_entropy: h,
+        kl,
+        batch_mean_entropy: h + 0.8,
+        lr: 2.5e-4 * (t / 32.0).min(1.0),
+        weight_decay: 0.04 + 0.001 * t,
+        teacher_momentum: 0.99 + 0.00005 * t,
+        teacher_temp: 0.02,
+        images_per_sec: 60.0 + (t / 5.0).sin(),
+        step_secs: 0.5,
+        data_wait_secs: 0.0,
+        local_crops: 6,
+        centering: step < 60,
+        sharpening: true,
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn main_layout_snapshot_with_synthetic_history() {
+    let mut harness = Harness::builder()
+        .with_size([1360.0, 860.0])
+        .wgpu()
+        .build_eframe(|cc| {
+            let mut app = DinoscopeApp::new(cc, options());
+            let run = app.state.begin_run("run-1 · tiny".into(), None);
+            app.state.apply(Event::Started {
+                run_id: run,
+                device: "CPU (flex) · 2 threads".into(),
+                dataset: "synthetic shapes".into(),
+                total_steps: 320,
+                iters_per_epoch: 32,
+                ln_k: 1024f64.ln(),
+            });
+            for step in 0..120 {
+                app.state.apply(Event::Metrics {
+                    run_id: run,
+                    metrics: Box::new(synthetic(step)),
+                });
+            }
+            app.state.apply(Event::Marker {
+                run_id: run,
+                step: 60,
+                label: "centering off".into(),
+                toggle: Toggle::Centering(false),
+            });
+            app.state.apply(Event::Status {
+                run_id: Some(run),
+                status: WorkerStatus::Paused,
+            });
+            app.first_point_secs = Some(1.5);
+            app
+        });
+    let _ = Prefs::default();
+    harness.run_steps(4);
+    assert!(harness
+        .query_all_by_label("collapsing to one dimension")
+        .next()
+        .is_some());
+    harness.snapshot("main_layout");
+}
