@@ -110,10 +110,18 @@ fn add_series<'a>(
 }
 
 fn add_markers(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord, label_y: Option<f64>) {
+    // Changes that took effect at the same step share one line and one label.
+    let mut grouped: Vec<(usize, Vec<&str>)> = Vec::new();
     for marker in &run.markers {
-        let x = marker.step as f64;
+        match grouped.last_mut() {
+            Some((step, labels)) if *step == marker.step => labels.push(&marker.label),
+            _ => grouped.push((marker.step, vec![&marker.label])),
+        }
+    }
+    for (step, labels) in grouped {
+        let x = step as f64;
+        // Unnamed: markers stay out of the legend (their label is drawn on the plot).
         plot_ui.vline(
-            // Unnamed: markers stay out of the legend (their label is drawn on the plot).
             VLine::new("", x)
                 .color(Color32::from_rgb(200, 200, 200).gamma_multiply(0.8))
                 .style(LineStyle::dashed_dense())
@@ -121,7 +129,7 @@ fn add_markers(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord, label_y: Op
         );
         if let Some(y) = label_y {
             plot_ui.text(
-                Text::new("", PlotPoint::new(x, y), format!(" {}", marker.label))
+                Text::new("", PlotPoint::new(x, y), format!(" {}", labels.join(", ")))
                     .anchor(egui::Align2::LEFT_TOP)
                     .color(Color32::from_rgb(230, 230, 230)),
             );
