@@ -100,6 +100,32 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
     frames_until(&mut harness, "the local-crops marker", |app| {
         markers(app).iter().any(|m| m.starts_with("local crops"))
     });
+    // The other sliders, from the keyboard too: each commits exactly its own toggle.
+    for (label, expected) in [
+        ("τ teacher", "teacher temperature"),
+        ("momentum", "momentum"),
+        ("lr scale", "lr scale"),
+    ] {
+        let before = harness.state().state.sent_toggles.len();
+        harness
+            .get_by_role_and_label(egui::accesskit::Role::Slider, label)
+            .focus();
+        harness.run_steps(1);
+        harness.key_press(egui::Key::ArrowLeft);
+        harness.run_steps(2);
+        let sent = &harness.state().state.sent_toggles;
+        assert_eq!(sent.len(), before + 1, "{label}: {sent:?}");
+        let matches = match (expected, sent.last()) {
+            ("teacher temperature", Some(Toggle::TeacherTemp(_))) => true,
+            ("momentum", Some(Toggle::MomentumTeacher(_))) => true,
+            ("lr scale", Some(Toggle::LrScale(_))) => true,
+            _ => false,
+        };
+        assert!(matches, "{label}: {sent:?}");
+    }
+    frames_until(&mut harness, "the lr-scale marker", |app| {
+        markers(app).iter().any(|m| m.starts_with("lr scale"))
+    });
     // The marker step is the first step that used the change.
     let app = harness.state();
     let run = app.state.current_run().unwrap();
