@@ -115,12 +115,12 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
         harness.run_steps(2);
         let sent = &harness.state().state.sent_toggles;
         assert_eq!(sent.len(), before + 1, "{label}: {sent:?}");
-        let matches = match (expected, sent.last()) {
-            ("teacher temperature", Some(Toggle::TeacherTemp(_))) => true,
-            ("momentum", Some(Toggle::MomentumTeacher(_))) => true,
-            ("lr scale", Some(Toggle::LrScale(_))) => true,
-            _ => false,
-        };
+        let matches = matches!(
+            (expected, sent.last()),
+            ("teacher temperature", Some(Toggle::TeacherTemp(_)))
+                | ("momentum", Some(Toggle::MomentumTeacher(_)))
+                | ("lr scale", Some(Toggle::LrScale(_)))
+        );
         assert!(matches, "{label}: {sent:?}");
     }
     frames_until(&mut harness, "the lr-scale marker", |app| {
