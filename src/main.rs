@@ -98,6 +98,10 @@ struct TrainArgs {
     /// No progress bar; print one summary line every N steps instead (0 = never).
     #[arg(long, value_name = "N")]
     log_every: Option<usize>,
+    /// Apply a toggle before a step, e.g. --toggle-at 60:centering=off (repeatable; the
+    /// centering/sharpening/local_crops/teacher_temp columns of metrics.csv show the effect).
+    #[arg(long, value_name = "STEP:KEY=VALUE")]
+    toggle_at: Vec<String>,
 }
 
 #[derive(Args)]
@@ -170,6 +174,27 @@ fn open_app(args: AppArgs) -> Result<()> {
     dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }
 
+/// Parses `--toggle-at STEP:KEY=VALUE` arguments.
+fn parse_toggles(specs: &[String]) -> Result<Vec<(usize, dinoscope::trainer::Toggle)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (step, toggle) = spec.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--toggle-at {spec}: expected STEP:KEY=VALUE, e.g. 60:centering=off"
+                )
+            })?;
+            let step: usize = step.parse().map_err(|_| {
+                anyhow::anyhow!("--toggle-at {spec}: `{step}` is not a step number")
+            })?;
+            let toggle = toggle
+                .parse()
+                .map_err(|err: String| anyhow::anyhow!("--toggle-at {spec}: {err}"))?;
+            Ok((step, toggle))
+        })
+        .collect()
+}
+
 /// Loads the config named on the command line and applies overrides; returns it with a label.
 fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
     let (mut config, label) = match (&args.config, &args.preset) {
@@ -222,6 +247,7 @@ fn train(args: TrainArgs) -> Result<()> {
         out_dir.display()
     );
 
+    let mut scripted = parse_toggles(&args.toggle_at)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -249,6 +275,12 @@ fn train(args: TrainArgs) -> Result<()> {
             progress.abandon_with_message("stopped by Ctrl-C");
             break;
         }
+        let step = trainer.steps_done();
+        for (_, toggle) in scripted.iter().filter(|(at, _)| *at == step) {
+            trainer.apply(toggle)?;
+            progress.suspend(|| eprintln!("step {step}: {}", toggle.label()));
+        }
+        scripted.retain(|(at, _)| *at > step);
         let metrics = trainer.step()?;
         for warning in &metrics.warnings {
             progress.suspend(|| eprintln!("warning: {warning}"));

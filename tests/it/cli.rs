@@ -63,8 +63,15 @@ fn train_writes_metrics_csv_and_resolved_config() {
         "loss = h + kl: {}",
         rows[0]
     );
+    // The scripted toggle applies from step 2 on (column 14 = centering).
+    let centering: Vec<&str> = rows.iter().map(|r| r.split(',').nth(14).unwrap()).collect();
+    assert_eq!(centering, ["1", "1", "0", "0", "0"]);
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(resolved.contains("embed_dim = 16"), "{resolved}");
+    assert!(
+        resolved.contains("centering = false"),
+        "live toggles folded in: {resolved}"
+    );
 }
 
 #[test]
