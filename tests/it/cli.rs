@@ -39,6 +39,8 @@ fn train_writes_metrics_csv_and_resolved_config() {
             "cpu",
             "--log-every",
             "1",
+            "--toggle-at",
+            "2:centering=off",
             "--out",
         ])
         .arg(&out)
