@@ -148,19 +148,7 @@ fn open_app(args: AppArgs) -> Result<()> {
         }
         _ => None,
     };
-    let mut scripted_toggles = Vec::new();
-    for spec in &args.toggle_at {
-        let (step, toggle) = spec.split_once(':').ok_or_else(|| {
-            anyhow::anyhow!("--toggle-at {spec}: expected STEP:KEY=VALUE, e.g. 60:centering=off")
-        })?;
-        let step: usize = step
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--toggle-at {spec}: `{step}` is not a step number"))?;
-        let toggle: dinoscope::trainer::Toggle = toggle
-            .parse()
-            .map_err(|err: String| anyhow::anyhow!("--toggle-at {spec}: {err}"))?;
-        scripted_toggles.push((step, toggle));
-    }
+    let scripted_toggles = parse_toggles(&args.toggle_at)?;
     let options = dinoscope::app::AppOptions {
         scripted_toggles,
         config,
