@@ -5,6 +5,7 @@
 //! the path of one step.
 
 pub mod app;
+pub mod attention;
 pub mod augment;
 pub mod config;
 pub mod data;
