@@ -566,7 +566,7 @@ impl ImageFolder {
 
 /// Decodes any supported format to RGB8 (alpha dropped, 16-bit and grey converted), refusing
 /// oversized files and downscaling big ones.
-fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
+pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
     let open_err = |source| DataError::Open {
         path: path.to_path_buf(),
         source,

@@ -7,11 +7,13 @@
 pub mod app;
 pub mod attention;
 pub mod augment;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod dino;
 pub mod ema;
+pub mod export;
 pub mod model;
 pub mod optim;
 pub mod run;

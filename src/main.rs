@@ -61,6 +61,28 @@ enum Command {
     Train(TrainArgs),
     /// Time training steps of a preset (warm-up excluded) and the data loader on its own.
     Bench(BenchArgs),
+    /// Per-head CLS attention of the last block of a trained teacher on an image: heat maps,
+    /// top-mass masks and overlays (PNG), attention.npy and masks.npy.
+    Attention(AttentionArgs),
+}
+
+#[derive(Args)]
+struct AttentionArgs {
+    /// A run directory written by `dinoscope train` (or its teacher.bpk).
+    #[arg(long, value_name = "RUN_DIR")]
+    weights: PathBuf,
+    /// The image (any format the `image` crate decodes).
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// Resize to N×N or W×H first (default: the model's training crop size).
+    #[arg(long, value_name = "N | WxH")]
+    size: Option<String>,
+    /// Keep the smallest set of patches holding this share of each head's attention mass.
+    #[arg(long, default_value_t = 0.6)]
+    threshold: f32,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "attention")]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -128,6 +150,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Train(args)) => train(args),
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Attention(args)) => attention(args),
         None => open_app(cli.app),
     };
     if let Err(err) = result {
@@ -291,6 +314,8 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     progress.finish();
     run.write_config(&trainer.resolved_config())?;
+    let teacher_path = run.dir().join(dinoscope::checkpoint::TEACHER_FILE);
+    dinoscope::checkpoint::save_model(trainer.teacher(), &teacher_path)?;
     if let Some(m) = last {
         println!(
             "done: {} steps · loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · ln K {:.4}",
@@ -303,6 +328,122 @@ fn train(args: TrainArgs) -> Result<()> {
         );
     }
     println!("metrics: {}", run.dir().join("metrics.csv").display());
+    println!("teacher: {}", teacher_path.display());
+    Ok(())
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32)> {
+    let parse = |v: &str| -> Result<u32> {
+        let n: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--size {text}: `{v}` is not a whole number"))?;
+        if !(8..=4096).contains(&n) {
+            bail!("--size {text}: {n} is out of range; allowed 8 ..= 4096");
+        }
+        Ok(n)
+    };
+    match text.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => {
+            let n = parse(text)?;
+            Ok((n, n))
+        }
+    }
+}
+
+fn attention(args: AttentionArgs) -> Result<()> {
+    use dinoscope::attention::{attention_maps, mass_mask, upsample_nearest, HeadFusion};
+    use dinoscope::export::{heat_image, write_npy_f32, write_npy_u8};
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!(
+            "--threshold {} is out of range; allowed 0 ..= 1",
+            args.threshold
+        );
+    }
+    let device = burn::prelude::Device::flex();
+    let (model, config) = dinoscope::checkpoint::load_run_teacher(&args.weights, &device)?;
+    let image = dinoscope::data::load_rgb(&args.image)?;
+    let size = match &args.size {
+        Some(text) => parse_size(text)?,
+        None => (config.data.global_crop_size, config.data.global_crop_size),
+    };
+    let maps = attention_maps(&model.backbone, &image, size, &device).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--size {size:?} is smaller than one patch of {} px",
+            config.model.patch_size
+        )
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let (rows, cols, p) = (maps.grid_rows, maps.grid_cols, maps.patch_size);
+    let (w, h) = (cols * p, rows * p);
+    let shown = image::imageops::resize(
+        &image,
+        w as u32,
+        h as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    println!(
+        "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {}",
+        args.threshold
+    );
+    let mut all_maps = Vec::new();
+    let mut all_masks = Vec::new();
+    let mut named: Vec<(String, Vec<f32>)> = maps
+        .heads
+        .iter()
+        .enumerate()
+        .map(|(j, head)| (format!("head{j}"), head.clone()))
+        .collect();
+    named.push(("mean".into(), maps.fused(HeadFusion::Mean)));
+    for (name, values) in &named {
+        let mask = mass_mask(values, args.threshold);
+        let coverage = mask.iter().filter(|m| **m == 1).count() as f64 / mask.len() as f64;
+        println!(
+            "{name}: mask covers {:.1} % of the patches",
+            100.0 * coverage
+        );
+        let heat = heat_image(&upsample_nearest(values, rows, cols, p), w, h);
+        heat.save(args.out.join(format!("attn-{name}.png")))?;
+        let mask_px = upsample_nearest(&mask, rows, cols, p);
+        let mask_img = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([mask_px[y as usize * w + x as usize] * 255])
+        });
+        mask_img.save(
+            args.out
+                .join(format!("mask_th{}_{name}.png", args.threshold)),
+        )?;
+        // The official blend: pixel·(1 − 0.5·mask) + 0.5·mask·red.
+        let overlay = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let m = mask_px[y as usize * w + x as usize] as f32;
+            let px = shown.get_pixel(x, y).0;
+            let red = [255.0, 0.0, 0.0];
+            image::Rgb(std::array::from_fn(|c| {
+                (px[c] as f32 * (1.0 - 0.5 * m) + 0.5 * m * red[c]).round() as u8
+            }))
+        });
+        overlay.save(
+            args.out
+                .join(format!("overlay_th{}_{name}.png", args.threshold)),
+        )?;
+        if name != "mean" {
+            all_maps.extend_from_slice(values);
+            all_masks.extend_from_slice(&mask);
+        }
+    }
+    let heads = maps.heads.len();
+    write_npy_f32(
+        &args.out.join("attention.npy"),
+        &[heads, rows, cols],
+        &all_maps,
+    )?;
+    write_npy_u8(
+        &args.out.join("masks.npy"),
+        &[heads, rows, cols],
+        &all_masks,
+    )?;
+    println!("written to {}", args.out.display());
     Ok(())
 }
 

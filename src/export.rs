@@ -1,0 +1,102 @@
+//! Writing results for other tools: NumPy `.npy` arrays and colour-mapped PNGs.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes a C-order `.npy` (format 1.0) with the given dtype descriptor (`<f4`, `|u1`).
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result<()> {
+    let dims = match shape {
+        [single] => format!("{single},"),
+        _ => shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(b"\x93NUMPY\x01\x00")?;
+    file.write_all(&(header.len() as u16).to_le_bytes())?;
+    file.write_all(header.as_bytes())?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(path, "<f4", shape, &bytes)
+}
+
+pub fn write_npy_u8(path: &Path, shape: &[usize], values: &[u8]) -> std::io::Result<()> {
+    write_npy(path, "|u1", shape, values)
+}
+
+/// matplotlib's viridis at 9 anchors, linearly interpolated (perceptually uniform).
+const VIRIDIS: [[f32; 3]; 9] = [
+    [68.0, 1.0, 84.0],
+    [71.0, 44.0, 122.0],
+    [59.0, 81.0, 139.0],
+    [44.0, 113.0, 142.0],
+    [33.0, 144.0, 141.0],
+    [39.0, 173.0, 129.0],
+    [92.0, 200.0, 99.0],
+    [170.0, 220.0, 50.0],
+    [253.0, 231.0, 37.0],
+];
+
+/// Colour for `t` in [0, 1].
+pub fn viridis(t: f32) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0) * (VIRIDIS.len() - 1) as f32;
+    let i = (t.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = t - i as f32;
+    std::array::from_fn(|c| (VIRIDIS[i][c] * (1.0 - f) + VIRIDIS[i + 1][c] * f).round() as u8)
+}
+
+/// A heat map with per-image min–max scaling (as matplotlib's `imsave`).
+pub fn heat_image(values: &[f32], width: usize, height: usize) -> image::RgbImage {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let span = (hi - lo).max(1e-12);
+    image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        image::Rgb(viridis(
+            (values[y as usize * width + x as usize] - lo) / span,
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_data_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        write_npy_f32(&path, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        assert!(
+            header.contains("'shape': (2, 3)") && header.ends_with('\n'),
+            "{header}"
+        );
+        assert_eq!(bytes.len(), 10 + header_len + 24);
+        assert_eq!(
+            &bytes[10 + header_len..10 + header_len + 4],
+            &1f32.to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn viridis_endpoints() {
+        assert_eq!(viridis(0.0), [68, 1, 84]);
+        assert_eq!(viridis(1.0), [253, 231, 37]);
+    }
+}
