@@ -109,6 +109,8 @@ fn add_series<'a>(
     );
 }
 
+/// Draws the run's markers with their labels at `label_y` (a data value, so the labels never
+/// widen the auto-scaled range); no labels when `None`.
 fn add_markers(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord, label_y: Option<f64>) {
     // Changes that took effect at the same step share one line and one label.
     let mut grouped: Vec<(usize, Vec<&str>)> = Vec::new();
@@ -178,6 +180,16 @@ pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     });
 }
 
+/// Largest shown value of a series: where marker labels go on the small plots.
+fn series_top(run: &RunRecord, quantity: Quantity) -> Option<f64> {
+    let points = run.series(quantity)?.raw();
+    points
+        .iter()
+        .map(|p| p.y)
+        .filter(|y| y.is_finite())
+        .reduce(f64::max)
+}
+
 /// One small plot per schedule, in a 2 × 2 grid.
 pub fn schedules_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     let runs = runs_to_draw(state);
@@ -204,7 +216,7 @@ pub fn schedules_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                     for (run, is_current) in &runs {
                         add_series(plot_ui, run, *is_current, quantity);
                         if *is_current {
-                            add_markers(plot_ui, run, None);
+                            add_markers(plot_ui, run, series_top(run, quantity));
                         }
                     }
                 });
@@ -225,7 +237,7 @@ pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
             for (run, is_current) in &runs {
                 add_series(plot_ui, run, *is_current, Quantity::ImagesPerSec);
                 if *is_current {
-                    add_markers(plot_ui, run, None);
+                    add_markers(plot_ui, run, series_top(run, Quantity::ImagesPerSec));
                 }
             }
         });
