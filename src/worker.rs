@@ -34,9 +34,21 @@ pub enum Command {
     Stop,
     /// Apply a toggle before the next step.
     Set(Toggle),
+    /// Images whose teacher attention is recomputed every `ATTENTION_EVERY_STEPS` steps.
+    SetAttentionImages(Vec<AttentionImage>),
     /// End the thread.
     Shutdown,
 }
+
+/// An image the attention view follows during training.
+#[derive(Clone, Debug)]
+pub struct AttentionImage {
+    pub name: String,
+    pub image: Arc<image::RgbImage>,
+}
+
+/// How often (in steps) the worker recomputes attention maps for the followed images.
+pub const ATTENTION_EVERY_STEPS: usize = 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerStatus {
@@ -74,6 +86,12 @@ pub enum Event {
         run_id: Option<RunId>,
         status: WorkerStatus,
     },
+    /// Last-block CLS attention of the teacher for the followed images, after `step`.
+    Attention {
+        run_id: RunId,
+        step: usize,
+        maps: Vec<(String, crate::attention::AttentionMaps)>,
+    },
     Warning(String),
     Error(String),
 }
@@ -110,6 +128,7 @@ impl WorkerHandle {
                     waker,
                     device,
                     run: None,
+                    attention_images: Vec::new(),
                 }
                 .run()
             })?;
@@ -180,6 +199,7 @@ struct Worker {
     waker: Waker,
     device: DeviceSource,
     run: Option<ActiveRun>,
+    attention_images: Vec<AttentionImage>,
 }
 
 enum Flow {
@@ -262,6 +282,13 @@ impl Worker {
                 }
             }
             Command::Set(toggle) => self.set(toggle),
+            Command::SetAttentionImages(images) => {
+                self.attention_images = images;
+                // Show the new images at once, not only at the next multiple of the period.
+                if let Some(step) = self.run.as_ref().map(|r| r.trainer.steps_done()) {
+                    self.emit_attention(step.saturating_sub(1));
+                }
+            }
             Command::Shutdown => {
                 if self.run.is_some() {
                     self.finish_run(WorkerStatus::Finished);
@@ -396,16 +423,42 @@ impl Worker {
                         }
                     }
                 }
+                let step = metrics.step;
                 self.emit(Event::Metrics {
                     run_id,
                     metrics: Box::new(metrics),
                 });
+                if step % ATTENTION_EVERY_STEPS == 0 {
+                    self.emit_attention(step);
+                }
             }
             Err(err) => {
                 self.emit(Event::Error(err.to_string()));
                 self.finish_run(WorkerStatus::Failed);
             }
         }
+    }
+
+    /// Computes the teacher's attention for the followed images (one forward each) at twice
+    /// the training crop size, so small crops still give a readable grid.
+    fn emit_attention(&mut self, step: usize) {
+        let Some(run) = &self.run else { return };
+        if self.attention_images.is_empty() {
+            return;
+        }
+        let side = run.trainer.config().data.global_crop_size * 2;
+        let teacher = &run.trainer.teacher().backbone;
+        let device = run.trainer.device();
+        let maps: Vec<(String, crate::attention::AttentionMaps)> = self
+            .attention_images
+            .iter()
+            .filter_map(|img| {
+                crate::attention::attention_maps(teacher, &img.image, (side, side), device)
+                    .map(|maps| (img.name.clone(), maps))
+            })
+            .collect();
+        let run_id = run.id;
+        self.emit(Event::Attention { run_id, step, maps });
     }
 
     fn finish_run(&mut self, status: WorkerStatus) {

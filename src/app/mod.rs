@@ -2,6 +2,7 @@
 //! touches tensors, and the worker never touches egui. Events are drained in `logic` with a
 //! per-frame time budget, so the window never waits on training.
 
+pub mod attention_view;
 pub mod collapse;
 pub mod plots;
 pub mod series;
@@ -85,6 +86,7 @@ pub struct DinoscopeApp {
     /// Set by the screenshot callback (on eframe's thread) once the PNG is written.
     screenshot_done: Arc<std::sync::Mutex<Option<Result<(), String>>>>,
     autostart_pending: bool,
+    pub attention: attention_view::AttentionView,
 }
 
 impl DinoscopeApp {
@@ -140,6 +142,7 @@ impl DinoscopeApp {
             first_point_secs: None,
             screenshot_requested: false,
             screenshot_done: Arc::new(std::sync::Mutex::new(None)),
+            attention: attention_view::AttentionView::new(),
         }
     }
 
@@ -244,6 +247,35 @@ impl DinoscopeApp {
         sorted.sort_by(f32::total_cmp);
         let at = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize] * 1e3;
         Some((at(0.5), at(0.95)))
+    }
+
+    /// Takes dropped files, and tells the worker which images to follow when they change.
+    fn follow_images(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .filter(|path| !path.as_os_str().is_empty())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.attention.add_files(dropped, &mut self.state);
+        }
+        if self.attention.images_changed && self.worker.is_some() {
+            self.attention.images_changed = false;
+            let images = self
+                .attention
+                .images
+                .iter()
+                .map(|(name, image)| crate::worker::AttentionImage {
+                    name: name.clone(),
+                    image: image.clone(),
+                })
+                .collect();
+            self.send(Command::SetAttentionImages(images));
+        }
     }
 
     /// Applies scripted toggles whose step the current run has reached, as if clicked.
@@ -649,6 +681,7 @@ impl eframe::App for DinoscopeApp {
             self.start(false);
         }
         self.drain_events();
+        self.follow_images(ctx);
         self.run_script();
         self.handle_screenshot(ctx);
         if self.is_active() && self.state.worker_status == WorkerStatus::Running {
@@ -669,9 +702,26 @@ impl eframe::App for DinoscopeApp {
         if self.prefs.show_explanation {
             egui::Panel::right("explanation")
                 .resizable(true)
-                .default_size(260.0)
+                .default_size(380.0)
                 .show(ui, |ui| {
-                    egui::ScrollArea::vertical().show(ui, |ui| self.explanation_ui(ui));
+                    egui::ScrollArea::vertical().show(ui, |ui| {
+                        let mut open_dialog = false;
+                        self.attention.panel_ui(ui, &self.state, &mut open_dialog);
+                        ui.separator();
+                        self.explanation_ui(ui);
+                        if open_dialog {
+                            // The native dialog is modal; training goes on in the worker.
+                            if let Some(paths) = rfd::FileDialog::new()
+                                .add_filter(
+                                    "images",
+                                    &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"],
+                                )
+                                .pick_files()
+                            {
+                                self.attention.add_files(paths, &mut self.state);
+                            }
+                        }
+                    });
                 });
         }
         egui::CentralPanel::default().show(ui, |ui| {

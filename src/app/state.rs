@@ -277,7 +277,19 @@ pub struct AppState {
     pub messages: VecDeque<StatusMessage>,
     /// Every toggle sent, newest last (what the tests check, and a session log).
     pub sent_toggles: Vec<Toggle>,
+    /// Attention maps of the current run over time (for the scrubber), oldest first.
+    pub attention_history: VecDeque<AttentionSnapshot>,
 }
+
+/// The teacher's maps for the followed images after one step.
+#[derive(Clone, Debug)]
+pub struct AttentionSnapshot {
+    pub step: usize,
+    pub maps: Vec<(String, crate::attention::AttentionMaps)>,
+}
+
+/// Attention snapshots kept per run (at one per 10 steps: the last 1000 steps).
+pub const MAX_ATTENTION_SNAPSHOTS: usize = 100;
 
 pub const MAX_MESSAGES: usize = 200;
 
@@ -292,6 +304,7 @@ impl AppState {
             view,
             messages: VecDeque::new(),
             sent_toggles: Vec::new(),
+            attention_history: VecDeque::new(),
         }
     }
 
@@ -326,6 +339,7 @@ impl AppState {
         self.next_run_id += 1;
         self.runs.push(RunRecord::new(id, label, dir, self.view));
         self.current = Some(id);
+        self.attention_history.clear();
         id
     }
 
@@ -333,6 +347,7 @@ impl AppState {
     pub fn reset(&mut self) {
         self.runs.retain(|run| run.pinned);
         self.current = None;
+        self.attention_history.clear();
     }
 
     pub fn set_view(&mut self, view: ViewSettings) {
@@ -384,6 +399,15 @@ impl AppState {
                 }
                 if run_id.is_none() || run_id == self.current {
                     self.worker_status = status;
+                }
+            }
+            Event::Attention { run_id, step, maps } => {
+                if Some(run_id) == self.current {
+                    self.attention_history
+                        .push_back(AttentionSnapshot { step, maps });
+                    while self.attention_history.len() > MAX_ATTENTION_SNAPSHOTS {
+                        self.attention_history.pop_front();
+                    }
                 }
             }
             Event::Warning(text) => self.message(Level::Warning, text),

@@ -3,7 +3,7 @@
 
 use crate::worker::micro_config;
 use dinoscope::app::state::Level;
-use dinoscope::app::{AppOptions, DinoscopeApp, Prefs};
+use dinoscope::app::{AppOptions, DinoscopeApp};
 use dinoscope::device::DeviceChoice;
 use dinoscope::trainer::{StepMetrics, Toggle};
 use dinoscope::worker::{Event, WorkerStatus};
@@ -61,6 +61,13 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
     harness.run_steps(2);
     harness.get_by_label("Start").click();
     frames_until(&mut harness, "first metrics", |app| steps(app) >= 2);
+    // The worker follows the panel's images and sends the teacher's maps while training.
+    frames_until(&mut harness, "attention maps", |app| {
+        app.state
+            .attention_history
+            .back()
+            .is_some_and(|s| s.maps.len() == app.attention.images.len())
+    });
 
     harness.get_by_label("centering").click();
     harness.run_steps(1);
@@ -264,11 +271,37 @@ fn main_layout_snapshot_with_synthetic_history() {
                 run_id: Some(run),
                 status: WorkerStatus::Paused,
             });
+            // Fixed maps for the three followed images: a bright blob per head.
+            let maps = |shift: usize| dinoscope::attention::AttentionMaps {
+                grid_rows: 16,
+                grid_cols: 16,
+                patch_size: 4,
+                heads: (0..3)
+                    .map(|h| {
+                        (0..256)
+                            .map(|i| {
+                                let (r, c) = ((i / 16) as f32, (i % 16) as f32);
+                                let (cr, cc) = (4.0 + 3.0 * h as f32, 5.0 + shift as f32);
+                                (-((r - cr).powi(2) + (c - cc).powi(2)) / 8.0).exp() / 40.0
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            };
+            app.state.apply(Event::Attention {
+                run_id: run,
+                step: 119,
+                maps: vec![
+                    ("circle".into(), maps(0)),
+                    ("star".into(), maps(3)),
+                    ("ring".into(), maps(6)),
+                ],
+            });
             app.first_point_secs = Some(1.5);
             app
         });
-    let _ = Prefs::default();
     harness.run_steps(4);
+    assert_eq!(harness.state().state.attention_history.len(), 1);
     assert!(harness
         .query_all_by_label("collapsing to one dimension")
         .next()
