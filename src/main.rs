@@ -160,10 +160,12 @@ fn main() {
 }
 
 fn open_app(args: AppArgs) -> Result<()> {
-    let (config, preset) = match (&args.config, &args.preset) {
-        (Some(path), _) => (Config::from_file(path)?, "custom".to_string()),
-        (None, Some(name)) => (Config::preset(name)?, name.clone()),
-        (None, None) => (Config::preset("tiny")?, "tiny".to_string()),
+    let (config, label) = config_from(&args.config, &args.preset)?;
+    // A config file is not one of the presets the app's picker lists.
+    let preset = if args.config.is_some() {
+        "custom".to_string()
+    } else {
+        label
     };
     let screenshot = match (args.screenshot_to, args.after_steps) {
         (Some(path), Some(after_steps)) => {
@@ -207,8 +209,10 @@ fn parse_toggles(specs: &[String]) -> Result<Vec<(usize, dinoscope::trainer::Tog
 }
 
 /// Loads the config named on the command line and applies overrides; returns it with a label.
-fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
-    let (mut config, label) = match (&args.config, &args.preset) {
+/// The config named by `--config FILE` or `--preset NAME` (default: tiny), with a label:
+/// the file stem or the preset name.
+fn config_from(file: &Option<PathBuf>, preset: &Option<String>) -> Result<(Config, String)> {
+    Ok(match (file, preset) {
         (Some(path), _) => (
             Config::from_file(path)?,
             path.file_stem()
@@ -217,7 +221,11 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
         ),
         (None, Some(name)) => (Config::preset(name)?, name.clone()),
         (None, None) => (Config::preset("tiny")?, "tiny".to_string()),
-    };
+    })
+}
+
+fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
+    let (mut config, label) = config_from(&args.config, &args.preset)?;
     config = config.with_overrides(&args.overrides)?;
     if let Some(seed) = args.seed {
         config.seed = seed;
@@ -476,13 +484,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let dataset = dinoscope::trainer::open_dataset(&config)?;
     let loader = dinoscope::augment::CropLoader::spawn(
         dataset,
-        dinoscope::augment::LoaderConfig {
-            augment: dinoscope::trainer::augment_config(&config),
-            batch_size: config.optim.batch_size_per_gpu,
-            workers: config.data.num_workers,
-            prefetch_batches: config.data.prefetch_batches,
-            seed: config.seed,
-        },
+        dinoscope::trainer::loader_config(&config),
         Arc::new(std::sync::atomic::AtomicUsize::new(
             config.dino.local_crops_number,
         )),

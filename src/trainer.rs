@@ -209,11 +209,10 @@ impl Trainer {
         device: Device,
         total_steps: Option<usize>,
     ) -> Result<Self, TrainError> {
-        config.validate().map_err(|invalid| {
-            TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message))
-        })?;
+        // Checked before opening the data, so a bad `data.path` is a config error.
+        validate(&config)?;
         let dataset = open_dataset(&config)?;
-        Self::with_dataset(config, device, total_steps, dataset)
+        Self::build(config, device, total_steps, dataset)
     }
 
     /// As [`Trainer::new`] with a dataset the caller built.
@@ -223,9 +222,17 @@ impl Trainer {
         total_steps: Option<usize>,
         dataset: Arc<dyn Dataset>,
     ) -> Result<Self, TrainError> {
-        config.validate().map_err(|invalid| {
-            TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message))
-        })?;
+        validate(&config)?;
+        Self::build(config, device, total_steps, dataset)
+    }
+
+    /// Builds from a validated config.
+    fn build(
+        config: Config,
+        device: Device,
+        total_steps: Option<usize>,
+        dataset: Arc<dyn Dataset>,
+    ) -> Result<Self, TrainError> {
         let arch = config.vit_arch();
         let vit = VitConfig {
             arch,
@@ -252,17 +259,8 @@ impl Trainer {
             .map_err(TrainError::Internal)?;
         let local_crops_wanted = Arc::new(AtomicUsize::new(config.dino.local_crops_number));
         let dataset_description = dataset.describe();
-        let loader = CropLoader::spawn(
-            dataset,
-            LoaderConfig {
-                augment: augment_config(&config),
-                batch_size: config.optim.batch_size_per_gpu,
-                workers: config.data.num_workers,
-                prefetch_batches: config.data.prefetch_batches,
-                seed: config.seed,
-            },
-            local_crops_wanted.clone(),
-        )?;
+        let loader =
+            CropLoader::spawn(dataset, loader_config(&config), local_crops_wanted.clone())?;
         let iters_per_epoch = loader.batches_per_epoch().max(1);
         let total_iters = total_steps
             .unwrap_or(config.optim.epochs * iters_per_epoch)
@@ -532,6 +530,12 @@ impl Trainer {
     }
 }
 
+fn validate(config: &Config) -> Result<(), TrainError> {
+    config
+        .validate()
+        .map_err(|invalid| TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message)))
+}
+
 /// Opens the dataset named by `data.source`.
 pub fn open_dataset(config: &Config) -> Result<Arc<dyn Dataset>, TrainError> {
     Ok(match config.data.source {
@@ -542,6 +546,17 @@ pub fn open_dataset(config: &Config) -> Result<Arc<dyn Dataset>, TrainError> {
         )),
         DataSource::Folder => Arc::new(ImageFolder::open(Path::new(&config.data.path))?),
     })
+}
+
+/// The data loader a config asks for (shared by the trainer and `bench`).
+pub fn loader_config(config: &Config) -> LoaderConfig {
+    LoaderConfig {
+        augment: augment_config(config),
+        batch_size: config.optim.batch_size_per_gpu,
+        workers: config.data.num_workers,
+        prefetch_batches: config.data.prefetch_batches,
+        seed: config.seed,
+    }
 }
 
 pub fn augment_config(config: &Config) -> AugmentConfig {

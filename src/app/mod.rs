@@ -286,14 +286,7 @@ impl DinoscopeApp {
             .partition(|(step, _)| steps > 0 && *step <= steps);
         self.options.scripted_toggles = later;
         for (_, toggle) in due {
-            match &toggle {
-                Toggle::Centering(on) => self.state.controls.centering = *on,
-                Toggle::Sharpening(on) => self.state.controls.sharpening = *on,
-                Toggle::TeacherTemp(t) => self.state.controls.teacher_temp = *t,
-                Toggle::MomentumTeacher(m) => self.state.controls.momentum_teacher = *m,
-                Toggle::LocalCrops(n) => self.state.controls.local_crops = *n,
-                Toggle::LrScale(s) => self.state.controls.lr_scale = *s,
-            }
+            self.state.controls.apply_toggle(&toggle);
             self.toggle(toggle);
         }
     }

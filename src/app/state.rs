@@ -253,6 +253,18 @@ impl Controls {
         }
     }
 
+    /// Mirrors a toggle sent to the worker (scripted toggles move the controls too).
+    pub fn apply_toggle(&mut self, toggle: &Toggle) {
+        match *toggle {
+            Toggle::Centering(on) => self.centering = on,
+            Toggle::Sharpening(on) => self.sharpening = on,
+            Toggle::TeacherTemp(t) => self.teacher_temp = t,
+            Toggle::MomentumTeacher(m) => self.momentum_teacher = m,
+            Toggle::LocalCrops(n) => self.local_crops = n,
+            Toggle::LrScale(s) => self.lr_scale = s,
+        }
+    }
+
     /// Folds the controls into a config, for the next Start.
     pub fn apply_to(&self, config: &mut crate::config::Config) {
         config.dino.centering = self.centering;
