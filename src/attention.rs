@@ -14,6 +14,9 @@ pub struct AttentionMaps {
     pub grid_rows: usize,
     pub grid_cols: usize,
     pub patch_size: usize,
+    /// (width, height) the image was resized to before the top-left crop: with
+    /// [`resized_crop`] it gives back exactly the pixels the network saw.
+    pub resized_px: (u32, u32),
     /// `heads` maps of `grid_rows · grid_cols` values.
     pub heads: Vec<Vec<f32>>,
 }
@@ -27,32 +30,6 @@ pub enum HeadFusion {
 }
 
 impl AttentionMaps {
-    /// Splits the CLS row of a `[1, heads, 1+N, 1+N]` attention read back from the device.
-    pub fn from_cls_rows(
-        attention: &[f32],
-        heads: usize,
-        tokens: usize,
-        grid: (usize, usize),
-        patch_size: usize,
-    ) -> Option<Self> {
-        if attention.len() != heads * tokens * tokens || tokens != 1 + grid.0 * grid.1 {
-            return None;
-        }
-        let maps = (0..heads)
-            .map(|h| {
-                // Query 0 (CLS), keys 1.. (patches).
-                let row = &attention[h * tokens * tokens..h * tokens * tokens + tokens];
-                row[1..].to_vec()
-            })
-            .collect();
-        Some(Self {
-            grid_rows: grid.0,
-            grid_cols: grid.1,
-            patch_size,
-            heads: maps,
-        })
-    }
-
     pub fn fused(&self, fusion: HeadFusion) -> Vec<f32> {
         let n = self.grid_rows * self.grid_cols;
         (0..n)
@@ -100,30 +77,109 @@ pub fn upsample_nearest<T: Copy>(grid: &[T], rows: usize, cols: usize, patch: us
         .collect()
 }
 
-/// The official preprocessing: resize (bilinear) to `size` = (width, height), normalise, crop
-/// the bottom/right to multiples of the patch size. Returns CHW floats and the cropped size.
-pub fn preprocess(image: &RgbImage, size: (u32, u32), patch: usize) -> (Vec<f32>, (usize, usize)) {
+/// How the image is sized before the forward pass, as `visualize_attention.py --image_size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSize {
+    /// Resize so the shorter side has this many pixels, keeping the aspect ratio (one number).
+    ShortSide(u32),
+    /// Resize to exactly width × height (two numbers; the aspect ratio is not kept).
+    Exact { width: u32, height: u32 },
+}
+
+/// Sides outside this range are refused: below one patch nothing is left, above it one
+/// forward pass of a ViT-S/8 would need tens of GiB for the attention matrices.
+pub const IMAGE_SIDE_RANGE_PX: std::ops::RangeInclusive<u32> = 8..=2048;
+
+impl ImageSize {
+    /// `N` (shorter side) or `WxH`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parse = |v: &str| -> Result<u32, String> {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("size `{text}`: `{v}` is not a whole number; use N or WxH"))?;
+            if !IMAGE_SIDE_RANGE_PX.contains(&n) {
+                return Err(format!(
+                    "size `{text}`: {n} is out of range; allowed {} ..= {} px",
+                    IMAGE_SIDE_RANGE_PX.start(),
+                    IMAGE_SIDE_RANGE_PX.end()
+                ));
+            }
+            Ok(n)
+        };
+        match text.split_once(['x', 'X']) {
+            Some((w, h)) => Ok(Self::Exact {
+                width: parse(w)?,
+                height: parse(h)?,
+            }),
+            None => Ok(Self::ShortSide(parse(text)?)),
+        }
+    }
+
+    /// The (width, height) an image of `dims` is resized to; torchvision's `Resize(int)`
+    /// rounding down the longer side.
+    pub fn resolve(self, dims: (u32, u32)) -> (u32, u32) {
+        match self {
+            Self::Exact { width, height } => (width, height),
+            Self::ShortSide(side) => {
+                let (w, h) = (dims.0.max(1) as u64, dims.1.max(1) as u64);
+                let side = side as u64;
+                let (w, h) = if w <= h {
+                    (side, (side * h / w).max(1))
+                } else {
+                    ((side * w / h).max(1), side)
+                };
+                (w.min(u32::MAX as u64) as u32, h.min(u32::MAX as u64) as u32)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ShortSide(side) => write!(f, "{side} px short side"),
+            Self::Exact { width, height } => write!(f, "{width}x{height} px"),
+        }
+    }
+}
+
+/// The image the network sees: resized (bilinear, as torchvision; skipped when the size is
+/// already right) to `size` = (width, height), then cropped from the top-left to multiples of
+/// the patch size.
+pub fn resized_crop(image: &RgbImage, size: (u32, u32), patch: usize) -> RgbImage {
+    let p = patch.max(1) as u32;
+    let (w, h) = ((size.0 / p) * p, (size.1 / p) * p);
     let resized = if image.dimensions() == size {
         image.clone()
     } else {
         image::imageops::resize(image, size.0, size.1, image::imageops::FilterType::Triangle)
     };
-    let p = patch.max(1);
-    let (w, h) = ((size.0 as usize / p) * p, (size.1 as usize / p) * p);
+    if resized.dimensions() == (w, h) {
+        resized
+    } else {
+        image::imageops::crop_imm(&resized, 0, 0, w, h).to_image()
+    }
+}
+
+/// The official preprocessing: [`resized_crop`] then ImageNet normalisation. Returns CHW
+/// floats and the cropped (width, height).
+pub fn preprocess(image: &RgbImage, size: (u32, u32), patch: usize) -> (Vec<f32>, (usize, usize)) {
+    let cropped = resized_crop(image, size, patch);
+    let (w, h) = (cropped.width() as usize, cropped.height() as usize);
     let mut chw = vec![0f32; 3 * w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let pixel = resized.get_pixel(x as u32, y as u32).0;
-            for c in 0..3 {
-                chw[c * w * h + y * w + x] =
-                    (pixel[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-            }
+    for (x, y, pixel) in cropped.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        for c in 0..3 {
+            chw[c * w * h + y * w + x] =
+                (pixel.0[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
     (chw, (w, h))
 }
 
-/// Last-block CLS attention of `backbone` for one image (one forward pass).
+/// Last-block CLS attention of `backbone` for one image (one forward pass). `None` when the
+/// image is smaller than one patch after resizing.
 pub fn attention_maps(
     backbone: &VisionTransformer,
     image: &RgbImage,
@@ -138,9 +194,188 @@ pub fn attention_maps(
     let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
     let out = backbone.forward(input, None);
     let [_, heads, tokens, _] = out.last_attention.dims();
-    let data = out.last_attention.into_data_as::<f32>();
+    // Only the CLS query row leaves the device: for a 480-px image with patch 8 the whole
+    // matrix would be 6 × 3601² floats (311 MB).
+    let cls_rows = out.last_attention.slice(s![.., .., 0..1, 1..tokens]);
+    let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
-    AttentionMaps::from_cls_rows(values, heads, tokens, out.grid, patch)
+    let patches = tokens - 1;
+    if values.len() != heads * patches || patches != out.grid.0 * out.grid.1 {
+        return None;
+    }
+    Some(AttentionMaps {
+        grid_rows: out.grid.0,
+        grid_cols: out.grid.1,
+        patch_size: patch,
+        resized_px: size,
+        heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
+    })
+}
+
+/// Per-head mask colours, as the paper's multi-head figures: distinct hues, head 0 red like
+/// the single-head official rendering.
+pub const HEAD_COLOURS: [[u8; 3]; 12] = [
+    [230, 25, 40],
+    [60, 180, 75],
+    [0, 130, 230],
+    [255, 200, 0],
+    [180, 60, 220],
+    [0, 210, 210],
+    [245, 120, 40],
+    [240, 50, 200],
+    [150, 220, 40],
+    [250, 170, 190],
+    [0, 128, 128],
+    [170, 110, 40],
+];
+
+/// Mask colour of head `head`; fused maps use the official red.
+pub fn head_colour(head: Option<usize>) -> [u8; 3] {
+    match head {
+        Some(h) => HEAD_COLOURS[h % HEAD_COLOURS.len()],
+        None => [255, 0, 0],
+    }
+}
+
+/// How an overlay looks. `shaders/attention_overlay.wgsl` draws exactly this on the GPU;
+/// [`composite`] is the CPU version used for export, the CLI and renderers without wgpu.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OverlayStyle {
+    /// Opacity of the heat map over the image (0 = image only).
+    pub heat_opacity: f32,
+    /// Opacity of the mask tint (the official rendering uses 0.5).
+    pub tint_opacity: f32,
+    /// Outline the mask in its colour.
+    pub contour: bool,
+    pub colour: [u8; 3],
+}
+
+impl Default for OverlayStyle {
+    fn default() -> Self {
+        Self {
+            heat_opacity: 0.0,
+            tint_opacity: 0.5,
+            contour: true,
+            colour: [255, 0, 0],
+        }
+    }
+}
+
+/// One map ready to draw: heat min–max scaled to 0..=1 per map (as matplotlib's `imsave`) and
+/// the mask, both per patch, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapLayers {
+    pub rows: usize,
+    pub cols: usize,
+    pub heat: Vec<f32>,
+    pub mask: Vec<u8>,
+}
+
+impl MapLayers {
+    pub fn new(values: &[f32], rows: usize, cols: usize, threshold: f32) -> Self {
+        Self {
+            rows,
+            cols,
+            heat: min_max_scaled(values),
+            mask: mass_mask(values, threshold),
+        }
+    }
+
+    /// Mask value of cell (row, col); outside the grid counts as 0, as the official
+    /// zero-padded contour.
+    fn mask_at(&self, row: isize, col: isize) -> u8 {
+        if row < 0 || col < 0 || row as usize >= self.rows || col as usize >= self.cols {
+            0
+        } else {
+            self.mask[row as usize * self.cols + col as usize]
+        }
+    }
+
+    /// Whether image pixel (x, y), in patch cell (row, col), lies on the mask's outline,
+    /// `width_px` pixels wide, for a picture of `image_w × image_h` pixels over this grid.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_contour(
+        &self,
+        x: u32,
+        y: u32,
+        row: usize,
+        col: usize,
+        image_w: u32,
+        image_h: u32,
+        width_px: u32,
+    ) -> bool {
+        let (row, col) = (row as isize, col as isize);
+        if self.mask_at(row, col) == 0 {
+            return false;
+        }
+        let cell_w = image_w as f32 / self.cols.max(1) as f32;
+        let cell_h = image_h as f32 / self.rows.max(1) as f32;
+        let local_x = x as f32 + 0.5 - col as f32 * cell_w;
+        let local_y = y as f32 + 0.5 - row as f32 * cell_h;
+        let w = width_px as f32;
+        (local_x < w && self.mask_at(row, col - 1) == 0)
+            || (local_x > cell_w - w && self.mask_at(row, col + 1) == 0)
+            || (local_y < w && self.mask_at(row - 1, col) == 0)
+            || (local_y > cell_h - w && self.mask_at(row + 1, col) == 0)
+    }
+
+    /// One RGBA texel per patch (r: heat, g: mask), the shader's grid texture.
+    pub fn grid_texels(&self) -> Vec<u8> {
+        self.heat
+            .iter()
+            .zip(&self.mask)
+            .flat_map(|(h, m)| [(h * 255.0).round() as u8, m * 255, 0, 255])
+            .collect()
+    }
+}
+
+/// Per-map min–max scaling to 0..=1 (a constant map becomes 0).
+pub fn min_max_scaled(values: &[f32]) -> Vec<f32> {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let span = hi - lo;
+    values
+        .iter()
+        .map(|v| if span > 0.0 { (v - lo) / span } else { 0.0 })
+        .collect()
+}
+
+/// Outline width in image pixels: thin on small images, visible on large ones.
+pub fn contour_width_px(image_w: u32, image_h: u32) -> u32 {
+    (image_w.max(image_h) / 200).max(1)
+}
+
+/// Composites `image` (as the network saw it, see [`resized_crop`]) with the heat map and the
+/// mask: pixel·(1 − a) + viridis·a, then the official tint pixel·(1 − t) + t·colour inside the
+/// mask, then the outline. Cells map to pixels by nearest neighbour as the official code.
+pub fn composite(image: &RgbImage, layers: &MapLayers, style: &OverlayStyle) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if layers.rows == 0 || layers.cols == 0 || layers.heat.len() != layers.rows * layers.cols {
+        return image.clone();
+    }
+    let contour_px = contour_width_px(w, h);
+    let colour = style.colour.map(f32::from);
+    RgbImage::from_fn(w, h, |x, y| {
+        let col = ((x as usize * layers.cols) / w as usize).min(layers.cols - 1);
+        let row = ((y as usize * layers.rows) / h as usize).min(layers.rows - 1);
+        let cell = row * layers.cols + col;
+        // Quantised like the shader's 256-entry colour table.
+        let heat = crate::export::viridis((layers.heat[cell] * 255.0).round() / 255.0);
+        let pixel = image.get_pixel(x, y).0;
+        let mut out: [f32; 3] = std::array::from_fn(|c| {
+            pixel[c] as f32 * (1.0 - style.heat_opacity) + heat[c] as f32 * style.heat_opacity
+        });
+        if layers.mask[cell] == 1 {
+            for c in 0..3 {
+                out[c] = out[c] * (1.0 - style.tint_opacity) + colour[c] * style.tint_opacity;
+            }
+            if style.contour && layers.on_contour(x, y, row, col, w, h, contour_px) {
+                out = colour;
+            }
+        }
+        image::Rgb(out.map(|v| v.round().clamp(0.0, 255.0) as u8))
+    })
 }
 
 #[cfg(test)]

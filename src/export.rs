@@ -58,15 +58,89 @@ pub fn viridis(t: f32) -> [u8; 3] {
 
 /// A heat map with per-image min–max scaling (as matplotlib's `imsave`).
 pub fn heat_image(values: &[f32], width: usize, height: usize) -> image::RgbImage {
-    let (lo, hi) = values
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    let span = (hi - lo).max(1e-12);
+    let scaled = crate::attention::min_max_scaled(values);
     image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
-        image::Rgb(viridis(
-            (values[y as usize * width + x as usize] - lo) / span,
-        ))
+        image::Rgb(viridis(scaled[y as usize * width + x as usize]))
     })
+}
+
+/// A C-order `.npy` array read back: its dtype descriptor, shape and raw little-endian bytes.
+#[derive(Debug)]
+pub struct NpyArray {
+    pub descr: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl NpyArray {
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.descr == "<f4").then(|| {
+            self.data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+    }
+}
+
+/// Reads a `.npy` file (format 1.x/2.x, C order); enough for our exports and test fixtures.
+pub fn read_npy(path: &Path) -> std::io::Result<NpyArray> {
+    let invalid = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {what}", path.display()),
+        )
+    };
+    let bytes = std::fs::read(path)?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(invalid("not a .npy file"));
+    }
+    let (header_len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else if bytes.len() >= 12 {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    } else {
+        return Err(invalid("truncated header"));
+    };
+    let header = bytes
+        .get(start..start + header_len)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| invalid("truncated header"))?;
+    let field = |name: &str| -> Option<&str> {
+        let rest = &header[header.find(&format!("'{name}':"))? + name.len() + 3..];
+        Some(rest.trim_start())
+    };
+    if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
+        return Err(invalid("Fortran order is not supported"));
+    }
+    let descr = field("descr")
+        .and_then(|v| v.strip_prefix('\''))
+        .and_then(|v| v.split('\'').next())
+        .ok_or_else(|| invalid("no descr"))?
+        .to_string();
+    let shape_text = field("shape")
+        .and_then(|v| v.strip_prefix('('))
+        .and_then(|v| v.split(')').next())
+        .ok_or_else(|| invalid("no shape"))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>().map_err(|_| invalid("bad shape")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = bytes[start + header_len..].to_vec();
+    let item = match descr.as_str() {
+        "<f4" => 4,
+        "|u1" | "<u1" | "|b1" => 1,
+        other => return Err(invalid(&format!("dtype {other} is not supported"))),
+    };
+    if data.len() != shape.iter().product::<usize>() * item {
+        return Err(invalid("data length does not match the shape"));
+    }
+    Ok(NpyArray { descr, shape, data })
 }
 
 #[cfg(test)]
@@ -92,6 +166,27 @@ mod tests {
             &bytes[10 + header_len..10 + header_len + 4],
             &1f32.to_le_bytes()
         );
+    }
+
+    #[test]
+    fn npy_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_npy_u8(&path, &[2, 2], &[0, 1, 1, 0]).unwrap();
+        let back = read_npy(&path).unwrap();
+        assert_eq!(
+            (back.descr.as_str(), back.shape.as_slice()),
+            ("|u1", &[2, 2][..])
+        );
+        assert_eq!(back.data, vec![0, 1, 1, 0]);
+        let path = dir.path().join("v.npy");
+        write_npy_f32(&path, &[3], &[0.5, -1.0, 2.0]).unwrap();
+        assert_eq!(
+            read_npy(&path).unwrap().to_f32().unwrap(),
+            vec![0.5, -1.0, 2.0]
+        );
+        std::fs::write(&path, b"not numpy").unwrap();
+        assert!(read_npy(&path).is_err());
     }
 
     #[test]

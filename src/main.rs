@@ -53,6 +53,15 @@ struct AppArgs {
     /// Where the app writes its runs.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     runs_dir: PathBuf,
+    /// Load weights into the attention view at launch (.pth, .safetensors, run directory).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Follow this image in the attention view (repeatable).
+    #[arg(long, value_name = "FILE")]
+    image: Vec<PathBuf>,
+    /// Open on the attention view.
+    #[arg(long)]
+    attention: bool,
 }
 
 #[derive(Subcommand)]
@@ -68,18 +77,35 @@ enum Command {
 
 #[derive(Args)]
 struct AttentionArgs {
-    /// A run directory written by `dinoscope train` (or its teacher.bpk).
-    #[arg(long, value_name = "RUN_DIR")]
+    /// Weights: an official DINO backbone (.pth), a full checkpoint.pth, a .safetensors file
+    /// in the same key layout, or a run directory of `dinoscope train` (or its teacher.bpk).
+    #[arg(long, value_name = "FILE | RUN_DIR")]
     weights: PathBuf,
-    /// The image (any format the `image` crate decodes).
+    /// The image (PNG, JPEG, WebP, BMP, TIFF, GIF; 16-bit, grey and alpha are converted).
     #[arg(long, value_name = "FILE")]
     image: PathBuf,
-    /// Resize to N×N or W×H first (default: the model's training crop size).
+    /// N: resize the shorter side to N px; WxH: resize to exactly W×H (default: 480 short side
+    /// for external weights, the training crop size for our runs).
     #[arg(long, value_name = "N | WxH")]
     size: Option<String>,
     /// Keep the smallest set of patches holding this share of each head's attention mass.
     #[arg(long, default_value_t = 0.6)]
     threshold: f32,
+    /// Check the weights against an architecture: vit_tiny, vit_small, vit_base, vit_micro.
+    #[arg(long, value_name = "NAME")]
+    arch: Option<String>,
+    /// Check the patch size read from the weights.
+    #[arg(long, value_name = "P")]
+    patch_size: Option<usize>,
+    /// Number of heads (default: width / 64, the official convention).
+    #[arg(long, value_name = "H")]
+    heads: Option<usize>,
+    /// Take the student of a full checkpoint instead of the teacher.
+    #[arg(long)]
+    student: bool,
+    /// auto = wgpu on a hardware GPU, else the CPU backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceChoice,
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "attention")]
     out: PathBuf,
@@ -178,8 +204,11 @@ fn open_app(args: AppArgs) -> Result<()> {
         scripted_toggles,
         config,
         preset,
-        // A screenshot needs training to happen.
-        autostart: args.autostart || screenshot.is_some(),
+        // A screenshot of training needs training to happen.
+        autostart: args.autostart || screenshot.as_ref().is_some_and(|s| s.after_steps > 0),
+        open_attention: args.attention || args.weights.is_some(),
+        weights: args.weights,
+        images: args.image,
         device: args.device,
         runs_root: Some(args.runs_dir),
         screenshot,
@@ -340,104 +369,106 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_size(text: &str) -> Result<(u32, u32)> {
-    let parse = |v: &str| -> Result<u32> {
-        let n: u32 = v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--size {text}: `{v}` is not a whole number"))?;
-        if !(8..=4096).contains(&n) {
-            bail!("--size {text}: {n} is out of range; allowed 8 ..= 4096");
-        }
-        Ok(n)
-    };
-    match text.split_once(['x', 'X']) {
-        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
-        None => {
-            let n = parse(text)?;
-            Ok((n, n))
-        }
-    }
-}
-
 fn attention(args: AttentionArgs) -> Result<()> {
-    use dinoscope::attention::{attention_maps, mass_mask, upsample_nearest, HeadFusion};
+    use dinoscope::attention::{
+        attention_maps, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,
+        ImageSize, MapLayers, OverlayStyle,
+    };
     use dinoscope::export::{heat_image, write_npy_f32, write_npy_u8};
+    use dinoscope::weights::{load_backbone, ArchOverrides, Network};
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!(
             "--threshold {} is out of range; allowed 0 ..= 1",
             args.threshold
         );
     }
-    let device = burn::prelude::Device::flex();
-    let (model, config) = dinoscope::checkpoint::load_run_teacher(&args.weights, &device)?;
-    let image = dinoscope::data::load_rgb(&args.image)?;
-    let size = match &args.size {
-        Some(text) => parse_size(text)?,
-        None => (config.data.global_crop_size, config.data.global_crop_size),
+    let size = args
+        .size
+        .as_deref()
+        .map(ImageSize::parse)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let selected = select_device(args.device)?;
+    let network = if args.student {
+        Network::Student
+    } else {
+        Network::Teacher
     };
-    let maps = attention_maps(&model.backbone, &image, size, &device).ok_or_else(|| {
+    let overrides = ArchOverrides {
+        arch: args.arch.clone(),
+        patch_size: args.patch_size,
+        num_heads: args.heads,
+    };
+    let started = Instant::now();
+    let loaded = load_backbone(&args.weights, network, &overrides, &selected.device)?;
+    let load_secs = started.elapsed().as_secs_f64();
+    let image = dinoscope::data::load_rgb(&args.image)?;
+    let size = size.unwrap_or(ImageSize::ShortSide(loaded.info.default_short_side_px));
+    let target = size.resolve(image.dimensions());
+    let started = Instant::now();
+    let maps = attention_maps(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
         anyhow::anyhow!(
-            "--size {size:?} is smaller than one patch of {} px",
-            config.model.patch_size
+            "{}: at {size} ({}x{} px) the image is smaller than one patch of {} px; pass a larger --size",
+            args.image.display(),
+            target.0,
+            target.1,
+            loaded.info.patch_size
         )
     })?;
+    let maps_secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let (rows, cols, p) = (maps.grid_rows, maps.grid_cols, maps.patch_size);
-    let (w, h) = (cols * p, rows * p);
-    let shown = image::imageops::resize(
-        &image,
-        w as u32,
-        h as u32,
-        image::imageops::FilterType::Triangle,
+    let shown = resized_crop(&image, target, p);
+    let (w, h) = (shown.width() as usize, shown.height() as usize);
+    println!(
+        "{} on {} · loaded in {load_secs:.2} s",
+        loaded.info.describe(),
+        selected.description
     );
     println!(
-        "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {}",
+        "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {} · maps in {maps_secs:.3} s",
         args.threshold
     );
+    shown.save(args.out.join("img.png"))?;
     let mut all_maps = Vec::new();
     let mut all_masks = Vec::new();
-    let mut named: Vec<(String, Vec<f32>)> = maps
+    let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps
         .heads
         .iter()
         .enumerate()
-        .map(|(j, head)| (format!("head{j}"), head.clone()))
+        .map(|(j, head)| (format!("head{j}"), Some(j), head.clone()))
         .collect();
-    named.push(("mean".into(), maps.fused(HeadFusion::Mean)));
-    for (name, values) in &named {
-        let mask = mass_mask(values, args.threshold);
-        let coverage = mask.iter().filter(|m| **m == 1).count() as f64 / mask.len() as f64;
+    named.push(("mean".into(), None, maps.fused(HeadFusion::Mean)));
+    for (name, head, values) in &named {
+        let layers = MapLayers::new(values, rows, cols, args.threshold);
+        let coverage =
+            layers.mask.iter().filter(|m| **m == 1).count() as f64 / layers.mask.len() as f64;
         println!(
             "{name}: mask covers {:.1} % of the patches",
             100.0 * coverage
         );
-        let heat = heat_image(&upsample_nearest(values, rows, cols, p), w, h);
-        heat.save(args.out.join(format!("attn-{name}.png")))?;
-        let mask_px = upsample_nearest(&mask, rows, cols, p);
-        let mask_img = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        heat_image(&upsample_nearest(values, rows, cols, p), w, h)
+            .save(args.out.join(format!("attn-{name}.png")))?;
+        let mask_px = upsample_nearest(&layers.mask, rows, cols, p);
+        image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
             image::Luma([mask_px[y as usize * w + x as usize] * 255])
-        });
-        mask_img.save(
+        })
+        .save(
             args.out
                 .join(format!("mask_th{}_{name}.png", args.threshold)),
         )?;
-        // The official blend: pixel·(1 − 0.5·mask) + 0.5·mask·red.
-        let overlay = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let m = mask_px[y as usize * w + x as usize] as f32;
-            let px = shown.get_pixel(x, y).0;
-            let red = [255.0, 0.0, 0.0];
-            image::Rgb(std::array::from_fn(|c| {
-                (px[c] as f32 * (1.0 - 0.5 * m) + 0.5 * m * red[c]).round() as u8
-            }))
-        });
-        overlay.save(
+        let style = OverlayStyle {
+            colour: head_colour(*head),
+            ..OverlayStyle::default()
+        };
+        composite(&shown, &layers, &style).save(
             args.out
                 .join(format!("overlay_th{}_{name}.png", args.threshold)),
         )?;
-        if name != "mean" {
+        if head.is_some() {
             all_maps.extend_from_slice(values);
-            all_masks.extend_from_slice(&mask);
+            all_masks.extend_from_slice(&layers.mask);
         }
     }
     let heads = maps.heads.len();

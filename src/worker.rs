@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::device::{select_device, DeviceChoice, SelectedDevice};
 use crate::run::RunWriter;
 use crate::trainer::{StepMetrics, Toggle, Trainer};
+use burn::module::Module;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,8 +35,8 @@ pub enum Command {
     Stop,
     /// Apply a toggle before the next step.
     Set(Toggle),
-    /// Images whose teacher attention is recomputed every `ATTENTION_EVERY_STEPS` steps.
-    SetAttentionImages(Vec<AttentionImage>),
+    /// Which images the attention view follows, from which network, how often and at what size.
+    SetAttention(AttentionSettings),
     /// End the thread.
     Shutdown,
 }
@@ -47,8 +48,30 @@ pub struct AttentionImage {
     pub image: Arc<image::RgbImage>,
 }
 
-/// How often (in steps) the worker recomputes attention maps for the followed images.
+/// Default period (in steps) of the attention maps for the followed images.
 pub const ATTENTION_EVERY_STEPS: usize = 10;
+
+/// What the worker computes attention maps for during training.
+#[derive(Clone, Debug)]
+pub struct AttentionSettings {
+    pub images: Vec<AttentionImage>,
+    /// Recompute after every this many steps (at least 1).
+    pub every_steps: usize,
+    pub network: crate::weights::Network,
+    /// `None`: the training crop size as the short side.
+    pub size: Option<crate::attention::ImageSize>,
+}
+
+impl Default for AttentionSettings {
+    fn default() -> Self {
+        Self {
+            images: Vec::new(),
+            every_steps: ATTENTION_EVERY_STEPS,
+            network: crate::weights::Network::Teacher,
+            size: None,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerStatus {
@@ -86,10 +109,11 @@ pub enum Event {
         run_id: Option<RunId>,
         status: WorkerStatus,
     },
-    /// Last-block CLS attention of the teacher for the followed images, after `step`.
+    /// Last-block CLS attention of `network` for the followed images, after `step`.
     Attention {
         run_id: RunId,
         step: usize,
+        network: crate::weights::Network,
         maps: Vec<(String, crate::attention::AttentionMaps)>,
     },
     Warning(String),
@@ -128,7 +152,7 @@ impl WorkerHandle {
                     waker,
                     device,
                     run: None,
-                    attention_images: Vec::new(),
+                    attention: AttentionSettings::default(),
                 }
                 .run()
             })?;
@@ -199,7 +223,7 @@ struct Worker {
     waker: Waker,
     device: DeviceSource,
     run: Option<ActiveRun>,
-    attention_images: Vec<AttentionImage>,
+    attention: AttentionSettings,
 }
 
 enum Flow {
@@ -282,8 +306,11 @@ impl Worker {
                 }
             }
             Command::Set(toggle) => self.set(toggle),
-            Command::SetAttentionImages(images) => {
-                self.attention_images = images;
+            Command::SetAttention(settings) => {
+                self.attention = AttentionSettings {
+                    every_steps: settings.every_steps.max(1),
+                    ..settings
+                };
                 // Show the new images at once, not only at the next multiple of the period.
                 if let Some(step) = self.run.as_ref().map(|r| r.trainer.steps_done()) {
                     self.emit_attention(step.saturating_sub(1));
@@ -428,7 +455,7 @@ impl Worker {
                     run_id,
                     metrics: Box::new(metrics),
                 });
-                if step % ATTENTION_EVERY_STEPS == 0 {
+                if step % self.attention.every_steps == 0 {
                     self.emit_attention(step);
                 }
             }
@@ -439,26 +466,46 @@ impl Worker {
         }
     }
 
-    /// Computes the teacher's attention for the followed images (one forward each) at twice
-    /// the training crop size, so small crops still give a readable grid.
+    /// Computes the chosen network's attention for the followed images (one forward each).
     fn emit_attention(&mut self, step: usize) {
+        use crate::weights::Network;
         let Some(run) = &self.run else { return };
-        if self.attention_images.is_empty() {
+        if self.attention.images.is_empty() {
             return;
         }
-        let side = run.trainer.config().data.global_crop_size * 2;
-        let teacher = &run.trainer.teacher().backbone;
+        let crop = run.trainer.config().data.global_crop_size;
+        let size = self
+            .attention
+            .size
+            .unwrap_or(crate::attention::ImageSize::ShortSide(crop));
         let device = run.trainer.device();
+        let network = self.attention.network;
+        // The student lives on the autodiff device; its inner module needs no graph.
+        let student;
+        let backbone = match network {
+            Network::Teacher => &run.trainer.teacher().backbone,
+            Network::Student => {
+                student = run.trainer.student().backbone.valid();
+                &student
+            }
+        };
         let maps: Vec<(String, crate::attention::AttentionMaps)> = self
-            .attention_images
+            .attention
+            .images
             .iter()
             .filter_map(|img| {
-                crate::attention::attention_maps(teacher, &img.image, (side, side), device)
+                let target = size.resolve(img.image.dimensions());
+                crate::attention::attention_maps(backbone, &img.image, target, device)
                     .map(|maps| (img.name.clone(), maps))
             })
             .collect();
         let run_id = run.id;
-        self.emit(Event::Attention { run_id, step, maps });
+        self.emit(Event::Attention {
+            run_id,
+            step,
+            network,
+            maps,
+        });
     }
 
     fn finish_run(&mut self, status: WorkerStatus) {

@@ -4,6 +4,7 @@
 
 pub mod attention_view;
 pub mod collapse;
+pub mod overlay_gpu;
 pub mod plots;
 pub mod series;
 pub mod state;
@@ -39,6 +40,12 @@ pub struct AppOptions {
     pub screenshot: Option<ScreenshotRequest>,
     /// Toggles applied automatically when the current run reaches a step (scripted demos).
     pub scripted_toggles: Vec<(usize, Toggle)>,
+    /// Weights to load into the attention view at launch.
+    pub weights: Option<PathBuf>,
+    /// Images to follow at launch, besides the bundled photos.
+    pub images: Vec<PathBuf>,
+    /// Open on the attention view instead of the training curves.
+    pub open_attention: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +94,27 @@ pub struct DinoscopeApp {
     screenshot_done: Arc<std::sync::Mutex<Option<Result<(), String>>>>,
     autostart_pending: bool,
     pub attention: attention_view::AttentionView,
+    /// Loads external weights and computes their maps off the UI thread.
+    pub inference: Option<crate::inference::InferenceHandle>,
+    pub central_tab: CentralTab,
+    /// `--weights`, loaded on the first frame.
+    launch_weights: Option<PathBuf>,
+}
+
+/// What the central area shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CentralTab {
+    Curves,
+    Attention,
+}
+
+/// Files dropped on the window that are weights rather than images.
+fn is_weights_file(path: &std::path::Path) -> bool {
+    path.is_dir()
+        || path.extension().is_some_and(|e| {
+            let e = e.to_string_lossy().to_ascii_lowercase();
+            matches!(e.as_str(), "pth" | "pt" | "safetensors" | "bpk")
+        })
 }
 
 impl DinoscopeApp {
@@ -97,14 +125,26 @@ impl DinoscopeApp {
             .storage
             .and_then(|storage| eframe::get_value(storage, PREFS_KEY))
             .unwrap_or_default();
-        let device = shared_gpu_device(cc)
+        let gpu = shared_gpu_device(cc);
+        let inference_device = gpu
+            .as_ref()
+            .map(|selected| selected.device.clone())
+            .unwrap_or_else(burn::prelude::Device::flex);
+        let device = gpu
             .map(DeviceSource::Ready)
             .unwrap_or(DeviceSource::Choice(options.device));
         let ctx = cc.egui_ctx.clone();
         let waker: crate::worker::Waker =
             Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
-        let worker = WorkerHandle::spawn_with(device, waker);
-        Self::with_worker(options, prefs, worker.map_err(|e| e.to_string()))
+        let worker = WorkerHandle::spawn_with(device, waker.clone());
+        let mut app = Self::with_worker(options, prefs, worker.map_err(|e| e.to_string()));
+        app.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
+        app.inference = crate::inference::InferenceHandle::spawn(inference_device, waker)
+            .map_err(|err| {
+                tracing::warn!("no inference thread: {err}");
+            })
+            .ok();
+        app
     }
 
     /// The app around an existing (or failed) worker; also used by tests.
@@ -130,7 +170,7 @@ impl DinoscopeApp {
                 None
             }
         };
-        Self {
+        let mut app = Self {
             state,
             worker,
             base_config: options.config.clone(),
@@ -143,7 +183,24 @@ impl DinoscopeApp {
             screenshot_requested: false,
             screenshot_done: Arc::new(std::sync::Mutex::new(None)),
             attention: attention_view::AttentionView::new(),
+            // Tests get a CPU inference thread; `new` replaces it with one that wakes the UI.
+            inference: crate::inference::InferenceHandle::spawn(
+                burn::prelude::Device::flex(),
+                Arc::new(|| {}),
+            )
+            .ok(),
+            central_tab: CentralTab::Curves,
+            launch_weights: None,
+        };
+        app.launch_weights = app.options.weights.clone();
+        if app.options.open_attention {
+            app.central_tab = CentralTab::Attention;
         }
+        let images = app.options.images.clone();
+        if !images.is_empty() {
+            app.attention.add_files(images, &mut app.state);
+        }
+        app
     }
 
     fn send(&mut self, command: Command) {
@@ -249,8 +306,8 @@ impl DinoscopeApp {
         Some((at(0.5), at(0.95)))
     }
 
-    /// Takes dropped files, and tells the worker which images to follow when they change.
-    fn follow_images(&mut self, ctx: &egui::Context) {
+    /// Takes dropped files (images to follow, or weights to load).
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped: Vec<PathBuf> = ctx.input(|input| {
             input
                 .raw
@@ -260,21 +317,153 @@ impl DinoscopeApp {
                 .filter(|path| !path.as_os_str().is_empty())
                 .collect()
         });
-        if !dropped.is_empty() {
-            self.attention.add_files(dropped, &mut self.state);
+        let (weights, images): (Vec<PathBuf>, Vec<PathBuf>) =
+            dropped.into_iter().partition(|p| is_weights_file(p));
+        if !images.is_empty() {
+            self.attention.add_files(images, &mut self.state);
         }
-        if self.attention.images_changed && self.worker.is_some() {
-            self.attention.images_changed = false;
-            let images = self
-                .attention
-                .images
-                .iter()
-                .map(|(name, image)| crate::worker::AttentionImage {
-                    name: name.clone(),
-                    image: image.clone(),
-                })
-                .collect();
-            self.send(Command::SetAttentionImages(images));
+        if let Some(path) = weights.into_iter().next() {
+            self.load_weights(path);
+        }
+    }
+
+    /// Asks the inference thread to load weights; the current ones stay until this succeeds.
+    pub fn load_weights(&mut self, path: PathBuf) {
+        let Some(inference) = &self.inference else {
+            self.state
+                .message(Level::Error, "the inference thread is not running");
+            return;
+        };
+        let sent = inference.send(crate::inference::InferenceCommand::Load {
+            path: path.clone(),
+            network: self.attention.network,
+            overrides: crate::weights::ArchOverrides::default(),
+        });
+        if sent {
+            self.attention.loading = true;
+            self.central_tab = CentralTab::Attention;
+            self.state
+                .message(Level::Info, format!("loading {}...", path.display()));
+        } else {
+            self.state.message(
+                Level::Warning,
+                "still busy with the previous weights; try again",
+            );
+        }
+    }
+
+    /// Applies what the inference thread sent.
+    fn drain_inference(&mut self) {
+        use crate::inference::InferenceEvent;
+        let Some(inference) = &self.inference else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = inference.try_recv() {
+            events.push(event);
+        }
+        for event in events {
+            match event {
+                InferenceEvent::Loaded { info, load_secs } => {
+                    self.state.message(
+                        Level::Info,
+                        format!("loaded {} in {load_secs:.1} s", info.describe()),
+                    );
+                    self.attention.weights_loaded(info);
+                }
+                InferenceEvent::Maps {
+                    source,
+                    maps,
+                    skipped,
+                    elapsed_secs,
+                } => {
+                    if !skipped.is_empty() {
+                        self.state.message(
+                            Level::Warning,
+                            format!(
+                                "too small for one patch at this size: {}; raise the size",
+                                skipped.join(", ")
+                            ),
+                        );
+                    }
+                    self.attention.loaded_maps(&source, maps, elapsed_secs);
+                }
+                InferenceEvent::Error(text) => {
+                    self.attention.loading = false;
+                    self.state.message(Level::Error, text);
+                }
+            }
+        }
+    }
+
+    /// Carries out what the attention view asked for this frame.
+    fn serve_attention_requests(&mut self) {
+        let requests = std::mem::take(&mut self.attention.requests);
+        if requests.training_settings {
+            if self.worker.is_some() {
+                self.send(Command::SetAttention(self.attention.training_settings()));
+            }
+        }
+        if requests.recompute_loaded {
+            if let Some(inference) = &self.inference {
+                let size = self
+                    .attention
+                    .short_side_px
+                    .map(crate::attention::ImageSize::ShortSide);
+                if !inference.send(crate::inference::InferenceCommand::Compute {
+                    images: self.attention.followed(),
+                    size,
+                }) {
+                    // Busy: ask again next frame.
+                    self.attention.requests.recompute_loaded = true;
+                }
+            }
+        }
+        if requests.reload_weights {
+            if let Some(path) = self.attention.weights_path.clone() {
+                self.load_weights(path);
+            }
+        }
+        if requests.open_images {
+            // The native dialog is modal; training goes on in the worker.
+            if let Some(paths) = rfd::FileDialog::new()
+                .add_filter(
+                    "images",
+                    &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"],
+                )
+                .pick_files()
+            {
+                self.attention.add_files(paths, &mut self.state);
+            }
+        }
+        if requests.open_weights {
+            if let Some(path) = rfd::FileDialog::new()
+                .add_filter("weights", &["pth", "pt", "safetensors", "bpk"])
+                .pick_file()
+            {
+                self.load_weights(path);
+            }
+        }
+        for grid in [false, true].into_iter().filter(|g| {
+            if *g {
+                requests.export_grid
+            } else {
+                requests.export_view
+            }
+        }) {
+            let Some(path) = rfd::FileDialog::new()
+                .set_file_name(self.attention.export_name(grid))
+                .add_filter("PNG", &["png"])
+                .save_file()
+            else {
+                continue;
+            };
+            match self.attention.export(&self.state, &path, grid) {
+                Ok(()) => self
+                    .state
+                    .message(Level::Info, format!("saved {}", path.display())),
+                Err(err) => self.state.message(Level::Error, err),
+            }
         }
     }
 
@@ -295,11 +484,21 @@ impl DinoscopeApp {
         let Some(request) = self.options.screenshot.clone() else {
             return;
         };
-        let ready = self
+        // With weights to show, wait for their maps too (or for the error).
+        let weights_ready = self.options.weights.is_none()
+            || self
+                .attention
+                .loaded
+                .as_ref()
+                .is_some_and(|l| !l.maps.is_empty())
+            || (!self.attention.loading && self.attention.loaded.is_none());
+        let trained = self
             .state
             .current_run()
             .is_some_and(|run| run.steps() >= request.after_steps)
+            || request.after_steps == 0
             || (self.state.worker_status == WorkerStatus::Failed);
+        let ready = trained && weights_ready;
         if ready && !self.screenshot_requested {
             self.screenshot_requested = true;
             self.send(Command::Pause);
@@ -673,8 +872,16 @@ impl eframe::App for DinoscopeApp {
             self.autostart_pending = false;
             self.start(false);
         }
+        if let Some(path) = self.launch_weights.take() {
+            self.load_weights(path);
+        }
         self.drain_events();
-        self.follow_images(ctx);
+        self.drain_inference();
+        self.take_dropped_files(ctx);
+        self.serve_attention_requests();
+        if self.attention.loading || self.attention.requests.recompute_loaded {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
         self.run_script();
         self.handle_screenshot(ctx);
         if self.is_active() && self.state.worker_status == WorkerStatus::Running {
@@ -698,26 +905,27 @@ impl eframe::App for DinoscopeApp {
                 .default_size(380.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        let mut open_dialog = false;
-                        self.attention.panel_ui(ui, &self.state, &mut open_dialog);
+                        if self.central_tab == CentralTab::Curves
+                            && self.attention.compact_ui(ui, &self.state)
+                        {
+                            self.central_tab = CentralTab::Attention;
+                        }
                         ui.separator();
                         self.explanation_ui(ui);
-                        if open_dialog {
-                            // The native dialog is modal; training goes on in the worker.
-                            if let Some(paths) = rfd::FileDialog::new()
-                                .add_filter(
-                                    "images",
-                                    &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"],
-                                )
-                                .pick_files()
-                            {
-                                self.attention.add_files(paths, &mut self.state);
-                            }
-                        }
                     });
                 });
         }
         egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.central_tab, CentralTab::Curves, "Training curves");
+                ui.selectable_value(&mut self.central_tab, CentralTab::Attention, "Attention");
+            });
+            if self.central_tab == CentralTab::Attention {
+                egui::ScrollArea::vertical()
+                    .id_salt("attention_tab")
+                    .show(ui, |ui| self.attention.full_ui(ui, &self.state));
+                return;
+            }
             egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
                 let height = (ui.available_height() * 0.45).max(220.0);
@@ -742,6 +950,9 @@ impl eframe::App for DinoscopeApp {
         // Joins the worker (at most one step) so closing never leaves a thread behind.
         if let Some(mut worker) = self.worker.take() {
             worker.shutdown();
+        }
+        if let Some(mut inference) = self.inference.take() {
+            inference.shutdown();
         }
     }
 }

@@ -293,10 +293,11 @@ pub struct AppState {
     pub attention_history: VecDeque<AttentionSnapshot>,
 }
 
-/// The teacher's maps for the followed images after one step.
+/// One network's maps for the followed images after one step.
 #[derive(Clone, Debug)]
 pub struct AttentionSnapshot {
     pub step: usize,
+    pub network: crate::weights::Network,
     pub maps: Vec<(String, crate::attention::AttentionMaps)>,
 }
 
@@ -413,10 +414,18 @@ impl AppState {
                     self.worker_status = status;
                 }
             }
-            Event::Attention { run_id, step, maps } => {
+            Event::Attention {
+                run_id,
+                step,
+                network,
+                maps,
+            } => {
                 if Some(run_id) == self.current {
-                    self.attention_history
-                        .push_back(AttentionSnapshot { step, maps });
+                    self.attention_history.push_back(AttentionSnapshot {
+                        step,
+                        network,
+                        maps,
+                    });
                     while self.attention_history.len() > MAX_ATTENTION_SNAPSHOTS {
                         self.attention_history.pop_front();
                     }

@@ -20,6 +20,9 @@ fn options() -> AppOptions {
         runs_root: None,
         screenshot: None,
         scripted_toggles: Vec::new(),
+        weights: None,
+        images: Vec::new(),
+        open_attention: false,
     }
 }
 

@@ -1,0 +1,168 @@
+//! The inference thread: loads external weights ("Open weights…", official DINO `.pth`,
+//! safetensors, our runs) and computes attention maps for the followed images, so neither the
+//! UI nor a running training ever waits for it. Plain data in and out, like the worker.
+
+use crate::attention::{attention_maps, AttentionMaps, ImageSize};
+use crate::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
+use crate::worker::{AttentionImage, Waker};
+use burn::prelude::Device;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// UI → inference thread.
+#[derive(Clone, Debug)]
+pub enum InferenceCommand {
+    /// Load weights (replacing the loaded ones only if this succeeds).
+    Load {
+        path: PathBuf,
+        network: Network,
+        overrides: ArchOverrides,
+    },
+    /// Compute maps of the loaded weights for these images; `None` size = the weights' default.
+    Compute {
+        images: Vec<AttentionImage>,
+        size: Option<ImageSize>,
+    },
+    Shutdown,
+}
+
+/// Inference thread → UI.
+#[derive(Clone, Debug)]
+pub enum InferenceEvent {
+    Loaded {
+        info: BackboneInfo,
+        load_secs: f64,
+    },
+    Maps {
+        /// File the maps come from (a later Load may already be under way).
+        source: PathBuf,
+        maps: Vec<(String, AttentionMaps)>,
+        /// Images too small for one patch at the requested size.
+        skipped: Vec<String>,
+        elapsed_secs: f64,
+    },
+    Error(String),
+}
+
+pub struct InferenceHandle {
+    commands: Sender<InferenceCommand>,
+    events: Receiver<InferenceEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InferenceHandle {
+    pub fn spawn(device: Device, waker: Waker) -> std::io::Result<Self> {
+        let (command_tx, command_rx) = bounded::<InferenceCommand>(16);
+        let (event_tx, event_rx) = bounded::<InferenceEvent>(64);
+        let thread = std::thread::Builder::new()
+            .name("dinoscope-inference".into())
+            .spawn(move || {
+                let mut loaded: Option<LoadedBackbone> = None;
+                let emit = |event| {
+                    let ok = event_tx.send(event).is_ok();
+                    waker();
+                    ok
+                };
+                while let Ok(command) = command_rx.recv() {
+                    // A panic in burn (e.g. a device error) becomes a message, not a dead thread.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handle(command, &mut loaded, &device)
+                    }));
+                    let event = match outcome {
+                        Ok(Some(Ok(event))) => event,
+                        Ok(Some(Err(message))) => InferenceEvent::Error(message),
+                        Ok(None) => return,
+                        Err(_) => InferenceEvent::Error(
+                            "computing attention maps failed unexpectedly; the loaded weights are kept"
+                                .into(),
+                        ),
+                    };
+                    if !emit(event) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            commands: command_tx,
+            events: event_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a command; false if the queue is full (the UI tries again on the next change).
+    pub fn send(&self, command: InferenceCommand) -> bool {
+        self.commands.try_send(command).is_ok()
+    }
+
+    pub fn try_recv(&self) -> Option<InferenceEvent> {
+        self.events.try_recv().ok()
+    }
+
+    pub fn shutdown(&mut self) {
+        let _ = self.commands.send(InferenceCommand::Shutdown);
+        // Drain so a blocked send in the thread cannot keep it alive.
+        while self.events.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for InferenceHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `None` ends the thread.
+fn handle(
+    command: InferenceCommand,
+    loaded: &mut Option<LoadedBackbone>,
+    device: &Device,
+) -> Option<Result<InferenceEvent, String>> {
+    match command {
+        InferenceCommand::Shutdown => None,
+        InferenceCommand::Load {
+            path,
+            network,
+            overrides,
+        } => {
+            let started = Instant::now();
+            Some(match load_backbone(&path, network, &overrides, device) {
+                Ok(backbone) => {
+                    let info = backbone.info.clone();
+                    *loaded = Some(backbone);
+                    Ok(InferenceEvent::Loaded {
+                        info,
+                        load_secs: started.elapsed().as_secs_f64(),
+                    })
+                }
+                Err(err) => Err(err.to_string()),
+            })
+        }
+        InferenceCommand::Compute { images, size } => {
+            let Some(model) = loaded.as_ref() else {
+                return Some(Err("no weights loaded; use Open weights... first".into()));
+            };
+            let started = Instant::now();
+            let size = size.unwrap_or(ImageSize::ShortSide(model.info.default_short_side_px));
+            let mut maps = Vec::new();
+            let mut skipped = Vec::new();
+            for image in &images {
+                let target = size.resolve(image.image.dimensions());
+                match attention_maps(&model.backbone, &image.image, target, device) {
+                    Some(m) => maps.push((image.name.clone(), m)),
+                    None => skipped.push(image.name.clone()),
+                }
+            }
+            Some(Ok(InferenceEvent::Maps {
+                source: model.info.path.clone(),
+                maps,
+                skipped,
+                elapsed_secs: started.elapsed().as_secs_f64(),
+            }))
+        }
+    }
+}
