@@ -192,20 +192,19 @@ pub fn attention_maps(
         return None;
     }
     let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
-    let out = backbone.forward(input, None);
-    let [_, heads, tokens, _] = out.last_attention.dims();
-    // Only the CLS query row leaves the device: for a 480-px image with patch 8 the whole
-    // matrix would be 6 × 3601² floats (311 MB).
-    let cls_rows = out.last_attention.slice(s![.., .., 0..1, 1..tokens]);
+    let (cls_attention, grid) = backbone.last_cls_attention(input);
+    let [_, heads, tokens] = cls_attention.dims();
+    // The CLS key's share is dropped and the rest not renormalised, as the official script.
+    let cls_rows = cls_attention.slice(s![.., .., 1..tokens]);
     let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
     let patches = tokens - 1;
-    if values.len() != heads * patches || patches != out.grid.0 * out.grid.1 {
+    if values.len() != heads * patches || patches != grid.0 * grid.1 {
         return None;
     }
     Some(AttentionMaps {
-        grid_rows: out.grid.0,
-        grid_cols: out.grid.1,
+        grid_rows: grid.0,
+        grid_cols: grid.1,
         patch_size: patch,
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
@@ -430,6 +429,22 @@ mod tests {
                 "CLS key share dropped, not renormalised: {sum}"
             );
         }
+        // The CLS-only last block equals the CLS row of the full forward's attention.
+        let (chw, (w, h)) = preprocess(&image, (30, 22), 4);
+        let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), &device);
+        let full = backbone.forward(input, None).last_attention;
+        let row: Vec<f32> = full
+            .slice(s![0..1, .., 0..1, 1..36])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let ours: Vec<f32> = maps.heads.concat();
+        let diff = row
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-6, "CLS-only path differs by {diff}");
         let mean = maps.fused(HeadFusion::Mean);
         let max = maps.fused(HeadFusion::Max);
         assert!(mean.iter().zip(&max).all(|(a, b)| a <= b));

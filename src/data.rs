@@ -564,6 +564,27 @@ impl ImageFolder {
     }
 }
 
+/// The bundled photos (assets/README.md has their sources and licences), embedded in the
+/// binary so the attention view has real images on any machine.
+const SAMPLE_PHOTOS: [(&str, &[u8]); 4] = [
+    ("cat.jpg", include_bytes!("../assets/cat.jpg")),
+    ("coffee.jpg", include_bytes!("../assets/coffee.jpg")),
+    ("astronaut.jpg", include_bytes!("../assets/astronaut.jpg")),
+    ("rocket.jpg", include_bytes!("../assets/rocket.jpg")),
+];
+
+/// The bundled photos, decoded (name, image).
+pub fn sample_photos() -> Vec<(String, RgbImage)> {
+    SAMPLE_PHOTOS
+        .iter()
+        // The bytes are ours and covered by a test; a failure would only drop one sample.
+        .filter_map(|(name, bytes)| {
+            let image = image::load_from_memory(bytes).ok()?;
+            Some((name.to_string(), image.into_rgb8()))
+        })
+        .collect()
+}
+
 /// Decodes any supported format to RGB8 (alpha dropped, 16-bit and grey converted), refusing
 /// oversized files and downscaling big ones.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
@@ -634,6 +655,17 @@ impl Dataset for ImageFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundled_photos_decode() {
+        let photos = sample_photos();
+        let names: Vec<&str> = photos.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cat.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg"]
+        );
+        assert_eq!(photos[0].1.dimensions(), (451, 300));
+    }
 
     #[test]
     fn synthetic_is_deterministic_and_varied() {

@@ -162,6 +162,19 @@ struct BenchArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// train: one training step of the config; attention: all maps of one image with a
+    /// ViT-S/16 (random weights unless --weights) at 480 px short side.
+    #[arg(long, value_enum, default_value = "train")]
+    workload: Workload,
+    /// Weights for the attention workload (default: a randomly initialised ViT-S/16).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    Train,
+    Attention,
 }
 
 fn main() {
@@ -493,7 +506,74 @@ fn summary_line(m: &StepMetrics, images_per_sec: f64) -> String {
     )
 }
 
+/// Time to compute every head's map for one 480-px image (the bundled cat photo).
+fn bench_attention(args: BenchArgs) -> Result<()> {
+    use dinoscope::attention::{attention_maps, mass_mask, HeadFusion, ImageSize};
+    let selected = select_device(args.common.device)?;
+    let (backbone, label) = match &args.weights {
+        Some(path) => {
+            let loaded = dinoscope::weights::load_backbone(
+                path,
+                dinoscope::weights::Network::Teacher,
+                &Default::default(),
+                &selected.device,
+            )?;
+            let label = loaded.info.describe();
+            (loaded.backbone, label)
+        }
+        None => {
+            let vit = dinoscope::model::VitConfig {
+                arch: dinoscope::model::VitArch::from_name("vit_small")
+                    .ok_or_else(|| anyhow::anyhow!("vit_small is missing"))?,
+                patch_size: 16,
+                img_size: 224,
+                drop_path_rate: 0.0,
+            };
+            let backbone = dinoscope::model::VisionTransformer::new(
+                &vit,
+                &mut dinoscope::model::HostInit::new(0),
+                &selected.device,
+            );
+            (backbone, "ViT-S/16 (random weights)".to_string())
+        }
+    };
+    let (name, image) = dinoscope::data::sample_photos()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the bundled photos are missing"))?;
+    let target = ImageSize::ShortSide(480).resolve(image.dimensions());
+    println!(
+        "bench attention: {label} on {} · {name} at {}x{} px",
+        selected.description, target.0, target.1
+    );
+    let mut secs = Vec::with_capacity(args.steps);
+    for i in 0..args.warmup + args.steps.max(1) {
+        let started = Instant::now();
+        let maps = attention_maps(&backbone, &image, target, &selected.device)
+            .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
+        // Masks of every head and of the mean are part of "all maps".
+        for head in &maps.heads {
+            std::hint::black_box(mass_mask(head, 0.6));
+        }
+        std::hint::black_box(mass_mask(&maps.fused(HeadFusion::Mean), 0.6));
+        if i >= args.warmup {
+            secs.push(started.elapsed().as_secs_f64());
+        }
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "attention maps: {:.1} ms (median of {}), {:.1} ms (min)",
+        secs[secs.len() / 2] * 1e3,
+        secs.len(),
+        secs[0] * 1e3
+    );
+    Ok(())
+}
+
 fn bench(args: BenchArgs) -> Result<()> {
+    if args.workload == Workload::Attention {
+        return bench_attention(args);
+    }
     let (config, label) = load_config(&args.common)?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");

@@ -390,6 +390,58 @@ impl VisionTransformer {
     }
 }
 
+impl VisionTransformer {
+    /// The last block's attention of the CLS query over all tokens, `[B, heads, 1+N]`, as the
+    /// official `get_last_selfattention`: blocks 0..L−1 run in full, the last one only as far
+    /// as its softmax, and only for the CLS query (a 480-px image with patch 8 would otherwise
+    /// need 6 × 3601² probabilities).
+    pub fn last_cls_attention(&self, images: Tensor<4>) -> (Tensor<3>, (usize, usize)) {
+        let [batch, _, height, width] = images.dims();
+        let p = self.patch_size();
+        let grid = (height / p, width / p);
+        let dim = self.embed_dim();
+        let patches = self.patch_embed.forward(images);
+        let cls = self.cls_token.val().expand([batch, 1, dim]);
+        let mut x =
+            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let Some((last, earlier)) = self.blocks.split_last() else {
+            let tokens = 1 + grid.0 * grid.1;
+            return (
+                Tensor::zeros([batch, self.num_heads, tokens], &x.device()),
+                grid,
+            );
+        };
+        for block in earlier {
+            x = block.forward(x, None).0;
+        }
+        (last.attn.cls_attention(last.norm1.forward(x)), grid)
+    }
+}
+
+impl Attention {
+    /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
+    pub fn cls_attention(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, tokens, dim] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = dim / heads;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([batch, tokens, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let q_cls = qkv
+            .clone()
+            .slice(s![0..1, .., .., 0..1, ..])
+            .reshape([batch, heads, 1, head_dim]);
+        let k = qkv
+            .slice(s![1..2])
+            .reshape([batch, heads, tokens, head_dim]);
+        let scale = (head_dim as f64).powf(-0.5);
+        let scores = q_cls.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        softmax(scores, 3).reshape([batch, heads, tokens])
+    }
+}
+
 /// Kronecker product of two 1-D bicubic resize matrices, `[rows·cols, side·side]` row-major.
 ///
 /// It reproduces PyTorch's `interpolate(scale_factor=((rows+0.1)/side, (cols+0.1)/side),

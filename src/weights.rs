@@ -71,13 +71,13 @@ pub struct BackboneInfo {
 }
 
 impl BackboneInfo {
-    /// "ViT-S/16", or "ViT (D=96, depth 4)/4" for non-standard widths.
+    /// "ViT-S/16", or "ViT-96x4/4" (width × depth) for non-standard sizes.
     pub fn short_name(&self) -> String {
         let family = match (self.arch.embed_dim, self.arch.depth) {
             (192, 12) => "ViT-T".to_string(),
             (384, 12) => "ViT-S".to_string(),
             (768, 12) => "ViT-B".to_string(),
-            (dim, depth) => format!("ViT (D={dim}, depth {depth})"),
+            (dim, depth) => format!("ViT-{dim}x{depth}"),
         };
         format!("{family}/{}", self.patch_size)
     }

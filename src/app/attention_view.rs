@@ -108,6 +108,8 @@ pub struct AttentionView {
     pub scrub: Option<usize>,
     pub loaded: Option<LoadedMaps>,
     pub weights_path: Option<PathBuf>,
+    /// Heads of loaded weights; `None` = the official convention (width / 64).
+    pub heads_override: Option<usize>,
     pub loading: bool,
     /// The WGSL overlay is installed (renderer is wgpu).
     pub gpu: bool,
@@ -116,17 +118,6 @@ pub struct AttentionView {
     textures: HashMap<String, (String, egui::TextureHandle)>,
     pub requests: ViewRequests,
 }
-
-/// The bundled photos (assets/README.md has their sources and licences).
-const SAMPLE_PHOTOS: [(&str, &[u8]); 4] = [
-    ("cat.jpg", include_bytes!("../../assets/cat.jpg")),
-    ("coffee.jpg", include_bytes!("../../assets/coffee.jpg")),
-    (
-        "astronaut.jpg",
-        include_bytes!("../../assets/astronaut.jpg"),
-    ),
-    ("rocket.jpg", include_bytes!("../../assets/rocket.jpg")),
-];
 
 impl AttentionView {
     /// Starts with the bundled photos and one image of the embedded training data.
@@ -145,6 +136,7 @@ impl AttentionView {
             scrub: None,
             loaded: None,
             weights_path: None,
+            heads_override: None,
             loading: false,
             gpu: false,
             next_key: 1,
@@ -155,11 +147,8 @@ impl AttentionView {
                 ..Default::default()
             },
         };
-        for (name, bytes) in SAMPLE_PHOTOS {
-            // The bytes are ours and tested; a failure here would only drop the sample.
-            if let Ok(image) = image::load_from_memory(bytes) {
-                view.push_image(name.to_string(), image.into_rgb8());
-            }
+        for (name, image) in crate::data::sample_photos() {
+            view.push_image(name, image);
         }
         let data = crate::data::SyntheticShapes::new(7, 64, 12);
         let (sample, _) = data.sample_with_mask(0);
@@ -621,9 +610,11 @@ impl AttentionView {
         }
         let available = ui.available_size();
         let large = egui::vec2(
-            (available.x * 0.5).max(200.0),
+            (available.x * 0.55).max(200.0),
             (available.y - 8.0).clamp(200.0, 640.0),
         );
+        // Three tiles per row in what the large view leaves.
+        let tile = ((available.x - large.x - 16.0 - 2.0 * 6.0) / 3.0).clamp(60.0, 220.0);
         ui.horizontal_top(|ui| {
             self.overlay_ui(
                 ui,
@@ -640,7 +631,6 @@ impl AttentionView {
                     ui.small("no maps for this image yet");
                     return;
                 };
-                let tile = ((ui.available_width() - 24.0) / 3.0).clamp(60.0, 220.0);
                 let choices: Vec<HeadChoice> = (0..m.heads.len())
                     .map(HeadChoice::Head)
                     .chain([HeadChoice::Fused(HeadFusion::Mean)])
@@ -696,6 +686,17 @@ impl AttentionView {
                 .clicked()
             {
                 self.requests.open_weights = true;
+            }
+            let mut custom_heads = self.heads_override.is_some();
+            let checkbox = ui
+                .checkbox(&mut custom_heads, "heads")
+                .on_hover_text("Heads of the weights to open. Off: the official convention (192→3, 384→6, 768→12 channels).");
+            if checkbox.changed() {
+                self.heads_override = custom_heads.then_some(6);
+            }
+            if let Some(heads) = &mut self.heads_override {
+                ui.add(egui::DragValue::new(heads).range(1..=64))
+                    .labelled_by(checkbox.id);
             }
             ui.separator();
             ui.label("maps of");

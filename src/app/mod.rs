@@ -337,7 +337,10 @@ impl DinoscopeApp {
         let sent = inference.send(crate::inference::InferenceCommand::Load {
             path: path.clone(),
             network: self.attention.network,
-            overrides: crate::weights::ArchOverrides::default(),
+            overrides: crate::weights::ArchOverrides {
+                num_heads: self.attention.heads_override,
+                ..Default::default()
+            },
         });
         if sent {
             self.attention.loading = true;
@@ -399,10 +402,8 @@ impl DinoscopeApp {
     /// Carries out what the attention view asked for this frame.
     fn serve_attention_requests(&mut self) {
         let requests = std::mem::take(&mut self.attention.requests);
-        if requests.training_settings {
-            if self.worker.is_some() {
-                self.send(Command::SetAttention(self.attention.training_settings()));
-            }
+        if requests.training_settings && self.worker.is_some() {
+            self.send(Command::SetAttention(self.attention.training_settings()));
         }
         if requests.recompute_loaded {
             if let Some(inference) = &self.inference {
@@ -899,7 +900,8 @@ impl eframe::App for DinoscopeApp {
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| self.controls_ui(ui));
             });
-        if self.prefs.show_explanation {
+        // The attention view needs the width; the explanations are about the curves.
+        if self.prefs.show_explanation && self.central_tab == CentralTab::Curves {
             egui::Panel::right("explanation")
                 .resizable(true)
                 .default_size(380.0)

@@ -279,6 +279,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 grid_rows: 16,
                 grid_cols: 16,
                 patch_size: 4,
+                resized_px: (64, 64),
                 heads: (0..3)
                     .map(|h| {
                         (0..256)
@@ -291,14 +292,21 @@ fn main_layout_snapshot_with_synthetic_history() {
                     })
                     .collect(),
             };
+            let names: Vec<String> = app
+                .attention
+                .images
+                .iter()
+                .map(|i| i.name.clone())
+                .collect();
             app.state.apply(Event::Attention {
                 run_id: run,
                 step: 119,
-                maps: vec![
-                    ("circle".into(), maps(0)),
-                    ("star".into(), maps(3)),
-                    ("ring".into(), maps(6)),
-                ],
+                network: dinoscope::weights::Network::Teacher,
+                maps: names
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, name)| (name, maps(2 * i)))
+                    .collect(),
             });
             app.first_point_secs = Some(1.5);
             app
@@ -310,4 +318,73 @@ fn main_layout_snapshot_with_synthetic_history() {
         .next()
         .is_some());
     harness.snapshot("main_layout");
+}
+
+fn official_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/official_vit")
+        .join(name)
+}
+
+#[test]
+fn attention_view_loads_official_weights_draws_heads_and_exports() {
+    use dinoscope::app::attention_view::MapSource;
+    let mut harness = harness();
+    {
+        let app = harness.state_mut();
+        // Small maps keep the test fast; the fixture's width 48 needs the heads given.
+        app.attention.short_side_px = Some(48);
+        app.attention.heads_override = Some(3);
+        app.load_weights(official_fixture("checkpoint.pth"));
+    }
+    frames_until(&mut harness, "the loaded weights' maps", |app| {
+        app.attention
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+    });
+    let app = harness.state();
+    assert_eq!(app.attention.source, MapSource::Loaded);
+    assert_eq!(app.central_tab, dinoscope::app::CentralTab::Attention);
+    let loaded = app.attention.loaded.as_ref().unwrap();
+    assert_eq!(loaded.info.arch.num_heads, 3);
+    // cat.jpg is 451 × 300: short side 48 → 72 × 48 → a 6 × 9 grid of 8-px patches.
+    let (_, cat) = &loaded.maps[0];
+    assert_eq!((cat.grid_rows, cat.grid_cols), (6, 9));
+    harness.run_steps(2);
+    for label in [
+        "head 0",
+        "head 1",
+        "head 2",
+        "Per head (click to show large)",
+    ] {
+        assert!(
+            harness.query_all_by_label(label).next().is_some(),
+            "{label} not shown"
+        );
+    }
+    // The grid export: 3 heads + mean, 72 × 48 tiles 4 px apart in one row.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grid.png");
+    let app = harness.state_mut();
+    app.attention.export(&app.state, &path, true).unwrap();
+    let grid = image::open(&path).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 * 72 + 3 * 4, 48));
+    let view = dir.path().join("view.png");
+    app.attention.export(&app.state, &view, false).unwrap();
+    assert_eq!(image::open(&view).unwrap().width(), 72);
+    harness.snapshot("attention_view_loaded_weights");
+
+    // A file that is not weights: an error in the status line, the loaded weights stay.
+    let bad = dir.path().join("notes.pth");
+    std::fs::write(&bad, "hello").unwrap();
+    harness.state_mut().load_weights(bad);
+    frames_until(&mut harness, "the error", |app| !app.attention.loading);
+    let app = harness.state();
+    assert!(app
+        .state
+        .messages
+        .iter()
+        .any(|m| m.level == Level::Error && m.text.contains("notes.pth")));
+    assert!(app.attention.loaded.is_some());
 }

@@ -1,5 +1,6 @@
 //! The one integration-test crate (each file directly in tests/ would link all of burn again).
 
+mod attention;
 mod bad_input;
 mod cli;
 mod gui;
