@@ -222,6 +222,10 @@ def main():
     perturb(backbone, generator)
     backbone.eval()
     torch.save(backbone.state_dict(), args.out / "backbone.pth")
+    # The same tensors as safetensors (timm's DINO exports use this key layout).
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, args.out / "backbone.safetensors")
 
     # A full training checkpoint as main_dino.py writes it.
     teacher = Wrapper(backbone, DINOHead())

@@ -104,6 +104,23 @@ fn official_backbone_matches_pytorch_to_1e5() {
 }
 
 #[test]
+fn safetensors_in_the_official_layout_load_the_same_model() {
+    let device = Device::flex();
+    let loaded = load_backbone(
+        &fixture("backbone.safetensors"),
+        Network::Teacher,
+        &three_heads(),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(loaded.info.format, WeightsFormat::Safetensors);
+    let maps = attention_maps(&loaded.backbone, &fixture_image(), (56, 40), &device).unwrap();
+    let (_, expected) = reference("attention_56x40.npy");
+    let diff = max_abs_diff(&maps.heads.concat(), &expected);
+    assert!(diff < 1e-5, "attention differs by {diff}");
+}
+
+#[test]
 fn square_input_uses_the_position_table_unchanged() {
     let device = Device::flex();
     let loaded = load_backbone(
