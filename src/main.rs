@@ -169,6 +169,9 @@ struct BenchArgs {
     /// Weights for the attention workload (default: a randomly initialised ViT-S/16).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Image size for the attention workload: N (short side) or WxH.
+    #[arg(long, value_name = "N | WxH", default_value = "480")]
+    size: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -541,7 +544,8 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("the bundled photos are missing"))?;
-    let target = ImageSize::ShortSide(480).resolve(image.dimensions());
+    let size = ImageSize::parse(&args.size).map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let target = size.resolve(image.dimensions());
     println!(
         "bench attention: {label} on {} · {name} at {}x{} px",
         selected.description, target.0, target.1
