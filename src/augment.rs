@@ -453,6 +453,9 @@ pub struct LoaderConfig {
     pub workers: usize,
     pub prefetch_batches: usize,
     pub seed: u64,
+    /// Index of the first batch to deliver: batch k is a pure function of (seed, k), so a
+    /// resumed run starts at its step and sees exactly the crops it would have seen.
+    pub first_batch: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -567,7 +570,8 @@ impl CropLoader {
         let window = cfg.prefetch_batches.max(cfg.workers) as u64;
         let (ticket_tx, ticket_rx) = crossbeam_channel::unbounded();
         let (result_tx, result_rx) = crossbeam_channel::bounded(cfg.prefetch_batches);
-        for k in 0..window {
+        let first = cfg.first_batch;
+        for k in first..first + window {
             // Cannot fail: the receiver is alive and the channel unbounded.
             let _ = ticket_tx.send(k);
         }
@@ -577,7 +581,7 @@ impl CropLoader {
             tickets: Some(ticket_tx),
             results: Some(result_rx),
             reorder: Mutex::new(Reorder {
-                next: 0,
+                next: first,
                 pending: BTreeMap::new(),
             }),
             workers: Vec::with_capacity(cfg.workers),
@@ -782,6 +786,7 @@ mod tests {
 
     fn loader_cfg(batch_size: usize, workers: usize, prefetch_batches: usize) -> LoaderConfig {
         LoaderConfig {
+            first_batch: 0,
             augment: small_cfg(),
             batch_size,
             workers,

@@ -1,5 +1,11 @@
-//! Saving and loading our own models: the teacher as a burnpack file next to the run's
-//! resolved `config.toml`, written atomically (temporary file, then rename).
+//! Saving and loading our own models and training state.
+//!
+//! - `teacher.bpk` next to the run's `config.toml`: the teacher alone, for the attention view.
+//! - `checkpoint-<step>/` directories: everything a run needs to continue exactly (student,
+//!   teacher, optimiser state, center, config, step, live settings, random streams). Each is
+//!   written into a hidden temporary directory, fsynced, then renamed into place, so a kill at
+//!   any moment leaves the previous checkpoints intact; `state.toml` is written last and marks
+//!   a complete one. The last `keep_last` are kept.
 
 use crate::config::{Config, ConfigError};
 use crate::model::{DinoModel, VitConfig};
@@ -18,6 +24,213 @@ pub enum CheckpointError {
     Read { path: PathBuf, reason: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{path}: {what}")]
+    Mismatch { path: PathBuf, what: String },
+    #[error("no complete checkpoint in {path}; pass a run directory that holds checkpoint-<step>/ directories (written by `train --checkpoint-every N` or the app's Save checkpoint) or one of them")]
+    NoCheckpoint { path: PathBuf },
+}
+
+/// The files of one checkpoint directory.
+pub struct CheckpointFiles {
+    pub student: PathBuf,
+    pub teacher: PathBuf,
+    pub optimizer: PathBuf,
+    pub center: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl CheckpointFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            student: dir.join("student.bpk"),
+            teacher: dir.join("teacher.bpk"),
+            optimizer: dir.join("optimizer.bpk"),
+            center: dir.join("center.npy"),
+            config: dir.join("config.toml"),
+            state: dir.join("state.toml"),
+        }
+    }
+}
+
+/// A ChaCha stream position, exact (the word position does not fit an f64 or TOML integer).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RngState {
+    pub seed_hex: String,
+    pub stream: u64,
+    pub word_pos: String,
+}
+
+impl RngState {
+    pub fn capture(rng: &rand_chacha::ChaCha8Rng) -> Self {
+        Self {
+            seed_hex: rng.get_seed().iter().map(|b| format!("{b:02x}")).collect(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    fn parse(&self) -> Option<([u8; 32], u128)> {
+        let bytes: Vec<u8> = (0..self.seed_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(self.seed_hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        Some((bytes.try_into().ok()?, self.word_pos.parse().ok()?))
+    }
+
+    /// The stream at the captured position (validated when the state was read).
+    pub fn restore(&self) -> rand_chacha::ChaCha8Rng {
+        use rand::SeedableRng;
+        let (seed, word_pos) = self.parse().unwrap_or(([0; 32], 0));
+        let mut rng = rand_chacha::ChaCha8Rng::from_seed(seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(word_pos);
+        rng
+    }
+}
+
+/// `state.toml` of a checkpoint.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointState {
+    pub format: u32,
+    /// Completed steps: the resumed run continues with this step.
+    pub step: usize,
+    pub epoch: usize,
+    pub total_iters: usize,
+    /// What the data loader opened, to refuse resuming on other data.
+    pub dataset: String,
+    pub live: crate::trainer::LiveSettings,
+    pub drop_path_rng: RngState,
+}
+
+impl CheckpointState {
+    pub const FORMAT: u32 = 1;
+
+    pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
+        let text = toml::to_string(self).map_err(|err| CheckpointError::Write {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        std::fs::write(path, text).map_err(|err| CheckpointError::Write {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// Reads and checks `state.toml` of a checkpoint directory.
+pub fn read_checkpoint_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
+    let path = CheckpointFiles::in_dir(dir).state;
+    let read_error = |reason: String| CheckpointError::Read {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|err| read_error(err.to_string()))?;
+    let state: CheckpointState =
+        toml::from_str(&text).map_err(|err| read_error(err.message().to_string()))?;
+    if state.format != CheckpointState::FORMAT {
+        return Err(read_error(format!(
+            "format {} is not the supported {}",
+            state.format,
+            CheckpointState::FORMAT
+        )));
+    }
+    if state.drop_path_rng.parse().is_none() {
+        return Err(read_error("drop_path_rng is damaged".into()));
+    }
+    Ok(state)
+}
+
+const CHECKPOINT_PREFIX: &str = "checkpoint-";
+
+/// Complete checkpoints of a run directory, oldest first, as (step, dir).
+pub fn list_checkpoints(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let step = name
+                .strip_prefix(CHECKPOINT_PREFIX)?
+                .parse::<usize>()
+                .ok()?;
+            let dir = entry.path();
+            CheckpointFiles::in_dir(&dir)
+                .state
+                .is_file()
+                .then_some((step, dir))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `path` itself when it is a checkpoint, else the newest complete one inside the run `path`.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if CheckpointFiles::in_dir(path).state.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    list_checkpoints(path)
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| CheckpointError::NoCheckpoint {
+            path: path.to_path_buf(),
+        })
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `checkpoint-<step>/` into `run_dir` atomically and keeps the newest `keep_last`.
+pub fn write_checkpoint(
+    trainer: &crate::trainer::Trainer,
+    run_dir: &Path,
+    keep_last: usize,
+) -> Result<PathBuf, CheckpointError> {
+    let write_error = |path: &Path, err: std::io::Error| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    };
+    std::fs::create_dir_all(run_dir).map_err(|err| write_error(run_dir, err))?;
+    let step = trainer.steps_done();
+    let name = format!("{CHECKPOINT_PREFIX}{step:08}");
+    let final_dir = run_dir.join(&name);
+    let tmp_dir = run_dir.join(format!(".{name}.tmp"));
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(&tmp_dir).map_err(|err| write_error(&tmp_dir, err))?;
+    }
+    std::fs::create_dir(&tmp_dir).map_err(|err| write_error(&tmp_dir, err))?;
+    let written = trainer
+        .write_checkpoint_files(&tmp_dir)
+        .and_then(|()| fsync_dir(&tmp_dir).map_err(|err| write_error(&tmp_dir, err)));
+    if let Err(err) = written {
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        return Err(err);
+    }
+    if final_dir.exists() {
+        // The same step saved twice (button, then exit): the new one replaces it.
+        std::fs::remove_dir_all(&final_dir).map_err(|err| write_error(&final_dir, err))?;
+    }
+    std::fs::rename(&tmp_dir, &final_dir).map_err(|err| write_error(&final_dir, err))?;
+    std::fs::File::open(run_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| write_error(run_dir, err))?;
+    let all = list_checkpoints(run_dir);
+    let excess = all.len().saturating_sub(keep_last.max(1));
+    for (_, old) in &all[..excess] {
+        // Best effort: an old checkpoint left behind costs disk, not correctness.
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(final_dir)
 }
 
 /// Writes `model` to `path` atomically.

@@ -150,6 +150,16 @@ struct TrainArgs {
     /// centering/sharpening/local_crops/teacher_temp columns of metrics.csv show the effect).
     #[arg(long, value_name = "STEP:KEY=VALUE")]
     toggle_at: Vec<String>,
+    /// Write a checkpoint every N steps (0 = only at the end and on Ctrl-C).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Checkpoints kept (the oldest are deleted).
+    #[arg(long, value_name = "M", default_value_t = 3)]
+    keep_last: usize,
+    /// Continue a run from its newest checkpoint (a run directory or one checkpoint-<step>/
+    /// inside it); config, schedules and data come from the checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "preset", "overrides", "seed", "epochs", "steps", "out"])]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -278,7 +288,31 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, String)> {
     Ok((config, label))
 }
 
+/// Where a `--resume` continues: the checkpoint, its run directory and the trainer.
+fn resume_trainer(
+    path: &std::path::Path,
+    device: burn::prelude::Device,
+) -> Result<(Trainer, PathBuf)> {
+    let checkpoint = dinoscope::checkpoint::resolve_checkpoint(path)?;
+    let run_dir = checkpoint
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let trainer = Trainer::resume(&checkpoint, device)
+        .with_context(|| format!("cannot resume from {}", checkpoint.display()))?;
+    eprintln!(
+        "resuming {} at step {} of {}",
+        checkpoint.display(),
+        trainer.steps_done(),
+        trainer.total_steps()
+    );
+    Ok((trainer, run_dir))
+}
+
 fn train(args: TrainArgs) -> Result<()> {
+    if args.resume.is_some() {
+        return train_loop(args);
+    }
     let (mut config, label) = load_config(&args.common)?;
     if let Some(epochs) = args.epochs {
         if epochs == 0 {
@@ -297,9 +331,25 @@ fn train(args: TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| new_run_dir(&PathBuf::from("runs"), &label));
-    let mut trainer = Trainer::new(config.clone(), selected.device, args.steps)
+    let trainer = Trainer::new(config.clone(), selected.device, args.steps)
         .context("cannot start training")?;
-    let mut run = RunWriter::create(&out_dir, &config)?;
+    let run = RunWriter::create(&out_dir, &config)?;
+    run_training(args, trainer, run)
+}
+
+/// `train --resume`.
+fn train_loop(args: TrainArgs) -> Result<()> {
+    let path = args.resume.clone().unwrap_or_default();
+    let selected = select_device(args.common.device)?;
+    eprintln!("device: {}", selected.description);
+    let (trainer, run_dir) = resume_trainer(&path, selected.device)?;
+    let run = RunWriter::resume(&run_dir, trainer.steps_done(), trainer.ln_k())?;
+    run_training(args, trainer, run)
+}
+
+fn run_training(args: TrainArgs, mut trainer: Trainer, mut run: RunWriter) -> Result<()> {
+    let config = trainer.config().clone();
+    let out_dir = run.dir().to_path_buf();
     let total = trainer.total_steps();
     eprintln!(
         "data: {} · {} steps ({} per epoch) · K = {} (ln K = {:.3}) · run dir {}",
@@ -364,8 +414,16 @@ fn train(args: TrainArgs) -> Result<()> {
             }
         }
         last = Some(metrics);
+        let done = trainer.steps_done();
+        if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+            let dir = dinoscope::checkpoint::write_checkpoint(&trainer, &out_dir, args.keep_last)?;
+            progress.suspend(|| eprintln!("checkpoint: {}", dir.display()));
+        }
     }
     progress.finish();
+    // At the end and on Ctrl-C: a checkpoint to resume from (or to evaluate).
+    let dir = dinoscope::checkpoint::write_checkpoint(&trainer, &out_dir, args.keep_last)?;
+    eprintln!("checkpoint: {}", dir.display());
     run.write_config(&trainer.resolved_config())?;
     let teacher_path = run.dir().join(dinoscope::checkpoint::TEACHER_FILE);
     dinoscope::checkpoint::save_model(trainer.teacher(), &teacher_path)?;

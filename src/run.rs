@@ -58,6 +58,39 @@ impl RunWriter {
         })
     }
 
+    /// Reopens a run to continue it from a checkpoint at `first_step`: rows of steps at or
+    /// after it (and a torn last line) are dropped, so the file ends up as if never stopped.
+    pub fn resume(dir: &Path, first_step: usize, ln_k: f64) -> Result<Self, RunError> {
+        let metrics_path = dir.join("metrics.csv");
+        let write_error = |source: std::io::Error| RunError::Write {
+            path: metrics_path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        let mut kept = String::new();
+        kept.push_str(&StepMetrics::CSV_HEADER.join(","));
+        kept.push('\n');
+        for line in text.lines().skip(1) {
+            let fields = line.split(',').count();
+            let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+            if fields == StepMetrics::CSV_HEADER.len() && step.is_some_and(|s| s < first_step) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomically(&metrics_path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .map_err(write_error)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics_path,
+            metrics: csv::Writer::from_writer(file),
+            ln_k,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -29,6 +29,8 @@ pub enum TrainError {
     Setting(String),
     #[error("loss is {loss} at step {step}; training stopped as the reference does. Lower optim.lr or dino.teacher_temp, or raise optim.warmup_epochs")]
     NonFinite { step: usize, loss: f64 },
+    #[error(transparent)]
+    Checkpoint(crate::checkpoint::CheckpointError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -172,7 +174,7 @@ impl StepMetrics {
 }
 
 /// Settings the toggles change; the schedules read them every step.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveSettings {
     pub centering: bool,
     pub sharpening: bool,
@@ -212,7 +214,7 @@ impl Trainer {
         // Checked before opening the data, so a bad `data.path` is a config error.
         validate(&config)?;
         let dataset = open_dataset(&config)?;
-        Self::build(config, device, total_steps, dataset)
+        Self::build(config, device, total_steps, dataset, 0)
     }
 
     /// As [`Trainer::new`] with a dataset the caller built.
@@ -223,15 +225,138 @@ impl Trainer {
         dataset: Arc<dyn Dataset>,
     ) -> Result<Self, TrainError> {
         validate(&config)?;
-        Self::build(config, device, total_steps, dataset)
+        Self::build(config, device, total_steps, dataset, 0)
     }
 
-    /// Builds from a validated config.
+    /// Continues a run from a checkpoint directory written by [`crate::checkpoint`]: models,
+    /// optimiser state, center, step, live settings and random streams are restored and the
+    /// loader starts at the next batch, so on the CPU backend the following steps equal those
+    /// of an uninterrupted run.
+    pub fn resume(checkpoint: &Path, device: Device) -> Result<Self, TrainError> {
+        use crate::checkpoint::{read_checkpoint_state, CheckpointFiles};
+        let files = CheckpointFiles::in_dir(checkpoint);
+        let state = read_checkpoint_state(checkpoint).map_err(TrainError::Checkpoint)?;
+        let config =
+            Config::from_file(&files.config).map_err(|err| TrainError::Checkpoint(err.into()))?;
+        validate(&config)?;
+        let dataset = open_dataset(&config)?;
+        if dataset.describe() != state.dataset {
+            return Err(TrainError::Checkpoint(
+                crate::checkpoint::CheckpointError::Mismatch {
+                    path: checkpoint.to_path_buf(),
+                    what: format!(
+                        "the data changed: the checkpoint was trained on \"{}\", the config now opens \"{}\"",
+                        state.dataset,
+                        dataset.describe()
+                    ),
+                },
+            ));
+        }
+        let mut trainer =
+            Self::build(config, device, Some(state.total_iters), dataset, state.step)?;
+        let read_error = |path: &Path, err: String| {
+            TrainError::Checkpoint(crate::checkpoint::CheckpointError::Read {
+                path: path.to_path_buf(),
+                reason: err,
+            })
+        };
+        trainer.student = trainer
+            .student
+            .clone()
+            .try_load_file(&files.student)
+            .map_err(|err| read_error(&files.student, format!("{err:?}")))?;
+        trainer.teacher = trainer
+            .teacher
+            .clone()
+            .try_load_file(&files.teacher)
+            .map_err(|err| read_error(&files.teacher, format!("{err:?}")))?;
+        trainer.teacher.backbone = trainer.teacher.backbone.clone().without_drop_path();
+        let optimizer =
+            build_optimizer(trainer.weight_decay.clone(), trainer.config.optim.clip_grad)
+                .map_err(TrainError::Internal)?;
+        trainer.optimizer = optimizer
+            .load(&files.optimizer)
+            .map_err(|err| read_error(&files.optimizer, format!("{err:?}")))?;
+        let center = crate::export::read_npy(&files.center)
+            .ok()
+            .and_then(|npy| npy.to_f32())
+            .filter(|values| values.len() == trainer.config.dino.out_dim)
+            .ok_or_else(|| {
+                read_error(
+                    &files.center,
+                    format!(
+                        "expected {} float32 values (dino.out_dim)",
+                        trainer.config.dino.out_dim
+                    ),
+                )
+            })?;
+        trainer.center = Tensor::from_data(
+            TensorData::new(center, [1, trainer.config.dino.out_dim]),
+            &trainer.device,
+        );
+        trainer
+            .local_crops_wanted
+            .store(state.live.local_crops, Ordering::Relaxed);
+        trainer.live = state.live;
+        trainer.drop_path_rng = state.drop_path_rng.restore();
+        trainer.step = state.step;
+        Ok(trainer)
+    }
+
+    /// Writes every file of a checkpoint into `dir` (the caller makes it atomic).
+    pub fn write_checkpoint_files(
+        &self,
+        dir: &Path,
+    ) -> Result<(), crate::checkpoint::CheckpointError> {
+        use crate::checkpoint::{CheckpointError, CheckpointFiles, CheckpointState, RngState};
+        let files = CheckpointFiles::in_dir(dir);
+        let write_error = |path: &Path, reason: String| CheckpointError::Write {
+            path: path.to_path_buf(),
+            reason,
+        };
+        self.student
+            .clone()
+            .save_file(&files.student)
+            .map_err(|err| write_error(&files.student, format!("{err:?}")))?;
+        self.teacher
+            .clone()
+            .save_file(&files.teacher)
+            .map_err(|err| write_error(&files.teacher, format!("{err:?}")))?;
+        self.optimizer
+            .save(&files.optimizer)
+            .map_err(|err| write_error(&files.optimizer, format!("{err:?}")))?;
+        let center: Vec<f32> = self
+            .center
+            .clone()
+            .into_data_as::<f32>()
+            .as_slice::<f32>()
+            .map(<[f32]>::to_vec)
+            .map_err(|err| write_error(&files.center, format!("{err:?}")))?;
+        crate::export::write_npy_f32(&files.center, &[center.len()], &center)
+            .map_err(|err| write_error(&files.center, err.to_string()))?;
+        let config = self.config.to_toml();
+        std::fs::write(&files.config, config)
+            .map_err(|err| write_error(&files.config, err.to_string()))?;
+        let state = CheckpointState {
+            format: CheckpointState::FORMAT,
+            step: self.step,
+            epoch: self.epoch(),
+            total_iters: self.total_iters,
+            dataset: self.dataset_description.clone(),
+            live: self.live.clone(),
+            drop_path_rng: RngState::capture(&self.drop_path_rng),
+        };
+        // Written last: its presence marks a complete checkpoint.
+        state.write(&files.state)
+    }
+
+    /// Builds from a validated config; the loader starts at batch `first_step`.
     fn build(
         config: Config,
         device: Device,
         total_steps: Option<usize>,
         dataset: Arc<dyn Dataset>,
+        first_step: usize,
     ) -> Result<Self, TrainError> {
         let arch = config.vit_arch();
         let vit = VitConfig {
@@ -259,8 +384,11 @@ impl Trainer {
             .map_err(TrainError::Internal)?;
         let local_crops_wanted = Arc::new(AtomicUsize::new(config.dino.local_crops_number));
         let dataset_description = dataset.describe();
-        let loader =
-            CropLoader::spawn(dataset, loader_config(&config), local_crops_wanted.clone())?;
+        let loader_settings = LoaderConfig {
+            first_batch: first_step as u64,
+            ..loader_config(&config)
+        };
+        let loader = CropLoader::spawn(dataset, loader_settings, local_crops_wanted.clone())?;
         let iters_per_epoch = loader.batches_per_epoch().max(1);
         let total_iters = total_steps
             .unwrap_or(config.optim.epochs * iters_per_epoch)
@@ -556,6 +684,7 @@ pub fn loader_config(config: &Config) -> LoaderConfig {
         workers: config.data.num_workers,
         prefetch_batches: config.data.prefetch_batches,
         seed: config.seed,
+        first_batch: 0,
     }
 }
 

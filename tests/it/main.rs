@@ -2,6 +2,7 @@
 
 mod attention;
 mod bad_input;
+mod checkpoint;
 mod cli;
 mod gui;
 mod training;
