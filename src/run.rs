@@ -112,6 +112,44 @@ impl RunWriter {
     }
 }
 
+/// The rows of a `metrics.csv` back as `StepMetrics` (for continuing a resumed run's curves);
+/// a torn last line or rows with missing columns are skipped.
+pub fn read_step_metrics(path: &Path) -> Result<Vec<StepMetrics>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name);
+    let columns: Vec<Option<usize>> = StepMetrics::CSV_HEADER.iter().map(|h| column(h)).collect();
+    Ok(lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let get = |i: usize| -> Option<f64> { fields.get(columns[i]?)?.parse().ok() };
+            Some(StepMetrics {
+                step: get(0)? as usize,
+                epoch: get(1)? as usize,
+                loss: get(2)?,
+                teacher_entropy: get(3)?,
+                kl: get(4)?,
+                batch_mean_entropy: get(5)?,
+                lr: get(6)?,
+                weight_decay: get(7)?,
+                teacher_momentum: get(8)?,
+                teacher_temp: get(9)?,
+                images_per_sec: get(10)?,
+                step_secs: get(11)?,
+                data_wait_secs: get(12)?,
+                local_crops: get(13)? as usize,
+                centering: get(14)? != 0.0,
+                sharpening: get(15)? != 0.0,
+                warnings: Vec::new(),
+            })
+        })
+        .collect())
+}
+
 /// Write to a temporary sibling, then rename: readers never see a half-written file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let err = |source| RunError::Write {

@@ -33,6 +33,20 @@ pub enum Command {
     Step,
     /// End the current run (the thread stays, ready for another Start).
     Stop,
+    /// Continue a run from a checkpoint (a run directory or one checkpoint in it); metrics
+    /// are appended to that run's metrics.csv.
+    ResumeFrom {
+        run_id: RunId,
+        path: PathBuf,
+        paused: bool,
+    },
+    /// Write a checkpoint of the current run now (into its run directory).
+    SaveCheckpoint,
+    /// Periodic checkpoints: every `every_steps` steps (0 = off), keeping the newest `keep_last`.
+    SetCheckpointing {
+        every_steps: usize,
+        keep_last: usize,
+    },
     /// Apply a toggle before the next step.
     Set(Toggle),
     /// Which images the attention view follows, from which network, how often and at what size.
@@ -116,6 +130,17 @@ pub enum Event {
         network: crate::weights::Network,
         maps: Vec<(String, crate::attention::AttentionMaps)>,
     },
+    /// A run continues from a checkpoint: the metrics it had before `first_step`.
+    Resumed {
+        run_id: RunId,
+        checkpoint: PathBuf,
+        first_step: usize,
+        history: Vec<StepMetrics>,
+    },
+    CheckpointSaved {
+        path: PathBuf,
+        elapsed_secs: f64,
+    },
     Warning(String),
     Error(String),
 }
@@ -153,6 +178,8 @@ impl WorkerHandle {
                     device,
                     run: None,
                     attention: AttentionSettings::default(),
+                    checkpoint_every_steps: 0,
+                    checkpoint_keep_last: CHECKPOINT_KEEP_LAST,
                 }
                 .run()
             })?;
@@ -224,7 +251,12 @@ struct Worker {
     device: DeviceSource,
     run: Option<ActiveRun>,
     attention: AttentionSettings,
+    checkpoint_every_steps: usize,
+    checkpoint_keep_last: usize,
 }
+
+/// Checkpoints kept per run by default.
+pub const CHECKPOINT_KEEP_LAST: usize = 3;
 
 enum Flow {
     Continue,
@@ -305,6 +337,19 @@ impl Worker {
                     self.finish_run(WorkerStatus::Finished);
                 }
             }
+            Command::ResumeFrom {
+                run_id,
+                path,
+                paused,
+            } => self.resume(run_id, &path, paused),
+            Command::SaveCheckpoint => self.save_checkpoint(true),
+            Command::SetCheckpointing {
+                every_steps,
+                keep_last,
+            } => {
+                self.checkpoint_every_steps = every_steps;
+                self.checkpoint_keep_last = keep_last.max(1);
+            }
             Command::Set(toggle) => self.set(toggle),
             Command::SetAttention(settings) => {
                 self.attention = AttentionSettings {
@@ -341,11 +386,7 @@ impl Worker {
             run_id: Some(run_id),
             status: WorkerStatus::Starting,
         });
-        let selected = match &self.device {
-            DeviceSource::Ready(selected) => Ok(selected.clone()),
-            DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
-        };
-        let selected = match selected {
+        let selected = match self.selected_device() {
             Ok(selected) => selected,
             Err(err) => return self.fail(run_id, err),
         };
@@ -382,6 +423,110 @@ impl Worker {
         } else {
             WorkerStatus::Running
         });
+    }
+
+    fn selected_device(&self) -> Result<SelectedDevice, String> {
+        match &self.device {
+            DeviceSource::Ready(selected) => Ok(selected.clone()),
+            DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn resume(&mut self, run_id: RunId, path: &std::path::Path, paused: bool) {
+        if self.run.is_some() {
+            self.finish_run(WorkerStatus::Finished);
+        }
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Starting,
+        });
+        let selected = match self.selected_device() {
+            Ok(selected) => selected,
+            Err(err) => return self.fail(run_id, err),
+        };
+        let checkpoint = match crate::checkpoint::resolve_checkpoint(path) {
+            Ok(checkpoint) => checkpoint,
+            Err(err) => return self.fail(run_id, err.to_string()),
+        };
+        let trainer = match Trainer::resume(&checkpoint, selected.device) {
+            Ok(trainer) => trainer,
+            Err(err) => {
+                return self.fail(
+                    run_id,
+                    format!("cannot resume from {}: {err}", checkpoint.display()),
+                )
+            }
+        };
+        let run_dir = checkpoint
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let first_step = trainer.steps_done();
+        // The curve so far, as the CSV has it (rows after the checkpoint are recomputed).
+        let history = crate::run::read_step_metrics(&run_dir.join("metrics.csv"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.step < first_step)
+            .collect();
+        let writer = match RunWriter::resume(&run_dir, first_step, trainer.ln_k()) {
+            Ok(writer) => Some(writer),
+            Err(err) => {
+                self.emit(Event::Warning(format!("{err}; metrics are not saved")));
+                None
+            }
+        };
+        self.emit(Event::Started {
+            run_id,
+            device: selected.description,
+            dataset: trainer.dataset_description().to_string(),
+            total_steps: trainer.total_steps(),
+            iters_per_epoch: trainer.iters_per_epoch(),
+            ln_k: trainer.ln_k(),
+        });
+        self.emit(Event::Resumed {
+            run_id,
+            checkpoint,
+            first_step,
+            history,
+        });
+        self.run = Some(ActiveRun {
+            id: run_id,
+            trainer,
+            writer,
+            paused,
+            pending_markers: Vec::new(),
+        });
+        self.status(if paused {
+            WorkerStatus::Paused
+        } else {
+            WorkerStatus::Running
+        });
+    }
+
+    /// Writes a checkpoint of the current run into its directory. `asked`: the user pressed
+    /// the button (a run without a directory is then a warning, not silence).
+    fn save_checkpoint(&mut self, asked: bool) {
+        let Some(run) = &self.run else { return };
+        let Some(dir) = run.writer.as_ref().map(|w| w.dir().to_path_buf()) else {
+            if asked {
+                self.emit(Event::Warning(
+                    "this run has no run directory (runs are kept in memory only); nothing saved"
+                        .into(),
+                ));
+            }
+            return;
+        };
+        let started = std::time::Instant::now();
+        match crate::checkpoint::write_checkpoint(&run.trainer, &dir, self.checkpoint_keep_last) {
+            Ok(path) => {
+                let elapsed_secs = started.elapsed().as_secs_f64();
+                self.emit(Event::CheckpointSaved { path, elapsed_secs });
+            }
+            // Training goes on; the previous checkpoints are intact.
+            Err(err) => {
+                self.emit(Event::Warning(format!("checkpoint not written: {err}")));
+            }
+        }
     }
 
     fn fail(&mut self, run_id: RunId, message: String) {
@@ -455,6 +600,10 @@ impl Worker {
                     run_id,
                     metrics: Box::new(metrics),
                 });
+                let every = self.checkpoint_every_steps;
+                if every > 0 && (step + 1) % every == 0 {
+                    self.save_checkpoint(false);
+                }
                 if step % self.attention.every_steps == 0 {
                     self.emit_attention(step);
                 }
@@ -509,6 +658,16 @@ impl Worker {
     }
 
     fn finish_run(&mut self, status: WorkerStatus) {
+        // A clean stop keeps a checkpoint to resume from (not after a failure: the state may
+        // be what failed).
+        if status == WorkerStatus::Finished
+            && self
+                .run
+                .as_ref()
+                .is_some_and(|r| r.trainer.steps_done() > 0)
+        {
+            self.save_checkpoint(false);
+        }
         if let Some(run) = self.run.take() {
             if let Some(writer) = &run.writer {
                 if let Err(err) = writer.write_config(&run.trainer.resolved_config()) {

@@ -64,6 +64,8 @@ pub struct Prefs {
     pub show_explanation: bool,
     pub show_schedules: bool,
     pub show_throughput: bool,
+    /// Periodic checkpoints of runs with a directory (0 = only on Stop, exit and the button).
+    pub checkpoint_every_steps: usize,
 }
 
 impl Default for Prefs {
@@ -75,6 +77,7 @@ impl Default for Prefs {
             show_explanation: true,
             show_schedules: true,
             show_throughput: true,
+            checkpoint_every_steps: 200,
         }
     }
 }
@@ -192,6 +195,7 @@ impl DinoscopeApp {
             central_tab: CentralTab::Curves,
             launch_weights: None,
         };
+        app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
         if app.options.open_attention {
             app.central_tab = CentralTab::Attention;
@@ -239,6 +243,33 @@ impl DinoscopeApp {
             run_dir: dir,
             total_steps: None,
             paused,
+        });
+    }
+
+    fn send_checkpointing(&mut self) {
+        if self.worker.is_some() {
+            self.send(Command::SetCheckpointing {
+                every_steps: self.prefs.checkpoint_every_steps,
+                keep_last: crate::worker::CHECKPOINT_KEEP_LAST,
+            });
+        }
+    }
+
+    /// Continues a run from its newest checkpoint (or the checkpoint `path` names).
+    pub fn resume_run(&mut self, path: PathBuf) {
+        let label = format!(
+            "run-{} · resumed {}",
+            self.state.next_run_id,
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let run_id = self.state.begin_run(label, Some(path.clone()));
+        self.state.worker_status = WorkerStatus::Starting;
+        self.send(Command::ResumeFrom {
+            run_id,
+            path,
+            paused: false,
         });
     }
 
@@ -584,6 +615,27 @@ impl DinoscopeApp {
                 self.reset();
             }
             ui.separator();
+            if ui
+                .add_enabled(active, egui::Button::new("Save checkpoint"))
+                .on_hover_text("Write student, teacher, optimiser state and RNG into the run directory (checkpoint-<step>/); Stop and closing the window also save one.")
+                .clicked()
+            {
+                self.send(Command::SaveCheckpoint);
+            }
+            if ui
+                .button("Resume run...")
+                .on_hover_text("Continue a run from its newest checkpoint: pick its run directory.")
+                .clicked()
+            {
+                let mut dialog = rfd::FileDialog::new();
+                if let Some(root) = &self.options.runs_root {
+                    dialog = dialog.set_directory(root);
+                }
+                if let Some(dir) = dialog.pick_folder() {
+                    self.resume_run(dir);
+                }
+            }
+            ui.separator();
             let mut selected = self.prefs.preset.clone();
             egui::ComboBox::from_label("preset")
                 .selected_text(selected.clone())
@@ -693,6 +745,17 @@ impl DinoscopeApp {
 
         ui.separator();
         ui.heading("Runs");
+        let response = ui
+            .add(
+                egui::DragValue::new(&mut self.prefs.checkpoint_every_steps)
+                    .range(0..=100_000)
+                    .prefix("checkpoint every ")
+                    .suffix(" steps"),
+            )
+            .on_hover_text("Periodic checkpoints in the run directory (the newest 3 are kept); 0 = only on Stop, exit and Save checkpoint.");
+        if response.changed() {
+            self.send_checkpointing();
+        }
         let current = self.state.current;
         for run in self.state.runs.iter_mut().rev() {
             ui.horizontal(|ui| {

@@ -396,6 +396,34 @@ impl AppState {
                     run.push(*metrics);
                 }
             }
+            Event::Resumed {
+                run_id,
+                checkpoint,
+                first_step,
+                history,
+            } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    for metrics in history {
+                        run.push(metrics);
+                    }
+                    run.markers.push(Marker {
+                        step: first_step,
+                        label: "resumed".into(),
+                    });
+                }
+                self.message(
+                    Level::Info,
+                    format!("resumed from {} at step {first_step}", checkpoint.display()),
+                );
+            }
+            Event::CheckpointSaved { path, elapsed_secs } => self.message(
+                Level::Info,
+                format!(
+                    "checkpoint saved: {} ({:.0} ms)",
+                    path.display(),
+                    elapsed_secs * 1e3
+                ),
+            ),
             Event::Marker {
                 run_id,
                 step,

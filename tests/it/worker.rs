@@ -189,3 +189,85 @@ fn a_bad_toggle_is_an_error_event_and_training_goes_on() {
     );
     until(&worker, |e| metrics_step(e).is_some());
 }
+
+#[test]
+fn checkpoints_from_the_worker_and_resume_with_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let worker = spawn();
+    worker
+        .send(Command::SetCheckpointing {
+            every_steps: 2,
+            keep_last: 2,
+        })
+        .unwrap();
+    worker
+        .send(Command::Start {
+            run_id: 1,
+            config: Box::new(micro_config()),
+            run_dir: Some(run_dir.clone()),
+            total_steps: Some(10_000),
+            paused: true,
+        })
+        .unwrap();
+    for step in 0..5 {
+        worker.send(Command::Step).unwrap();
+        until(&worker, |e| metrics_step(e) == Some(step));
+    }
+    // Periodic ones were written after steps 2 and 4; this one on demand.
+    worker.send(Command::SaveCheckpoint).unwrap();
+    until(
+        &worker,
+        |e| matches!(e, Event::CheckpointSaved { path, .. } if path.ends_with("checkpoint-00000005")),
+    );
+    worker.send(Command::Stop).unwrap();
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Finished,
+                ..
+            }
+        )
+    });
+    let kept: Vec<usize> = dinoscope::checkpoint::list_checkpoints(&run_dir)
+        .iter()
+        .map(|(step, _)| *step)
+        .collect();
+    assert_eq!(kept, vec![4, 5], "keep_last 2");
+
+    worker
+        .send(Command::ResumeFrom {
+            run_id: 2,
+            path: run_dir.clone(),
+            paused: false,
+        })
+        .unwrap();
+    let events = until(&worker, |e| metrics_step(e) == Some(6));
+    let (first_step, history) = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Resumed {
+                first_step,
+                history,
+                ..
+            } => Some((*first_step, history.len())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((first_step, history), (5, 5));
+    assert!(events.iter().any(|e| metrics_step(e) == Some(5)));
+
+    // A folder without checkpoints: an error event, and the worker lives on.
+    worker
+        .send(Command::ResumeFrom {
+            run_id: 3,
+            path: dir.path().to_path_buf(),
+            paused: false,
+        })
+        .unwrap();
+    let events = until(&worker, |e| matches!(e, Event::Error(_)));
+    assert!(
+        matches!(events.last(), Some(Event::Error(text)) if text.contains("no complete checkpoint"))
+    );
+}
