@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod dino;
 pub mod ema;
+pub mod eval;
 pub mod export;
 pub mod inference;
 pub mod model;

@@ -21,6 +21,9 @@ pub enum RunError {
     },
 }
 
+/// Evaluations of a run (k-NN, Jaccard), one row per evaluation.
+pub const EVAL_FILE: &str = "knn.csv";
+
 /// Writes `config.toml` and `metrics.csv` into one run directory.
 pub struct RunWriter {
     dir: PathBuf,
@@ -95,6 +98,68 @@ impl RunWriter {
         &self.dir
     }
 
+    /// Appends one evaluation to `knn.csv` (created with its header on first use), flushed.
+    pub fn append_eval(&self, point: &crate::eval::EvalPoint) -> Result<(), RunError> {
+        let path = self.dir.join(EVAL_FILE);
+        let write_error = |source: std::io::Error| RunError::Write {
+            path: path.clone(),
+            source,
+        };
+        let new = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(write_error)?;
+        let mut text = String::new();
+        if new {
+            text.push_str(&crate::eval::EvalPoint::CSV_HEADER.join(","));
+            text.push('\n');
+        }
+        text.push_str(&point.csv_record().join(","));
+        text.push('\n');
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(write_error)
+    }
+
+    /// Drops evaluations after `last_step` from `knn.csv` (a resumed run redoes them) and
+    /// returns the kept rows as (step, epoch, top1, top5, jaccard best head).
+    pub fn truncate_evals(&self, last_step: usize) -> Result<Vec<EvalRow>, RunError> {
+        let path = self.dir.join(EVAL_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(Vec::new());
+        };
+        let mut kept = String::new();
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if i == 0 {
+                kept.push_str(line);
+                kept.push('\n');
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').collect();
+            let number = |j: usize| fields.get(j).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(step), Some(epoch)) = (number(0), number(1)) {
+                if step as usize <= last_step
+                    && fields.len() == crate::eval::EvalPoint::CSV_HEADER.len()
+                {
+                    kept.push_str(line);
+                    kept.push('\n');
+                    rows.push(EvalRow {
+                        step: step as usize,
+                        epoch: epoch as usize,
+                        top1: number(2),
+                        top5: number(3),
+                        jaccard: number(4),
+                    });
+                }
+            }
+        }
+        write_atomically(&path, kept.as_bytes())?;
+        Ok(rows)
+    }
+
     /// Appends one row and flushes it, so a crash or Ctrl-C leaves a complete CSV.
     pub fn append(&mut self, metrics: &StepMetrics) -> Result<(), RunError> {
         self.metrics
@@ -110,6 +175,16 @@ impl RunWriter {
     pub fn write_config(&self, config: &Config) -> Result<(), RunError> {
         write_atomically(&self.dir.join("config.toml"), config.to_toml().as_bytes())
     }
+}
+
+/// One row of `knn.csv` read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalRow {
+    pub step: usize,
+    pub epoch: usize,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub jaccard: Option<f64>,
 }
 
 /// The rows of a `metrics.csv` back as `StepMetrics` (for continuing a resumed run's curves);

@@ -47,6 +47,10 @@ pub enum Command {
         every_steps: usize,
         keep_last: usize,
     },
+    /// k-NN / Jaccard of the teacher every this many epochs (0 = off), plus at random init.
+    SetEvalEvery {
+        epochs: usize,
+    },
     /// Apply a toggle before the next step.
     Set(Toggle),
     /// Which images the attention view follows, from which network, how often and at what size.
@@ -141,6 +145,16 @@ pub enum Event {
         path: PathBuf,
         elapsed_secs: f64,
     },
+    /// k-NN accuracy and attention Jaccard of the teacher (step 0 = random init).
+    Eval {
+        run_id: RunId,
+        point: Box<crate::eval::EvalPoint>,
+    },
+    /// Evaluations a resumed run had before its checkpoint.
+    EvalHistory {
+        run_id: RunId,
+        rows: Vec<crate::run::EvalRow>,
+    },
     Warning(String),
     Error(String),
 }
@@ -180,6 +194,7 @@ impl WorkerHandle {
                     attention: AttentionSettings::default(),
                     checkpoint_every_steps: 0,
                     checkpoint_keep_last: CHECKPOINT_KEEP_LAST,
+                    eval_every_epochs: 1,
                 }
                 .run()
             })?;
@@ -242,6 +257,8 @@ struct ActiveRun {
     paused: bool,
     /// Toggles applied since the last step, announced as markers at the next step.
     pending_markers: Vec<Toggle>,
+    /// Held-out data for the k-NN / Jaccard monitor (`None`: the data has no labels).
+    eval: Option<crate::eval::EvalData>,
 }
 
 struct Worker {
@@ -253,6 +270,7 @@ struct Worker {
     attention: AttentionSettings,
     checkpoint_every_steps: usize,
     checkpoint_keep_last: usize,
+    eval_every_epochs: usize,
 }
 
 /// Checkpoints kept per run by default.
@@ -350,6 +368,7 @@ impl Worker {
                 self.checkpoint_every_steps = every_steps;
                 self.checkpoint_keep_last = keep_last.max(1);
             }
+            Command::SetEvalEvery { epochs } => self.eval_every_epochs = epochs,
             Command::Set(toggle) => self.set(toggle),
             Command::SetAttention(settings) => {
                 self.attention = AttentionSettings {
@@ -411,17 +430,71 @@ impl Worker {
             iters_per_epoch: trainer.iters_per_epoch(),
             ln_k: trainer.ln_k(),
         });
+        let eval = self.eval_data(trainer.config());
         self.run = Some(ActiveRun {
             id: run_id,
             trainer,
             writer,
             paused,
             pending_markers: Vec::new(),
+            eval,
         });
+        // The random-init line the learned features are compared with.
+        self.evaluate();
         self.status(if paused {
             WorkerStatus::Paused
         } else {
             WorkerStatus::Running
+        });
+    }
+
+    fn eval_data(&self, config: &Config) -> Option<crate::eval::EvalData> {
+        if self.eval_every_epochs == 0 {
+            return None;
+        }
+        match crate::eval::EvalData::for_config(config) {
+            Ok(data) => data,
+            Err(err) => {
+                self.emit(Event::Warning(format!("no k-NN monitor: {err}")));
+                None
+            }
+        }
+    }
+
+    /// k-NN and Jaccard of the current teacher, reported and appended to knn.csv.
+    fn evaluate(&mut self) {
+        let Some(run) = &self.run else { return };
+        let Some(eval) = &run.eval else { return };
+        let backbone = &run.trainer.teacher().backbone;
+        let device = run.trainer.device();
+        let knn = match eval.knn(backbone, device) {
+            Ok(result) => Some(result),
+            Err(err) => {
+                let message = format!("k-NN skipped: {err}");
+                self.emit(Event::Warning(message));
+                None
+            }
+        };
+        let Some(run) = &self.run else { return };
+        let jaccard = run
+            .eval
+            .as_ref()
+            .and_then(|eval| eval.jaccard(&run.trainer.teacher().backbone, run.trainer.device()));
+        let point = crate::eval::EvalPoint {
+            step: run.trainer.steps_done(),
+            epoch: run.trainer.epoch(),
+            knn,
+            jaccard,
+        };
+        if let Some(writer) = &run.writer {
+            if let Err(err) = writer.append_eval(&point) {
+                self.emit(Event::Warning(err.to_string()));
+            }
+        }
+        let run_id = run.id;
+        self.emit(Event::Eval {
+            run_id,
+            point: Box::new(point),
         });
     }
 
@@ -489,12 +562,20 @@ impl Worker {
             first_step,
             history,
         });
+        if let Some(writer) = &writer {
+            match writer.truncate_evals(first_step) {
+                Ok(rows) => self.emit(Event::EvalHistory { run_id, rows }),
+                Err(err) => self.emit(Event::Warning(err.to_string())),
+            };
+        }
+        let eval = self.eval_data(trainer.config());
         self.run = Some(ActiveRun {
             id: run_id,
             trainer,
             writer,
             paused,
             pending_markers: Vec::new(),
+            eval,
         });
         self.status(if paused {
             WorkerStatus::Paused
@@ -603,6 +684,14 @@ impl Worker {
                 let every = self.checkpoint_every_steps;
                 if every > 0 && (step + 1) % every == 0 {
                     self.save_checkpoint(false);
+                }
+                let per_epoch = self.run.as_ref().map_or(1, |r| r.trainer.iters_per_epoch());
+                let epochs_done = (step + 1) / per_epoch.max(1);
+                if self.eval_every_epochs > 0
+                    && (step + 1) % per_epoch.max(1) == 0
+                    && epochs_done % self.eval_every_epochs == 0
+                {
+                    self.evaluate();
                 }
                 if step % self.attention.every_steps == 0 {
                     self.emit_attention(step);

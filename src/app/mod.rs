@@ -995,6 +995,15 @@ impl eframe::App for DinoscopeApp {
                 ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
                 let height = (ui.available_height() * 0.45).max(220.0);
                 plots::decomposition_plot_ui(ui, &self.state, height);
+                let evaluated = self
+                    .state
+                    .current_run()
+                    .is_some_and(|run| !run.evals.is_empty());
+                if evaluated {
+                    ui.heading("What the features learned (teacher, held-out data)")
+                        .on_hover_text("Weighted k-NN (k = 20, T = 0.07) on L2-normalised CLS features, and the Jaccard of the 60 %-mass attention masks with the shapes' true masks. Dashed: the same network at random init. Evaluated every epoch.");
+                    plots::features_plot_ui(ui, &self.state, 160.0);
+                }
                 if self.prefs.show_schedules {
                     ui.heading("Schedules");
                     plots::schedules_plot_ui(ui, &self.state, 110.0);

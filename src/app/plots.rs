@@ -242,3 +242,64 @@ pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
             }
         });
 }
+
+/// What the features learned: the teacher's k-NN top-1 / top-5 and the attention masks'
+/// Jaccard with the ground truth, in percent, with the random-init values as dashed lines.
+pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
+    const TOP1: [u8; 3] = [230, 120, 40];
+    const TOP5: [u8; 3] = [240, 190, 90];
+    const JACCARD: [u8; 3] = [80, 170, 220];
+    let runs = runs_to_draw(state);
+    base_plot("features", height, false)
+        .include_y(0.0)
+        .include_y(100.0)
+        .y_axis_label("%")
+        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
+        .show(ui, |plot_ui| {
+            for (run, is_current) in &runs {
+                let name = |what: &str| {
+                    if *is_current {
+                        what.to_string()
+                    } else {
+                        format!("{} · {what}", run.label)
+                    }
+                };
+                let style = if *is_current {
+                    LineStyle::Solid
+                } else {
+                    LineStyle::dashed_loose()
+                };
+                let curves: [(&str, [u8; 3], fn(&super::state::EvalSummary) -> Option<f64>); 3] = [
+                    ("k-NN top-1", TOP1, |e| e.top1),
+                    ("k-NN top-5", TOP5, |e| e.top5),
+                    ("Jaccard, best head", JACCARD, |e| e.jaccard_best),
+                ];
+                for (label, rgb, value) in curves {
+                    let points: Vec<[f64; 2]> = run
+                        .evals
+                        .iter()
+                        .filter_map(|e| Some([e.step as f64, value(e)?]))
+                        .collect();
+                    if points.is_empty() {
+                        continue;
+                    }
+                    let colour = tinted(rgb, run, *is_current);
+                    plot_ui.line(
+                        Line::new(name(label), PlotPoints::new(points))
+                            .color(colour)
+                            .width(2.0)
+                            .style(style),
+                    );
+                    if *is_current {
+                        if let Some(baseline) = run.eval_baseline().and_then(value) {
+                            plot_ui.hline(
+                                HLine::new(format!("{label}, random init"), baseline)
+                                    .color(colour.gamma_multiply(0.6))
+                                    .style(LineStyle::dashed_dense()),
+                            );
+                        }
+                    }
+                }
+            }
+        });
+}

@@ -133,6 +133,25 @@ pub struct RunRecord {
     pub last: Option<StepMetrics>,
     /// Smoothed throughput for the ETA.
     pub images_per_sec_ema: Option<f64>,
+    /// Teacher evaluations, oldest first (the first, at step 0, is the random-init baseline).
+    pub evals: Vec<EvalSummary>,
+}
+
+/// One evaluation as the plots need it (percent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalSummary {
+    pub step: usize,
+    pub epoch: usize,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub jaccard_best: Option<f64>,
+}
+
+impl RunRecord {
+    /// The evaluation at random init (step 0), the line learned features must beat.
+    pub fn eval_baseline(&self) -> Option<&EvalSummary> {
+        self.evals.first().filter(|e| e.step == 0)
+    }
 }
 
 impl RunRecord {
@@ -157,6 +176,7 @@ impl RunRecord {
             markers: Vec::new(),
             last: None,
             images_per_sec_ema: None,
+            evals: Vec::new(),
         }
     }
 
@@ -415,6 +435,31 @@ impl AppState {
                     Level::Info,
                     format!("resumed from {} at step {first_step}", checkpoint.display()),
                 );
+            }
+            Event::Eval { run_id, point } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.evals.push(EvalSummary {
+                        step: point.step,
+                        epoch: point.epoch,
+                        top1: point.knn.map(|k| k.top1),
+                        top5: point.knn.map(|k| k.top5),
+                        jaccard_best: point.jaccard.as_ref().map(|j| j.best),
+                    });
+                }
+            }
+            Event::EvalHistory { run_id, rows } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.evals = rows
+                        .into_iter()
+                        .map(|row| EvalSummary {
+                            step: row.step,
+                            epoch: row.epoch,
+                            top1: row.top1,
+                            top5: row.top5,
+                            jaccard_best: row.jaccard,
+                        })
+                        .collect();
+                }
             }
             Event::CheckpointSaved { path, elapsed_secs } => self.message(
                 Level::Info,

@@ -308,6 +308,30 @@ fn main_layout_snapshot_with_synthetic_history() {
                     .map(|(i, name)| (name, maps(2 * i)))
                     .collect(),
             });
+            // Two evaluations: random init, then after 3 epochs.
+            for (step, top1, jaccard) in [(0, 31.0, 24.0), (96, 58.0, 41.0)] {
+                app.state.apply(Event::Eval {
+                    run_id: run,
+                    point: Box::new(dinoscope::eval::EvalPoint {
+                        step,
+                        epoch: step / 32,
+                        knn: Some(dinoscope::eval::KnnResult {
+                            top1,
+                            top5: top1 + 30.0,
+                            train_images: 1024,
+                            val_images: 256,
+                            elapsed_secs: 1.0,
+                        }),
+                        jaccard: Some(dinoscope::eval::JaccardResult {
+                            per_head: vec![jaccard; 3],
+                            best_head: 0,
+                            best: jaccard,
+                            mean_map: jaccard,
+                            images: 64,
+                        }),
+                    }),
+                });
+            }
             app.first_point_secs = Some(1.5);
             app
         });

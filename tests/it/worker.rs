@@ -271,3 +271,42 @@ fn checkpoints_from_the_worker_and_resume_with_history() {
         matches!(events.last(), Some(Event::Error(text)) if text.contains("no complete checkpoint"))
     );
 }
+
+#[test]
+fn the_teacher_is_evaluated_at_random_init_and_every_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = spawn();
+    worker
+        .send(Command::Start {
+            run_id: 1,
+            config: Box::new(micro_config()),
+            run_dir: Some(dir.path().join("run")),
+            total_steps: Some(10_000),
+            paused: false,
+        })
+        .unwrap();
+    // 64 images / batch 8 = 8 steps per epoch: evaluations at step 0 and after step 8.
+    let mut points = Vec::new();
+    until(&worker, |e| {
+        if let Event::Eval { point, .. } = e {
+            points.push((**point).clone());
+        }
+        points.len() == 2
+    });
+    assert_eq!((points[0].step, points[1].step), (0, 8));
+    assert_eq!(points[1].epoch, 1);
+    for point in &points {
+        let knn = point.knn.unwrap();
+        assert!((0.0..=100.0).contains(&knn.top1) && knn.top5 >= knn.top1);
+        assert_eq!(knn.val_images, 64);
+        let jaccard = point.jaccard.as_ref().unwrap();
+        assert_eq!(jaccard.per_head.len(), 2);
+        assert!(jaccard.best >= jaccard.per_head[0] && jaccard.best <= 100.0);
+    }
+    let csv = std::fs::read_to_string(dir.path().join("run/knn.csv")).unwrap();
+    assert!(
+        csv.starts_with("step,epoch,top1,top5,jaccard_best_head"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3);
+}
