@@ -28,7 +28,13 @@ pub const PRESETS: [(&str, &str); 4] = [
 ];
 
 /// Keys that may be absent from a resolved config (unset overrides) yet can be `--set`.
-const OPTIONAL_KEYS: [&str; 3] = ["model.embed_dim", "model.depth", "model.num_heads"];
+const OPTIONAL_KEYS: [&str; 5] = [
+    "model.embed_dim",
+    "model.depth",
+    "model.num_heads",
+    "data.knn_train_path",
+    "data.knn_val_path",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -149,6 +155,16 @@ pub struct DataConfig {
     pub num_workers: usize,
     /// Batches kept ready ahead of the train step (bounded queue).
     pub prefetch_batches: usize,
+    /// Labelled ImageFolders for the k-NN monitor when `source = "folder"` (both or neither).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_train_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_val_path: Option<String>,
+    /// Run the k-NN monitor every this many epochs; 0 = off.
+    pub knn_every_epochs: usize,
+    /// Caps on the images the k-NN monitor embeds, so it stays cheap on a CPU.
+    pub knn_max_train: usize,
+    pub knn_max_val: usize,
 }
 
 /// Defaults are the official `main_dino.py` defaults, except where noted.
@@ -215,6 +231,11 @@ impl Default for DataConfig {
             local_crop_size: 96,
             num_workers: 2,
             prefetch_batches: 4,
+            knn_train_path: None,
+            knn_val_path: None,
+            knn_every_epochs: 1,
+            knn_max_train: 5000,
+            knn_max_val: 1000,
         }
     }
 }
@@ -381,6 +402,36 @@ impl Config {
         in_range_u32("data.local_crop_size", data.local_crop_size, 4, 1024)?;
         in_range_usize("data.num_workers", data.num_workers, 1, 64)?;
         in_range_usize("data.prefetch_batches", data.prefetch_batches, 1, 256)?;
+        in_range_usize("data.knn_every_epochs", data.knn_every_epochs, 0, 100_000)?;
+        in_range_usize("data.knn_max_train", data.knn_max_train, 1, 10_000_000)?;
+        in_range_usize("data.knn_max_val", data.knn_max_val, 1, 10_000_000)?;
+        for (key, other, value, other_value) in [
+            (
+                "data.knn_train_path",
+                "data.knn_val_path",
+                &data.knn_train_path,
+                &data.knn_val_path,
+            ),
+            (
+                "data.knn_val_path",
+                "data.knn_train_path",
+                &data.knn_val_path,
+                &data.knn_train_path,
+            ),
+        ] {
+            if let Some(path) = value {
+                check(
+                    !path.trim().is_empty(),
+                    key,
+                    "is empty; set it to a labelled ImageFolder root or remove the key".into(),
+                )?;
+                check(
+                    other_value.is_some(),
+                    key,
+                    format!("is set but {other} is not; the k-NN monitor needs both labelled ImageFolders (or neither)"),
+                )?;
+            }
+        }
         for (key, size) in [
             ("data.global_crop_size", data.global_crop_size),
             ("data.local_crop_size", data.local_crop_size),
@@ -589,6 +640,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/dino.toml"), "{err}");
+    }
+
+    #[test]
+    fn knn_keys_are_checked() {
+        let text = "[data]\nknn_every_epochs = 0\nknn_max_train = 0\n";
+        let err = Config::from_toml_str(text, "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:3") && err.contains("data.knn_max_train"),
+            "{err}"
+        );
+        let text = "[data]\nsource = \"folder\"\npath = \"a\"\nknn_val_path = \"v\"\n";
+        let err = Config::from_toml_str(text, "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:4") && err.contains("data.knn_train_path is not"),
+            "{err}"
+        );
+        let err = Config::from_toml_str("[data]\nknn_evry_epochs = 2\n", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:2") && err.contains("knn_evry_epochs"),
+            "{err}"
+        );
+        let both = Config::preset("tiny")
+            .unwrap()
+            .with_overrides(&[
+                "data.knn_train_path=/a".into(),
+                "data.knn_val_path=/b".into(),
+                "data.knn_every_epochs=0".into(),
+            ])
+            .unwrap();
+        assert_eq!(both.data.knn_val_path.as_deref(), Some("/b"));
+        assert_eq!(both.data.knn_every_epochs, 0);
     }
 
     #[test]
