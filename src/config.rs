@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PRESET: &str = include_str!("../configs/tiny.toml");
 
 /// Every preset shipped in `configs/`, by name, so the app and tests need no file system.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 6] = [
     ("tiny", include_str!("../configs/tiny.toml")),
     (
         "collapse-no-centering",
@@ -25,10 +25,18 @@ pub const PRESETS: [(&str, &str); 4] = [
         "vit-s16-paper",
         include_str!("../configs/vit-s16-paper.toml"),
     ),
+    ("cifar10", include_str!("../configs/cifar10.toml")),
+    ("stl10", include_str!("../configs/stl10.toml")),
 ];
 
 /// Keys that may be absent from a resolved config (unset overrides) yet can be `--set`.
-const OPTIONAL_KEYS: [&str; 3] = ["model.embed_dim", "model.depth", "model.num_heads"];
+const OPTIONAL_KEYS: [&str; 5] = [
+    "model.embed_dim",
+    "model.depth",
+    "model.num_heads",
+    "data.knn_train_path",
+    "data.knn_val_path",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -132,13 +140,44 @@ pub enum DataSource {
     Synthetic,
     /// A torchvision-style ImageFolder at `data.path`.
     Folder,
+    /// CIFAR-10 binary version: `data.path` is the extracted `cifar-10-batches-bin`.
+    Cifar10,
+    /// CIFAR-100 binary version (fine labels): `data.path` is the extracted `cifar-100-binary`.
+    Cifar100,
+    /// STL-10 binary: `data.path` is the extracted `stl10_binary`; trains on the unlabelled split.
+    Stl10,
+}
+
+impl DataSource {
+    /// The `data.source` spelling, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataSource::Synthetic => "synthetic",
+            DataSource::Folder => "folder",
+            DataSource::Cifar10 => "cifar10",
+            DataSource::Cifar100 => "cifar100",
+            DataSource::Stl10 => "stl10",
+        }
+    }
+
+    /// What `data.path` must point at, or `None` when the source needs no path.
+    pub fn path_hint(self) -> Option<&'static str> {
+        match self {
+            DataSource::Synthetic => None,
+            DataSource::Folder => Some("an ImageFolder root (one sub-folder per class)"),
+            DataSource::Cifar10 => Some("the extracted cifar-10-batches-bin folder"),
+            DataSource::Cifar100 => Some("the extracted cifar-100-binary folder"),
+            DataSource::Stl10 => Some("the extracted stl10_binary folder"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub source: DataSource,
-    /// ImageFolder root (one sub-folder per class) when `source = "folder"`.
+    /// ImageFolder root (one sub-folder per class) for `source = "folder"`, the extracted
+    /// dataset folder for `cifar10`, `cifar100` and `stl10`.
     pub path: String,
     /// Synthetic dataset size and image side in pixels.
     pub num_images: usize,
@@ -149,6 +188,16 @@ pub struct DataConfig {
     pub num_workers: usize,
     /// Batches kept ready ahead of the train step (bounded queue).
     pub prefetch_batches: usize,
+    /// Labelled ImageFolders for the k-NN monitor when `source = "folder"` (both or neither).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_train_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_val_path: Option<String>,
+    /// Run the k-NN monitor every this many epochs; 0 = off.
+    pub knn_every_epochs: usize,
+    /// Caps on the images the k-NN monitor embeds, so it stays cheap on a CPU.
+    pub knn_max_train: usize,
+    pub knn_max_val: usize,
 }
 
 /// Defaults are the official `main_dino.py` defaults, except where noted.
@@ -215,6 +264,11 @@ impl Default for DataConfig {
             local_crop_size: 96,
             num_workers: 2,
             prefetch_batches: 4,
+            knn_train_path: None,
+            knn_val_path: None,
+            knn_every_epochs: 1,
+            knn_max_train: 5000,
+            knn_max_val: 1000,
         }
     }
 }
@@ -370,17 +424,52 @@ impl Config {
         in_range_usize("optim.freeze_last_layer", o.freeze_last_layer, 0, o.epochs)?;
 
         let data = &self.data;
-        check(
-            data.source != DataSource::Folder || !data.path.trim().is_empty(),
-            "data.path",
-            "is empty but data.source = \"folder\"; set it to an ImageFolder root (one sub-folder per class)".into(),
-        )?;
+        if let Some(hint) = data.source.path_hint() {
+            check(
+                !data.path.trim().is_empty(),
+                "data.path",
+                format!(
+                    "is empty but data.source = \"{}\"; set it to {hint}",
+                    data.source.name()
+                ),
+            )?;
+        }
         in_range_usize("data.num_images", data.num_images, 1, 10_000_000)?;
         in_range_u32("data.image_size", data.image_size, 8, 4096)?;
         in_range_u32("data.global_crop_size", data.global_crop_size, 8, 1024)?;
         in_range_u32("data.local_crop_size", data.local_crop_size, 4, 1024)?;
         in_range_usize("data.num_workers", data.num_workers, 1, 64)?;
         in_range_usize("data.prefetch_batches", data.prefetch_batches, 1, 256)?;
+        in_range_usize("data.knn_every_epochs", data.knn_every_epochs, 0, 100_000)?;
+        in_range_usize("data.knn_max_train", data.knn_max_train, 1, 10_000_000)?;
+        in_range_usize("data.knn_max_val", data.knn_max_val, 1, 10_000_000)?;
+        for (key, other, value, other_value) in [
+            (
+                "data.knn_train_path",
+                "data.knn_val_path",
+                &data.knn_train_path,
+                &data.knn_val_path,
+            ),
+            (
+                "data.knn_val_path",
+                "data.knn_train_path",
+                &data.knn_val_path,
+                &data.knn_train_path,
+            ),
+        ] {
+            if let Some(path) = value {
+                check(
+                    !path.trim().is_empty(),
+                    key,
+                    "is empty; set it to a labelled ImageFolder root or remove the key".into(),
+                )?;
+                check(
+                    other_value.is_some(),
+                    key,
+                    format!("is set but {other} is not; the k-NN monitor needs both labelled ImageFolders (or neither)"),
+                )?;
+            }
+        }
         for (key, size) in [
             ("data.global_crop_size", data.global_crop_size),
             ("data.local_crop_size", data.local_crop_size),
@@ -589,6 +678,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/dino.toml"), "{err}");
+    }
+
+    #[test]
+    fn dataset_presets_parse_with_knn_defaults() {
+        let cifar = Config::preset("cifar10").unwrap();
+        assert_eq!(cifar.data.source, DataSource::Cifar10);
+        assert_eq!(cifar.data.path, "data/cifar-10-batches-bin");
+        assert_eq!(
+            (
+                cifar.model.patch_size,
+                cifar.data.global_crop_size,
+                cifar.data.local_crop_size
+            ),
+            (4, 32, 16)
+        );
+        assert_eq!(cifar.vit_arch().embed_dim, 192);
+        let stl = Config::preset("stl10").unwrap();
+        assert_eq!(stl.data.source, DataSource::Stl10);
+        assert_eq!((stl.model.patch_size, stl.data.global_crop_size), (8, 96));
+        for config in [&cifar, &stl] {
+            assert_eq!(
+                (
+                    config.data.knn_every_epochs,
+                    config.data.knn_max_train,
+                    config.data.knn_max_val
+                ),
+                (1, 5000, 1000)
+            );
+            let again = Config::from_toml_str(&config.to_toml(), "resolved").unwrap();
+            assert_eq!(config, &again);
+        }
+        let text = "[data]\nsource = \"cifar100\"\npath = \"x\"\n";
+        let parsed = Config::from_toml_str(text, "c100.toml").unwrap();
+        assert_eq!(parsed.data.source, DataSource::Cifar100);
+        // Keys absent from a file take the defaults.
+        assert_eq!(parsed.data.knn_max_val, 1000);
+        assert_eq!(parsed.data.knn_train_path, None);
+    }
+
+    #[test]
+    fn dataset_source_without_path_names_the_folder_to_extract() {
+        let text = "[data]\nsource = \"cifar10\"\n";
+        let err = Config::from_toml_str(text, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.path") && err.contains("cifar-10-batches-bin"),
+            "{err}"
+        );
+        let err = Config::preset("stl10")
+            .unwrap()
+            .with_overrides(&["data.path=".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stl10_binary"), "{err}");
+    }
+
+    #[test]
+    fn knn_keys_are_checked() {
+        let text = "[data]\nknn_every_epochs = 0\nknn_max_train = 0\n";
+        let err = Config::from_toml_str(text, "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:3") && err.contains("data.knn_max_train"),
+            "{err}"
+        );
+        let text = "[data]\nsource = \"folder\"\npath = \"a\"\nknn_val_path = \"v\"\n";
+        let err = Config::from_toml_str(text, "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:4") && err.contains("data.knn_train_path is not"),
+            "{err}"
+        );
+        let err = Config::from_toml_str("[data]\nknn_evry_epochs = 2\n", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.toml:2") && err.contains("knn_evry_epochs"),
+            "{err}"
+        );
+        let both = Config::preset("tiny")
+            .unwrap()
+            .with_overrides(&[
+                "data.knn_train_path=/a".into(),
+                "data.knn_val_path=/b".into(),
+                "data.knn_every_epochs=0".into(),
+            ])
+            .unwrap();
+        assert_eq!(both.data.knn_val_path.as_deref(), Some("/b"));
+        assert_eq!(both.data.knn_every_epochs, 0);
     }
 
     #[test]

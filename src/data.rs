@@ -46,6 +46,72 @@ pub enum DataError {
     },
     #[error("sample index {index} is out of range for a dataset of {len} images")]
     IndexOutOfRange { index: usize, len: usize },
+    #[error("{dataset} folder {path} does not exist or is not a directory; download {archive}, extract it and set data.path to the extracted folder, which holds {expected}; nothing is downloaded automatically")]
+    DatasetDirMissing {
+        dataset: &'static str,
+        path: PathBuf,
+        expected: String,
+        archive: &'static str,
+    },
+    #[error(
+        "{dataset} folder {path} lacks {missing}; it should hold {expected}; re-extract {archive}"
+    )]
+    DatasetFilesMissing {
+        dataset: &'static str,
+        path: PathBuf,
+        missing: String,
+        expected: String,
+        archive: &'static str,
+    },
+    #[error("cannot read {path}: {source}; check that the file is readable")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is empty; re-extract {archive}")]
+    EmptyDataFile {
+        path: PathBuf,
+        archive: &'static str,
+    },
+    #[error("{path} is {size_bytes} bytes, not a multiple of the {record_bytes}-byte {dataset} record; re-extract {archive}")]
+    RecordSize {
+        dataset: &'static str,
+        path: PathBuf,
+        size_bytes: u64,
+        record_bytes: usize,
+        archive: &'static str,
+    },
+    #[error("{path}: record {record} has label {label}, outside the {dataset} range {min}..={max}; is data.source the right dataset? Otherwise re-extract {archive}")]
+    LabelOutOfRange {
+        dataset: &'static str,
+        path: PathBuf,
+        record: usize,
+        label: u8,
+        min: u8,
+        max: u8,
+        archive: &'static str,
+    },
+    #[error("{labels_path} holds {labels} labels but {images_path} holds {images} images; re-extract {archive}")]
+    LabelCountMismatch {
+        labels_path: PathBuf,
+        labels: usize,
+        images_path: PathBuf,
+        images: usize,
+        archive: &'static str,
+    },
+    #[error("{path} lists {found} class names, expected {expected} (one per line); re-extract {archive}")]
+    ClassNames {
+        path: PathBuf,
+        found: usize,
+        expected: usize,
+        archive: &'static str,
+    },
+    #[error("k-NN validation folder {val} has classes missing from the k-NN training folder {train}: {missing}; give data.knn_val_path only class sub-folders that data.knn_train_path also has")]
+    KnnClassesMissing {
+        train: PathBuf,
+        val: PathBuf,
+        missing: String,
+    },
 }
 
 /// A random-access image dataset shared by the loader threads.

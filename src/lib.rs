@@ -10,6 +10,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod datasets;
 pub mod device;
 pub mod dino;
 pub mod ema;

@@ -5,6 +5,7 @@
 use crate::augment::{AugmentConfig, CropBatch, CropLoader, LoaderConfig, LoaderError};
 use crate::config::{Config, DataSource};
 use crate::data::{DataError, Dataset, ImageFolder, SyntheticShapes};
+use crate::datasets::{Cifar, CifarKind, Split, Stl10, StlSplit};
 use crate::dino::{dino_loss, update_center, LossOptions, LossStats};
 use crate::ema::ema_update;
 use crate::model::{DinoModel, VitConfig};
@@ -666,13 +667,18 @@ fn validate(config: &Config) -> Result<(), TrainError> {
 
 /// Opens the dataset named by `data.source`.
 pub fn open_dataset(config: &Config) -> Result<Arc<dyn Dataset>, TrainError> {
+    let path = Path::new(&config.data.path);
     Ok(match config.data.source {
         DataSource::Synthetic => Arc::new(SyntheticShapes::new(
             config.seed,
             config.data.image_size,
             config.data.num_images,
         )),
-        DataSource::Folder => Arc::new(ImageFolder::open(Path::new(&config.data.path))?),
+        DataSource::Folder => Arc::new(ImageFolder::open(path)?),
+        DataSource::Cifar10 => Arc::new(Cifar::open(CifarKind::Cifar10, path, Split::Train)?),
+        DataSource::Cifar100 => Arc::new(Cifar::open(CifarKind::Cifar100, path, Split::Train)?),
+        // DINO trains on the 100k unlabelled images; train/test are for the k-NN monitor.
+        DataSource::Stl10 => Arc::new(Stl10::open(path, StlSplit::Unlabeled)?),
     })
 }
 
