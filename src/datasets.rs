@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Seed offset of the synthetic k-NN validation split: far from any seed a user would pick next.
-const SYNTHETIC_VAL_SEED_OFFSET: u64 = 1_000_003;
+pub const SYNTHETIC_VAL_SEED_OFFSET: u64 = 1_000_003;
 /// The synthetic validation split is capped: it only has to rank k-NN accuracy, not measure it.
-const SYNTHETIC_VAL_MAX_IMAGES: usize = 512;
+pub const SYNTHETIC_VAL_MAX_IMAGES: usize = 512;
 
 // ---------------------------------------------------------------------------------------------
 // CIFAR-10 / CIFAR-100

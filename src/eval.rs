@@ -344,41 +344,42 @@ pub struct EvalData {
     pub settings: KnnSettings,
 }
 
-/// Seed offset of the held-out synthetic split (the training set uses the run's seed).
-const HELD_OUT_SEED_OFFSET: u64 = 1_000_003;
-
 impl EvalData {
-    /// The labelled splits a config has, or `None` when it has none (an unlabelled folder).
+    /// The labelled splits a config has (`datasets::open_labelled_splits`), or `None` when it
+    /// has none (a folder without `knn_train_path`/`knn_val_path`). The embedded dataset also
+    /// gives 64 held-out images with their true masks for the Jaccard.
     pub fn for_config(config: &crate::config::Config) -> Result<Option<Self>, DataError> {
         use crate::config::DataSource;
         use crate::data::SyntheticShapes;
-        let settings = KnnSettings::for_crop(config.data.global_crop_size);
-        match config.data.source {
+        use crate::datasets::{SYNTHETIC_VAL_MAX_IMAGES, SYNTHETIC_VAL_SEED_OFFSET};
+        let Some(splits) = crate::datasets::open_labelled_splits(config)? else {
+            return Ok(None);
+        };
+        let masked = match config.data.source {
             DataSource::Synthetic => {
-                let size = config.data.image_size;
-                let train = SyntheticShapes::new(config.seed, size, config.data.num_images);
+                // The same images as the k-NN queries, with their true masks.
                 let held_out = SyntheticShapes::new(
-                    config.seed.wrapping_add(HELD_OUT_SEED_OFFSET),
-                    size,
-                    config.data.num_images.min(512),
+                    config.seed.wrapping_add(SYNTHETIC_VAL_SEED_OFFSET),
+                    config.data.image_size,
+                    config.data.num_images.min(SYNTHETIC_VAL_MAX_IMAGES),
                 );
-                let masked = (0..64.min(held_out.len()))
+                (0..64.min(held_out.len()))
                     .map(|i| {
                         let (sample, mask) = held_out.sample_with_mask(i);
                         (sample.image, mask)
                     })
-                    .collect();
-                Ok(Some(Self {
-                    train: std::sync::Arc::new(train),
-                    val: std::sync::Arc::new(held_out),
-                    masked,
-                    max_train: 1024,
-                    max_val: 256,
-                    settings,
-                }))
+                    .collect()
             }
-            DataSource::Folder => Ok(None),
-        }
+            _ => Vec::new(),
+        };
+        Ok(Some(Self {
+            train: splits.train,
+            val: splits.val,
+            masked,
+            max_train: config.data.knn_max_train,
+            max_val: config.data.knn_max_val,
+            settings: KnnSettings::for_crop(config.data.global_crop_size),
+        }))
     }
 
     pub fn knn(

@@ -47,10 +47,6 @@ pub enum Command {
         every_steps: usize,
         keep_last: usize,
     },
-    /// k-NN / Jaccard of the teacher every this many epochs (0 = off), plus at random init.
-    SetEvalEvery {
-        epochs: usize,
-    },
     /// Apply a toggle before the next step.
     Set(Toggle),
     /// Which images the attention view follows, from which network, how often and at what size.
@@ -194,7 +190,6 @@ impl WorkerHandle {
                     attention: AttentionSettings::default(),
                     checkpoint_every_steps: 0,
                     checkpoint_keep_last: CHECKPOINT_KEEP_LAST,
-                    eval_every_epochs: 1,
                 }
                 .run()
             })?;
@@ -270,7 +265,6 @@ struct Worker {
     attention: AttentionSettings,
     checkpoint_every_steps: usize,
     checkpoint_keep_last: usize,
-    eval_every_epochs: usize,
 }
 
 /// Checkpoints kept per run by default.
@@ -368,7 +362,6 @@ impl Worker {
                 self.checkpoint_every_steps = every_steps;
                 self.checkpoint_keep_last = keep_last.max(1);
             }
-            Command::SetEvalEvery { epochs } => self.eval_every_epochs = epochs,
             Command::Set(toggle) => self.set(toggle),
             Command::SetAttention(settings) => {
                 self.attention = AttentionSettings {
@@ -448,8 +441,9 @@ impl Worker {
         });
     }
 
+    /// The monitor's data, when `data.knn_every_epochs` asks for one and the data has labels.
     fn eval_data(&self, config: &Config) -> Option<crate::eval::EvalData> {
-        if self.eval_every_epochs == 0 {
+        if config.data.knn_every_epochs == 0 {
             return None;
         }
         match crate::eval::EvalData::for_config(config) {
@@ -685,12 +679,14 @@ impl Worker {
                 if every > 0 && (step + 1) % every == 0 {
                     self.save_checkpoint(false);
                 }
-                let per_epoch = self.run.as_ref().map_or(1, |r| r.trainer.iters_per_epoch());
-                let epochs_done = (step + 1) / per_epoch.max(1);
-                if self.eval_every_epochs > 0
-                    && (step + 1) % per_epoch.max(1) == 0
-                    && epochs_done % self.eval_every_epochs == 0
-                {
+                let (per_epoch, every) = self.run.as_ref().map_or((1, 0), |r| {
+                    (
+                        r.trainer.iters_per_epoch().max(1),
+                        r.trainer.config().data.knn_every_epochs,
+                    )
+                });
+                let epochs_done = (step + 1) / per_epoch;
+                if every > 0 && (step + 1) % per_epoch == 0 && epochs_done % every == 0 {
                     self.evaluate();
                 }
                 if step % self.attention.every_steps == 0 {

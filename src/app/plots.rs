@@ -293,7 +293,8 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                     if *is_current {
                         if let Some(baseline) = run.eval_baseline().and_then(value) {
                             plot_ui.hline(
-                                HLine::new(format!("{label}, random init"), baseline)
+                                // Unnamed: the dashed twin of each curve needs no legend entry.
+                                HLine::new("", baseline)
                                     .color(colour.gamma_multiply(0.6))
                                     .style(LineStyle::dashed_dense()),
                             );
