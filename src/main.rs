@@ -411,6 +411,40 @@ fn run_training(args: TrainArgs, mut trainer: Trainer, mut run: RunWriter) -> Re
             bar
         }
     };
+    // The k-NN / Jaccard monitor, as the app's: at random init and every N epochs.
+    let eval = if config.data.knn_every_epochs > 0 {
+        dinoscope::eval::EvalData::for_config(&config)?
+    } else {
+        None
+    };
+    let evaluate = |trainer: &Trainer, run: &RunWriter| -> Result<String> {
+        let Some(eval) = &eval else {
+            return Ok(String::new());
+        };
+        let backbone = &trainer.teacher().backbone;
+        let knn = eval.knn(backbone, trainer.device())?;
+        let jaccard = eval.jaccard(backbone, trainer.device());
+        let point = dinoscope::eval::EvalPoint {
+            step: trainer.steps_done(),
+            epoch: trainer.epoch(),
+            knn: Some(knn),
+            jaccard: jaccard.clone(),
+        };
+        run.append_eval(&point)?;
+        Ok(format!(
+            "k-NN top-1 {:.1} % top-5 {:.1} %{} ({:.1} s)",
+            knn.top1,
+            knn.top5,
+            jaccard
+                .map(|j| format!(" · Jaccard {:.1} %", j.best))
+                .unwrap_or_default(),
+            knn.elapsed_secs
+        ))
+    };
+    if trainer.steps_done() == 0 && eval.is_some() {
+        let line = evaluate(&trainer, &run)?;
+        eprintln!("random init: {line}");
+    }
     let mut smoothed_rate = None::<f64>;
     let mut last: Option<StepMetrics> = None;
     while trainer.steps_done() < total {
@@ -444,6 +478,13 @@ fn run_training(args: TrainArgs, mut trainer: Trainer, mut run: RunWriter) -> Re
         }
         last = Some(metrics);
         let done = trainer.steps_done();
+        let every = config.data.knn_every_epochs;
+        if every > 0 && done % trainer.iters_per_epoch() == 0 && trainer.epoch() % every == 0 {
+            let line = evaluate(&trainer, &run)?;
+            if !line.is_empty() {
+                progress.suspend(|| eprintln!("epoch {}: {line}", trainer.epoch()));
+            }
+        }
         if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
             let dir = dinoscope::checkpoint::write_checkpoint(&trainer, &out_dir, args.keep_last)?;
             progress.suspend(|| eprintln!("checkpoint: {}", dir.display()));
