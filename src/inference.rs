@@ -2,7 +2,7 @@
 //! safetensors, our runs) and computes attention maps for the followed images, so neither the
 //! UI nor a running training ever waits for it. Plain data in and out, like the worker.
 
-use crate::attention::{attention_maps, AttentionMaps, ImageSize};
+use crate::attention::{attention_and_pca, AttentionMaps, ImageSize};
 use crate::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
 use crate::worker::{AttentionImage, Waker};
 use burn::prelude::Device;
@@ -152,7 +152,7 @@ fn handle(
             let mut skipped = Vec::new();
             for image in &images {
                 let target = size.resolve(image.image.dimensions());
-                match attention_maps(&model.backbone, &image.image, target, device) {
+                match attention_and_pca(&model.backbone, &image.image, target, device) {
                     Some(m) => maps.push((image.name.clone(), m)),
                     None => skipped.push(image.name.clone()),
                 }

@@ -515,7 +515,7 @@ fn run_training(args: TrainArgs, mut trainer: Trainer, mut run: RunWriter) -> Re
 
 fn attention(args: AttentionArgs) -> Result<()> {
     use dinoscope::attention::{
-        attention_maps, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,
+        attention_and_pca, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,
         ImageSize, MapLayers, OverlayStyle,
     };
     use dinoscope::export::{heat_image, write_npy_f32, write_npy_u8};
@@ -550,7 +550,7 @@ fn attention(args: AttentionArgs) -> Result<()> {
     let size = size.unwrap_or(ImageSize::ShortSide(loaded.info.default_short_side_px));
     let target = size.resolve(image.dimensions());
     let started = Instant::now();
-    let maps = attention_maps(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
+    let maps = attention_and_pca(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: at {size} ({}x{} px) the image is smaller than one patch of {} px; pass a larger --size",
             args.image.display(),
@@ -575,6 +575,21 @@ fn attention(args: AttentionArgs) -> Result<()> {
         args.threshold
     );
     shown.save(args.out.join("img.png"))?;
+    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
+    let pca = upsample_nearest(
+        &maps
+            .pca_rgb
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect::<Vec<_>>(),
+        rows,
+        cols,
+        p,
+    );
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb(pca[y as usize * w + x as usize])
+    })
+    .save(args.out.join("pca.png"))?;
     let mut all_maps = Vec::new();
     let mut all_masks = Vec::new();
     let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps

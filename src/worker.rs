@@ -729,7 +729,7 @@ impl Worker {
             .iter()
             .filter_map(|img| {
                 let target = size.resolve(img.image.dimensions());
-                crate::attention::attention_maps(backbone, &img.image, target, device)
+                crate::attention::attention_and_pca(backbone, &img.image, target, device)
                     .map(|maps| (img.name.clone(), maps))
             })
             .collect();

@@ -445,6 +445,25 @@ impl AttentionView {
         Some(texture)
     }
 
+    /// The PCA picture at one texel per patch (drawn with nearest filtering).
+    fn pca_texture(
+        &mut self,
+        ctx: &egui::Context,
+        maps: &AttentionMaps,
+        step_key: &str,
+    ) -> egui::TextureHandle {
+        let key = format!("{step_key}|{}|pca", self.selected);
+        if let Some((k, texture)) = self.textures.get("pca") {
+            if *k == key {
+                return texture.clone();
+            }
+        }
+        let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], &maps.pca_rgb);
+        let texture = ctx.load_texture("attention-pca", colour, egui::TextureOptions::NEAREST);
+        self.textures.insert("pca".into(), (key, texture.clone()));
+        texture
+    }
+
     /// Draws one overlay into `size`, on the GPU when possible.
     #[allow(clippy::too_many_arguments)]
     fn overlay_ui(
@@ -665,6 +684,21 @@ impl AttentionView {
                             if i % 3 == 2 {
                                 ui.end_row();
                             }
+                        }
+                        if m.pca_rgb.len() == m.grid_rows * m.grid_cols * 3 {
+                            ui.vertical(|ui| {
+                                let texture = self.pca_texture(ui.ctx(), m, &step_key);
+                                let aspect = m.grid_cols as f32 / m.grid_rows.max(1) as f32;
+                                let size = if aspect >= 1.0 {
+                                    egui::vec2(tile, tile / aspect)
+                                } else {
+                                    egui::vec2(tile * aspect, tile)
+                                };
+                                ui.add(egui::Image::new(&texture).fit_to_exact_size(size));
+                                ui.label("patch PCA").on_hover_text(
+                                    "The first three principal components of the last layer's patch features as red, green and blue: patches the network sees alike share a colour (foreground vs background once trained).",
+                                );
+                            });
                         }
                     });
             });

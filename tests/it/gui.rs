@@ -280,6 +280,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 grid_cols: 16,
                 patch_size: 4,
                 resized_px: (64, 64),
+                pca_rgb: Vec::new(),
                 heads: (0..3)
                     .map(|h| {
                         (0..256)
