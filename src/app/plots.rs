@@ -243,6 +243,9 @@ pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
         });
 }
 
+/// Reads one quantity of an evaluation.
+type EvalValue = fn(&super::state::EvalSummary) -> Option<f64>;
+
 /// What the features learned: the teacher's k-NN top-1 / top-5 and the attention masks'
 /// Jaccard with the ground truth, in percent, with the random-init values as dashed lines.
 pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
@@ -269,7 +272,7 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 } else {
                     LineStyle::dashed_loose()
                 };
-                let curves: [(&str, [u8; 3], fn(&super::state::EvalSummary) -> Option<f64>); 3] = [
+                let curves: [(&str, [u8; 3], EvalValue); 3] = [
                     ("k-NN top-1", TOP1, |e| e.top1),
                     ("k-NN top-5", TOP5, |e| e.top5),
                     ("Jaccard, best head", JACCARD, |e| e.jaccard_best),
