@@ -177,6 +177,47 @@ impl RunWriter {
     }
 }
 
+/// Run directories under `root` (those holding a metrics.csv), newest first.
+pub fn list_run_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("metrics.csv").is_file())
+        .map(|p| {
+            let modified = std::fs::metadata(p.join("metrics.csv"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, p)
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The rows of a `knn.csv`; a missing or unreadable file gives none.
+pub fn read_eval_rows(path: &Path) -> Vec<EvalRow> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let number = |j: usize| fields.get(j).and_then(|v| v.parse::<f64>().ok());
+            Some(EvalRow {
+                step: number(0)? as usize,
+                epoch: number(1)? as usize,
+                top1: number(2),
+                top5: number(3),
+                jaccard: number(4),
+            })
+        })
+        .collect()
+}
+
 /// One row of `knn.csv` read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalRow {

@@ -102,6 +102,8 @@ pub struct DinoscopeApp {
     pub central_tab: CentralTab,
     /// `--weights`, loaded on the first frame.
     launch_weights: Option<PathBuf>,
+    disk_runs: Vec<PathBuf>,
+    disk_runs_listed_at: Option<Instant>,
 }
 
 /// What the central area shows.
@@ -194,6 +196,8 @@ impl DinoscopeApp {
             .ok(),
             central_tab: CentralTab::Curves,
             launch_weights: None,
+            disk_runs: Vec::new(),
+            disk_runs_listed_at: None,
         };
         app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
@@ -788,6 +792,72 @@ impl DinoscopeApp {
         }
         if self.state.runs.is_empty() {
             ui.label("No runs yet: press Start.");
+        }
+        if let Some(root) = self.options.runs_root.clone() {
+            ui.separator();
+            egui::CollapsingHeader::new("Runs on disk")
+                .id_salt("runs_on_disk")
+                .show(ui, |ui| self.runs_on_disk_ui(ui, &root));
+        }
+    }
+
+    /// Run directories under the runs folder; "open" overlays one on the plots.
+    fn runs_on_disk_ui(&mut self, ui: &mut egui::Ui, root: &std::path::Path) {
+        // Listing a directory is cheap but not free: refresh at most once a second.
+        let now = Instant::now();
+        if self
+            .disk_runs_listed_at
+            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
+        {
+            self.disk_runs = crate::run::list_run_dirs(root);
+            self.disk_runs_listed_at = Some(now);
+        }
+        if self.disk_runs.is_empty() {
+            ui.small(format!("none in {}", root.display()));
+        }
+        let open: Vec<PathBuf> = self
+            .state
+            .runs
+            .iter()
+            .filter_map(|r| r.dir.clone())
+            .collect();
+        let mut to_open = None;
+        let mut to_resume = None;
+        for dir in self.disk_runs.iter().take(30) {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ui.horizontal(|ui| {
+                let shown = open.contains(dir);
+                if ui
+                    .add_enabled(!shown, egui::Button::new("open").small())
+                    .on_hover_text("Overlay this run's curves (and k-NN) on the plots.")
+                    .clicked()
+                {
+                    to_open = Some(dir.clone());
+                }
+                if !crate::checkpoint::list_checkpoints(dir).is_empty()
+                    && ui
+                        .small_button("resume")
+                        .on_hover_text("Continue this run from its newest checkpoint.")
+                        .clicked()
+                {
+                    to_resume = Some(dir.clone());
+                }
+                ui.small(name);
+            });
+        }
+        if let Some(dir) = to_open {
+            match self.state.open_run_from_disk(&dir) {
+                Ok(_) => self
+                    .state
+                    .message(Level::Info, format!("opened {}", dir.display())),
+                Err(err) => self.state.message(Level::Error, err),
+            }
+        }
+        if let Some(dir) = to_resume {
+            self.resume_run(dir);
         }
     }
 

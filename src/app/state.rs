@@ -376,6 +376,50 @@ impl AppState {
         id
     }
 
+    /// Adds a finished run read from disk (its metrics and evaluations) as an overlay: pinned,
+    /// never the current run. Errors name the file.
+    pub fn open_run_from_disk(&mut self, dir: &std::path::Path) -> Result<RunId, String> {
+        let metrics_path = dir.join("metrics.csv");
+        if !metrics_path.is_file() {
+            return Err(format!(
+                "{} has no metrics.csv; open a run directory written by dinoscope",
+                dir.display()
+            ));
+        }
+        let rows = crate::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
+        if rows.is_empty() {
+            return Err(format!("{} has no complete rows", metrics_path.display()));
+        }
+        let config = crate::config::Config::from_file(&dir.join("config.toml")).ok();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        let mut run = RunRecord::new(id, name, Some(dir.to_path_buf()), self.view);
+        run.pinned = true;
+        run.status = WorkerStatus::Finished;
+        if let Some(config) = &config {
+            run.ln_k = (config.dino.out_dim as f64).ln();
+        }
+        for metrics in rows {
+            run.push(metrics);
+        }
+        run.evals = crate::run::read_eval_rows(&dir.join(crate::run::EVAL_FILE))
+            .into_iter()
+            .map(|row| EvalSummary {
+                step: row.step,
+                epoch: row.epoch,
+                top1: row.top1,
+                top5: row.top5,
+                jaccard_best: row.jaccard,
+            })
+            .collect();
+        self.runs.push(run);
+        Ok(id)
+    }
+
     /// Reset: forget the current run and every run that is not pinned.
     pub fn reset(&mut self) {
         self.runs.retain(|run| run.pinned);

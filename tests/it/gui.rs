@@ -413,3 +413,39 @@ fn attention_view_loads_official_weights_draws_heads_and_exports() {
         .any(|m| m.level == Level::Error && m.text.contains("notes.pth")));
     assert!(app.attention.loaded.is_some());
 }
+
+#[test]
+fn runs_on_disk_open_as_pinned_overlays() {
+    use dinoscope::run::RunWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("20261123-tiny");
+    let config = micro_config();
+    let mut writer = RunWriter::create(&run_dir, &config).unwrap();
+    let mut trainer =
+        dinoscope::trainer::Trainer::new(config, burn::prelude::Device::flex(), Some(4)).unwrap();
+    for _ in 0..4 {
+        writer.append(&trainer.step().unwrap()).unwrap();
+    }
+    // A killed process can leave a torn last line: it is skipped.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(run_dir.join("metrics.csv"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"4,0,3.1"))
+        .unwrap();
+    assert_eq!(
+        dinoscope::run::list_run_dirs(dir.path()),
+        vec![run_dir.clone()]
+    );
+
+    let mut harness = harness();
+    let app = harness.state_mut();
+    let id = app.state.open_run_from_disk(&run_dir).unwrap();
+    let run = app.state.runs.iter().find(|r| r.id == id).unwrap();
+    assert!(run.pinned && app.state.current != Some(id));
+    assert_eq!(run.steps(), 4);
+    assert!((run.ln_k - 32f64.ln()).abs() < 1e-9);
+    // Not a run: a message naming the folder.
+    let err = app.state.open_run_from_disk(dir.path()).unwrap_err();
+    assert!(err.contains("no metrics.csv"), "{err}");
+    harness.run_steps(2);
+}
