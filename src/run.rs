@@ -193,7 +193,7 @@ pub fn list_run_dirs(root: &Path) -> Vec<PathBuf> {
             (modified, p)
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     dirs.into_iter().map(|(_, p)| p).collect()
 }
 
