@@ -486,14 +486,21 @@ fn run_training(args: TrainArgs, mut trainer: Trainer, mut run: RunWriter) -> Re
             }
         }
         if args.checkpoint_every > 0 && done % args.checkpoint_every == 0 && done < total {
+            let started = Instant::now();
             let dir = dinoscope::checkpoint::write_checkpoint(&trainer, &out_dir, args.keep_last)?;
-            progress.suspend(|| eprintln!("checkpoint: {}", dir.display()));
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            progress.suspend(|| eprintln!("checkpoint: {} ({ms:.0} ms)", dir.display()));
         }
     }
     progress.finish();
     // At the end and on Ctrl-C: a checkpoint to resume from (or to evaluate).
+    let started = Instant::now();
     let dir = dinoscope::checkpoint::write_checkpoint(&trainer, &out_dir, args.keep_last)?;
-    eprintln!("checkpoint: {}", dir.display());
+    eprintln!(
+        "checkpoint: {} ({:.0} ms)",
+        dir.display(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     run.write_config(&trainer.resolved_config())?;
     let teacher_path = run.dir().join(dinoscope::checkpoint::TEACHER_FILE);
     dinoscope::checkpoint::save_model(trainer.teacher(), &teacher_path)?;
