@@ -16,6 +16,7 @@ pub mod dino;
 pub mod ema;
 pub mod eval;
 pub mod export;
+pub mod figure;
 pub mod inference;
 pub mod model;
 pub mod optim;

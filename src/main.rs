@@ -76,6 +76,23 @@ enum Command {
     /// Weighted k-NN accuracy (and attention-mask Jaccard where masks exist) of saved weights
     /// on the labelled splits of a config's data, next to the same network at random init.
     Knn(KnnArgs),
+    /// Paper-quality figures of saved runs (PNG or SVG): the Fig. 7 pair, the loss, the k-NN.
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Run directories, or folders of run directories (e.g. runs/).
+    #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
+    runs: Vec<PathBuf>,
+    /// Output file; .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "collapse")]
+    figure: dinoscope::figure::FigureKind,
+    /// Size in pixels, WxH (default 1600x600 for collapse, else 1000x600).
+    #[arg(long, value_name = "WxH")]
+    size: Option<String>,
 }
 
 #[derive(Args)]
@@ -232,6 +249,7 @@ fn main() {
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Attention(args)) => attention(args),
         Some(Command::Knn(args)) => knn(args),
+        Some(Command::Plot(args)) => plot(args),
         None => open_app(cli.app),
     };
     if let Err(err) = result {
@@ -749,6 +767,54 @@ fn knn(args: KnnArgs) -> Result<()> {
             None => println!(),
         }
     }
+    Ok(())
+}
+
+fn plot(args: PlotArgs) -> Result<()> {
+    use dinoscope::figure::{render_figure, FigureKind, PlotRun};
+    let mut dirs = Vec::new();
+    for path in &args.runs {
+        if path.join("metrics.csv").is_file() {
+            dirs.push(path.clone());
+        } else if path.is_dir() {
+            let found = dinoscope::run::list_run_dirs(path);
+            if found.is_empty() {
+                bail!(
+                    "{} holds no run directories (none has a metrics.csv)",
+                    path.display()
+                );
+            }
+            dirs.extend(found);
+        } else {
+            bail!("{} is not a run directory", path.display());
+        }
+    }
+    let runs = dirs
+        .iter()
+        .map(|dir| PlotRun::read(dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let size = match &args.size {
+        Some(text) => match dinoscope::attention::ImageSize::parse(text)
+            .map_err(|err| anyhow::anyhow!("--size: {err}"))?
+        {
+            dinoscope::attention::ImageSize::Exact { width, height } => (width, height),
+            dinoscope::attention::ImageSize::ShortSide(_) => {
+                bail!("--size: use WxH, e.g. 1600x600")
+            }
+        },
+        None if args.figure == FigureKind::Collapse => (1600, 600),
+        None => (1000, 600),
+    };
+    render_figure(&runs, args.figure, &args.out, size)?;
+    println!(
+        "wrote {} ({} runs: {})",
+        args.out.display(),
+        runs.len(),
+        runs.iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

@@ -259,6 +259,90 @@ impl DinoscopeApp {
         }
     }
 
+    /// Fig. 7 of the visible runs that have a directory, to a file the user picks.
+    fn export_figure(&mut self) {
+        use crate::figure::{render_figure, FigureKind, PlotRun};
+        let dirs: Vec<PathBuf> = self
+            .state
+            .runs
+            .iter()
+            .filter(|r| r.visible)
+            .filter_map(|r| r.dir.clone())
+            .collect();
+        let runs: Vec<PlotRun> = dirs
+            .iter()
+            .filter_map(|dir| PlotRun::read(dir).ok())
+            .collect();
+        if runs.is_empty() {
+            self.state.message(
+                Level::Warning,
+                "no shown run has saved metrics yet (runs are saved under the runs folder)",
+            );
+            return;
+        }
+        let Some(path) = rfd::FileDialog::new()
+            .set_file_name("fig7-collapse.svg")
+            .add_filter("SVG or PNG", &["svg", "png"])
+            .save_file()
+        else {
+            return;
+        };
+        match render_figure(&runs, FigureKind::Collapse, &path, (1600, 600)) {
+            Ok(()) => self
+                .state
+                .message(Level::Info, format!("saved {}", path.display())),
+            Err(err) => self.state.message(Level::Error, err.to_string()),
+        }
+    }
+
+    /// The current run's shown (smoothed) curves as CSV.
+    fn export_csv(&mut self) {
+        use self::state::Quantity;
+        let Some(run) = self.state.current_run() else {
+            self.state
+                .message(Level::Warning, "no current run to export");
+            return;
+        };
+        let quantities = [
+            Quantity::Loss,
+            Quantity::TeacherEntropy,
+            Quantity::Kl,
+            Quantity::BatchMeanEntropy,
+            Quantity::Lr,
+            Quantity::WeightDecay,
+            Quantity::TeacherMomentum,
+            Quantity::TeacherTemp,
+            Quantity::ImagesPerSec,
+        ];
+        let columns: Vec<(String, Vec<(f64, f64)>)> = quantities
+            .iter()
+            .filter_map(|q| {
+                let series = run.series(*q)?;
+                Some((
+                    q.name().to_string(),
+                    series.smoothed().iter().map(|p| (p.x, p.y)).collect(),
+                ))
+            })
+            .collect();
+        let Some(path) = rfd::FileDialog::new()
+            .set_file_name("curves.csv")
+            .add_filter("CSV", &["csv"])
+            .save_file()
+        else {
+            return;
+        };
+        let borrowed: Vec<(&str, &[(f64, f64)])> = columns
+            .iter()
+            .map(|(name, points)| (name.as_str(), points.as_slice()))
+            .collect();
+        match crate::figure::write_series_csv(&path, &borrowed) {
+            Ok(()) => self
+                .state
+                .message(Level::Info, format!("saved {}", path.display())),
+            Err(err) => self.state.message(Level::Error, err.to_string()),
+        }
+    }
+
     /// Continues a run from its newest checkpoint (or the checkpoint `path` names).
     pub fn resume_run(&mut self, path: PathBuf) {
         let label = format!(
@@ -1062,7 +1146,23 @@ impl eframe::App for DinoscopeApp {
                 return;
             }
             egui::ScrollArea::vertical().show(ui, |ui| {
-                ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
+                ui.horizontal(|ui| {
+                    ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
+                    if ui
+                        .small_button("Export figure...")
+                        .on_hover_text("The paper's Fig. 7 pair (h(Pt) and KL vs step) of every shown run with a run directory, as PNG or SVG.")
+                        .clicked()
+                    {
+                        self.export_figure();
+                    }
+                    if ui
+                        .small_button("Export CSV...")
+                        .on_hover_text("The current run's curves as shown (smoothed), one column per quantity.")
+                        .clicked()
+                    {
+                        self.export_csv();
+                    }
+                });
                 let height = (ui.available_height() * 0.45).max(220.0);
                 plots::decomposition_plot_ui(ui, &self.state, height);
                 let evaluated = self

@@ -106,3 +106,63 @@ fn bad_config_exits_with_a_message() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn plot_draws_two_trained_runs_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["run-alpha", "run-beta"] {
+        let output = dinoscope()
+            .args([
+                "train",
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+                "--log-every",
+                "0",
+                "--out",
+            ])
+            .arg(dir.path().join(name))
+            .args(MICRO)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let fig = dir.path().join("fig7.svg");
+    let output = dinoscope()
+        .args(["plot", "--runs"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&fig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 runs"), "{stdout}");
+    let svg = std::fs::read_to_string(&fig).unwrap();
+    for needle in ["run-alpha", "run-beta", "ln K = 3.47"] {
+        assert!(svg.contains(needle), "{needle} missing from the SVG");
+    }
+    // The k-NN monitor ran too (the embedded data has labels); the 3-step run is shorter than
+    // an epoch, so only the random-init row.
+    let knn = std::fs::read_to_string(dir.path().join("run-alpha/knn.csv")).unwrap();
+    assert_eq!(knn.lines().count(), 2, "{knn}");
+    // Not a run directory.
+    let output = dinoscope()
+        .args(["plot", "--runs"])
+        .arg(dir.path().join("run-alpha/checkpoint-00000003"))
+        .arg("--out")
+        .arg(dir.path().join("x.png"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+}

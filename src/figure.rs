@@ -1,0 +1,538 @@
+//! Paper-quality figures of saved runs with plotters, as PNG or SVG: the Fig. 7 pair (h(Pt) and
+//! KL vs step, several runs, the ln K line), the loss decomposition, and the k-NN curve. Text
+//! is drawn with a font embedded in the binary (egui's Ubuntu Light, Ubuntu Font Licence 1.0),
+//! so no system font library is needed.
+
+use crate::run::{read_eval_rows, read_step_metrics, EvalRow, EVAL_FILE};
+use crate::trainer::StepMetrics;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error("{path}: unsupported figure format `{extension}`; use .png or .svg")]
+    Format { path: PathBuf, extension: String },
+    #[error(
+        "{path} has no metrics.csv with complete rows; pass run directories written by dinoscope"
+    )]
+    NoMetrics { path: PathBuf },
+    #[error("none of the runs has k-NN results (knn.csv); train with data.knn_every_epochs > 0")]
+    NoKnn,
+    #[error("no runs given")]
+    NoRuns,
+    #[error("cannot draw {path}: {reason}")]
+    Draw { path: PathBuf, reason: String },
+}
+
+/// Which figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FigureKind {
+    /// h(Pt) and KL(Pt‖Ps) side by side, as the paper's Fig. 7.
+    Collapse,
+    /// Loss, h(Pt), KL and h(mean Pt).
+    Loss,
+    /// Teacher k-NN top-1 (solid) and top-5 (dashed).
+    Knn,
+}
+
+/// A run read back for plotting.
+pub struct PlotRun {
+    pub name: String,
+    pub metrics: Vec<StepMetrics>,
+    pub ln_k: Option<f64>,
+    pub evals: Vec<EvalRow>,
+}
+
+impl PlotRun {
+    pub fn read(dir: &Path) -> Result<Self, FigureError> {
+        let no_metrics = || FigureError::NoMetrics {
+            path: dir.to_path_buf(),
+        };
+        let metrics = read_step_metrics(&dir.join("metrics.csv")).map_err(|_| no_metrics())?;
+        if metrics.is_empty() {
+            return Err(no_metrics());
+        }
+        let ln_k = crate::config::Config::from_file(&dir.join("config.toml"))
+            .ok()
+            .map(|c| (c.dino.out_dim as f64).ln());
+        Ok(Self {
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string()),
+            metrics,
+            ln_k,
+            evals: read_eval_rows(&dir.join(EVAL_FILE)),
+        })
+    }
+}
+
+/// Distinct, colour-blind-friendly run colours (Okabe–Ito).
+const RUN_COLOURS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+const FONT: &str = "dinoscope-sans";
+
+fn register_font() {
+    // Registering twice is harmless; a font the parser rejects leaves plotters' fallback.
+    let _ =
+        plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+}
+
+/// Draws `kind` for `runs` into `path` (.png or .svg), `size_px` = (width, height), atomically.
+pub fn render_figure(
+    runs: &[PlotRun],
+    kind: FigureKind,
+    path: &Path,
+    size_px: (u32, u32),
+) -> Result<(), FigureError> {
+    if runs.is_empty() {
+        return Err(FigureError::NoRuns);
+    }
+    if kind == FigureKind::Knn
+        && runs
+            .iter()
+            .all(|r| r.evals.iter().all(|e| e.top1.is_none()))
+    {
+        return Err(FigureError::NoKnn);
+    }
+    register_font();
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let draw_error = |reason: String| FigureError::Draw {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = match extension.as_str() {
+        "svg" => {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size_px).into_drawing_area();
+                draw(&root, runs, kind).map_err(draw_error)?;
+                root.present().map_err(|e| draw_error(e.to_string()))?;
+            }
+            svg.into_bytes()
+        }
+        "png" => {
+            let (w, h) = size_px;
+            let mut rgb = vec![0u8; (w * h * 3) as usize];
+            {
+                let root = BitMapBackend::with_buffer(&mut rgb, size_px).into_drawing_area();
+                draw(&root, runs, kind).map_err(draw_error)?;
+                root.present().map_err(|e| draw_error(e.to_string()))?;
+            }
+            let image = image::RgbImage::from_raw(w, h, rgb)
+                .ok_or_else(|| draw_error("bitmap size mismatch".into()))?;
+            let mut png = std::io::Cursor::new(Vec::new());
+            image
+                .write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| draw_error(e.to_string()))?;
+            png.into_inner()
+        }
+        other => {
+            return Err(FigureError::Format {
+                path: path.to_path_buf(),
+                extension: other.to_string(),
+            })
+        }
+    };
+    crate::run::write_atomically(path, &bytes).map_err(|e| draw_error(e.to_string()))
+}
+
+type Series = Vec<(f64, f64)>;
+
+/// One line of a panel: legend name, points, colour index and whether it is dashed.
+struct Curve {
+    name: String,
+    points: Series,
+    colour: usize,
+    dashed: bool,
+}
+
+impl Curve {
+    fn solid(name: String, points: Series, colour: usize) -> Self {
+        Self {
+            name,
+            points,
+            colour,
+            dashed: false,
+        }
+    }
+}
+
+/// The quantities the figures show: name and how to read it from a metrics row.
+type Quantity = (&'static str, fn(&StepMetrics) -> f64);
+const LOSS: Quantity = ("loss H(Pt,Ps)", |m| m.loss);
+const TEACHER_ENTROPY: Quantity = ("h(Pt)", |m| m.teacher_entropy);
+const KL: Quantity = ("KL(Pt || Ps)", |m| m.kl);
+const BATCH_MEAN_ENTROPY: Quantity = ("h(mean Pt)", |m| m.batch_mean_entropy);
+
+/// The quantity per step, as a centred running mean over about 1/64 of the run (per-step
+/// values are noisy; a figure shows the trend, as the paper's per-epoch curves).
+fn quantity_series(run: &PlotRun, quantity: Quantity) -> Series {
+    let values: Vec<f64> = run.metrics.iter().map(|m| (quantity.1)(m)).collect();
+    let half = values.len() / 128;
+    run.metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let window = &values[i.saturating_sub(half)..(i + half + 1).min(values.len())];
+            (
+                m.step as f64,
+                window.iter().sum::<f64>() / window.len() as f64,
+            )
+        })
+        .collect()
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    runs: &[PlotRun],
+    kind: FigureKind,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    match kind {
+        FigureKind::Collapse => {
+            let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+            let ln_k = runs.iter().find_map(|r| r.ln_k);
+            let h: Vec<Curve> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, TEACHER_ENTROPY), i))
+                .collect();
+            let kl: Vec<Curve> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, KL), i))
+                .collect();
+            panel(&left, "Teacher entropy h(Pt)", "nats", &h, ln_k, true)?;
+            panel(&right, "KL(Pt || Ps)", "nats", &kl, None, true)?;
+        }
+        FigureKind::Loss => {
+            let mut curves = Vec::new();
+            for (r, run) in runs.iter().enumerate() {
+                for (q, quantity) in [LOSS, TEACHER_ENTROPY, KL, BATCH_MEAN_ENTROPY]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let name = if runs.len() == 1 {
+                        quantity.0.to_string()
+                    } else {
+                        format!("{} · {}", run.name, quantity.0)
+                    };
+                    curves.push(Curve {
+                        name,
+                        points: quantity_series(run, quantity),
+                        colour: q,
+                        // Later runs dashed: colours name the quantity.
+                        dashed: r > 0,
+                    });
+                }
+            }
+            let ln_k = runs.iter().find_map(|r| r.ln_k);
+            panel(
+                root,
+                "DINO loss = h(Pt) + KL(Pt || Ps)",
+                "nats",
+                &curves,
+                ln_k,
+                true,
+            )?;
+        }
+        FigureKind::Knn => {
+            let mut curves = Vec::new();
+            let x_max = runs
+                .iter()
+                .flat_map(|r| r.evals.iter().map(|e| e.step as f64))
+                .fold(1.0f64, f64::max);
+            for (r, run) in runs.iter().enumerate() {
+                let series = |value: fn(&EvalRow) -> Option<f64>| -> Series {
+                    run.evals
+                        .iter()
+                        .filter_map(|e| Some((e.step as f64, value(e)?)))
+                        .collect()
+                };
+                let top1 = series(|e| e.top1);
+                if top1.is_empty() {
+                    continue;
+                }
+                curves.push(Curve::solid(format!("{} · top-1", run.name), top1, r));
+                curves.push(Curve {
+                    name: format!("{} · top-5", run.name),
+                    points: series(|e| e.top5),
+                    colour: r,
+                    dashed: true,
+                });
+                if let Some(first) = run
+                    .evals
+                    .first()
+                    .filter(|e| e.step == 0)
+                    .and_then(|e| e.top1)
+                {
+                    curves.push(Curve {
+                        name: format!("{} · top-1 at random init", run.name),
+                        points: vec![(0.0, first), (x_max, first)],
+                        colour: RUN_COLOURS.len() - 1,
+                        dashed: true,
+                    });
+                }
+            }
+            panel(
+                root,
+                "Teacher k-NN accuracy (k = 20, T = 0.07)",
+                "%",
+                &curves,
+                None,
+                false,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One chart: the curves, the optional ln K line and the 0 line.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    curves: &[Curve],
+    ln_k: Option<f64>,
+    zero_line: bool,
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let x_max = curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let y_values = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
+    let (y_min, y_max) = y_values
+        .chain(ln_k)
+        .filter(|v| v.is_finite())
+        .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = ((y_max - y_min) * 0.06).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 22))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_desc("step")
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(|e| err(&e))?;
+    if zero_line {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (x_max, 0.0)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
+    }
+    if let Some(ln_k) = ln_k {
+        let grey = RGBColor(110, 110, 110);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, ln_k), (x_max, ln_k)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("ln K = {ln_k:.2} (uniform)"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+    }
+    for curve in curves {
+        let colour = RUN_COLOURS[curve.colour % RUN_COLOURS.len()];
+        let style = colour.stroke_width(2);
+        let points = curve.points.iter().copied();
+        let drawn = if curve.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points, 8, 5, style))
+                .map_err(|e| err(&e))?
+        } else {
+            chart
+                .draw_series(LineSeries::new(points, style))
+                .map_err(|e| err(&e))?
+        };
+        drawn
+            .label(curve.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font((FONT, 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Writes one curve per column (step first) as CSV: what a plot shows, for other tools.
+pub fn write_series_csv(
+    path: &Path,
+    columns: &[(&str, &[(f64, f64)])],
+) -> Result<(), crate::run::RunError> {
+    let mut steps: Vec<f64> = columns
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    steps.dedup();
+    let mut text = String::from("step");
+    for (name, _) in columns {
+        text.push(',');
+        text.push_str(&name.replace(',', ";"));
+    }
+    text.push('\n');
+    for step in steps {
+        text.push_str(&format!("{step}"));
+        for (_, series) in columns {
+            text.push(',');
+            if let Some((_, v)) = series.iter().find(|p| p.0 == step) {
+                text.push_str(&format!("{v}"));
+            }
+        }
+        text.push('\n');
+    }
+    crate::run::write_atomically(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, steps: usize, knn: bool) -> PlotRun {
+        let metrics = (0..steps)
+            .map(|i| StepMetrics {
+                step: i,
+                epoch: i / 10,
+                loss: 5.0 - i as f64 * 0.01,
+                teacher_entropy: 4.0 - i as f64 * 0.01,
+                kl: 1.0,
+                batch_mean_entropy: 5.0,
+                lr: 1e-3,
+                weight_decay: 0.04,
+                teacher_momentum: 0.996,
+                teacher_temp: 0.04,
+                images_per_sec: 50.0,
+                step_secs: 0.5,
+                data_wait_secs: 0.0,
+                local_crops: 6,
+                centering: true,
+                sharpening: true,
+                warnings: Vec::new(),
+            })
+            .collect();
+        let evals = if knn {
+            vec![
+                EvalRow {
+                    step: 0,
+                    epoch: 0,
+                    top1: Some(40.0),
+                    top5: Some(90.0),
+                    jaccard: None,
+                },
+                EvalRow {
+                    step: steps,
+                    epoch: 1,
+                    top1: Some(55.0),
+                    top5: Some(97.0),
+                    jaccard: None,
+                },
+            ]
+        } else {
+            Vec::new()
+        };
+        PlotRun {
+            name: name.into(),
+            metrics,
+            ln_k: Some(1024f64.ln()),
+            evals,
+        }
+    }
+
+    #[test]
+    fn collapse_figure_as_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [run("healthy", 50, true), run("no-centering", 30, false)];
+        let svg = dir.path().join("fig7.svg");
+        render_figure(&runs, FigureKind::Collapse, &svg, (1200, 500)).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for needle in [
+            "healthy",
+            "no-centering",
+            "ln K = 6.93",
+            "Teacher entropy h(Pt)",
+            "KL(Pt || Ps)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing");
+        }
+        let png = dir.path().join("loss.png");
+        render_figure(&runs, FigureKind::Loss, &png, (800, 400)).unwrap();
+        let picture = image::open(&png).unwrap();
+        assert_eq!((picture.width(), picture.height()), (800, 400));
+        let knn = dir.path().join("knn.svg");
+        render_figure(&runs, FigureKind::Knn, &knn, (800, 400)).unwrap();
+        assert!(std::fs::read_to_string(&knn)
+            .unwrap()
+            .contains("top-1 at random init"));
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [run("a", 5, false)];
+        let err = render_figure(
+            &runs,
+            FigureKind::Collapse,
+            &dir.path().join("f.jpg"),
+            (400, 300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jpg") && err.contains(".svg"), "{err}");
+        let err = render_figure(
+            &runs,
+            FigureKind::Knn,
+            &dir.path().join("k.svg"),
+            (400, 300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("knn.csv"), "{err}");
+        assert!(PlotRun::read(dir.path()).is_err());
+    }
+
+    #[test]
+    fn series_csv_has_one_column_per_curve() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.csv");
+        write_series_csv(
+            &path,
+            &[("h(Pt)", &[(0.0, 1.0), (1.0, 2.0)]), ("KL", &[(1.0, 0.5)])],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "step,h(Pt),KL\n0,1,\n1,2,0.5\n");
+    }
+}
