@@ -62,6 +62,9 @@ struct AppArgs {
     /// Open on the attention view.
     #[arg(long)]
     attention: bool,
+    /// Short side in pixels of the images the attention view feeds the network.
+    #[arg(long, value_name = "N")]
+    attention_size: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -227,6 +230,9 @@ struct BenchArgs {
     /// Image size for the attention workload: N (short side) or WxH.
     #[arg(long, value_name = "N | WxH", default_value = "480")]
     size: String,
+    /// Attention workload: also the patch-feature PCA, as the app computes (one full pass).
+    #[arg(long)]
+    pca: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -282,6 +288,7 @@ fn open_app(args: AppArgs) -> Result<()> {
         open_attention: args.attention || args.weights.is_some(),
         weights: args.weights,
         images: args.image,
+        attention_short_side_px: args.attention_size,
         device: args.device,
         runs_root: Some(args.runs_dir),
         screenshot,
@@ -869,8 +876,12 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
     let mut secs = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps.max(1) {
         let started = Instant::now();
-        let maps = attention_maps(&backbone, &image, target, &selected.device)
-            .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
+        let maps = if args.pca {
+            dinoscope::attention::attention_and_pca(&backbone, &image, target, &selected.device)
+        } else {
+            attention_maps(&backbone, &image, target, &selected.device)
+        }
+        .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
         // Masks of every head and of the mean are part of "all maps".
         for head in &maps.heads {
             std::hint::black_box(mass_mask(head, 0.6));

@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub images: Vec<PathBuf>,
     /// Open on the attention view instead of the training curves.
     pub open_attention: bool,
+    /// Short side of the images fed to the network in the attention view (`None`: default).
+    pub attention_short_side_px: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -204,6 +206,7 @@ impl DinoscopeApp {
         if app.options.open_attention {
             app.central_tab = CentralTab::Attention;
         }
+        app.attention.short_side_px = app.options.attention_short_side_px;
         let images = app.options.images.clone();
         if !images.is_empty() {
             app.attention.add_files(images, &mut app.state);

@@ -23,6 +23,7 @@ fn options() -> AppOptions {
         weights: None,
         images: Vec::new(),
         open_attention: false,
+        attention_short_side_px: None,
     }
 }
 
