@@ -254,6 +254,9 @@ struct ActiveRun {
     pending_markers: Vec<Toggle>,
     /// Held-out data for the k-NN / Jaccard monitor (`None`: the data has no labels).
     eval: Option<crate::eval::EvalData>,
+    /// Whether the random-init row (step 0) exists; it is computed with the first evaluation,
+    /// not at Start, so the first training step is not delayed.
+    eval_baseline_done: bool,
 }
 
 struct Worker {
@@ -424,6 +427,7 @@ impl Worker {
             ln_k: trainer.ln_k(),
         });
         let eval = self.eval_data(trainer.config());
+        let eval_baseline_done = false;
         self.run = Some(ActiveRun {
             id: run_id,
             trainer,
@@ -431,9 +435,8 @@ impl Worker {
             paused,
             pending_markers: Vec::new(),
             eval,
+            eval_baseline_done,
         });
-        // The random-init line the learned features are compared with.
-        self.evaluate();
         self.status(if paused {
             WorkerStatus::Paused
         } else {
@@ -455,28 +458,58 @@ impl Worker {
         }
     }
 
-    /// k-NN and Jaccard of the current teacher, reported and appended to knn.csv.
+    /// k-NN and Jaccard of the current teacher, reported and appended to knn.csv; the first
+    /// time also of the same network at random init (rebuilt from the seed: the initial
+    /// weights are a pure function of it), reported as step 0.
     fn evaluate(&mut self) {
         let Some(run) = &self.run else { return };
+        if run.eval.is_none() {
+            return;
+        }
+        if !run.eval_baseline_done {
+            let config = run.trainer.config();
+            let vit = crate::model::VitConfig {
+                arch: config.vit_arch(),
+                patch_size: config.model.patch_size,
+                img_size: config.data.global_crop_size as usize,
+                drop_path_rate: 0.0,
+            };
+            let initial = crate::model::VisionTransformer::new(
+                &vit,
+                &mut crate::model::HostInit::new(config.seed),
+                run.trainer.device(),
+            );
+            self.evaluate_backbone(&initial, 0, 0);
+            if let Some(run) = &mut self.run {
+                run.eval_baseline_done = true;
+            }
+        }
+        let Some(run) = &self.run else { return };
+        let (step, epoch) = (run.trainer.steps_done(), run.trainer.epoch());
+        let teacher = run.trainer.teacher().backbone.clone();
+        self.evaluate_backbone(&teacher, step, epoch);
+    }
+
+    fn evaluate_backbone(
+        &self,
+        backbone: &crate::model::VisionTransformer,
+        step: usize,
+        epoch: usize,
+    ) {
+        let Some(run) = &self.run else { return };
         let Some(eval) = &run.eval else { return };
-        let backbone = &run.trainer.teacher().backbone;
         let device = run.trainer.device();
         let knn = match eval.knn(backbone, device) {
             Ok(result) => Some(result),
             Err(err) => {
-                let message = format!("k-NN skipped: {err}");
-                self.emit(Event::Warning(message));
+                self.emit(Event::Warning(format!("k-NN skipped: {err}")));
                 None
             }
         };
-        let Some(run) = &self.run else { return };
-        let jaccard = run
-            .eval
-            .as_ref()
-            .and_then(|eval| eval.jaccard(&run.trainer.teacher().backbone, run.trainer.device()));
+        let jaccard = eval.jaccard(backbone, device);
         let point = crate::eval::EvalPoint {
-            step: run.trainer.steps_done(),
-            epoch: run.trainer.epoch(),
+            step,
+            epoch,
             knn,
             jaccard,
         };
@@ -485,9 +518,8 @@ impl Worker {
                 self.emit(Event::Warning(err.to_string()));
             }
         }
-        let run_id = run.id;
         self.emit(Event::Eval {
-            run_id,
+            run_id: run.id,
             point: Box::new(point),
         });
     }
@@ -556,10 +588,16 @@ impl Worker {
             first_step,
             history,
         });
+        let mut eval_baseline_done = false;
         if let Some(writer) = &writer {
             match writer.truncate_evals(first_step) {
-                Ok(rows) => self.emit(Event::EvalHistory { run_id, rows }),
-                Err(err) => self.emit(Event::Warning(err.to_string())),
+                Ok(rows) => {
+                    eval_baseline_done = rows.iter().any(|r| r.step == 0);
+                    self.emit(Event::EvalHistory { run_id, rows });
+                }
+                Err(err) => {
+                    self.emit(Event::Warning(err.to_string()));
+                }
             };
         }
         let eval = self.eval_data(trainer.config());
@@ -570,6 +608,7 @@ impl Worker {
             paused,
             pending_markers: Vec::new(),
             eval,
+            eval_baseline_done,
         });
         self.status(if paused {
             WorkerStatus::Paused
