@@ -625,6 +625,16 @@ impl DinoscopeApp {
         if ready && !self.screenshot_requested {
             self.screenshot_requested = true;
             self.send(Command::Pause);
+            // The UI-under-load numbers BENCHMARKS.md reports, measured while training ran.
+            if let Some((median, p95)) = self.frame_time_ms() {
+                eprintln!(
+                    "ui: frame CPU time median {median:.1} ms, p95 {p95:.1} ms over the last {} frames; first point after {}",
+                    self.frame_secs.len(),
+                    self.first_point_secs
+                        .map(|s| format!("{s:.1} s"))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
             let done = self.screenshot_done.clone();
             let path = request.path.clone();
             let repaint = ctx.clone();
