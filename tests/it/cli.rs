@@ -166,3 +166,72 @@ fn plot_draws_two_trained_runs_as_svg() {
     assert!(!output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
 }
+
+#[test]
+fn resume_continues_the_csv_and_knn_evaluates_saved_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let train = |extra: &[&str]| {
+        dinoscope()
+            .args(["train", "--device", "cpu", "--log-every", "0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run.to_str().unwrap();
+    let mut args = vec!["--steps", "6", "--checkpoint-every", "3", "--out", out];
+    args.extend(MICRO);
+    let output = train(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let full = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    // As if killed after step 3: only the first checkpoint survives.
+    std::fs::remove_dir_all(run.join("checkpoint-00000006")).unwrap();
+    let output = train(&["--resume", out]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("at step 3 of 6"), "{stderr}");
+    let resumed = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    // Every column but the wall-clock ones (images_per_sec, step_secs, data_wait_secs).
+    let stable = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                [&f[..10], &f[13..]].concat().join(",")
+            })
+            .collect()
+    };
+    assert_eq!(stable(&resumed), stable(&full));
+    // Options that would change the run are refused with --resume.
+    let output = train(&["--resume", out, "--steps", "9"]);
+    assert!(!output.status.success());
+
+    let output = dinoscope()
+        .args([
+            "knn",
+            "--device",
+            "cpu",
+            "--weights",
+            out,
+            "--max-train",
+            "64",
+            "--max-val",
+            "32",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("weights: top-1") && stdout.contains("random init: top-1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("attention Jaccard best head"), "{stdout}");
+}
