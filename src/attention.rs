@@ -235,7 +235,10 @@ pub fn attention_and_pca(
     let cls_rows = out.last_attention.slice(s![0..1, .., 0..1, 1..tokens]);
     let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
-    let features = out.patch_tokens.into_data_as::<f32>();
+    let features = out
+        .tokens
+        .slice(s![0..1, 1..tokens, ..])
+        .into_data_as::<f32>();
     let features = features.as_slice::<f32>().ok()?;
     if values.len() != heads * patches || patches != out.grid.0 * out.grid.1 {
         return None;

@@ -262,8 +262,9 @@ pub struct BackboneOutput {
     pub last_attention: Tensor<4>,
     /// Patch grid (rows, cols) of this input.
     pub grid: (usize, usize),
-    /// Final-LayerNorm patch tokens `[B, N, D]` (CLS excluded), for the patch-feature PCA.
-    pub patch_tokens: Tensor<3>,
+    /// Final-LayerNorm tokens `[B, 1+N, D]` (CLS first), for the patch-feature PCA; shares the
+    /// pass's buffer, so training pays nothing for it.
+    pub tokens: Tensor<3>,
 }
 
 #[derive(Module, Debug)]
@@ -381,8 +382,7 @@ impl VisionTransformer {
             last_attention = Some(attn);
         }
         let x = self.norm.forward(x);
-        let tokens = 1 + grid.0 * grid.1;
-        let patch_tokens = x.clone().slice(s![.., 1..tokens, ..]);
+        let tokens = x.clone();
         let cls = x.slice(s![.., 0..1, ..]).reshape([batch, dim]);
         let last_attention = last_attention
             .unwrap_or_else(|| Tensor::zeros([batch, self.num_heads, 1, 1], &cls.device()));
@@ -390,7 +390,7 @@ impl VisionTransformer {
             cls,
             last_attention,
             grid,
-            patch_tokens,
+            tokens,
         }
     }
 }
