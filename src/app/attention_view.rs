@@ -418,9 +418,15 @@ impl AttentionView {
         step_key: &str,
     ) -> Option<egui::TextureHandle> {
         let image = self.images.get(image_index)?.clone();
+        // The caption alone does not change when maps arrive for the same weights: the
+        // maps' fingerprint is part of the key.
         let key = format!(
-            "{}|{step_key}|{choice:?}|{:.3}|{:.2}|{}",
-            image.key, self.threshold, self.heat_opacity, self.contour
+            "{}|{step_key}|{}|{choice:?}|{:.3}|{:.2}|{}",
+            image.key,
+            maps.map_or(0, fingerprint),
+            self.threshold,
+            self.heat_opacity,
+            self.contour
         );
         if let Some((k, texture)) = self.textures.get(slot) {
             if *k == key {
@@ -452,7 +458,7 @@ impl AttentionView {
         maps: &AttentionMaps,
         step_key: &str,
     ) -> egui::TextureHandle {
-        let key = format!("{step_key}|{}|pca", self.selected);
+        let key = format!("{step_key}|{}|{}|pca", self.selected, fingerprint(maps));
         if let Some((k, texture)) = self.textures.get("pca") {
             if *k == key {
                 return texture.clone();
@@ -896,6 +902,16 @@ impl Default for AttentionView {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A cheap identity of a set of maps for texture caches (grid, size and the values' bits).
+fn fingerprint(maps: &AttentionMaps) -> u64 {
+    let mut hash = (maps.grid_rows as u64) << 32 ^ maps.grid_cols as u64;
+    hash ^= (maps.resized_px.0 as u64) << 16 ^ maps.resized_px.1 as u64;
+    for value in maps.heads.iter().flatten() {
+        hash = hash.rotate_left(5) ^ value.to_bits() as u64;
+    }
+    hash
 }
 
 fn truncate(text: &str, chars: usize) -> String {
