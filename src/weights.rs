@@ -130,7 +130,7 @@ pub enum WeightsError {
         first: String,
     },
     #[error(
-        "{path}: width {embed_dim} has no official head count (192→3, 384→6, 768→12); pass --heads"
+        "{path}: width {embed_dim} has no official head count (192→3, 384→6, 768→12); give the head count (--heads, or the heads box of the attention view)"
     )]
     UnknownHeads { path: PathBuf, embed_dim: usize },
     #[error("{path}: {what}")]
