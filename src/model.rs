@@ -237,6 +237,18 @@ fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) ->
 }
 
 impl Block {
+    /// As [`Block::forward`] without the attention probabilities (fused attention).
+    pub fn forward_fused(&self, x: Tensor<3>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
+        let attended = self.attn.forward_fused(self.norm1.forward(x.clone()));
+        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
+        x.clone()
+            + drop_path(
+                self.mlp.forward(self.norm2.forward(x)),
+                self.drop_path_prob,
+                rng,
+            )
+    }
+
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -375,11 +387,17 @@ impl VisionTransformer {
         let cls = self.cls_token.val().expand([batch, 1, dim]);
         let mut x =
             Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        // Only the last block's probabilities are returned: the others use fused attention.
         let mut last_attention = None;
-        for block in &self.blocks {
-            let (next, attn) = block.forward(x, rng.as_deref_mut());
-            x = next;
-            last_attention = Some(attn);
+        let last = self.blocks.len().saturating_sub(1);
+        for (i, block) in self.blocks.iter().enumerate() {
+            if i < last {
+                x = block.forward_fused(x, rng.as_deref_mut());
+            } else {
+                let (next, attn) = block.forward(x, rng.as_deref_mut());
+                x = next;
+                last_attention = Some(attn);
+            }
         }
         let x = self.norm.forward(x);
         let tokens = x.clone();
@@ -417,13 +435,43 @@ impl VisionTransformer {
             );
         };
         for block in earlier {
-            x = block.forward(x, None).0;
+            x = block.forward_fused(x, None);
         }
         (last.attn.cls_attention(last.norm1.forward(x)), grid)
     }
 }
 
 impl Attention {
+    /// The same output as [`Attention::forward`] without keeping the probabilities: burn's
+    /// fused scaled-dot-product attention (flash or naive kernels on the CPU backend, no
+    /// materialised score matrix per block), for passes that need no attention map.
+    pub fn forward_fused(&self, x: Tensor<3>) -> Tensor<3> {
+        use burn::tensor::module::attention;
+        use burn::tensor::ops::AttentionModuleOptions;
+        let [batch, tokens, dim] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = dim / heads;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([batch, tokens, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| {
+            qkv.clone()
+                .slice(s![i..i + 1])
+                .reshape([batch, heads, tokens, head_dim])
+        };
+        let options = AttentionModuleOptions {
+            scale: Some((head_dim as f64).powf(-0.5)),
+            softcap: None,
+            is_causal: false,
+        };
+        let out = attention(part(0), part(1), part(2), None, None, options)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, dim]);
+        self.proj.forward(out)
+    }
+
     /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
     pub fn cls_attention(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, tokens, dim] = x.dims();
