@@ -377,6 +377,25 @@ impl VisionTransformer {
         Tensor::cat(vec![class_pos, resized], 1)
     }
 
+    /// The final-norm CLS feature `[B, D]` alone (training, k-NN): every block uses fused
+    /// attention, since no attention map is wanted.
+    pub fn forward_cls(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<2> {
+        let [batch, _, height, width] = images.dims();
+        let p = self.patch_size();
+        let grid = (height / p, width / p);
+        let dim = self.embed_dim();
+        let patches = self.patch_embed.forward(images);
+        let cls = self.cls_token.val().expand([batch, 1, dim]);
+        let mut x =
+            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        for block in &self.blocks {
+            x = block.forward_fused(x, rng.as_deref_mut());
+        }
+        self.norm
+            .forward(x.slice(s![.., 0..1, ..]))
+            .reshape([batch, dim])
+    }
+
     /// Tokens → blocks → final norm. `rng` enables stochastic depth (student only).
     pub fn forward(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> BackboneOutput {
         let [batch, _, height, width] = images.dims();
@@ -627,8 +646,6 @@ pub struct DinoModel {
 /// Head output of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
 pub struct MultiCropOutput {
     pub logits: Tensor<2>,
-    /// Last-block attention of the first resolution group (the global crops).
-    pub global_attention: Tensor<4>,
 }
 
 impl DinoModel {
@@ -660,23 +677,12 @@ impl DinoModel {
         groups: Vec<Tensor<4>>,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> MultiCropOutput {
-        let mut features = Vec::with_capacity(groups.len());
-        let mut global_attention = None;
-        for images in groups {
-            let out = self.backbone.forward(images, rng.as_deref_mut());
-            if global_attention.is_none() {
-                global_attention = Some(out.last_attention);
-            }
-            features.push(out.cls);
-        }
-        let features = Tensor::cat(features, 0);
-        let global_attention = match global_attention {
-            Some(attn) => attn,
-            None => Tensor::zeros([1, 1, 1, 1], &features.device()),
-        };
+        let features: Vec<Tensor<2>> = groups
+            .into_iter()
+            .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
+            .collect();
         MultiCropOutput {
-            logits: self.head.forward(features),
-            global_attention,
+            logits: self.head.forward(Tensor::cat(features, 0)),
         }
     }
 }
