@@ -263,7 +263,25 @@ pub fn load_run_teacher(
     device: &Device,
 ) -> Result<(DinoModel, Config), CheckpointError> {
     let (model_path, config_path) = run_files(weights);
-    let config = Config::from_file(&config_path)?;
+    load_model_file(&model_path, &config_path, device)
+}
+
+/// The student of the newest checkpoint of a run (or of the checkpoint directory given).
+pub fn load_run_student(
+    path: &Path,
+    device: &Device,
+) -> Result<(DinoModel, Config), CheckpointError> {
+    let files = CheckpointFiles::in_dir(&resolve_checkpoint(path)?);
+    load_model_file(&files.student, &files.config, device)
+}
+
+/// A `DinoModel` burnpack next to the config that describes it, without drop path.
+fn load_model_file(
+    model_path: &Path,
+    config_path: &Path,
+    device: &Device,
+) -> Result<(DinoModel, Config), CheckpointError> {
+    let config = Config::from_file(config_path)?;
     let vit = VitConfig {
         arch: config.vit_arch(),
         patch_size: config.model.patch_size,
@@ -280,17 +298,16 @@ pub fn load_run_teacher(
     );
     if !model_path.is_file() {
         return Err(CheckpointError::Read {
-            path: model_path,
+            path: model_path.to_path_buf(),
             reason: "no such file".into(),
         });
     }
-    let model = skeleton
-        .try_load_file(&model_path)
+    let mut model = skeleton
+        .try_load_file(model_path)
         .map_err(|err| CheckpointError::Read {
-            path: model_path.clone(),
+            path: model_path.to_path_buf(),
             reason: format!("{err:?}"),
         })?;
-    let mut model = model;
     model.backbone = model.backbone.without_drop_path();
     Ok((model, config))
 }

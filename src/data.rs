@@ -723,6 +723,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn any_pixel_format_loads_as_rgb8_and_huge_images_are_downscaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        // 16-bit RGB: the high byte is kept.
+        image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(4, 3, image::Rgb([65535, 32768, 0]))
+            .save(path("deep.png"))
+            .unwrap();
+        let rgb = load_rgb(&path("deep.png")).unwrap();
+        assert_eq!(
+            (rgb.dimensions(), rgb.get_pixel(0, 0).0),
+            ((4, 3), [255, 128, 0])
+        );
+        // Grey, grey + alpha, RGBA, and a palette GIF.
+        image::GrayImage::from_pixel(5, 5, image::Luma([77]))
+            .save(path("grey.png"))
+            .unwrap();
+        assert_eq!(
+            load_rgb(&path("grey.png")).unwrap().get_pixel(2, 2).0,
+            [77, 77, 77]
+        );
+        image::RgbaImage::from_pixel(3, 3, image::Rgba([10, 20, 30, 0]))
+            .save(path("alpha.png"))
+            .unwrap();
+        assert_eq!(
+            load_rgb(&path("alpha.png")).unwrap().get_pixel(1, 1).0,
+            [10, 20, 30]
+        );
+        image::RgbaImage::from_pixel(6, 4, image::Rgba([200, 0, 0, 255]))
+            .save(path("palette.gif"))
+            .unwrap();
+        let gif = load_rgb(&path("palette.gif")).unwrap();
+        assert_eq!(gif.dimensions(), (6, 4));
+        // A panorama wider than the kept size is downscaled, aspect kept.
+        RgbImage::from_pixel(5000, 100, image::Rgb([1, 2, 3]))
+            .save(path("wide.png"))
+            .unwrap();
+        let wide = load_rgb(&path("wide.png")).unwrap();
+        assert_eq!(wide.width(), MAX_KEPT_SIDE_PX);
+        assert_eq!(wide.height(), 41);
+        // A truncated file: an error naming it.
+        let bytes = std::fs::read(path("wide.png")).unwrap();
+        std::fs::write(path("cut.png"), &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_rgb(&path("cut.png")).unwrap_err().to_string();
+        assert!(err.contains("cut.png"), "{err}");
+        std::fs::write(path("notes.jpg"), "not an image").unwrap();
+        assert!(load_rgb(&path("notes.jpg"))
+            .unwrap_err()
+            .to_string()
+            .contains("notes.jpg"));
+    }
+
+    #[test]
     fn bundled_photos_decode() {
         let photos = sample_photos();
         let names: Vec<&str> = photos.iter().map(|(n, _)| n.as_str()).collect();

@@ -7,7 +7,7 @@
 //! `pos_embed`; heads follow the official convention (64 channels per head: 192→3, 384→6,
 //! 768→12) unless overridden.
 
-use crate::checkpoint::{load_run_teacher, CheckpointError};
+use crate::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use crate::model::{HostInit, VisionTransformer, VitArch, VitConfig};
 use burn::prelude::*;
 use burn::store::{
@@ -199,12 +199,16 @@ fn load_run(
     overrides: &ArchOverrides,
     device: &Device,
 ) -> Result<LoadedBackbone, WeightsError> {
-    if network == Network::Student {
-        return Err(WeightsError::NoStudentInRun {
-            path: path.to_path_buf(),
-        });
-    }
-    let (model, config) = load_run_teacher(path, device)?;
+    // The teacher is saved at the end of every run; the student only in checkpoints.
+    let (model, config) = match network {
+        Network::Teacher => load_run_teacher(path, device)?,
+        Network::Student => load_run_student(path, device).map_err(|err| match err {
+            CheckpointError::NoCheckpoint { .. } => WeightsError::NoStudentInRun {
+                path: path.to_path_buf(),
+            },
+            other => WeightsError::Run(other),
+        })?,
+    };
     let backbone = model.backbone;
     let arch = config.vit_arch();
     check_overrides(path, overrides, arch.embed_dim, config.model.patch_size)?;

@@ -209,6 +209,32 @@ fn resume_continues_the_csv_and_knn_evaluates_saved_weights() {
     let output = train(&["--resume", out, "--steps", "9"]);
     assert!(!output.status.success());
 
+    // The student lives in the checkpoints: `attention --student` finds it there.
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/official_vit/image.png");
+    let output = dinoscope()
+        .args([
+            "attention",
+            "--student",
+            "--size",
+            "32",
+            "--weights",
+            out,
+            "--image",
+        ])
+        .arg(&image)
+        .arg("--out")
+        .arg(dir.path().join("maps"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("student"), "{stdout}");
+
     let output = dinoscope()
         .args([
             "knn",
