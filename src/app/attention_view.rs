@@ -231,8 +231,8 @@ impl AttentionView {
             .collect()
     }
 
-    /// Weights loaded: show them.
-    pub fn weights_loaded(&mut self, info: BackboneInfo) {
+    /// Weights loaded; `show` makes them the source of the maps.
+    pub fn weights_loaded(&mut self, info: BackboneInfo, show: bool) {
         self.loading = false;
         self.weights_path = Some(info.path.clone());
         self.network = info.network;
@@ -241,7 +241,9 @@ impl AttentionView {
             maps: Vec::new(),
             elapsed_secs: None,
         });
-        self.source = MapSource::Loaded;
+        if show {
+            self.source = MapSource::Loaded;
+        }
         self.requests.recompute_loaded = true;
     }
 

@@ -68,6 +68,9 @@ pub struct Prefs {
     pub show_throughput: bool,
     /// Periodic checkpoints of runs with a directory (0 = only on Stop, exit and the button).
     pub checkpoint_every_steps: usize,
+    /// The weights last opened in the attention view, reopened (quietly) at the next launch.
+    pub last_weights: Option<PathBuf>,
+    pub last_weights_heads: Option<usize>,
 }
 
 impl Default for Prefs {
@@ -80,6 +83,8 @@ impl Default for Prefs {
             show_schedules: true,
             show_throughput: true,
             checkpoint_every_steps: 200,
+            last_weights: None,
+            last_weights_heads: None,
         }
     }
 }
@@ -102,8 +107,10 @@ pub struct DinoscopeApp {
     /// Loads external weights and computes their maps off the UI thread.
     pub inference: Option<crate::inference::InferenceHandle>,
     pub central_tab: CentralTab,
-    /// `--weights`, loaded on the first frame.
+    /// `--weights` (or the last session's weights), loaded on the first frame.
     launch_weights: Option<PathBuf>,
+    /// Whether loaded weights become the attention view's source (not for restored ones).
+    show_loaded_weights: bool,
     disk_runs: Vec<PathBuf>,
     disk_runs_listed_at: Option<Instant>,
 }
@@ -145,6 +152,14 @@ impl DinoscopeApp {
             Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
         let worker = WorkerHandle::spawn_with(device, waker.clone());
         let mut app = Self::with_worker(options, prefs, worker.map_err(|e| e.to_string()));
+        // Reopen the last session's weights in the background, without switching views.
+        if app.launch_weights.is_none() {
+            if let Some(path) = app.prefs.last_weights.clone().filter(|p| p.exists()) {
+                app.attention.heads_override = app.prefs.last_weights_heads;
+                app.launch_weights = Some(path);
+                app.show_loaded_weights = false;
+            }
+        }
         app.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
         app.inference = crate::inference::InferenceHandle::spawn(inference_device, waker)
             .map_err(|err| {
@@ -198,6 +213,7 @@ impl DinoscopeApp {
             .ok(),
             central_tab: CentralTab::Curves,
             launch_weights: None,
+            show_loaded_weights: true,
             disk_runs: Vec::new(),
             disk_runs_listed_at: None,
         };
@@ -449,8 +465,14 @@ impl DinoscopeApp {
         }
     }
 
-    /// Asks the inference thread to load weights; the current ones stay until this succeeds.
+    /// Asks the inference thread to load weights and shows them in the attention tab; the
+    /// current ones stay until this succeeds.
     pub fn load_weights(&mut self, path: PathBuf) {
+        self.show_loaded_weights = true;
+        self.request_weights(path);
+    }
+
+    fn request_weights(&mut self, path: PathBuf) {
         let Some(inference) = &self.inference else {
             self.state
                 .message(Level::Error, "the inference thread is not running");
@@ -466,7 +488,9 @@ impl DinoscopeApp {
         });
         if sent {
             self.attention.loading = true;
-            self.central_tab = CentralTab::Attention;
+            if self.show_loaded_weights {
+                self.central_tab = CentralTab::Attention;
+            }
             self.state
                 .message(Level::Info, format!("loading {}...", path.display()));
         } else {
@@ -494,7 +518,10 @@ impl DinoscopeApp {
                         Level::Info,
                         format!("loaded {} in {load_secs:.1} s", info.describe()),
                     );
-                    self.attention.weights_loaded(info);
+                    self.prefs.last_weights = Some(info.path.clone());
+                    self.prefs.last_weights_heads = self.attention.heads_override;
+                    self.attention
+                        .weights_loaded(info, self.show_loaded_weights);
                 }
                 InferenceEvent::Maps {
                     source,
@@ -1104,7 +1131,7 @@ impl eframe::App for DinoscopeApp {
             self.start(false);
         }
         if let Some(path) = self.launch_weights.take() {
-            self.load_weights(path);
+            self.request_weights(path);
         }
         self.drain_events();
         self.drain_inference();
