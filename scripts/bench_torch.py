@@ -162,6 +162,11 @@ WORKLOADS = {
 }
 
 
+# Per timed train step: teacher forward, student forward, loss, backward, optimizer, EMA (secs).
+PHASES = []
+PHASE_NAMES = ["teacher_forward", "student_forward", "loss", "backward", "optimizer", "ema"]
+
+
 def bench_train(name, args):
     c = dict(WORKLOADS[name])
     if args.batch:
@@ -191,18 +196,27 @@ def bench_train(name, args):
     teacher_params = list(teacher.parameters())
 
     def step():
+        laps = [time.perf_counter()]
         teacher_output = teacher(images[:2])
+        laps.append(time.perf_counter())
         student_output = student(images)
+        laps.append(time.perf_counter())
         loss = loss_fn(student_output, teacher_output)
+        value = loss.item()
+        laps.append(time.perf_counter())
         optimizer.zero_grad()
         loss.backward()
+        laps.append(time.perf_counter())
         clip_gradients(student, 3.0)
         optimizer.step()
+        laps.append(time.perf_counter())
         with torch.no_grad():
             m = c["momentum"]
             for param_q, param_k in zip(student_params, teacher_params):
                 param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
-        return loss.item()
+        laps.append(time.perf_counter())
+        PHASES.append([b - a for a, b in zip(laps, laps[1:])])
+        return value
 
     return time_steps(step, args), b
 
@@ -234,6 +248,7 @@ def time_steps(step, args):
     for _ in range(args.warmup):
         step()
     times = []
+    PHASES.clear()
     for _ in range(args.steps):
         started = time.perf_counter()
         step()
@@ -262,6 +277,9 @@ def main():
         f"RESULT workload={args.workload} median_ms={median:.1f} mean_ms={mean:.1f} "
         f"images_per_sec={images * 1e3 / median:.2f} threads={args.threads} torch={torch.__version__}"
     )
+    if PHASES:
+        medians = [statistics.median(column) * 1e3 for column in zip(*PHASES)]
+        print("PHASES " + " ".join(f"{n}={v:.1f}" for n, v in zip(PHASE_NAMES, medians)))
 
 
 if __name__ == "__main__":

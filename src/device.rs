@@ -43,6 +43,29 @@ pub fn hardware_gpu_adapters() -> Vec<String> {
         .collect()
 }
 
+/// Keeps freed tensor buffers in the process instead of handing them back to the kernel.
+///
+/// The CPU backend allocates a fresh buffer for nearly every op, many of them above glibc's
+/// mmap threshold, so by default each step maps, page-faults, zeroes and unmaps the same
+/// megabytes again (the kernel's page clearing was ~6 % of a `tiny` step's samples). Serving
+/// them from the heap and never trimming it costs no more peak memory than the step needs, and
+/// made the `tiny` step ~10 % faster (505 → 455 ms). Both settings go together: setting either
+/// one turns off glibc's adaptive threshold, and the trim setting alone doubles the step time.
+/// Call once, first thing in `main`, before threads start.
+pub fn tune_host_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // glibc's ceiling for the threshold (HEAP_MAX_SIZE / 2 on 64-bit); larger is rejected.
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+        // SAFETY: mallopt only changes allocator tunables; it is called before any other
+        // thread exists, and a rejected setting (return value 0) leaves the default in place.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        }
+    }
+}
+
 pub fn cpu_description() -> String {
     format!("CPU (flex) · {} threads", rayon::current_num_threads())
 }

@@ -174,6 +174,49 @@ impl StepMetrics {
     }
 }
 
+/// Wall time of each phase of the last step, for `dinoscope bench`. On the CPU backend every op
+/// runs eagerly, so the split is exact; on wgpu queued work lands in whichever phase syncs next.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PhaseSecs {
+    pub data_wait: f64,
+    /// Crops to device tensors.
+    pub upload: f64,
+    pub teacher_forward: f64,
+    pub student_forward: f64,
+    /// Loss graph and reading its statistics back.
+    pub loss: f64,
+    pub backward: f64,
+    /// Gradient clipping, AdamW, weight decay.
+    pub optimizer: f64,
+    pub ema: f64,
+}
+
+impl PhaseSecs {
+    pub const NAMES: [&'static str; 8] = [
+        "data wait",
+        "upload",
+        "teacher forward",
+        "student forward",
+        "loss",
+        "backward",
+        "optimizer",
+        "EMA",
+    ];
+
+    pub fn values(&self) -> [f64; 8] {
+        [
+            self.data_wait,
+            self.upload,
+            self.teacher_forward,
+            self.student_forward,
+            self.loss,
+            self.backward,
+            self.optimizer,
+            self.ema,
+        ]
+    }
+}
+
 /// Settings the toggles change; the schedules read them every step.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveSettings {
@@ -202,6 +245,7 @@ pub struct Trainer {
     total_iters: usize,
     drop_path_rng: ChaCha8Rng,
     dataset_description: String,
+    last_phase_secs: PhaseSecs,
 }
 
 impl Trainer {
@@ -418,6 +462,7 @@ impl Trainer {
             iters_per_epoch,
             total_iters,
             dataset_description,
+            last_phase_secs: PhaseSecs::default(),
             config,
         })
     }
@@ -474,6 +519,11 @@ impl Trainer {
 
     pub fn teacher(&self) -> &DinoModel {
         &self.teacher
+    }
+
+    /// Where the last step's time went.
+    pub fn last_phase_secs(&self) -> PhaseSecs {
+        self.last_phase_secs
     }
 
     pub fn student(&self) -> &DinoModel {
@@ -553,11 +603,24 @@ impl Trainer {
         let epoch = it / self.iters_per_epoch;
         let (lr, wd, momentum, teacher_temp) = self.schedules_at(it);
 
+        let mut phases = PhaseSecs {
+            data_wait: data_wait_secs,
+            ..PhaseSecs::default()
+        };
+        let mut mark = Instant::now();
+        let mut lap = |slot: &mut f64| {
+            let now = Instant::now();
+            *slot = (now - mark).as_secs_f64();
+            mark = now;
+        };
+
         let (global_images, local_images, local_crops) = self.batch_tensors(&batch);
+        lap(&mut phases.upload);
         let n_crops = 2 + local_crops;
         let teacher_out = self
             .teacher
             .forward_multi_crop(vec![global_images.clone()], None);
+        lap(&mut phases.teacher_forward);
         let mut groups = vec![global_images.autodiff()];
         if let Some(locals) = local_images {
             groups.push(locals.autodiff());
@@ -565,6 +628,7 @@ impl Trainer {
         let student_out = self
             .student
             .forward_multi_crop(groups, Some(&mut self.drop_path_rng));
+        lap(&mut phases.student_forward);
         let options = LossOptions {
             student_temp: self.config.dino.student_temp,
             teacher_temp,
@@ -595,8 +659,10 @@ impl Trainer {
             teacher_out.logits,
             self.config.dino.center_momentum,
         );
+        lap(&mut phases.loss);
 
         let mut grads = GradientsParams::from_grads(loss.loss.backward(), &self.student);
+        lap(&mut phases.backward);
         let last_layer = &self.student.head.last_layer;
         if epoch < self.config.optim.freeze_last_layer {
             // The reference sets these grads to None: no update and no weight decay.
@@ -608,8 +674,11 @@ impl Trainer {
         }
         self.weight_decay.set(wd);
         self.student = self.optimizer.step(lr, self.student.clone(), grads);
+        lap(&mut phases.optimizer);
         self.teacher = ema_update(self.teacher.clone(), &self.student, momentum)
             .map_err(TrainError::Internal)?;
+        lap(&mut phases.ema);
+        self.last_phase_secs = phases;
         self.step += 1;
 
         let step_secs = started.elapsed().as_secs_f64();
