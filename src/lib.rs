@@ -4,6 +4,7 @@
 //! The training library is [`trainer::Trainer`]; see ARCHITECTURE.md for the module map and
 //! the path of one step.
 
+pub mod activation;
 pub mod app;
 pub mod attention;
 pub mod augment;

@@ -4,10 +4,11 @@
 //! Weights are initialised on the host from a seeded ChaCha stream, so the same seed gives the
 //! same network on the CPU and the GPU backends.
 
+use crate::activation::gelu;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -137,15 +138,27 @@ impl PatchEmbed {
             .slice(s![.., .., 0..rows * p, 0..cols * p])
             .reshape([batch, channels, rows, p, cols, p])
             .permute([0, 2, 4, 1, 3, 5])
-            .reshape([batch, rows * cols, channels * p * p]);
+            .reshape([batch * rows * cols, channels * p * p]);
         let [dim, _, _, _] = self.weight.dims();
         let weight = self
             .weight
             .val()
             .reshape([dim, channels * p * p])
             .transpose();
-        linear(patches, weight, Some(self.bias.val()))
+        // One 2-D matmul over all patches of all images (see `linear_tokens`).
+        linear(patches, weight, Some(self.bias.val())).reshape([batch, rows * cols, dim])
     }
+}
+
+/// A `Linear` over every token as one `[B·N, D] × [D, O]` matmul. burn's `linear` keeps a 3-D
+/// input as a batched matmul unless merging makes the output squarer, which for ViT widths it
+/// never does; the CPU backend then runs one small gemm per image and packs the weight again
+/// for each, which cost more than the multiply itself.
+fn linear_tokens(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, tokens, dim] = x.dims();
+    let out = layer.forward(x.reshape([batch * tokens, dim]));
+    let [_, out_dim] = out.dims();
+    out.reshape([batch, tokens, out_dim])
 }
 
 #[derive(Module, Debug)]
@@ -163,9 +176,7 @@ impl Attention {
         let heads = self.num_heads;
         let head_dim = dim / heads;
         // Reference layout: the 3D outputs are [q | k | v], each head-major.
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_tokens(&self.qkv, x)
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let q = qkv
@@ -187,7 +198,7 @@ impl Attention {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, tokens, dim]);
-        (self.proj.forward(out), attn)
+        (linear_tokens(&self.proj, out), attn)
     }
 }
 
@@ -200,7 +211,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         // burn's `gelu` is the exact erf form, as PyTorch's default.
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
     }
 }
 
@@ -470,9 +481,7 @@ impl Attention {
         let [batch, tokens, dim] = x.dims();
         let heads = self.num_heads;
         let head_dim = dim / heads;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_tokens(&self.qkv, x)
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let part = |i: usize| {
@@ -488,7 +497,7 @@ impl Attention {
         let out = attention(part(0), part(1), part(2), None, None, options)
             .swap_dims(1, 2)
             .reshape([batch, tokens, dim]);
-        self.proj.forward(out)
+        linear_tokens(&self.proj, out)
     }
 
     /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
@@ -496,9 +505,7 @@ impl Attention {
         let [batch, tokens, dim] = x.dims();
         let heads = self.num_heads;
         let head_dim = dim / heads;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_tokens(&self.qkv, x)
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let q_cls = qkv
