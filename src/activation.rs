@@ -47,13 +47,9 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `values[i] ← gelu(values[i])`.
 pub fn gelu_in_place(values: &mut [f32]) {
-    values.par_chunks_mut(CHUNK_ELEMENTS).for_each(|chunk| {
-        pulp::Arch::new().dispatch(|| {
-            for v in chunk.iter_mut() {
-                *v = *v * normal_cdf(*v);
-            }
-        })
-    });
+    values
+        .par_chunks_mut(CHUNK_ELEMENTS)
+        .for_each(|chunk| pulp::Arch::new().dispatch(GeluInPlace(chunk)));
 }
 
 /// Per element `(g'(x), g(x) − x·g'(x))`: the slope and the offset of GELU's tangent at x.
@@ -65,17 +61,51 @@ pub fn gelu_linearised(values: &[f32]) -> (Vec<f32>, Vec<f32>) {
         .zip(slope.par_chunks_mut(CHUNK_ELEMENTS))
         .zip(offset.par_chunks_mut(CHUNK_ELEMENTS))
         .for_each(|((xs, slopes), offsets)| {
-            pulp::Arch::new().dispatch(|| {
-                for ((&x, s), o) in xs.iter().zip(slopes.iter_mut()).zip(offsets.iter_mut()) {
-                    let cdf = normal_cdf(x);
-                    // g'(x) = Φ(x) + x·φ(x)
-                    let d = cdf + x * normal_pdf(x);
-                    *s = d;
-                    *o = x * cdf - x * d;
-                }
+            pulp::Arch::new().dispatch(GeluTangent {
+                xs,
+                slopes,
+                offsets,
             })
         });
     (slope, offset)
+}
+
+// The loops live in `WithSimd::with_simd` (inlined into pulp's `#[target_feature]` entry
+// points), so the compiler vectorises them for the CPU found at run time; a plain closure is
+// compiled once for the baseline x86-64 and stays scalar.
+struct GeluInPlace<'a>(&'a mut [f32]);
+
+impl pulp::WithSimd for GeluInPlace<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for v in self.0.iter_mut() {
+            *v *= normal_cdf(*v);
+        }
+    }
+}
+
+struct GeluTangent<'a> {
+    xs: &'a [f32],
+    slopes: &'a mut [f32],
+    offsets: &'a mut [f32],
+}
+
+impl pulp::WithSimd for GeluTangent<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let elements = self.xs.iter().zip(self.slopes.iter_mut());
+        for ((&x, s), o) in elements.zip(self.offsets.iter_mut()) {
+            let cdf = normal_cdf(x);
+            // g'(x) = Φ(x) + x·φ(x)
+            let d = cdf + x * normal_pdf(x);
+            *s = d;
+            *o = x * cdf - x * d;
+        }
+    }
 }
 
 /// Φ(x) = erfc(−x/√2)/2 from the Numerical Recipes erfc (relative error < 1.2e-7), so the
@@ -113,8 +143,13 @@ fn normal_pdf(x: f32) -> f32 {
 /// below −87.3 (results under f32's normal range) are clamped, which GELU never notices.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits: n and 2ⁿ come from
+    // plain float and integer lane arithmetic (`as i32` would be converted lane by lane).
+    const ROUNDING_BIAS: f32 = 12_582_912.0;
+    const ROUNDING_BIAS_BITS: u32 = 0x4B40_0000;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let biased = x * std::f32::consts::LOG2_E + ROUNDING_BIAS;
+    let n = biased - ROUNDING_BIAS;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -123,8 +158,11 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    e_r * two_n
+    let exponent = biased
+        .to_bits()
+        .wrapping_sub(ROUNDING_BIAS_BITS)
+        .wrapping_add(127);
+    e_r * f32::from_bits(exponent << 23)
 }
 
 #[cfg(test)]
