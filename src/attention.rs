@@ -195,7 +195,8 @@ pub fn attention_maps(
         return None;
     }
     let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
-    let (cls_attention, grid) = backbone.last_cls_attention(input);
+    let (cls_attention, grid) =
+        crate::device::on_compute_pool(|| backbone.last_cls_attention(input));
     let [_, heads, tokens] = cls_attention.dims();
     // The CLS key's share is dropped and the rest not renormalised, as the official script.
     let cls_rows = cls_attention.slice(s![.., .., 1..tokens]);
@@ -229,7 +230,7 @@ pub fn attention_and_pca(
         return None;
     }
     let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
-    let out = backbone.forward(input, None);
+    let out = crate::device::on_compute_pool(|| backbone.forward(input, None));
     let [_, heads, tokens, _] = out.last_attention.dims();
     let patches = tokens - 1;
     let cls_rows = out.last_attention.slice(s![0..1, .., 0..1, 1..tokens]);

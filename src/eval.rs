@@ -93,7 +93,7 @@ pub fn extract_features(
             labels.push(sample.label);
         }
         let input = Tensor::<4>::from_data(TensorData::new(pixels, [chunk.len(), 3, c, c]), device);
-        let cls = backbone.forward_cls(input, None);
+        let cls = crate::device::on_compute_pool(|| backbone.forward_cls(input, None));
         let norm = cls
             .clone()
             .powf_scalar(2.0)

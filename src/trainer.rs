@@ -596,15 +596,7 @@ impl Trainer {
 
     /// One DINO iteration (reference §5.5).
     pub fn step(&mut self) -> Result<StepMetrics, TrainError> {
-        // Run the step on a rayon worker. From any other thread, each parallel op of the CPU
-        // backend is injected into the pool and the caller sleeps until a worker wakes it:
-        // two context switches per op, several hundred ops per step. On a worker, ops split by
-        // work stealing instead.
-        if rayon::current_thread_index().is_none() {
-            let (result, ()) = rayon::join(|| self.step_here(), || ());
-            return result;
-        }
-        self.step_here()
+        crate::device::on_compute_pool(|| self.step_here())
     }
 
     fn step_here(&mut self) -> Result<StepMetrics, TrainError> {
