@@ -93,7 +93,7 @@ class MultiCropWrapper(nn.Module):
         idx_crops = torch.cumsum(
             torch.unique_consecutive(torch.tensor([inp.shape[-1] for inp in x]), return_counts=True)[1], 0
         )
-        start_idx, output = 0, torch.empty(0)
+        start_idx, output = 0, torch.empty(0).to(x[0].device)
         for end_idx in idx_crops:
             _out = self.backbone(torch.cat(x[start_idx:end_idx]))
             output = torch.cat((output, _out))
@@ -177,44 +177,51 @@ def bench_train(name, args):
             DINOHead(c["dim"], c["out_dim"], c["hidden"], c["bottleneck"]),
         )
 
-    student = build(c["drop_path"])
+    device = torch.device(args.device)
+    student = build(c["drop_path"]).to(device)
     # As main_dino.py: a separately built teacher (no drop path) loaded with the student's
     # weights (deepcopy does not work with weight_norm).
-    teacher = build(0.0)
+    teacher = build(0.0).to(device)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
     student.train()
     teacher.train()
-    loss_fn = DINOLoss(c["out_dim"], c["locals"] + 2, c["teacher_temp"])
+    loss_fn = DINOLoss(c["out_dim"], c["locals"] + 2, c["teacher_temp"]).to(device)
     peak_lr = c["lr"] * c["batch"] / 256
     optimizer = torch.optim.AdamW(get_params_groups(student), lr=peak_lr, weight_decay=0.04)
     b = c["batch"]
-    images = [torch.randn(b, 3, c["global_px"], c["global_px"]) for _ in range(2)]
-    images += [torch.randn(b, 3, c["local_px"], c["local_px"]) for _ in range(c["locals"])]
+    images = [torch.randn(b, 3, c["global_px"], c["global_px"], device=device) for _ in range(2)]
+    images += [torch.randn(b, 3, c["local_px"], c["local_px"], device=device) for _ in range(c["locals"])]
+    # On CUDA a lap must wait for the queued kernels, or it measures only the launches.
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def now():
+        sync()
+        return time.perf_counter()
     student_params = list(student.parameters())
     teacher_params = list(teacher.parameters())
 
     def step():
-        laps = [time.perf_counter()]
+        laps = [now()]
         teacher_output = teacher(images[:2])
-        laps.append(time.perf_counter())
+        laps.append(now())
         student_output = student(images)
-        laps.append(time.perf_counter())
+        laps.append(now())
         loss = loss_fn(student_output, teacher_output)
         value = loss.item()
-        laps.append(time.perf_counter())
+        laps.append(now())
         optimizer.zero_grad()
         loss.backward()
-        laps.append(time.perf_counter())
+        laps.append(now())
         clip_gradients(student, 3.0)
         optimizer.step()
-        laps.append(time.perf_counter())
+        laps.append(now())
         with torch.no_grad():
             m = c["momentum"]
             for param_q, param_k in zip(student_params, teacher_params):
                 param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
-        laps.append(time.perf_counter())
+        laps.append(now())
         PHASES.append([b - a for a, b in zip(laps, laps[1:])])
         return value
 
@@ -264,6 +271,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--size", default="721x480", help="attention image WxH")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (train workloads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
