@@ -54,8 +54,17 @@ impl ModuleMapper for Blend {
             if momentum == 0.0 {
                 // No momentum teacher: an exact copy of the student, not an approximation.
                 student
+            } else if momentum >= 1.0 {
+                // The schedule ends at λ = 1: the teacher is frozen, exactly.
+                teacher
             } else {
-                teacher.mul_scalar(momentum) + student.mul_scalar(1.0 - momentum)
+                // (λ/(1−λ)·θt + θs)·(1−λ): every op writes into the teacher's own buffer when
+                // the teacher holds it alone, where λθt + (1−λ)θs would allocate (1−λ)θs, a
+                // fresh 64 MiB for the paper head's last layer each step.
+                teacher
+                    .mul_scalar(momentum / (1.0 - momentum))
+                    .add(student)
+                    .mul_scalar(1.0 - momentum)
             }
         })
     }

@@ -679,8 +679,11 @@ impl Trainer {
         self.weight_decay.set(wd);
         self.student = self.optimizer.step(lr, self.student.clone(), grads);
         lap(&mut phases.optimizer);
-        self.teacher = ema_update(self.teacher.clone(), &self.student, momentum)
-            .map_err(TrainError::Internal)?;
+        // Moved out (the student's cheap handle-copy stands in) so the update can write into
+        // the teacher's buffers instead of allocating new ones.
+        let teacher = std::mem::replace(&mut self.teacher, self.student.clone());
+        self.teacher =
+            ema_update(teacher, &self.student, momentum).map_err(TrainError::Internal)?;
         lap(&mut phases.ema);
         self.last_phase_secs = phases;
         self.step += 1;
