@@ -210,7 +210,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        // burn's `gelu` is the exact erf form, as PyTorch's default.
+        // GELU in its exact erf form, as PyTorch's default (`crate::activation`).
         linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
     }
 }
