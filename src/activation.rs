@@ -22,7 +22,6 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if x.device() != Device::flex() || x.dtype() != burn::tensor::DType::F32 {
         return burn::tensor::activation::gelu(x);
     }
-    let shape = x.shape();
     if !x.is_autodiff() {
         let device = x.device();
         // In place and zero-copy when `x` is not shared (a fresh matmul output usually is not).
@@ -33,6 +32,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         }
         return burn::tensor::activation::gelu(Tensor::from_data(data, &device));
     }
+    let shape = x.shape();
     let plain = x.clone().inner();
     let device = plain.device();
     let data = plain.into_data();

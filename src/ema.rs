@@ -4,11 +4,24 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::container::TensorContainer;
+use std::collections::HashSet;
 
-/// Collects the student's parameters (without autodiff) keyed by their module path.
+/// Walks a model's float parameters, recording their module paths and, when `params` is
+/// given, their values (without autodiff) under those paths.
 struct Collect {
-    params: TensorContainer<String>,
+    params: Option<TensorContainer<String>>,
+    paths: HashSet<String>,
     path: Vec<String>,
+}
+
+impl Collect {
+    fn new(keep_values: bool) -> Self {
+        Self {
+            params: keep_values.then(TensorContainer::new),
+            paths: HashSet::new(),
+            path: Vec::new(),
+        }
+    }
 }
 
 impl ModuleVisitor for Collect {
@@ -21,8 +34,11 @@ impl ModuleVisitor for Collect {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.params
-            .register(self.path.join("."), param.val().without_autodiff());
+        let key = self.path.join(".");
+        if let Some(params) = &mut self.params {
+            params.register(key.clone(), param.val().without_autodiff());
+        }
+        self.paths.insert(key);
     }
 }
 
@@ -31,7 +47,6 @@ struct Blend {
     student: TensorContainer<String>,
     path: Vec<String>,
     momentum: f64,
-    missing: Vec<String>,
 }
 
 impl ModuleMapper for Blend {
@@ -45,8 +60,8 @@ impl ModuleMapper for Blend {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let key = self.path.join(".");
+        // `ema_update` checked the paths first; a parameter without a twin stays as it is.
         let Some(student) = self.student.remove::<Tensor<D>>(&key) else {
-            self.missing.push(key);
             return param;
         };
         let momentum = self.momentum;
@@ -70,26 +85,44 @@ impl ModuleMapper for Blend {
     }
 }
 
-/// Returns the updated teacher. Errors list parameters present in one model only.
-pub fn ema_update<M: Module>(teacher: M, student: &M, momentum: f64) -> Result<M, String> {
-    let mut collect = Collect {
-        params: TensorContainer::new(),
-        path: Vec::new(),
-    };
-    student.visit(&mut collect);
+/// The two models' parameters do not match; the teacher comes back untouched.
+#[derive(Debug)]
+pub struct EmaMismatch<M> {
+    pub teacher: M,
+    /// Teacher parameter paths the student lacks.
+    pub missing: Vec<String>,
+}
+
+impl<M> std::fmt::Display for EmaMismatch<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "teacher parameters missing in the student: {}",
+            self.missing.join(", ")
+        )
+    }
+}
+
+/// Returns the updated teacher. When a teacher parameter has no twin in the student, nothing
+/// is updated and the error hands the teacher back, so a caller that moved it out loses nothing.
+pub fn ema_update<M: Module>(teacher: M, student: &M, momentum: f64) -> Result<M, EmaMismatch<M>> {
+    let mut from_student = Collect::new(true);
+    student.visit(&mut from_student);
+    let mut teacher_paths = Collect::new(false);
+    teacher.visit(&mut teacher_paths);
+    let mut missing: Vec<String> = teacher_paths
+        .paths
+        .difference(&from_student.paths)
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(EmaMismatch { teacher, missing });
+    }
     let mut blend = Blend {
-        student: collect.params,
+        student: from_student.params.unwrap_or_default(),
         path: Vec::new(),
         momentum,
-        missing: Vec::new(),
     };
-    let teacher = teacher.map(&mut blend);
-    if blend.missing.is_empty() {
-        Ok(teacher)
-    } else {
-        Err(format!(
-            "teacher parameters missing in the student: {}",
-            blend.missing.join(", ")
-        ))
-    }
+    Ok(teacher.map(&mut blend))
 }

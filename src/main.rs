@@ -950,13 +950,13 @@ fn bench(args: BenchArgs) -> Result<()> {
         trainer.step()?;
     }
     let mut step_secs = Vec::with_capacity(args.steps);
-    let mut phase_secs: Vec<[f64; 8]> = Vec::with_capacity(args.steps);
+    let mut phase_secs = Vec::with_capacity(args.steps);
     let mut wait_secs = 0.0;
     let started = Instant::now();
     for _ in 0..args.steps {
         let m = trainer.step()?;
         step_secs.push(m.step_secs);
-        phase_secs.push(trainer.last_phase_secs().values());
+        phase_secs.push(trainer.last_phase_secs().named());
         wait_secs += m.data_wait_secs;
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -971,11 +971,12 @@ fn bench(args: BenchArgs) -> Result<()> {
         train_images_per_sec,
         100.0 * wait_secs / elapsed
     );
-    let phase_medians_ms: Vec<String> = dinoscope::trainer::PhaseSecs::NAMES
+    let phase_medians_ms: Vec<String> = dinoscope::trainer::PhaseSecs::default()
+        .named()
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let mut column: Vec<f64> = phase_secs.iter().map(|p| p[i]).collect();
+        .map(|(i, (name, _))| {
+            let mut column: Vec<f64> = phase_secs.iter().map(|phases| phases[i].1).collect();
             column.sort_by(f64::total_cmp);
             format!("{name} {:.1}", column[column.len() / 2] * 1e3)
         })

@@ -192,27 +192,17 @@ pub struct PhaseSecs {
 }
 
 impl PhaseSecs {
-    pub const NAMES: [&'static str; 8] = [
-        "data wait",
-        "upload",
-        "teacher forward",
-        "student forward",
-        "loss",
-        "backward",
-        "optimizer",
-        "EMA",
-    ];
-
-    pub fn values(&self) -> [f64; 8] {
+    /// The phases in step order with their display names.
+    pub fn named(&self) -> [(&'static str, f64); 8] {
         [
-            self.data_wait,
-            self.upload,
-            self.teacher_forward,
-            self.student_forward,
-            self.loss,
-            self.backward,
-            self.optimizer,
-            self.ema,
+            ("data wait", self.data_wait),
+            ("upload", self.upload),
+            ("teacher forward", self.teacher_forward),
+            ("student forward", self.student_forward),
+            ("loss", self.loss),
+            ("backward", self.backward),
+            ("optimizer", self.optimizer),
+            ("EMA", self.ema),
         ]
     }
 }
@@ -682,8 +672,14 @@ impl Trainer {
         // Moved out (the student's cheap handle-copy stands in) so the update can write into
         // the teacher's buffers instead of allocating new ones.
         let teacher = std::mem::replace(&mut self.teacher, self.student.clone());
-        self.teacher =
-            ema_update(teacher, &self.student, momentum).map_err(TrainError::Internal)?;
+        self.teacher = match ema_update(teacher, &self.student, momentum) {
+            Ok(updated) => updated,
+            Err(mismatch) => {
+                let message = mismatch.to_string();
+                self.teacher = mismatch.teacher;
+                return Err(TrainError::Internal(message));
+            }
+        };
         lap(&mut phases.ema);
         self.last_phase_secs = phases;
         self.step += 1;

@@ -109,6 +109,26 @@ fn ema_update_follows_the_rule_on_every_parameter() {
 }
 
 #[test]
+fn ema_update_with_mismatched_models_hands_the_teacher_back_untouched() {
+    let device = Device::flex();
+    let mut deeper = tiny_vit();
+    deeper.arch.depth = 2;
+    let teacher = DinoModel::new(&deeper, 8, 4, 6, 1, &device);
+    let student = DinoModel::new(&tiny_vit(), 8, 4, 6, 2, &device);
+    let before = values(&teacher);
+    let Err(mismatch) = ema_update(teacher, &student, 0.9) else {
+        panic!("a teacher with an extra block must not be blended");
+    };
+    assert!(!mismatch.missing.is_empty());
+    assert!(mismatch
+        .missing
+        .iter()
+        .all(|path| path.contains("blocks.1")));
+    assert!(mismatch.to_string().contains("blocks.1"));
+    assert_eq!(values(&mismatch.teacher), before);
+}
+
+#[test]
 fn teacher_starts_as_copy_and_stays_distinct_from_student() {
     let mut trainer = Trainer::new(micro_config(3), Device::flex(), Some(4)).unwrap();
     let paths_student: Vec<_> = values(trainer.student())
