@@ -5,5 +5,6 @@ mod bad_input;
 mod checkpoint;
 mod cli;
 mod gui;
+mod step_parity;
 mod training;
 mod worker;
