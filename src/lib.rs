@@ -1,28 +1,18 @@
 //! dinoscope: DINO self-distillation (Caron et al. 2021) on burn, with the loss decomposed
 //! into teacher entropy and KL so collapse can be watched live.
 //!
-//! The training library is [`trainer::Trainer`]; see ARCHITECTURE.md for the module map and
-//! the path of one step.
+//! Folders are layers; a folder may import the ones above it in this list, never below
+//! (ARCHITECTURE.md, checked by a test):
+//! `config`, `device` → `data` → `augment` → `model` → `analysis` → `store` → `train` →
+//! `worker` → `app` (and the binary's `cli`).
 
-pub mod activation;
+pub mod analysis;
 pub mod app;
-pub mod attention;
 pub mod augment;
-pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod datasets;
 pub mod device;
-pub mod dino;
-pub mod ema;
-pub mod eval;
-pub mod export;
-pub mod figure;
-pub mod inference;
 pub mod model;
-pub mod optim;
-pub mod run;
-pub mod schedule;
-pub mod trainer;
-pub mod weights;
+pub mod store;
+pub mod train;
 pub mod worker;

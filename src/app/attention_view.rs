@@ -7,11 +7,11 @@
 
 use super::overlay_gpu::OverlayCallback;
 use super::state::{AppState, Level};
-use crate::attention::{
+use crate::analysis::attention::{
     composite, head_colour, resized_crop, AttentionMaps, HeadFusion, ImageSize, MapLayers,
     OverlayStyle,
 };
-use crate::weights::{BackboneInfo, Network};
+use crate::store::weights::{BackboneInfo, Network};
 use image::RgbImage;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -391,7 +391,7 @@ impl AttentionView {
         picture
             .write_to(&mut png, image::ImageFormat::Png)
             .map_err(|err| format!("cannot encode {}: {err}", path.display()))?;
-        crate::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
+        crate::store::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
     }
 
     /// File name offered by the export dialog.
@@ -512,8 +512,10 @@ impl AttentionView {
                     image_key: image.key << 24
                         ^ (maps.resized_px.0 as u64) << 12
                         ^ maps.resized_px.1 as u64,
-                    contour_px: (crate::attention::contour_width_px(crop.width(), crop.height())
-                        as f32)
+                    contour_px: (crate::analysis::attention::contour_width_px(
+                        crop.width(),
+                        crop.height(),
+                    ) as f32)
                         .min(1.5 / scale),
                     image: crop,
                     layers,
@@ -622,7 +624,7 @@ impl AttentionView {
             .map(|(_, m)| m.clone());
         if let Some(m) = &maps {
             let coverage = |values: &[f32]| {
-                let mask = crate::attention::mass_mask(values, self.threshold);
+                let mask = crate::analysis::attention::mass_mask(values, self.threshold);
                 100.0 * mask.iter().filter(|v| **v == 1).count() as f64 / mask.len().max(1) as f64
             };
             ui.small(format!(

@@ -10,6 +10,10 @@ pub enum CollapseState {
     Healthy,
     /// h(Pt) → 0 and KL → 0: every image gets the same one-hot teacher output.
     OneDimension,
+    /// h(Pt) near 0 while the student still differs (KL > 0): each image's target is one-hot
+    /// and the batch spreads over a few prototypes (h(mean Pt) ≈ ln of their number). The
+    /// collapse is under way; KL follows h down (centering off on `tiny`).
+    OneHotTargets,
     /// h(Pt) → ln K and KL → 0: the teacher output is uniform for every image.
     Uniform,
 }
@@ -24,8 +28,12 @@ pub struct RecentLoss {
     pub steps: usize,
 }
 
-/// Steps averaged before the chip names a regime.
+/// Steps seen before the chip names a regime.
 pub const MIN_STEPS: usize = 10;
+
+/// Steps averaged for the verdict: short, so a collapse is named within a few steps of it
+/// starting (the curves themselves show the longer trend).
+pub const WINDOW_STEPS: usize = 5;
 
 /// Thresholds as fractions of ln K, so they mean the same for K = 64 and K = 65536.
 /// A one-dimension collapse has h below 5 % of ln K; a uniform one above 97 %; in both the
@@ -38,6 +46,8 @@ pub fn classify(recent: &RecentLoss) -> CollapseState {
     let kl = recent.kl / recent.ln_k;
     if h < 0.05 && kl < 0.05 {
         CollapseState::OneDimension
+    } else if h < 0.05 {
+        CollapseState::OneHotTargets
     } else if h > 0.97 && kl < 0.02 {
         CollapseState::Uniform
     } else {
@@ -52,6 +62,7 @@ impl CollapseState {
             CollapseState::WarmingUp => "warming up",
             CollapseState::Healthy => "healthy",
             CollapseState::OneDimension => "collapsing to one dimension",
+            CollapseState::OneHotTargets => "collapsing: one-hot targets",
             CollapseState::Uniform => "collapsing to uniform",
         }
     }
@@ -73,6 +84,12 @@ impl CollapseState {
                  to 0 and the student copies that constant answer, so KL falls to 0. Centering is what \
                  normally prevents this; turn it on to recover."
             }
+            CollapseState::OneHotTargets => {
+                "Every image's target is one-hot (h(Pt) near 0) and the batch uses only a few \
+                 prototypes (h(mean Pt) is the log of how many). The student has not caught up \
+                 yet, so KL is still above 0 and falling: collapse is under way. Centering \
+                 normally prevents this; turn it on to recover."
+            }
             CollapseState::Uniform => {
                 "The teacher says 'every prototype equally likely' for every image: h(Pt) has \
                  risen to ln K and KL falls to 0 because a uniform target is trivial to match. \
@@ -81,12 +98,32 @@ impl CollapseState {
         }
     }
 
+    /// The explanation with the numbers that led to it, for the explanation panel.
+    pub fn explain(self, recent: &RecentLoss) -> String {
+        let percent = |v: f64| 100.0 * v / recent.ln_k.max(f64::MIN_POSITIVE);
+        let k = recent.ln_k.exp().round();
+        let measured = format!(
+            "Last {WINDOW_STEPS} steps: h(Pt) = {:.2} nats ({:.0} % of ln K = {:.2}), \
+             KL = {:.2}, h(mean Pt) = {:.2}: about {:.0} of {k:.0} prototypes in use.",
+            recent.teacher_entropy,
+            percent(recent.teacher_entropy),
+            recent.ln_k,
+            recent.kl,
+            recent.batch_mean_entropy,
+            recent.batch_mean_entropy.exp()
+        );
+        match self {
+            CollapseState::WarmingUp => self.explanation().to_string(),
+            _ => format!("{} {measured}", self.explanation()),
+        }
+    }
+
     /// Chip colour as RGB.
     pub fn rgb(self) -> [u8; 3] {
         match self {
             CollapseState::WarmingUp => [140, 140, 140],
             CollapseState::Healthy => [60, 170, 90],
-            CollapseState::OneDimension => [220, 80, 60],
+            CollapseState::OneDimension | CollapseState::OneHotTargets => [220, 80, 60],
             CollapseState::Uniform => [225, 160, 40],
         }
     }
@@ -117,6 +154,14 @@ mod tests {
         assert_eq!(classify(&recent(6.907, 0.019)), CollapseState::Uniform);
         // Near ln K but the student is still learning: not (yet) collapsed.
         assert_eq!(classify(&recent(6.8, 0.3)), CollapseState::Healthy);
+        // Centering off on `tiny` (K = 1024), measured 13 steps after the untick: one-hot
+        // targets over ~2 prototypes while KL is still well above 0 (issue 15).
+        let mut one_hot = recent(0.09, 0.9);
+        one_hot.batch_mean_entropy = 0.69;
+        assert_eq!(classify(&one_hot), CollapseState::OneHotTargets);
+        let text = CollapseState::OneHotTargets.explain(&one_hot);
+        assert!(text.contains("about 2 of 1024 prototypes"), "{text}");
+        assert!(text.contains("h(Pt) = 0.09 nats (1 % of ln K"), "{text}");
         let mut early = recent(0.0, 0.0);
         early.steps = 3;
         assert_eq!(classify(&early), CollapseState::WarmingUp);

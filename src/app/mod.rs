@@ -3,19 +3,25 @@
 //! per-frame time budget, so the window never waits on training.
 
 pub mod attention_view;
+pub mod background;
 pub mod collapse;
+mod controls;
+mod feed;
 pub mod overlay_gpu;
 pub mod plots;
+mod runs;
 pub mod series;
 pub mod state;
+mod status;
+mod top_bar;
 
-use crate::config::{Config, PRESETS};
+use crate::config::live::LiveSettings;
+use crate::config::Config;
+use crate::config::Toggle;
 use crate::device::{DeviceChoice, SelectedDevice};
-use crate::trainer::Toggle;
 use crate::worker::{Command, DeviceSource, WorkerHandle, WorkerStatus};
-use collapse::CollapseState;
 use series::ViewSettings;
-use state::{AppState, Controls, Level, Quantity};
+use state::{AppState, Level};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,14 +111,47 @@ pub struct DinoscopeApp {
     autostart_pending: bool,
     pub attention: attention_view::AttentionView,
     /// Loads external weights and computes their maps off the UI thread.
-    pub inference: Option<crate::inference::InferenceHandle>,
+    pub inference: Option<crate::worker::inference::InferenceHandle>,
     pub central_tab: CentralTab,
     /// `--weights` (or the last session's weights), loaded on the first frame.
     launch_weights: Option<PathBuf>,
     /// Whether loaded weights become the attention view's source (not for restored ones).
     show_loaded_weights: bool,
-    disk_runs: Vec<PathBuf>,
-    disk_runs_listed_at: Option<Instant>,
+    /// Run directories under the runs folder and whether each can be resumed (listed by a
+    /// background job; `disk_runs_stale` asks for a new listing).
+    disk_runs: Vec<(PathBuf, bool)>,
+    disk_runs_stale: bool,
+    /// Dialogs, figure export and run listing, off the UI thread.
+    background: background::Background,
+    /// What the clicks of this frame asked for, applied once in `logic`.
+    commands: Vec<UiCommand>,
+}
+
+/// A request from a click. Drawing code only queues these; `logic` applies them once per frame
+/// (the model is rerun's `SystemCommand` and egui_demo_app's `Command`), so what a click does
+/// is in one place and never happens in the middle of drawing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UiCommand {
+    /// Start a new run from the preset and the controls (`paused`: wait for Step).
+    Start {
+        paused: bool,
+    },
+    /// Continue a paused run.
+    Resume,
+    Pause,
+    /// One step (starting a paused run first when none is active).
+    Step,
+    Stop,
+    Reset,
+    SaveCheckpoint,
+    /// Ask for a run directory to continue (a dialog on a background thread).
+    PickRunToResume,
+    ResumeRun(PathBuf),
+    OpenRun(PathBuf),
+    RescanRuns,
+    SelectPreset(String),
+    ExportFigure,
+    ExportCsv,
 }
 
 /// What the central area shows.
@@ -161,7 +200,8 @@ impl DinoscopeApp {
             }
         }
         app.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
-        app.inference = crate::inference::InferenceHandle::spawn(inference_device, waker)
+        app.background = background::Background::new(waker.clone());
+        app.inference = crate::worker::inference::InferenceHandle::spawn(inference_device, waker)
             .map_err(|err| {
                 tracing::warn!("no inference thread: {err}");
             })
@@ -181,7 +221,7 @@ impl DinoscopeApp {
             smoothing: prefs.smoothing,
             log_y: prefs.log_y,
         };
-        let mut state = AppState::new(Controls::from_config(&options.config), view);
+        let mut state = AppState::new(LiveSettings::from_config(&options.config), view);
         let worker = match worker {
             Ok(worker) => Some(worker),
             Err(err) => {
@@ -206,7 +246,7 @@ impl DinoscopeApp {
             screenshot_done: Arc::new(std::sync::Mutex::new(None)),
             attention: attention_view::AttentionView::new(),
             // Tests get a CPU inference thread; `new` replaces it with one that wakes the UI.
-            inference: crate::inference::InferenceHandle::spawn(
+            inference: crate::worker::inference::InferenceHandle::spawn(
                 burn::prelude::Device::flex(),
                 Arc::new(|| {}),
             )
@@ -215,7 +255,9 @@ impl DinoscopeApp {
             launch_weights: None,
             show_loaded_weights: true,
             disk_runs: Vec::new(),
-            disk_runs_listed_at: None,
+            disk_runs_stale: true,
+            background: background::Background::new(Arc::new(|| {})),
+            commands: Vec::new(),
         };
         app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
@@ -251,13 +293,13 @@ impl DinoscopeApp {
     /// Starts a new run from the preset and the current controls.
     pub fn start(&mut self, paused: bool) {
         let mut config = self.base_config.clone();
-        self.state.controls.apply_to(&mut config);
+        self.state.controls.fold_into(&mut config);
         let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
         let dir = self
             .options
             .runs_root
             .as_ref()
-            .map(|root| crate::run::new_run_dir(root, &self.prefs.preset));
+            .map(|root| crate::store::run::new_run_dir(root, &self.prefs.preset));
         let run_id = self.state.begin_run(label, dir.clone());
         self.state.worker_status = WorkerStatus::Starting;
         self.send(Command::Start {
@@ -278,113 +320,72 @@ impl DinoscopeApp {
         }
     }
 
-    /// Fig. 7 of the visible runs that have a directory, to a file the user picks.
-    fn export_figure(&mut self) {
-        use crate::figure::{render_figure, FigureKind, PlotRun};
-        let dirs: Vec<PathBuf> = self
-            .state
-            .runs
-            .iter()
-            .filter(|r| r.visible)
-            .filter_map(|r| r.dir.clone())
-            .collect();
-        let runs: Vec<PlotRun> = dirs
-            .iter()
-            .filter_map(|dir| PlotRun::read(dir).ok())
-            .collect();
-        if runs.is_empty() {
-            self.state.message(
-                Level::Warning,
-                "no shown run has saved metrics yet (runs are saved under the runs folder)",
-            );
-            return;
-        }
-        let Some(path) = rfd::FileDialog::new()
-            .set_file_name("fig7-collapse.svg")
-            .add_filter("SVG or PNG", &["svg", "png"])
-            .save_file()
-        else {
-            return;
-        };
-        match render_figure(&runs, FigureKind::Collapse, &path, (1600, 600)) {
-            Ok(()) => self
-                .state
-                .message(Level::Info, format!("saved {}", path.display())),
-            Err(err) => self.state.message(Level::Error, err.to_string()),
-        }
+    /// Queues what a click asks for (applied at the start of the next `logic`).
+    pub fn queue(&mut self, command: UiCommand) {
+        self.commands.push(command);
     }
 
-    /// The current run's shown (smoothed) curves as CSV.
-    fn export_csv(&mut self) {
-        use self::state::Quantity;
-        let Some(run) = self.state.current_run() else {
-            self.state
-                .message(Level::Warning, "no current run to export");
-            return;
-        };
-        let quantities = [
-            Quantity::Loss,
-            Quantity::TeacherEntropy,
-            Quantity::Kl,
-            Quantity::BatchMeanEntropy,
-            Quantity::Lr,
-            Quantity::WeightDecay,
-            Quantity::TeacherMomentum,
-            Quantity::TeacherTemp,
-            Quantity::ImagesPerSec,
-        ];
-        let columns: Vec<(String, Vec<(f64, f64)>)> = quantities
-            .iter()
-            .filter_map(|q| {
-                let series = run.series(*q)?;
-                Some((
-                    q.name().to_string(),
-                    series.smoothed().iter().map(|p| (p.x, p.y)).collect(),
-                ))
-            })
-            .collect();
-        let Some(path) = rfd::FileDialog::new()
-            .set_file_name("curves.csv")
-            .add_filter("CSV", &["csv"])
-            .save_file()
-        else {
-            return;
-        };
-        let borrowed: Vec<(&str, &[(f64, f64)])> = columns
-            .iter()
-            .map(|(name, points)| (name.as_str(), points.as_slice()))
-            .collect();
-        match crate::figure::write_series_csv(&path, &borrowed) {
-            Ok(()) => self
-                .state
-                .message(Level::Info, format!("saved {}", path.display())),
-            Err(err) => self.state.message(Level::Error, err.to_string()),
+    /// Applies the clicks of the last frame, in order.
+    pub fn apply_commands(&mut self) {
+        for command in std::mem::take(&mut self.commands) {
+            match command {
+                UiCommand::Start { paused } => self.start(paused),
+                UiCommand::Resume => self.send(Command::Resume),
+                UiCommand::Pause => self.send(Command::Pause),
+                UiCommand::Step => {
+                    if !self.is_active() {
+                        self.start(true);
+                    }
+                    self.send(Command::Step);
+                }
+                UiCommand::Stop => self.send(Command::Stop),
+                UiCommand::Reset => self.reset(),
+                UiCommand::SaveCheckpoint => self.send(Command::SaveCheckpoint),
+                UiCommand::PickRunToResume => {
+                    let root = self.options.runs_root.clone();
+                    self.background.spawn("resume-dialog", move || {
+                        let mut dialog = rfd::FileDialog::new();
+                        if let Some(root) = root {
+                            dialog = dialog.set_directory(root);
+                        }
+                        dialog
+                            .pick_folder()
+                            .map_or(background::Done::Cancelled, background::Done::ResumeRun)
+                    });
+                }
+                UiCommand::ResumeRun(dir) => self.resume_run(dir),
+                UiCommand::OpenRun(dir) => self.open_run(&dir),
+                UiCommand::RescanRuns => self.rescan_runs(),
+                UiCommand::SelectPreset(name) => self.select_preset(&name),
+                UiCommand::ExportFigure => self.export_figure(),
+                UiCommand::ExportCsv => self.export_csv(),
+            }
         }
     }
 
-    /// Continues a run from its newest checkpoint (or the checkpoint `path` names).
-    pub fn resume_run(&mut self, path: PathBuf) {
-        let label = format!(
-            "run-{} · resumed {}",
-            self.state.next_run_id,
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
-        let run_id = self.state.begin_run(label, Some(path.clone()));
-        self.state.worker_status = WorkerStatus::Starting;
-        self.send(Command::ResumeFrom {
-            run_id,
-            path,
-            paused: false,
-        });
-    }
-
-    /// Sends a toggle to the running job (applied at its next step) and logs it.
-    pub fn toggle(&mut self, toggle: Toggle) {
-        if self.is_active() {
-            self.state.sent_toggles.push(toggle.clone());
-            self.send(Command::Set(toggle));
+    /// Results of background jobs (dialogs, exports, the runs listing).
+    fn apply_background(&mut self) {
+        use background::Done;
+        for done in self.background.finished() {
+            match done {
+                Done::Saved(path) => self
+                    .state
+                    .message(Level::Info, format!("saved {}", path.display())),
+                Done::ResumeRun(dir) => self.resume_run(dir),
+                Done::OpenWeights(path) => self.load_weights(path),
+                Done::OpenImages(paths) => self.attention.add_files(paths, &mut self.state),
+                Done::ExportAttention { path, grid } => {
+                    match self.attention.export(&self.state, &path, grid) {
+                        Ok(()) => self
+                            .state
+                            .message(Level::Info, format!("saved {}", path.display())),
+                        Err(err) => self.state.message(Level::Error, err),
+                    }
+                }
+                Done::RunsListed(runs) => self.disk_runs = runs,
+                Done::Cancelled => {}
+                Done::Failed(message) => self.state.message(Level::Error, message),
+            }
         }
     }
 
@@ -401,7 +402,7 @@ impl DinoscopeApp {
         match Config::preset(name) {
             Ok(config) => {
                 self.prefs.preset = name.to_string();
-                self.state.controls = Controls::from_config(&config);
+                self.state.controls = LiveSettings::from_config(&config);
                 self.base_config = config;
                 self.state.message(
                     Level::Info,
@@ -424,6 +425,13 @@ impl DinoscopeApp {
             }
         }
         for event in events {
+            // A new checkpoint or a run's end changes what the runs folder holds.
+            if matches!(
+                event,
+                crate::worker::Event::CheckpointSaved { .. } | crate::worker::Event::Status { .. }
+            ) {
+                self.disk_runs_stale = true;
+            }
             self.state.apply(event);
         }
         if self.first_point_secs.is_none()
@@ -444,179 +452,6 @@ impl DinoscopeApp {
         Some((at(0.5), at(0.95)))
     }
 
-    /// Takes dropped files (images to follow, or weights to load).
-    fn take_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|input| {
-            input
-                .raw
-                .dropped_files
-                .iter()
-                .map(|file| file.path().to_path_buf())
-                .filter(|path| !path.as_os_str().is_empty())
-                .collect()
-        });
-        let (weights, images): (Vec<PathBuf>, Vec<PathBuf>) =
-            dropped.into_iter().partition(|p| is_weights_file(p));
-        if !images.is_empty() {
-            self.attention.add_files(images, &mut self.state);
-        }
-        if let Some(path) = weights.into_iter().next() {
-            self.load_weights(path);
-        }
-    }
-
-    /// Asks the inference thread to load weights and shows them in the attention tab; the
-    /// current ones stay until this succeeds.
-    pub fn load_weights(&mut self, path: PathBuf) {
-        self.show_loaded_weights = true;
-        self.request_weights(path);
-    }
-
-    fn request_weights(&mut self, path: PathBuf) {
-        let Some(inference) = &self.inference else {
-            self.state
-                .message(Level::Error, "the inference thread is not running");
-            return;
-        };
-        let sent = inference.send(crate::inference::InferenceCommand::Load {
-            path: path.clone(),
-            network: self.attention.network,
-            overrides: crate::weights::ArchOverrides {
-                num_heads: self.attention.heads_override,
-                ..Default::default()
-            },
-        });
-        if sent {
-            self.attention.loading = true;
-            if self.show_loaded_weights {
-                self.central_tab = CentralTab::Attention;
-            }
-            self.state
-                .message(Level::Info, format!("loading {}...", path.display()));
-        } else {
-            self.state.message(
-                Level::Warning,
-                "still busy with the previous weights; try again",
-            );
-        }
-    }
-
-    /// Applies what the inference thread sent.
-    fn drain_inference(&mut self) {
-        use crate::inference::InferenceEvent;
-        let Some(inference) = &self.inference else {
-            return;
-        };
-        let mut events = Vec::new();
-        while let Some(event) = inference.try_recv() {
-            events.push(event);
-        }
-        for event in events {
-            match event {
-                InferenceEvent::Loaded { info, load_secs } => {
-                    self.state.message(
-                        Level::Info,
-                        format!("loaded {} in {load_secs:.1} s", info.describe()),
-                    );
-                    self.prefs.last_weights = Some(info.path.clone());
-                    self.prefs.last_weights_heads = self.attention.heads_override;
-                    self.attention
-                        .weights_loaded(info, self.show_loaded_weights);
-                }
-                InferenceEvent::Maps {
-                    source,
-                    maps,
-                    skipped,
-                    elapsed_secs,
-                } => {
-                    if !skipped.is_empty() {
-                        self.state.message(
-                            Level::Warning,
-                            format!(
-                                "too small for one patch at this size: {}; raise the size",
-                                skipped.join(", ")
-                            ),
-                        );
-                    }
-                    self.attention.loaded_maps(&source, maps, elapsed_secs);
-                }
-                InferenceEvent::Error(text) => {
-                    self.attention.loading = false;
-                    self.state.message(Level::Error, text);
-                }
-            }
-        }
-    }
-
-    /// Carries out what the attention view asked for this frame.
-    fn serve_attention_requests(&mut self) {
-        let requests = std::mem::take(&mut self.attention.requests);
-        if requests.training_settings && self.worker.is_some() {
-            self.send(Command::SetAttention(self.attention.training_settings()));
-        }
-        if requests.recompute_loaded {
-            if let Some(inference) = &self.inference {
-                let size = self
-                    .attention
-                    .short_side_px
-                    .map(crate::attention::ImageSize::ShortSide);
-                if !inference.send(crate::inference::InferenceCommand::Compute {
-                    images: self.attention.followed(),
-                    size,
-                }) {
-                    // Busy: ask again next frame.
-                    self.attention.requests.recompute_loaded = true;
-                }
-            }
-        }
-        if requests.reload_weights {
-            if let Some(path) = self.attention.weights_path.clone() {
-                self.load_weights(path);
-            }
-        }
-        if requests.open_images {
-            // The native dialog is modal; training goes on in the worker.
-            if let Some(paths) = rfd::FileDialog::new()
-                .add_filter(
-                    "images",
-                    &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"],
-                )
-                .pick_files()
-            {
-                self.attention.add_files(paths, &mut self.state);
-            }
-        }
-        if requests.open_weights {
-            if let Some(path) = rfd::FileDialog::new()
-                .add_filter("weights", &["pth", "pt", "safetensors", "bpk"])
-                .pick_file()
-            {
-                self.load_weights(path);
-            }
-        }
-        for grid in [false, true].into_iter().filter(|g| {
-            if *g {
-                requests.export_grid
-            } else {
-                requests.export_view
-            }
-        }) {
-            let Some(path) = rfd::FileDialog::new()
-                .set_file_name(self.attention.export_name(grid))
-                .add_filter("PNG", &["png"])
-                .save_file()
-            else {
-                continue;
-            };
-            match self.attention.export(&self.state, &path, grid) {
-                Ok(()) => self
-                    .state
-                    .message(Level::Info, format!("saved {}", path.display())),
-                Err(err) => self.state.message(Level::Error, err),
-            }
-        }
-    }
-
     /// Applies scripted toggles whose step the current run has reached, as if clicked.
     fn run_script(&mut self) {
         let steps = self.state.current_run().map(|run| run.steps()).unwrap_or(0);
@@ -625,8 +460,7 @@ impl DinoscopeApp {
             .partition(|(step, _)| steps > 0 && *step <= steps);
         self.options.scripted_toggles = later;
         for (_, toggle) in due {
-            self.state.controls.apply_toggle(&toggle);
-            self.toggle(toggle);
+            self.set_control(&mut self.state.controls.clone(), toggle);
         }
     }
 
@@ -693,403 +527,6 @@ impl DinoscopeApp {
         }
         ctx.request_repaint_after(Duration::from_millis(50));
     }
-
-    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal_wrapped(|ui| {
-            let status = self.state.worker_status;
-            let active = self.is_active();
-            let running = active && status == WorkerStatus::Running;
-            let paused = active && status == WorkerStatus::Paused;
-            if ui
-                .add_enabled(!running, egui::Button::new(if paused { "Resume" } else { "Start" }))
-                .on_hover_text("Start a new run with the preset and the controls on the left (or resume a paused one).")
-                .clicked()
-            {
-                if paused {
-                    self.send(Command::Resume);
-                } else {
-                    self.start(false);
-                }
-            }
-            if ui
-                .add_enabled(running, egui::Button::new("Pause"))
-                .on_hover_text("Pause after the current step.")
-                .clicked()
-            {
-                self.send(Command::Pause);
-            }
-            if ui
-                .add_enabled(paused || !active, egui::Button::new("Step"))
-                .on_hover_text("Run exactly one training step, then stay paused.")
-                .clicked()
-            {
-                if !active {
-                    self.start(true);
-                }
-                self.send(Command::Step);
-            }
-            if ui
-                .add_enabled(active, egui::Button::new("Stop"))
-                .on_hover_text("End this run; its curves stay on screen.")
-                .clicked()
-            {
-                self.send(Command::Stop);
-            }
-            if ui
-                .button("Reset")
-                .on_hover_text("Stop and clear the current and earlier runs; pinned runs stay.")
-                .clicked()
-            {
-                self.reset();
-            }
-            ui.separator();
-            if ui
-                .add_enabled(active, egui::Button::new("Save checkpoint"))
-                .on_hover_text("Write student, teacher, optimiser state and RNG into the run directory (checkpoint-<step>/); Stop and closing the window also save one.")
-                .clicked()
-            {
-                self.send(Command::SaveCheckpoint);
-            }
-            if ui
-                .button("Resume run...")
-                .on_hover_text("Continue a run from its newest checkpoint: pick its run directory.")
-                .clicked()
-            {
-                let mut dialog = rfd::FileDialog::new();
-                if let Some(root) = &self.options.runs_root {
-                    dialog = dialog.set_directory(root);
-                }
-                if let Some(dir) = dialog.pick_folder() {
-                    self.resume_run(dir);
-                }
-            }
-            ui.separator();
-            let mut selected = self.prefs.preset.clone();
-            egui::ComboBox::from_label("preset")
-                .selected_text(selected.clone())
-                .show_ui(ui, |ui| {
-                    for (name, _) in PRESETS {
-                        ui.selectable_value(&mut selected, name.to_string(), name);
-                    }
-                });
-            if selected != self.prefs.preset {
-                self.select_preset(&selected);
-            }
-            ui.separator();
-            if let Some(run) = self.state.current_run() {
-                if !run.device.is_empty() {
-                    ui.label(&run.device).on_hover_text(&run.dataset);
-                }
-                if let Some(last) = &run.last {
-                    ui.separator();
-                    ui.label(format!(
-                        "step {} / {} · epoch {}",
-                        last.step + 1,
-                        run.total_steps,
-                        last.epoch
-                    ));
-                    ui.separator();
-                    ui.label(format!(
-                        "{:.0} img/s",
-                        run.images_per_sec_ema.unwrap_or(last.images_per_sec)
-                    ));
-                    if let Some(eta) = run.eta_secs(self.base_config.optim.batch_size_per_gpu) {
-                        ui.label(format!("ETA {}", format_duration(eta)));
-                    }
-                }
-                ui.separator();
-                let collapse = run.collapse_state();
-                collapse_chip_ui(ui, collapse);
-            } else {
-                ui.label(status_text(status));
-            }
-        });
-    }
-
-    fn controls_ui(&mut self, ui: &mut egui::Ui) {
-        ui.heading("Anti-collapse");
-        let mut controls = self.state.controls.clone();
-        if ui
-            .checkbox(&mut controls.centering, "centering")
-            .on_hover_text("Subtracts a running mean from the teacher's outputs so no single dimension can win for every image. Off: h(Pt) falls to 0: one-hot collapse.")
-            .changed()
-        {
-            self.toggle(Toggle::Centering(controls.centering));
-        }
-        if ui
-            .checkbox(&mut controls.sharpening, "sharpening")
-            .on_hover_text("Uses a low teacher temperature so the teacher's targets are peaked. Off (temperature = the student's 0.1): h(Pt) rises to ln K: uniform collapse.")
-            .changed()
-        {
-            self.toggle(Toggle::Sharpening(controls.sharpening));
-        }
-        let response = ui
-            .add(
-                egui::Slider::new(&mut controls.teacher_temp, 0.005..=0.2)
-                    .logarithmic(true)
-                    .text("τ teacher"),
-            )
-            .on_hover_text("Teacher temperature. Lower = sharper targets, pushing towards one-hot; above ~0.07 the paper saw uniform collapse.");
-        if committed(&response) {
-            self.toggle(Toggle::TeacherTemp(controls.teacher_temp));
-        }
-        let response = ui
-            .add(egui::Slider::new(&mut controls.momentum_teacher, 0.0..=1.0).text("momentum"))
-            .on_hover_text("EMA momentum of the teacher (cosine-scheduled towards 1). 0 = no momentum teacher: the teacher copies the student, and the paper's run collapsed.");
-        if committed(&response) {
-            self.toggle(Toggle::MomentumTeacher(controls.momentum_teacher));
-        }
-        let response = ui
-            .add(egui::Slider::new(&mut controls.local_crops, 0..=10).text("local crops"))
-            .on_hover_text("Small crops the student must match to the teacher's global view. 0 = no multi-crop: training still works, with weaker features.");
-        if committed(&response) {
-            self.toggle(Toggle::LocalCrops(controls.local_crops));
-        }
-        let response = ui
-            .add(
-                egui::Slider::new(&mut controls.lr_scale, 0.05..=20.0)
-                    .logarithmic(true)
-                    .text("lr scale"),
-            )
-            .on_hover_text("Multiplies the learning-rate schedule. A large lr makes a collapse happen (and recover) faster.");
-        if committed(&response) {
-            self.toggle(Toggle::LrScale(controls.lr_scale));
-        }
-        self.state.controls = controls;
-
-        ui.separator();
-        ui.heading("View");
-        let mut view = self.state.view;
-        ui.add(egui::Slider::new(&mut view.smoothing, 0.0..=0.99).text("smoothing"))
-            .on_hover_text("De-biased exponential moving average, as in TensorBoard. The raw curve stays faint underneath.");
-        ui.checkbox(&mut view.log_y, "log y")
-            .on_hover_text("Plot log10 of every value (the 0 line is hidden).");
-        self.state.set_view(view);
-        self.prefs.smoothing = view.smoothing;
-        self.prefs.log_y = view.log_y;
-        ui.checkbox(&mut self.prefs.show_schedules, "schedules");
-        ui.checkbox(&mut self.prefs.show_throughput, "throughput");
-        ui.checkbox(&mut self.prefs.show_explanation, "explanations");
-
-        ui.separator();
-        ui.heading("Runs");
-        let response = ui
-            .add(
-                egui::DragValue::new(&mut self.prefs.checkpoint_every_steps)
-                    .range(0..=100_000)
-                    .prefix("checkpoint every ")
-                    .suffix(" steps"),
-            )
-            .on_hover_text("Periodic checkpoints in the run directory (the newest 3 are kept); 0 = only on Stop, exit and Save checkpoint.");
-        if response.changed() {
-            self.send_checkpointing();
-        }
-        let current = self.state.current;
-        for run in self.state.runs.iter_mut().rev() {
-            ui.horizontal(|ui| {
-                ui.checkbox(&mut run.visible, "")
-                    .on_hover_text("Show or hide this run on the plots.");
-                let pin = if run.pinned { "pinned" } else { "pin" };
-                if ui
-                    .selectable_label(run.pinned, pin)
-                    .on_hover_text("Pinned runs survive Reset, to compare against new runs.")
-                    .clicked()
-                {
-                    run.pinned = !run.pinned;
-                }
-                let live = if Some(run.id) == current {
-                    " (current)"
-                } else {
-                    ""
-                };
-                ui.label(format!("{}{live}", run.label))
-                    .on_hover_text(format!(
-                        "{} steps · {}{}",
-                        run.steps(),
-                        status_text(run.status),
-                        run.dir
-                            .as_ref()
-                            .map(|d| format!(" · {}", d.display()))
-                            .unwrap_or_default()
-                    ));
-            });
-        }
-        if self.state.runs.is_empty() {
-            ui.label("No runs yet: press Start.");
-        }
-        if let Some(root) = self.options.runs_root.clone() {
-            ui.separator();
-            egui::CollapsingHeader::new("Runs on disk")
-                .id_salt("runs_on_disk")
-                .show(ui, |ui| self.runs_on_disk_ui(ui, &root));
-        }
-    }
-
-    /// Run directories under the runs folder; "open" overlays one on the plots.
-    fn runs_on_disk_ui(&mut self, ui: &mut egui::Ui, root: &std::path::Path) {
-        // Listing a directory is cheap but not free: refresh at most once a second.
-        let now = Instant::now();
-        if self
-            .disk_runs_listed_at
-            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(1))
-        {
-            self.disk_runs = crate::run::list_run_dirs(root);
-            self.disk_runs_listed_at = Some(now);
-        }
-        if self.disk_runs.is_empty() {
-            ui.small(format!("none in {}", root.display()));
-        }
-        let open: Vec<PathBuf> = self
-            .state
-            .runs
-            .iter()
-            .filter_map(|r| r.dir.clone())
-            .collect();
-        let mut to_open = None;
-        let mut to_resume = None;
-        for dir in self.disk_runs.iter().take(30) {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            ui.horizontal(|ui| {
-                let shown = open.contains(dir);
-                if ui
-                    .add_enabled(!shown, egui::Button::new("open").small())
-                    .on_hover_text("Overlay this run's curves (and k-NN) on the plots.")
-                    .clicked()
-                {
-                    to_open = Some(dir.clone());
-                }
-                if !crate::checkpoint::list_checkpoints(dir).is_empty()
-                    && ui
-                        .small_button("resume")
-                        .on_hover_text("Continue this run from its newest checkpoint.")
-                        .clicked()
-                {
-                    to_resume = Some(dir.clone());
-                }
-                ui.small(name);
-            });
-        }
-        if let Some(dir) = to_open {
-            match self.state.open_run_from_disk(&dir) {
-                Ok(_) => self
-                    .state
-                    .message(Level::Info, format!("opened {}", dir.display())),
-                Err(err) => self.state.message(Level::Error, err),
-            }
-        }
-        if let Some(dir) = to_resume {
-            self.resume_run(dir);
-        }
-    }
-
-    fn explanation_ui(&self, ui: &mut egui::Ui) {
-        ui.heading("What you are seeing");
-        if let Some(run) = self.state.current_run() {
-            let collapse = run.collapse_state();
-            collapse_chip_ui(ui, collapse);
-            ui.label(collapse.explanation());
-            if let Some(marker) = run.markers.last() {
-                ui.separator();
-                ui.label(format!(
-                    "Last change at step {}: {}",
-                    marker.step, marker.label
-                ));
-            }
-        } else {
-            ui.label(CollapseState::WarmingUp.explanation());
-        }
-        ui.separator();
-        for quantity in Quantity::DECOMPOSITION {
-            ui.label(
-                egui::RichText::new(quantity.name())
-                    .strong()
-                    .color(egui::Color32::from_rgb(
-                        quantity.rgb()[0],
-                        quantity.rgb()[1],
-                        quantity.rgb()[2],
-                    )),
-            );
-            ui.label(quantity.explanation());
-        }
-    }
-
-    fn status_line_ui(&self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            if let Some(message) = self.state.messages.back() {
-                let colour = match message.level {
-                    Level::Info => ui.visuals().text_color(),
-                    Level::Warning => egui::Color32::from_rgb(230, 170, 40),
-                    Level::Error => egui::Color32::from_rgb(235, 80, 70),
-                };
-                let history: Vec<String> = self
-                    .state
-                    .messages
-                    .iter()
-                    .rev()
-                    .take(12)
-                    .map(|m| m.text.clone())
-                    .collect();
-                ui.colored_label(colour, &message.text)
-                    .on_hover_text(history.join("\n"));
-            } else {
-                ui.label("Ready.");
-            }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if let Some((median, p95)) = self.frame_time_ms() {
-                    ui.label(format!("frame {median:.1} ms (p95 {p95:.1})"))
-                        .on_hover_text("CPU time per UI frame over the last 240 frames.");
-                }
-                if let Some(secs) = self.first_point_secs {
-                    ui.label(format!("first point after {secs:.1} s"));
-                }
-            });
-        });
-    }
-}
-
-/// Commit slider changes once (on release or keyboard edit), so a drag is one marker.
-fn committed(response: &egui::Response) -> bool {
-    response.drag_stopped() || (response.changed() && !response.dragged())
-}
-
-fn collapse_chip_ui(ui: &mut egui::Ui, collapse: CollapseState) {
-    let [r, g, b] = collapse.rgb();
-    egui::Frame::new()
-        .fill(egui::Color32::from_rgb(r, g, b))
-        .corner_radius(8.0)
-        .inner_margin(egui::Margin::symmetric(8, 2))
-        .show(ui, |ui| {
-            ui.label(
-                egui::RichText::new(collapse.label())
-                    .color(egui::Color32::BLACK)
-                    .strong(),
-            );
-        })
-        .response
-        .on_hover_text(collapse.explanation());
-}
-
-fn status_text(status: WorkerStatus) -> &'static str {
-    match status {
-        WorkerStatus::Idle => "idle",
-        WorkerStatus::Starting => "starting...",
-        WorkerStatus::Running => "running",
-        WorkerStatus::Paused => "paused",
-        WorkerStatus::Finished => "finished",
-        WorkerStatus::Failed => "failed",
-    }
-}
-
-fn format_duration(secs: f64) -> String {
-    let secs = secs.max(0.0).round() as u64;
-    if secs >= 3600 {
-        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-    } else {
-        format!("{}:{:02}", secs / 60, secs % 60)
-    }
 }
 
 /// A burn device on eframe's own wgpu device, when that device is a hardware GPU.
@@ -1133,6 +570,8 @@ impl eframe::App for DinoscopeApp {
         if let Some(path) = self.launch_weights.take() {
             self.request_weights(path);
         }
+        self.apply_commands();
+        self.apply_background();
         self.drain_events();
         self.drain_inference();
         self.take_dropped_files(ctx);
@@ -1193,14 +632,14 @@ impl eframe::App for DinoscopeApp {
                         .on_hover_text("The paper's Fig. 7 pair (h(Pt) and KL vs step) of every shown run with a run directory, as PNG or SVG.")
                         .clicked()
                     {
-                        self.export_figure();
+                        self.queue(UiCommand::ExportFigure);
                     }
                     if ui
                         .small_button("Export CSV...")
                         .on_hover_text("The current run's curves as shown (smoothed), one column per quantity.")
                         .clicked()
                     {
-                        self.export_csv();
+                        self.queue(UiCommand::ExportCsv);
                     }
                 });
                 let height = (ui.available_height() * 0.45).max(220.0);

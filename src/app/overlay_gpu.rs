@@ -3,7 +3,7 @@
 //! texture is re-uploaded only when the image changes, the per-patch grid (a few KiB) every
 //! frame it is drawn.
 
-use crate::attention::{MapLayers, OverlayStyle};
+use crate::analysis::attention::{MapLayers, OverlayStyle};
 use eframe::egui_wgpu::{self, wgpu};
 use image::RgbImage;
 use std::collections::HashMap;
@@ -171,7 +171,7 @@ impl OverlayPipeline {
         });
         let lut: Vec<u8> = (0..256)
             .flat_map(|i| {
-                let [r, g, b] = crate::export::viridis(i as f32 / 255.0);
+                let [r, g, b] = crate::analysis::colormap::viridis(i as f32 / 255.0);
                 [r, g, b, 255]
             })
             .collect();

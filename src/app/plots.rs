@@ -244,7 +244,7 @@ pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
 }
 
 /// Reads one quantity of an evaluation.
-type EvalValue = fn(&super::state::EvalSummary) -> Option<f64>;
+type EvalValue = fn(&crate::store::rows::EvalRow) -> Option<f64>;
 
 /// What the features learned: the teacher's k-NN top-1 / top-5 and the attention masks'
 /// Jaccard with the ground truth, in percent, with the random-init values as dashed lines.
@@ -275,7 +275,7 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 let curves: [(&str, [u8; 3], EvalValue); 3] = [
                     ("k-NN top-1", TOP1, |e| e.top1),
                     ("k-NN top-5", TOP5, |e| e.top5),
-                    ("Jaccard, best head", JACCARD, |e| e.jaccard_best),
+                    ("Jaccard, best head", JACCARD, |e| e.jaccard_best_head),
                 ];
                 for (label, rgb, value) in curves {
                     let points: Vec<[f64; 2]> = run

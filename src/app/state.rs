@@ -2,9 +2,10 @@
 //! status line. No egui widgets and no tensors here, so tests can build it with synthetic
 //! history and the worker's events apply to it directly.
 
-use super::collapse::{classify, CollapseState, RecentLoss, MIN_STEPS};
+use super::collapse::{classify, CollapseState, RecentLoss, WINDOW_STEPS};
 use super::series::{Series, ViewSettings};
-use crate::trainer::{StepMetrics, Toggle};
+use crate::config::{LiveSettings, Toggle};
+use crate::store::rows::{EvalRow, MetricsRow};
 use crate::worker::{Event, RunId, WorkerStatus};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -91,7 +92,7 @@ impl Quantity {
         }
     }
 
-    fn of(self, m: &StepMetrics) -> f64 {
+    fn of(self, m: &MetricsRow) -> f64 {
         match self {
             Quantity::Loss => m.loss,
             Quantity::TeacherEntropy => m.teacher_entropy,
@@ -130,26 +131,16 @@ pub struct RunRecord {
     pub ln_k: f64,
     pub series: Vec<(Quantity, Series)>,
     pub markers: Vec<Marker>,
-    pub last: Option<StepMetrics>,
+    pub last: Option<MetricsRow>,
     /// Smoothed throughput for the ETA.
     pub images_per_sec_ema: Option<f64>,
     /// Teacher evaluations, oldest first (the first, at step 0, is the random-init baseline).
-    pub evals: Vec<EvalSummary>,
-}
-
-/// One evaluation as the plots need it (percent).
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalSummary {
-    pub step: usize,
-    pub epoch: usize,
-    pub top1: Option<f64>,
-    pub top5: Option<f64>,
-    pub jaccard_best: Option<f64>,
+    pub evals: Vec<EvalRow>,
 }
 
 impl RunRecord {
     /// The evaluation at random init (step 0), the line learned features must beat.
-    pub fn eval_baseline(&self) -> Option<&EvalSummary> {
+    pub fn eval_baseline(&self) -> Option<&EvalRow> {
         self.evals.first().filter(|e| e.step == 0)
     }
 }
@@ -187,7 +178,7 @@ impl RunRecord {
             .map(|(_, s)| s)
     }
 
-    pub fn push(&mut self, metrics: StepMetrics) {
+    pub fn push(&mut self, metrics: MetricsRow) {
         let x = metrics.step as f64;
         for (quantity, series) in &mut self.series {
             series.push(x, quantity.of(&metrics));
@@ -221,18 +212,23 @@ impl RunRecord {
     }
 
     pub fn collapse_state(&self) -> CollapseState {
+        classify(&self.recent_loss())
+    }
+
+    /// The decomposition over the chip's window, with what it says.
+    pub fn recent_loss(&self) -> RecentLoss {
         let mean = |q| {
             self.series(q)
-                .and_then(|s| s.recent_mean(MIN_STEPS * 2))
+                .and_then(|s| s.recent_mean(WINDOW_STEPS))
                 .unwrap_or_default()
         };
-        classify(&RecentLoss {
+        RecentLoss {
             teacher_entropy: mean(Quantity::TeacherEntropy),
             kl: mean(Quantity::Kl),
             batch_mean_entropy: mean(Quantity::BatchMeanEntropy),
             ln_k: self.ln_k,
             steps: self.steps(),
-        })
+        }
     }
 }
 
@@ -250,53 +246,6 @@ pub struct StatusMessage {
     pub text: String,
 }
 
-/// The control values shown in the left panel (mirrors `LiveSettings`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Controls {
-    pub centering: bool,
-    pub sharpening: bool,
-    pub teacher_temp: f64,
-    pub momentum_teacher: f64,
-    pub local_crops: usize,
-    pub lr_scale: f64,
-}
-
-impl Controls {
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            centering: config.dino.centering,
-            sharpening: config.dino.sharpening,
-            teacher_temp: config.dino.teacher_temp,
-            momentum_teacher: config.dino.momentum_teacher,
-            local_crops: config.dino.local_crops_number,
-            lr_scale: config.optim.lr_scale,
-        }
-    }
-
-    /// Mirrors a toggle sent to the worker (scripted toggles move the controls too).
-    pub fn apply_toggle(&mut self, toggle: &Toggle) {
-        match *toggle {
-            Toggle::Centering(on) => self.centering = on,
-            Toggle::Sharpening(on) => self.sharpening = on,
-            Toggle::TeacherTemp(t) => self.teacher_temp = t,
-            Toggle::MomentumTeacher(m) => self.momentum_teacher = m,
-            Toggle::LocalCrops(n) => self.local_crops = n,
-            Toggle::LrScale(s) => self.lr_scale = s,
-        }
-    }
-
-    /// Folds the controls into a config, for the next Start.
-    pub fn apply_to(&self, config: &mut crate::config::Config) {
-        config.dino.centering = self.centering;
-        config.dino.sharpening = self.sharpening;
-        config.dino.teacher_temp = self.teacher_temp;
-        config.dino.warmup_teacher_temp = config.dino.warmup_teacher_temp.min(self.teacher_temp);
-        config.dino.momentum_teacher = self.momentum_teacher;
-        config.dino.local_crops_number = self.local_crops;
-        config.optim.lr_scale = self.lr_scale;
-    }
-}
-
 /// Runs, controls and messages.
 #[derive(Debug)]
 pub struct AppState {
@@ -304,7 +253,7 @@ pub struct AppState {
     pub current: Option<RunId>,
     pub next_run_id: RunId,
     pub worker_status: WorkerStatus,
-    pub controls: Controls,
+    pub controls: LiveSettings,
     pub view: ViewSettings,
     pub messages: VecDeque<StatusMessage>,
     /// Every toggle sent, newest last (what the tests check, and a session log).
@@ -317,8 +266,8 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct AttentionSnapshot {
     pub step: usize,
-    pub network: crate::weights::Network,
-    pub maps: Vec<(String, crate::attention::AttentionMaps)>,
+    pub network: crate::store::weights::Network,
+    pub maps: Vec<(String, crate::analysis::attention::AttentionMaps)>,
 }
 
 /// Attention snapshots kept per run (at one per 10 steps: the last 1000 steps).
@@ -327,7 +276,7 @@ pub const MAX_ATTENTION_SNAPSHOTS: usize = 100;
 pub const MAX_MESSAGES: usize = 200;
 
 impl AppState {
-    pub fn new(controls: Controls, view: ViewSettings) -> Self {
+    pub fn new(controls: LiveSettings, view: ViewSettings) -> Self {
         Self {
             runs: Vec::new(),
             current: None,
@@ -386,7 +335,8 @@ impl AppState {
                 dir.display()
             ));
         }
-        let rows = crate::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
+        let rows =
+            crate::store::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
         if rows.is_empty() {
             return Err(format!("{} has no complete rows", metrics_path.display()));
         }
@@ -406,16 +356,7 @@ impl AppState {
         for metrics in rows {
             run.push(metrics);
         }
-        run.evals = crate::run::read_eval_rows(&dir.join(crate::run::EVAL_FILE))
-            .into_iter()
-            .map(|row| EvalSummary {
-                step: row.step,
-                epoch: row.epoch,
-                top1: row.top1,
-                top5: row.top5,
-                jaccard_best: row.jaccard,
-            })
-            .collect();
+        run.evals = crate::store::run::read_eval_rows(&dir.join(crate::store::run::EVAL_FILE));
         self.runs.push(run);
         Ok(id)
     }
@@ -480,29 +421,14 @@ impl AppState {
                     format!("resumed from {} at step {first_step}", checkpoint.display()),
                 );
             }
-            Event::Eval { run_id, point } => {
+            Event::Eval { run_id, evaluation } => {
                 if let Some(run) = self.run_mut(run_id) {
-                    run.evals.push(EvalSummary {
-                        step: point.step,
-                        epoch: point.epoch,
-                        top1: point.knn.map(|k| k.top1),
-                        top5: point.knn.map(|k| k.top5),
-                        jaccard_best: point.jaccard.as_ref().map(|j| j.best),
-                    });
+                    run.evals.push(evaluation.row);
                 }
             }
             Event::EvalHistory { run_id, rows } => {
                 if let Some(run) = self.run_mut(run_id) {
-                    run.evals = rows
-                        .into_iter()
-                        .map(|row| EvalSummary {
-                            step: row.step,
-                            epoch: row.epoch,
-                            top1: row.top1,
-                            top5: row.top5,
-                            jaccard_best: row.jaccard,
-                        })
-                        .collect();
+                    run.evals = rows;
                 }
             }
             Event::CheckpointSaved { path, elapsed_secs } => self.message(
@@ -558,8 +484,8 @@ impl AppState {
 mod tests {
     use super::*;
 
-    pub fn metrics(step: usize, h: f64, kl: f64) -> StepMetrics {
-        StepMetrics {
+    pub fn metrics(step: usize, h: f64, kl: f64) -> MetricsRow {
+        MetricsRow {
             step,
             epoch: step / 10,
             loss: h + kl,
@@ -576,6 +502,7 @@ mod tests {
             local_crops: 6,
             centering: true,
             sharpening: true,
+            ln_k: 1024f64.ln(),
             warnings: Vec::new(),
         }
     }
@@ -587,7 +514,7 @@ mod tests {
             log_y: false,
         };
         let mut state = AppState::new(
-            Controls::from_config(&crate::config::Config::default()),
+            LiveSettings::from_config(&crate::config::Config::default()),
             view,
         );
         let first = state.begin_run("a".into(), None);

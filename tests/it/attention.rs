@@ -4,9 +4,9 @@
 //! weights loader's errors and the `attention` CLI end to end.
 
 use burn::prelude::*;
-use dinoscope::attention::{attention_maps, mass_mask};
-use dinoscope::export::read_npy;
-use dinoscope::weights::{load_backbone, ArchOverrides, Network, WeightsFormat};
+use dinoscope::analysis::attention::{attention_maps, mass_mask};
+use dinoscope::store::npy::read_npy;
+use dinoscope::store::weights::{load_backbone, ArchOverrides, Network, WeightsFormat};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -84,7 +84,7 @@ fn official_backbone_matches_pytorch_to_1e5() {
     assert!(diff < 1e-5, "position table differs by {diff}");
 
     // The same forward's CLS feature (final norm), not only the attention.
-    let (chw, (w, h)) = dinoscope::attention::preprocess(&image, (56, 40), 8);
+    let (chw, (w, h)) = dinoscope::analysis::attention::preprocess(&image, (56, 40), 8);
     let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), &device);
     let cls: Vec<f32> = loaded
         .backbone

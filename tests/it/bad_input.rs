@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use dinoscope::config::{Config, DataSource};
-use dinoscope::trainer::{TrainError, Trainer};
+use dinoscope::train::trainer::{TrainError, Trainer};
 use std::path::Path;
 
 #[test]

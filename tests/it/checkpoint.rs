@@ -4,11 +4,13 @@
 
 use crate::worker::micro_config;
 use burn::prelude::Device;
-use dinoscope::checkpoint::{list_checkpoints, resolve_checkpoint, write_checkpoint};
-use dinoscope::trainer::{StepMetrics, Toggle, Trainer};
+use dinoscope::config::Toggle;
+use dinoscope::store::checkpoint::{list_checkpoints, resolve_checkpoint, write_checkpoint};
+use dinoscope::store::rows::MetricsRow;
+use dinoscope::train::trainer::Trainer;
 
 /// Everything but the wall-clock columns.
-fn comparable(m: &StepMetrics) -> Vec<f64> {
+fn comparable(m: &MetricsRow) -> Vec<f64> {
     vec![
         m.step as f64,
         m.epoch as f64,
@@ -60,7 +62,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = Trainer::new(config(), device.clone(), Some(TOTAL)).unwrap();
     let mut got = run(&mut first, 11);
-    let written = write_checkpoint(&first, dir.path(), 2).unwrap();
+    let written = write_checkpoint(&first.snapshot().unwrap(), dir.path(), 2).unwrap();
     assert!(written.ends_with("checkpoint-00000011"));
     drop(first);
 
@@ -80,11 +82,11 @@ fn interrupted_writes_and_damaged_checkpoints_are_handled() {
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(config(), device.clone(), Some(TOTAL)).unwrap();
     trainer.step().unwrap();
-    write_checkpoint(&trainer, dir.path(), 2).unwrap();
+    write_checkpoint(&trainer.snapshot().unwrap(), dir.path(), 2).unwrap();
     trainer.step().unwrap();
-    write_checkpoint(&trainer, dir.path(), 2).unwrap();
+    write_checkpoint(&trainer.snapshot().unwrap(), dir.path(), 2).unwrap();
     trainer.step().unwrap();
-    write_checkpoint(&trainer, dir.path(), 2).unwrap();
+    write_checkpoint(&trainer.snapshot().unwrap(), dir.path(), 2).unwrap();
     let steps: Vec<usize> = list_checkpoints(dir.path())
         .iter()
         .map(|(s, _)| *s)
@@ -134,7 +136,7 @@ fn interrupted_writes_and_damaged_checkpoints_are_handled() {
     // A truncated optimiser file.
     let mut trainer = Trainer::new(config(), device.clone(), Some(TOTAL)).unwrap();
     trainer.step().unwrap();
-    let fresh = write_checkpoint(&trainer, &dir.path().join("b"), 1).unwrap();
+    let fresh = write_checkpoint(&trainer.snapshot().unwrap(), &dir.path().join("b"), 1).unwrap();
     let optimizer = fresh.join("optimizer.bpk");
     let bytes = std::fs::read(&optimizer).unwrap();
     std::fs::write(&optimizer, &bytes[..bytes.len() / 3]).unwrap();

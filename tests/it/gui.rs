@@ -4,8 +4,9 @@
 use crate::worker::micro_config;
 use dinoscope::app::state::Level;
 use dinoscope::app::{AppOptions, DinoscopeApp};
+use dinoscope::config::Toggle;
 use dinoscope::device::DeviceChoice;
-use dinoscope::trainer::{StepMetrics, Toggle};
+use dinoscope::store::rows::MetricsRow;
 use dinoscope::worker::{Event, WorkerStatus};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -209,7 +210,7 @@ fn a_worker_error_shows_in_the_status_line() {
     harness.get_by_label("training step 7 panicked: boom");
 }
 
-fn synthetic(step: usize) -> StepMetrics {
+fn synthetic(step: usize) -> MetricsRow {
     // A run that collapses after a centering-off marker at step 60.
     let t = step as f64;
     let h = if step < 60 {
@@ -222,7 +223,7 @@ fn synthetic(step: usize) -> StepMetrics {
     } else {
         (-(t - 60.0) / 12.0).exp()
     };
-    StepMetrics {
+    MetricsRow {
         step,
         epoch: step / 32,
         loss: h + kl,
@@ -239,6 +240,7 @@ fn synthetic(step: usize) -> StepMetrics {
         local_crops: 6,
         centering: step < 60,
         sharpening: true,
+        ln_k: 1024f64.ln(),
         warnings: Vec::new(),
     }
 }
@@ -276,7 +278,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 status: WorkerStatus::Paused,
             });
             // Fixed maps for the three followed images: a bright blob per head.
-            let maps = |shift: usize| dinoscope::attention::AttentionMaps {
+            let maps = |shift: usize| dinoscope::analysis::attention::AttentionMaps {
                 grid_rows: 16,
                 grid_cols: 16,
                 patch_size: 4,
@@ -303,7 +305,7 @@ fn main_layout_snapshot_with_synthetic_history() {
             app.state.apply(Event::Attention {
                 run_id: run,
                 step: 119,
-                network: dinoscope::weights::Network::Teacher,
+                network: dinoscope::store::weights::Network::Teacher,
                 maps: names
                     .into_iter()
                     .enumerate()
@@ -314,23 +316,18 @@ fn main_layout_snapshot_with_synthetic_history() {
             for (step, top1, jaccard) in [(0, 31.0, 24.0), (96, 58.0, 41.0)] {
                 app.state.apply(Event::Eval {
                     run_id: run,
-                    point: Box::new(dinoscope::eval::EvalPoint {
-                        step,
-                        epoch: step / 32,
-                        knn: Some(dinoscope::eval::KnnResult {
-                            top1,
-                            top5: top1 + 30.0,
-                            train_images: 1024,
-                            val_images: 256,
-                            elapsed_secs: 1.0,
-                        }),
-                        jaccard: Some(dinoscope::eval::JaccardResult {
-                            per_head: vec![jaccard; 3],
-                            best_head: 0,
-                            best: jaccard,
-                            mean_map: jaccard,
-                            images: 64,
-                        }),
+                    evaluation: Box::new(dinoscope::train::engine::Evaluation {
+                        row: dinoscope::store::rows::EvalRow {
+                            step,
+                            epoch: step / 32,
+                            top1: Some(top1),
+                            top5: Some(top1 + 30.0),
+                            jaccard_best_head: Some(jaccard),
+                            jaccard_mean_map: Some(jaccard),
+                            eval_secs: Some(1.0),
+                        },
+                        knn: None,
+                        jaccard: None,
                     }),
                 });
             }
@@ -422,13 +419,14 @@ fn attention_view_loads_official_weights_draws_heads_and_exports() {
 
 #[test]
 fn runs_on_disk_open_as_pinned_overlays() {
-    use dinoscope::run::RunWriter;
+    use dinoscope::store::run::RunWriter;
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("20261123-tiny");
     let config = micro_config();
     let mut writer = RunWriter::create(&run_dir, &config).unwrap();
     let mut trainer =
-        dinoscope::trainer::Trainer::new(config, burn::prelude::Device::flex(), Some(4)).unwrap();
+        dinoscope::train::trainer::Trainer::new(config, burn::prelude::Device::flex(), Some(4))
+            .unwrap();
     for _ in 0..4 {
         writer.append(&trainer.step().unwrap()).unwrap();
     }
@@ -439,7 +437,7 @@ fn runs_on_disk_open_as_pinned_overlays() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"4,0,3.1"))
         .unwrap();
     assert_eq!(
-        dinoscope::run::list_run_dirs(dir.path()),
+        dinoscope::store::run::list_run_dirs(dir.path()),
         vec![run_dir.clone()]
     );
 

@@ -4,9 +4,11 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use dinoscope::config::Config;
-use dinoscope::ema::ema_update;
+use dinoscope::config::Toggle;
 use dinoscope::model::{DinoModel, VitArch, VitConfig};
-use dinoscope::trainer::{StepMetrics, Toggle, Trainer};
+use dinoscope::store::rows::MetricsRow;
+use dinoscope::train::ema::ema_update;
+use dinoscope::train::trainer::Trainer;
 
 /// A model small enough that 150 steps take seconds on two cores.
 fn micro_config(seed: u64) -> Config {
@@ -35,14 +37,14 @@ fn micro_config(seed: u64) -> Config {
     config
 }
 
-fn run(config: Config, steps: usize) -> (Trainer, Vec<StepMetrics>) {
+fn run(config: Config, steps: usize) -> (Trainer, Vec<MetricsRow>) {
     let mut trainer = Trainer::new(config, Device::flex(), Some(steps)).unwrap();
     let metrics = (0..steps).map(|_| trainer.step().unwrap()).collect();
     (trainer, metrics)
 }
 
 /// Mean of a metric over the last `n` steps (single steps are noisy).
-fn tail_mean(metrics: &[StepMetrics], n: usize, f: impl Fn(&StepMetrics) -> f64) -> f64 {
+fn tail_mean(metrics: &[MetricsRow], n: usize, f: impl Fn(&MetricsRow) -> f64) -> f64 {
     let tail = &metrics[metrics.len() - n..];
     tail.iter().map(f).sum::<f64>() / n as f64
 }

@@ -2,8 +2,8 @@
 //! stop/shutdown join, failures become error events.
 
 use dinoscope::config::Config;
+use dinoscope::config::Toggle;
 use dinoscope::device::DeviceChoice;
-use dinoscope::trainer::Toggle;
 use dinoscope::worker::{Command, Event, WorkerHandle, WorkerStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -230,7 +230,7 @@ fn checkpoints_from_the_worker_and_resume_with_history() {
             }
         )
     });
-    let kept: Vec<usize> = dinoscope::checkpoint::list_checkpoints(&run_dir)
+    let kept: Vec<usize> = dinoscope::store::checkpoint::list_checkpoints(&run_dir)
         .iter()
         .map(|(step, _)| *step)
         .collect();
@@ -288,13 +288,13 @@ fn the_teacher_is_evaluated_at_random_init_and_every_epoch() {
     // 64 images / batch 8 = 8 steps per epoch: evaluations at step 0 and after step 8.
     let mut points = Vec::new();
     until(&worker, |e| {
-        if let Event::Eval { point, .. } = e {
-            points.push((**point).clone());
+        if let Event::Eval { evaluation, .. } = e {
+            points.push((**evaluation).clone());
         }
         points.len() == 2
     });
-    assert_eq!((points[0].step, points[1].step), (0, 8));
-    assert_eq!(points[1].epoch, 1);
+    assert_eq!((points[0].row.step, points[1].row.step), (0, 8));
+    assert_eq!(points[1].row.epoch, 1);
     for point in &points {
         let knn = point.knn.unwrap();
         assert!((0.0..=100.0).contains(&knn.top1) && knn.top5 >= knn.top1);
@@ -309,4 +309,92 @@ fn the_teacher_is_evaluated_at_random_init_and_every_epoch() {
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 3);
+}
+
+/// The classroom demo of issue 15, exactly: Start on the default `tiny` preset, untick
+/// centering at step 32, and the chip must stop saying "healthy" within a few steps of the
+/// collapse starting (h(Pt) falls to ~0.1 nats by step 45 while KL is still ~1).
+#[test]
+fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
+    use dinoscope::app::collapse::CollapseState;
+    use dinoscope::app::series::ViewSettings;
+    use dinoscope::app::state::AppState;
+    use dinoscope::config::LiveSettings;
+    let config = Config::preset("tiny").unwrap();
+    let view = ViewSettings {
+        smoothing: 0.0,
+        log_y: false,
+    };
+    let mut state = AppState::new(LiveSettings::from_config(&config), view);
+    let run_id = state.begin_run("tiny".into(), None);
+    let worker = spawn();
+    worker
+        .send(Command::Start {
+            run_id,
+            config: Box::new(config),
+            run_dir: None,
+            total_steps: None,
+            paused: false,
+        })
+        .unwrap();
+    const UNTICK_AT: usize = 32;
+    let mut verdicts = Vec::new();
+    let mut unticked = false;
+    // 60 steps of `tiny`: ~15 s alone, longer beside the other tests.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = |event: &Event| {
+        state.apply(event.clone());
+        if let Event::Metrics { metrics, .. } = event {
+            let run = state.run(run_id).unwrap();
+            verdicts.push((metrics.step, run.collapse_state(), metrics.teacher_entropy));
+            if metrics.step + 1 == UNTICK_AT && !unticked {
+                worker.send(Command::Set(Toggle::Centering(false))).unwrap();
+                unticked = true;
+            }
+            return metrics.step >= 60;
+        }
+        false
+    };
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; verdicts {verdicts:?}"
+        );
+        if let Some(event) = worker.recv_timeout(Duration::from_millis(100)) {
+            if let Event::Error(message) = &event {
+                panic!("worker error: {message}");
+            }
+            if done(&event) {
+                break;
+            }
+        }
+    }
+    // Healthy before the untick (after the warm-up steps).
+    for (step, verdict, _) in &verdicts[12..UNTICK_AT] {
+        assert_eq!(
+            *verdict,
+            CollapseState::Healthy,
+            "step {step}: {verdicts:?}"
+        );
+    }
+    // From the first step whose 5-step window sits in one-hot territory on, never healthy.
+    let collapsed_from = verdicts
+        .iter()
+        .position(|(step, _, h)| *step > UNTICK_AT && *h < 0.3)
+        .expect("h(Pt) falls after centering is turned off");
+    let named = &verdicts[(collapsed_from + 6).min(verdicts.len() - 1)..];
+    assert!(!named.is_empty());
+    for (step, verdict, _) in named {
+        assert!(
+            matches!(
+                verdict,
+                CollapseState::OneHotTargets | CollapseState::OneDimension
+            ),
+            "step {step}: the chip says {verdict:?}; {verdicts:?}"
+        );
+    }
+    let last = state.run(run_id).unwrap();
+    let recent = last.recent_loss();
+    let text = last.collapse_state().explain(&recent);
+    assert!(text.contains("prototypes in use"), "{text}");
 }

@@ -648,6 +648,23 @@ impl<D: Dataset> Dataset for Relabelled<D> {
     }
 }
 
+/// Opens the training dataset named by `data.source`.
+pub fn open_dataset(config: &Config) -> Result<Arc<dyn Dataset>, DataError> {
+    let path = Path::new(&config.data.path);
+    Ok(match config.data.source {
+        DataSource::Synthetic => Arc::new(SyntheticShapes::new(
+            config.seed,
+            config.data.image_size,
+            config.data.num_images,
+        )),
+        DataSource::Folder => Arc::new(ImageFolder::open(path)?),
+        DataSource::Cifar10 => Arc::new(Cifar::open(CifarKind::Cifar10, path, Split::Train)?),
+        DataSource::Cifar100 => Arc::new(Cifar::open(CifarKind::Cifar100, path, Split::Train)?),
+        // DINO trains on the 100k unlabelled images; train/test are for the k-NN monitor.
+        DataSource::Stl10 => Arc::new(Stl10::open(path, StlSplit::Unlabeled)?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -994,7 +1011,7 @@ mod tests {
         assert_eq!(t.label, v.label);
         assert_ne!(t.image.as_raw(), v.image.as_raw());
         // The train split is the training set itself.
-        let training = crate::trainer::open_dataset(&config).unwrap();
+        let training = open_dataset(&config).unwrap();
         assert_eq!(
             training.get(5).unwrap().image.as_raw(),
             splits.train.get(5).unwrap().image.as_raw()
@@ -1009,7 +1026,7 @@ mod tests {
         config.data.path = dir.path().display().to_string();
         let splits = open_labelled_splits(&config).unwrap().unwrap();
         assert_eq!((splits.train.len(), splits.val.len()), (6, 1));
-        assert_eq!(crate::trainer::open_dataset(&config).unwrap().len(), 6);
+        assert_eq!(open_dataset(&config).unwrap().len(), 6);
 
         let dir = tempfile::tempdir().unwrap();
         write_stl(dir.path());
@@ -1019,7 +1036,7 @@ mod tests {
         assert_eq!((splits.train.len(), splits.val.len()), (2, 1));
         assert_eq!(splits.train.class_names(), splits.val.class_names());
         // Training reads the unlabelled split.
-        let training = crate::trainer::open_dataset(&config).unwrap();
+        let training = open_dataset(&config).unwrap();
         assert!(
             training.describe().contains("unlabeled"),
             "{}",
@@ -1031,10 +1048,7 @@ mod tests {
     fn cifar10_preset_without_data_is_a_clear_error() {
         let mut config = Config::preset("cifar10").unwrap();
         config.data.path = "/no/such/cifar-10-batches-bin".into();
-        let err = crate::trainer::open_dataset(&config)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = open_dataset(&config).err().unwrap().to_string();
         assert!(
             err.contains("/no/such/cifar-10-batches-bin")
                 && err.contains("data_batch_1.bin")

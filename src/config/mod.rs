@@ -4,29 +4,36 @@
 //! (`dino.out_dim`, `dino.teacher_temp`, `optim.warmup_epochs`, ...). Unknown keys and values out
 //! of range are errors that name the key, the file and line, and the allowed range.
 
+pub mod arch;
+pub mod live;
+
+pub use arch::{VitArch, VitConfig};
+
+pub use live::{LiveSettings, Toggle};
+
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The preset used when no `--config` is given (the contents of `configs/tiny.toml`).
-pub const DEFAULT_PRESET: &str = include_str!("../configs/tiny.toml");
+pub const DEFAULT_PRESET: &str = include_str!("../../configs/tiny.toml");
 
 /// Every preset shipped in `configs/`, by name, so the app and tests need no file system.
 pub const PRESETS: [(&str, &str); 6] = [
-    ("tiny", include_str!("../configs/tiny.toml")),
+    ("tiny", include_str!("../../configs/tiny.toml")),
     (
         "collapse-no-centering",
-        include_str!("../configs/collapse-no-centering.toml"),
+        include_str!("../../configs/collapse-no-centering.toml"),
     ),
     (
         "collapse-no-sharpening",
-        include_str!("../configs/collapse-no-sharpening.toml"),
+        include_str!("../../configs/collapse-no-sharpening.toml"),
     ),
     (
         "vit-s16-paper",
-        include_str!("../configs/vit-s16-paper.toml"),
+        include_str!("../../configs/vit-s16-paper.toml"),
     ),
-    ("cifar10", include_str!("../configs/cifar10.toml")),
-    ("stl10", include_str!("../configs/stl10.toml")),
+    ("cifar10", include_str!("../../configs/cifar10.toml")),
+    ("stl10", include_str!("../../configs/stl10.toml")),
 ];
 
 /// Keys that may be absent from a resolved config (unset overrides) yet can be `--set`.
@@ -376,7 +383,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), InvalidKey> {
         let m = &self.model;
         check(
-            crate::model::VitArch::from_name(&m.arch).is_some(),
+            VitArch::from_name(&m.arch).is_some(),
             "model.arch",
             format!(
                 "= \"{}\" is not a known architecture; allowed: vit_micro, vit_tiny, vit_small, vit_base",
@@ -402,12 +409,26 @@ impl Config {
         in_range_usize("dino.out_dim", d.out_dim, 2, 262_144)?;
         in_range_usize("dino.hidden_dim", d.hidden_dim, 1, 65_536)?;
         in_range_usize("dino.bottleneck_dim", d.bottleneck_dim, 1, 65_536)?;
-        in_range_f64("dino.momentum_teacher", d.momentum_teacher, 0.0, 1.0)?;
-        in_range_f64("dino.warmup_teacher_temp", d.warmup_teacher_temp, 1e-4, 1.0)?;
-        in_range_f64("dino.teacher_temp", d.teacher_temp, 1e-4, 1.0)?;
+        live_f64(
+            "dino.momentum_teacher",
+            d.momentum_teacher,
+            &live::MOMENTUM_TEACHER,
+        )?;
+        live_f64(
+            "dino.warmup_teacher_temp",
+            d.warmup_teacher_temp,
+            &live::TEACHER_TEMP,
+        )?;
+        live_f64("dino.teacher_temp", d.teacher_temp, &live::TEACHER_TEMP)?;
         in_range_f64("dino.student_temp", d.student_temp, 1e-4, 1.0)?;
         in_range_f64("dino.center_momentum", d.center_momentum, 0.0, 0.9999)?;
-        in_range_usize("dino.local_crops_number", d.local_crops_number, 0, 16)?;
+        let crops = &live::LOCAL_CROPS.allowed;
+        in_range_usize(
+            "dino.local_crops_number",
+            d.local_crops_number,
+            *crops.start(),
+            *crops.end(),
+        )?;
         scale_range("dino.global_crops_scale", d.global_crops_scale)?;
         scale_range("dino.local_crops_scale", d.local_crops_scale)?;
 
@@ -415,7 +436,7 @@ impl Config {
         in_range_usize("optim.epochs", o.epochs, 1, 100_000)?;
         in_range_usize("optim.batch_size_per_gpu", o.batch_size_per_gpu, 1, 4096)?;
         in_range_f64("optim.lr", o.lr, 0.0, 1.0)?;
-        in_range_f64("optim.lr_scale", o.lr_scale, 0.0, 100.0)?;
+        live_f64("optim.lr_scale", o.lr_scale, &live::LR_SCALE)?;
         in_range_f64("optim.min_lr", o.min_lr, 0.0, 1.0)?;
         in_range_usize("optim.warmup_epochs", o.warmup_epochs, 0, o.epochs)?;
         in_range_f64("optim.weight_decay", o.weight_decay, 0.0, 10.0)?;
@@ -496,14 +517,13 @@ impl Config {
     }
 
     /// The architecture with any `model.embed_dim/depth/num_heads` overrides applied.
-    pub fn vit_arch(&self) -> crate::model::VitArch {
-        let base =
-            crate::model::VitArch::from_name(&self.model.arch).unwrap_or(crate::model::VitArch {
-                embed_dim: 96,
-                depth: 4,
-                num_heads: 3,
-            });
-        crate::model::VitArch {
+    pub fn vit_arch(&self) -> VitArch {
+        let base = VitArch::from_name(&self.model.arch).unwrap_or(VitArch {
+            embed_dim: 96,
+            depth: 4,
+            num_heads: 3,
+        });
+        VitArch {
             embed_dim: self.model.embed_dim.unwrap_or(base.embed_dim),
             depth: self.model.depth.unwrap_or(base.depth),
             num_heads: self.model.num_heads.unwrap_or(base.num_heads),
@@ -540,6 +560,10 @@ fn in_range_f64(key: &str, value: f64, min: f64, max: f64) -> Result<(), Invalid
         key,
         format!("= {value} is out of range; allowed {min} ..= {max}"),
     )
+}
+
+fn live_f64(key: &str, value: f64, range: &live::LiveRange<f64>) -> Result<(), InvalidKey> {
+    in_range_f64(key, value, *range.allowed.start(), *range.allowed.end())
 }
 
 fn in_range_usize(key: &str, value: usize, min: usize, max: usize) -> Result<(), InvalidKey> {

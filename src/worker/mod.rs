@@ -2,10 +2,12 @@
 //! the UI only through bounded channels of plain data. It never touches egui; the UI never
 //! touches tensors. Commands take effect at the next step boundary.
 
-use crate::config::Config;
+pub mod inference;
+
+use crate::config::{Config, Toggle};
 use crate::device::{select_device, DeviceChoice, SelectedDevice};
-use crate::run::RunWriter;
-use crate::trainer::{StepMetrics, Toggle, Trainer};
+use crate::store::rows::{EvalRow, MetricsRow};
+use crate::train::engine::{CheckpointPolicy, Engine, EngineEvent, Evaluation, ResumedFrom};
 use burn::module::Module;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::PathBuf;
@@ -71,9 +73,9 @@ pub struct AttentionSettings {
     pub images: Vec<AttentionImage>,
     /// Recompute after every this many steps (at least 1).
     pub every_steps: usize,
-    pub network: crate::weights::Network,
+    pub network: crate::store::weights::Network,
     /// `None`: the training crop size as the short side.
-    pub size: Option<crate::attention::ImageSize>,
+    pub size: Option<crate::analysis::attention::ImageSize>,
 }
 
 impl Default for AttentionSettings {
@@ -81,7 +83,7 @@ impl Default for AttentionSettings {
         Self {
             images: Vec::new(),
             every_steps: ATTENTION_EVERY_STEPS,
-            network: crate::weights::Network::Teacher,
+            network: crate::store::weights::Network::Teacher,
             size: None,
         }
     }
@@ -110,7 +112,7 @@ pub enum Event {
     },
     Metrics {
         run_id: RunId,
-        metrics: Box<StepMetrics>,
+        metrics: Box<MetricsRow>,
     },
     /// A toggle took effect before `step` (the first step that used it).
     Marker {
@@ -127,15 +129,15 @@ pub enum Event {
     Attention {
         run_id: RunId,
         step: usize,
-        network: crate::weights::Network,
-        maps: Vec<(String, crate::attention::AttentionMaps)>,
+        network: crate::store::weights::Network,
+        maps: Vec<(String, crate::analysis::attention::AttentionMaps)>,
     },
     /// A run continues from a checkpoint: the metrics it had before `first_step`.
     Resumed {
         run_id: RunId,
         checkpoint: PathBuf,
         first_step: usize,
-        history: Vec<StepMetrics>,
+        history: Vec<MetricsRow>,
     },
     CheckpointSaved {
         path: PathBuf,
@@ -144,12 +146,12 @@ pub enum Event {
     /// k-NN accuracy and attention Jaccard of the teacher (step 0 = random init).
     Eval {
         run_id: RunId,
-        point: Box<crate::eval::EvalPoint>,
+        evaluation: Box<Evaluation>,
     },
     /// Evaluations a resumed run had before its checkpoint.
     EvalHistory {
         run_id: RunId,
-        rows: Vec<crate::run::EvalRow>,
+        rows: Vec<EvalRow>,
     },
     Warning(String),
     Error(String),
@@ -188,8 +190,7 @@ impl WorkerHandle {
                     device,
                     run: None,
                     attention: AttentionSettings::default(),
-                    checkpoint_every_steps: 0,
-                    checkpoint_keep_last: CHECKPOINT_KEEP_LAST,
+                    checkpoints: CheckpointPolicy::default(),
                 }
                 .run()
             })?;
@@ -247,16 +248,8 @@ pub enum DeviceSource {
 
 struct ActiveRun {
     id: RunId,
-    trainer: Trainer,
-    writer: Option<RunWriter>,
+    engine: Engine,
     paused: bool,
-    /// Toggles applied since the last step, announced as markers at the next step.
-    pending_markers: Vec<Toggle>,
-    /// Held-out data for the k-NN / Jaccard monitor (`None`: the data has no labels).
-    eval: Option<crate::eval::EvalData>,
-    /// Whether the random-init row (step 0) exists; it is computed with the first evaluation,
-    /// not at Start, so the first training step is not delayed.
-    eval_baseline_done: bool,
 }
 
 struct Worker {
@@ -266,12 +259,11 @@ struct Worker {
     device: DeviceSource,
     run: Option<ActiveRun>,
     attention: AttentionSettings,
-    checkpoint_every_steps: usize,
-    checkpoint_keep_last: usize,
+    checkpoints: CheckpointPolicy,
 }
 
 /// Checkpoints kept per run by default.
-pub const CHECKPOINT_KEEP_LAST: usize = 3;
+pub use crate::train::engine::CHECKPOINT_KEEP_LAST;
 
 enum Flow {
     Continue,
@@ -357,13 +349,23 @@ impl Worker {
                 path,
                 paused,
             } => self.resume(run_id, &path, paused),
-            Command::SaveCheckpoint => self.save_checkpoint(true),
+            Command::SaveCheckpoint => {
+                if let Some(run) = &self.run {
+                    let event = run.engine.checkpoint_event();
+                    self.forward(run.id, vec![event]);
+                }
+            }
             Command::SetCheckpointing {
                 every_steps,
                 keep_last,
             } => {
-                self.checkpoint_every_steps = every_steps;
-                self.checkpoint_keep_last = keep_last.max(1);
+                self.checkpoints = CheckpointPolicy {
+                    every_steps,
+                    keep_last: keep_last.max(1),
+                };
+                if let Some(run) = &mut self.run {
+                    run.engine.set_checkpoint_policy(self.checkpoints);
+                }
             }
             Command::Set(toggle) => self.set(toggle),
             Command::SetAttention(settings) => {
@@ -372,7 +374,7 @@ impl Worker {
                     ..settings
                 };
                 // Show the new images at once, not only at the next multiple of the period.
-                if let Some(step) = self.run.as_ref().map(|r| r.trainer.steps_done()) {
+                if let Some(step) = self.run.as_ref().map(|r| r.engine.trainer().steps_done()) {
                     self.emit_attention(step.saturating_sub(1));
                 }
             }
@@ -386,6 +388,24 @@ impl Worker {
         Flow::Continue
     }
 
+    /// Ends the current run and announces the new one as starting; the device it will use.
+    fn begin(&mut self, run_id: RunId) -> Option<SelectedDevice> {
+        if self.run.is_some() {
+            self.finish_run(WorkerStatus::Finished);
+        }
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Starting,
+        });
+        match self.selected_device() {
+            Ok(selected) => Some(selected),
+            Err(err) => {
+                self.fail(run_id, err);
+                None
+            }
+        }
+    }
+
     fn start(
         &mut self,
         run_id: RunId,
@@ -394,48 +414,74 @@ impl Worker {
         total_steps: Option<usize>,
         paused: bool,
     ) {
-        if self.run.is_some() {
-            self.finish_run(WorkerStatus::Finished);
-        }
-        self.emit(Event::Status {
-            run_id: Some(run_id),
-            status: WorkerStatus::Starting,
-        });
-        let selected = match self.selected_device() {
-            Ok(selected) => selected,
-            Err(err) => return self.fail(run_id, err),
+        let Some(selected) = self.begin(run_id) else {
+            return;
         };
-        let trainer = match Trainer::new(config.clone(), selected.device, total_steps) {
-            Ok(trainer) => trainer,
-            Err(err) => return self.fail(run_id, format!("cannot start training: {err}")),
-        };
-        let writer = match run_dir.map(|dir| RunWriter::create(&dir, &config)) {
-            Some(Ok(writer)) => Some(writer),
-            Some(Err(err)) => {
-                // Training still runs; only the files are missing, and the user is told.
-                self.emit(Event::Warning(format!("{err}; metrics are not saved")));
-                None
+        match Engine::start(config, selected.device, total_steps, run_dir.as_deref()) {
+            Ok((engine, events)) => {
+                self.activate(run_id, engine, selected.description, None, events, paused)
             }
-            None => None,
+            Err(err) => self.fail(run_id, format!("cannot start training: {err}")),
+        }
+    }
+
+    fn resume(&mut self, run_id: RunId, path: &std::path::Path, paused: bool) {
+        let Some(selected) = self.begin(run_id) else {
+            return;
         };
+        match Engine::resume(path, selected.device) {
+            Ok((engine, resumed, events)) => self.activate(
+                run_id,
+                engine,
+                selected.description,
+                Some(resumed),
+                events,
+                paused,
+            ),
+            Err(err) => self.fail(
+                run_id,
+                format!("cannot resume from {}: {err}", path.display()),
+            ),
+        }
+    }
+
+    /// Announces a started (or resumed) engine and makes it the current run.
+    fn activate(
+        &mut self,
+        run_id: RunId,
+        mut engine: Engine,
+        device: String,
+        resumed: Option<ResumedFrom>,
+        events: Vec<EngineEvent>,
+        paused: bool,
+    ) {
+        engine.set_checkpoint_policy(self.checkpoints);
+        let trainer = engine.trainer();
         self.emit(Event::Started {
             run_id,
-            device: selected.description,
+            device,
             dataset: trainer.dataset_description().to_string(),
             total_steps: trainer.total_steps(),
             iters_per_epoch: trainer.iters_per_epoch(),
             ln_k: trainer.ln_k(),
         });
-        let eval = self.eval_data(trainer.config());
-        let eval_baseline_done = false;
+        if let Some(resumed) = resumed {
+            self.emit(Event::Resumed {
+                run_id,
+                checkpoint: resumed.checkpoint,
+                first_step: resumed.first_step,
+                history: resumed.history,
+            });
+            self.emit(Event::EvalHistory {
+                run_id,
+                rows: resumed.evals,
+            });
+        }
+        self.forward(run_id, events);
         self.run = Some(ActiveRun {
             id: run_id,
-            trainer,
-            writer,
+            engine,
             paused,
-            pending_markers: Vec::new(),
-            eval,
-            eval_baseline_done,
         });
         self.status(if paused {
             WorkerStatus::Paused
@@ -444,202 +490,30 @@ impl Worker {
         });
     }
 
-    /// The monitor's data, when `data.knn_every_epochs` asks for one and the data has labels.
-    fn eval_data(&self, config: &Config) -> Option<crate::eval::EvalData> {
-        if config.data.knn_every_epochs == 0 {
-            return None;
+    /// Engine events as UI events.
+    fn forward(&self, run_id: RunId, events: Vec<EngineEvent>) {
+        for event in events {
+            self.emit(match event {
+                EngineEvent::Marker { step, toggle } => Event::Marker {
+                    run_id,
+                    step,
+                    label: toggle.label(),
+                    toggle,
+                },
+                EngineEvent::Metrics(metrics) => Event::Metrics { run_id, metrics },
+                EngineEvent::Eval(evaluation) => Event::Eval { run_id, evaluation },
+                EngineEvent::CheckpointSaved { path, elapsed_secs } => {
+                    Event::CheckpointSaved { path, elapsed_secs }
+                }
+                EngineEvent::Warning(message) => Event::Warning(message),
+            });
         }
-        match crate::eval::EvalData::for_config(config) {
-            Ok(data) => data,
-            Err(err) => {
-                self.emit(Event::Warning(format!("no k-NN monitor: {err}")));
-                None
-            }
-        }
-    }
-
-    /// k-NN and Jaccard of the current teacher, reported and appended to knn.csv; the first
-    /// time also of the same network at random init (rebuilt from the seed: the initial
-    /// weights are a pure function of it), reported as step 0.
-    fn evaluate(&mut self) {
-        let Some(run) = &self.run else { return };
-        if run.eval.is_none() {
-            return;
-        }
-        if !run.eval_baseline_done {
-            let config = run.trainer.config();
-            let vit = crate::model::VitConfig {
-                arch: config.vit_arch(),
-                patch_size: config.model.patch_size,
-                img_size: config.data.global_crop_size as usize,
-                drop_path_rate: 0.0,
-            };
-            let initial = crate::model::VisionTransformer::new(
-                &vit,
-                &mut crate::model::HostInit::new(config.seed),
-                run.trainer.device(),
-            );
-            self.evaluate_backbone(&initial, 0, 0);
-            if let Some(run) = &mut self.run {
-                run.eval_baseline_done = true;
-            }
-        }
-        let Some(run) = &self.run else { return };
-        let (step, epoch) = (run.trainer.steps_done(), run.trainer.epoch());
-        let teacher = run.trainer.teacher().backbone.clone();
-        self.evaluate_backbone(&teacher, step, epoch);
-    }
-
-    fn evaluate_backbone(
-        &self,
-        backbone: &crate::model::VisionTransformer,
-        step: usize,
-        epoch: usize,
-    ) {
-        let Some(run) = &self.run else { return };
-        let Some(eval) = &run.eval else { return };
-        let device = run.trainer.device();
-        let knn = match eval.knn(backbone, device) {
-            Ok(result) => Some(result),
-            Err(err) => {
-                self.emit(Event::Warning(format!("k-NN skipped: {err}")));
-                None
-            }
-        };
-        let jaccard = eval.jaccard(backbone, device);
-        let point = crate::eval::EvalPoint {
-            step,
-            epoch,
-            knn,
-            jaccard,
-        };
-        if let Some(writer) = &run.writer {
-            if let Err(err) = writer.append_eval(&point) {
-                self.emit(Event::Warning(err.to_string()));
-            }
-        }
-        self.emit(Event::Eval {
-            run_id: run.id,
-            point: Box::new(point),
-        });
     }
 
     fn selected_device(&self) -> Result<SelectedDevice, String> {
         match &self.device {
             DeviceSource::Ready(selected) => Ok(selected.clone()),
             DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn resume(&mut self, run_id: RunId, path: &std::path::Path, paused: bool) {
-        if self.run.is_some() {
-            self.finish_run(WorkerStatus::Finished);
-        }
-        self.emit(Event::Status {
-            run_id: Some(run_id),
-            status: WorkerStatus::Starting,
-        });
-        let selected = match self.selected_device() {
-            Ok(selected) => selected,
-            Err(err) => return self.fail(run_id, err),
-        };
-        let checkpoint = match crate::checkpoint::resolve_checkpoint(path) {
-            Ok(checkpoint) => checkpoint,
-            Err(err) => return self.fail(run_id, err.to_string()),
-        };
-        let trainer = match Trainer::resume(&checkpoint, selected.device) {
-            Ok(trainer) => trainer,
-            Err(err) => {
-                return self.fail(
-                    run_id,
-                    format!("cannot resume from {}: {err}", checkpoint.display()),
-                )
-            }
-        };
-        let run_dir = checkpoint
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let first_step = trainer.steps_done();
-        // The curve so far, as the CSV has it (rows after the checkpoint are recomputed).
-        let history = crate::run::read_step_metrics(&run_dir.join("metrics.csv"))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.step < first_step)
-            .collect();
-        let writer = match RunWriter::resume(&run_dir, first_step, trainer.ln_k()) {
-            Ok(writer) => Some(writer),
-            Err(err) => {
-                self.emit(Event::Warning(format!("{err}; metrics are not saved")));
-                None
-            }
-        };
-        self.emit(Event::Started {
-            run_id,
-            device: selected.description,
-            dataset: trainer.dataset_description().to_string(),
-            total_steps: trainer.total_steps(),
-            iters_per_epoch: trainer.iters_per_epoch(),
-            ln_k: trainer.ln_k(),
-        });
-        self.emit(Event::Resumed {
-            run_id,
-            checkpoint,
-            first_step,
-            history,
-        });
-        let mut eval_baseline_done = false;
-        if let Some(writer) = &writer {
-            match writer.truncate_evals(first_step) {
-                Ok(rows) => {
-                    eval_baseline_done = rows.iter().any(|r| r.step == 0);
-                    self.emit(Event::EvalHistory { run_id, rows });
-                }
-                Err(err) => {
-                    self.emit(Event::Warning(err.to_string()));
-                }
-            };
-        }
-        let eval = self.eval_data(trainer.config());
-        self.run = Some(ActiveRun {
-            id: run_id,
-            trainer,
-            writer,
-            paused,
-            pending_markers: Vec::new(),
-            eval,
-            eval_baseline_done,
-        });
-        self.status(if paused {
-            WorkerStatus::Paused
-        } else {
-            WorkerStatus::Running
-        });
-    }
-
-    /// Writes a checkpoint of the current run into its directory. `asked`: the user pressed
-    /// the button (a run without a directory is then a warning, not silence).
-    fn save_checkpoint(&mut self, asked: bool) {
-        let Some(run) = &self.run else { return };
-        let Some(dir) = run.writer.as_ref().map(|w| w.dir().to_path_buf()) else {
-            if asked {
-                self.emit(Event::Warning(
-                    "this run has no run directory (runs are kept in memory only); nothing saved"
-                        .into(),
-                ));
-            }
-            return;
-        };
-        let started = std::time::Instant::now();
-        match crate::checkpoint::write_checkpoint(&run.trainer, &dir, self.checkpoint_keep_last) {
-            Ok(path) => {
-                let elapsed_secs = started.elapsed().as_secs_f64();
-                self.emit(Event::CheckpointSaved { path, elapsed_secs });
-            }
-            // Training goes on; the previous checkpoints are intact.
-            Err(err) => {
-                self.emit(Event::Warning(format!("checkpoint not written: {err}")));
-            }
         }
     }
 
@@ -656,80 +530,29 @@ impl Worker {
             // Nothing is running: the UI keeps the value for the next Start.
             return;
         };
-        match run.trainer.apply(&toggle) {
-            Ok(()) => run.pending_markers.push(toggle),
-            Err(err) => {
-                self.emit(Event::Error(err.to_string()));
-            }
+        if let Err(err) = run.engine.apply(toggle) {
+            self.emit(Event::Error(err.to_string()));
         }
     }
 
     fn step_once(&mut self) {
         let Some(run) = &mut self.run else { return };
-        if run.trainer.steps_done() >= run.trainer.total_steps() {
+        if run.engine.is_done() {
             self.finish_run(WorkerStatus::Finished);
             return;
         }
-        let step = run.trainer.steps_done();
-        let markers: Vec<Toggle> = run.pending_markers.drain(..).collect();
         let run_id = run.id;
-        // A panic inside burn (e.g. a backend failure) must not take the app down: it becomes
-        // an error event and ends this run.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.trainer.step()))
-            .unwrap_or_else(|payload| {
-                let reason = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(crate::trainer::TrainError::Internal(format!(
-                    "training step {step} panicked: {reason}"
-                )))
-            });
-        for toggle in markers {
-            self.emit(Event::Marker {
-                run_id,
-                step,
-                label: toggle.label(),
-                toggle,
-            });
-        }
-        match result {
-            Ok(metrics) => {
-                for warning in &metrics.warnings {
-                    self.emit(Event::Warning(warning.clone()));
-                }
-                if let Some(run) = &mut self.run {
-                    if let Some(writer) = &mut run.writer {
-                        if let Err(err) = writer.append(&metrics) {
-                            run.writer = None;
-                            self.emit(Event::Warning(format!(
-                                "{err}; metrics of this run are no longer saved"
-                            )));
-                        }
+        match run.engine.step() {
+            Ok(events) => {
+                let step = events.iter().find_map(|event| match event {
+                    EngineEvent::Metrics(metrics) => Some(metrics.step),
+                    _ => None,
+                });
+                self.forward(run_id, events);
+                if let Some(step) = step {
+                    if step % self.attention.every_steps == 0 {
+                        self.emit_attention(step);
                     }
-                }
-                let step = metrics.step;
-                self.emit(Event::Metrics {
-                    run_id,
-                    metrics: Box::new(metrics),
-                });
-                let every = self.checkpoint_every_steps;
-                if every > 0 && (step + 1) % every == 0 {
-                    self.save_checkpoint(false);
-                }
-                let (per_epoch, every) = self.run.as_ref().map_or((1, 0), |r| {
-                    (
-                        r.trainer.iters_per_epoch().max(1),
-                        r.trainer.config().data.knn_every_epochs,
-                    )
-                });
-                let epochs_done = (step + 1) / per_epoch;
-                if every > 0 && (step + 1) % per_epoch == 0 && epochs_done % every == 0 {
-                    self.evaluate();
-                }
-                if step % self.attention.every_steps == 0 {
-                    self.emit_attention(step);
                 }
             }
             Err(err) => {
@@ -741,34 +564,35 @@ impl Worker {
 
     /// Computes the chosen network's attention for the followed images (one forward each).
     fn emit_attention(&mut self, step: usize) {
-        use crate::weights::Network;
+        use crate::store::weights::Network;
         let Some(run) = &self.run else { return };
         if self.attention.images.is_empty() {
             return;
         }
-        let crop = run.trainer.config().data.global_crop_size;
+        let trainer = run.engine.trainer();
+        let crop = trainer.config().data.global_crop_size;
         let size = self
             .attention
             .size
-            .unwrap_or(crate::attention::ImageSize::ShortSide(crop));
-        let device = run.trainer.device();
+            .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
+        let device = trainer.device();
         let network = self.attention.network;
         // The student lives on the autodiff device; its inner module needs no graph.
         let student;
         let backbone = match network {
-            Network::Teacher => &run.trainer.teacher().backbone,
+            Network::Teacher => &trainer.teacher().backbone,
             Network::Student => {
-                student = run.trainer.student().backbone.valid();
+                student = trainer.student().backbone.valid();
                 &student
             }
         };
-        let maps: Vec<(String, crate::attention::AttentionMaps)> = self
+        let maps: Vec<(String, crate::analysis::attention::AttentionMaps)> = self
             .attention
             .images
             .iter()
             .filter_map(|img| {
                 let target = size.resolve(img.image.dimensions());
-                crate::attention::attention_and_pca(backbone, &img.image, target, device)
+                crate::analysis::attention::attention_and_pca(backbone, &img.image, target, device)
                     .map(|maps| (img.name.clone(), maps))
             })
             .collect();
@@ -782,22 +606,9 @@ impl Worker {
     }
 
     fn finish_run(&mut self, status: WorkerStatus) {
-        // A clean stop keeps a checkpoint to resume from (not after a failure: the state may
-        // be what failed).
-        if status == WorkerStatus::Finished
-            && self
-                .run
-                .as_ref()
-                .is_some_and(|r| r.trainer.steps_done() > 0)
-        {
-            self.save_checkpoint(false);
-        }
         if let Some(run) = self.run.take() {
-            if let Some(writer) = &run.writer {
-                if let Err(err) = writer.write_config(&run.trainer.resolved_config()) {
-                    self.emit(Event::Warning(err.to_string()));
-                }
-            }
+            let (_, events) = run.engine.finish(status == WorkerStatus::Finished);
+            self.forward(run.id, events);
             self.emit(Event::Status {
                 run_id: Some(run.id),
                 status,

@@ -2,9 +2,9 @@
 //! safetensors, our runs) and computes attention maps for the followed images, so neither the
 //! UI nor a running training ever waits for it. Plain data in and out, like the worker.
 
-use crate::attention::{attention_and_pca, AttentionMaps, ImageSize};
-use crate::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
-use crate::worker::{AttentionImage, Waker};
+use super::{AttentionImage, Waker};
+use crate::analysis::attention::{attention_and_pca, AttentionMaps, ImageSize};
+use crate::store::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
 use burn::prelude::Device;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;

@@ -501,7 +501,7 @@ pub fn composite(image: &RgbImage, layers: &MapLayers, style: &OverlayStyle) -> 
         let row = ((y as usize * layers.rows) / h as usize).min(layers.rows - 1);
         let cell = row * layers.cols + col;
         // Quantised like the shader's 256-entry colour table.
-        let heat = crate::export::viridis((layers.heat[cell] * 255.0).round() / 255.0);
+        let heat = crate::analysis::colormap::viridis((layers.heat[cell] * 255.0).round() / 255.0);
         let pixel = image.get_pixel(x, y).0;
         let mut out: [f32; 3] = std::array::from_fn(|c| {
             pixel[c] as f32 * (1.0 - style.heat_opacity) + heat[c] as f32 * style.heat_opacity

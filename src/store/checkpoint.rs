@@ -7,9 +7,10 @@
 //!   any moment leaves the previous checkpoints intact; `state.toml` is written last and marks
 //!   a complete one. The last `keep_last` are kept.
 
-use crate::config::{Config, ConfigError};
-use crate::model::{DinoModel, VitConfig};
+use crate::config::{Config, ConfigError, LiveSettings};
+use crate::model::DinoModel;
 use burn::module::Module;
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,7 @@ pub struct CheckpointState {
     pub total_iters: usize,
     /// What the data loader opened, to refuse resuming on other data.
     pub dataset: String,
-    pub live: crate::trainer::LiveSettings,
+    pub live: LiveSettings,
     pub drop_path_rng: RngState,
 }
 
@@ -190,9 +191,95 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Everything a checkpoint holds, borrowed from the trainer (`Trainer::snapshot`).
+pub struct Snapshot<'a> {
+    pub student: &'a DinoModel,
+    pub teacher: &'a DinoModel,
+    pub optimizer: &'a ModuleOptimizer,
+    pub center: Vec<f32>,
+    pub config: &'a Config,
+    pub state: CheckpointState,
+}
+
+impl Snapshot<'_> {
+    /// Writes every file of a checkpoint into `dir` (the caller makes it atomic).
+    fn write_files(&self, dir: &Path) -> Result<(), CheckpointError> {
+        let files = CheckpointFiles::in_dir(dir);
+        let write_error = |path: &Path, reason: String| CheckpointError::Write {
+            path: path.to_path_buf(),
+            reason,
+        };
+        self.student
+            .clone()
+            .save_file(&files.student)
+            .map_err(|err| write_error(&files.student, format!("{err:?}")))?;
+        self.teacher
+            .clone()
+            .save_file(&files.teacher)
+            .map_err(|err| write_error(&files.teacher, format!("{err:?}")))?;
+        self.optimizer
+            .save(&files.optimizer)
+            .map_err(|err| write_error(&files.optimizer, format!("{err:?}")))?;
+        crate::store::npy::write_npy_f32(&files.center, &[self.center.len()], &self.center)
+            .map_err(|err| write_error(&files.center, err.to_string()))?;
+        std::fs::write(&files.config, self.config.to_toml())
+            .map_err(|err| write_error(&files.config, err.to_string()))?;
+        // Written last: its presence marks a complete checkpoint.
+        self.state.write(&files.state)
+    }
+}
+
+/// The tensors of a checkpoint loaded into the trainer's freshly built modules.
+pub struct Restored {
+    pub student: DinoModel,
+    pub teacher: DinoModel,
+    pub optimizer: ModuleOptimizer,
+    pub center: Vec<f32>,
+}
+
+/// Loads a checkpoint's student, teacher, optimiser state and center into `skeleton` (modules
+/// of the architecture its config describes); every file is named when it cannot be read.
+pub fn restore(dir: &Path, skeleton: Restored) -> Result<Restored, CheckpointError> {
+    let files = CheckpointFiles::in_dir(dir);
+    let read_error = |path: &Path, reason: String| CheckpointError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let out_dim = skeleton.center.len();
+    let student = skeleton
+        .student
+        .try_load_file(&files.student)
+        .map_err(|err| read_error(&files.student, format!("{err:?}")))?;
+    let mut teacher = skeleton
+        .teacher
+        .try_load_file(&files.teacher)
+        .map_err(|err| read_error(&files.teacher, format!("{err:?}")))?;
+    teacher.backbone = teacher.backbone.without_drop_path();
+    let optimizer = skeleton
+        .optimizer
+        .load(&files.optimizer)
+        .map_err(|err| read_error(&files.optimizer, format!("{err:?}")))?;
+    let center = crate::store::npy::read_npy(&files.center)
+        .ok()
+        .and_then(|npy| npy.to_f32())
+        .filter(|values| values.len() == out_dim)
+        .ok_or_else(|| {
+            read_error(
+                &files.center,
+                format!("expected {out_dim} float32 values (dino.out_dim)"),
+            )
+        })?;
+    Ok(Restored {
+        student,
+        teacher,
+        optimizer,
+        center,
+    })
+}
+
 /// Writes `checkpoint-<step>/` into `run_dir` atomically and keeps the newest `keep_last`.
 pub fn write_checkpoint(
-    trainer: &crate::trainer::Trainer,
+    snapshot: &Snapshot<'_>,
     run_dir: &Path,
     keep_last: usize,
 ) -> Result<PathBuf, CheckpointError> {
@@ -201,7 +288,7 @@ pub fn write_checkpoint(
         reason: err.to_string(),
     };
     std::fs::create_dir_all(run_dir).map_err(|err| write_error(run_dir, err))?;
-    let step = trainer.steps_done();
+    let step = snapshot.state.step;
     let name = format!("{CHECKPOINT_PREFIX}{step:08}");
     let final_dir = run_dir.join(&name);
     let tmp_dir = run_dir.join(format!(".{name}.tmp"));
@@ -209,8 +296,8 @@ pub fn write_checkpoint(
         std::fs::remove_dir_all(&tmp_dir).map_err(|err| write_error(&tmp_dir, err))?;
     }
     std::fs::create_dir(&tmp_dir).map_err(|err| write_error(&tmp_dir, err))?;
-    let written = trainer
-        .write_checkpoint_files(&tmp_dir)
+    let written = snapshot
+        .write_files(&tmp_dir)
         .and_then(|()| fsync_dir(&tmp_dir).map_err(|err| write_error(&tmp_dir, err)));
     if let Err(err) = written {
         let _ = std::fs::remove_dir_all(&tmp_dir);
@@ -282,12 +369,7 @@ fn load_model_file(
     device: &Device,
 ) -> Result<(DinoModel, Config), CheckpointError> {
     let config = Config::from_file(config_path)?;
-    let vit = VitConfig {
-        arch: config.vit_arch(),
-        patch_size: config.model.patch_size,
-        img_size: config.data.global_crop_size as usize,
-        drop_path_rate: 0.0,
-    };
+    let vit = config.vit_config(0.0);
     let skeleton = DinoModel::new(
         &vit,
         config.dino.hidden_dim,

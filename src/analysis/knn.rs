@@ -245,7 +245,7 @@ pub fn attention_jaccard(
     threshold: f32,
     device: &Device,
 ) -> JaccardResult {
-    use crate::attention::{attention_maps, mass_mask, upsample_nearest, HeadFusion};
+    use crate::analysis::attention::{attention_maps, mass_mask, upsample_nearest, HeadFusion};
     let heads = backbone.num_heads;
     let mut sums = vec![0f64; heads];
     let mut mean_sum = 0f64;
@@ -350,9 +350,9 @@ impl EvalData {
     /// gives 64 held-out images with their true masks for the Jaccard.
     pub fn for_config(config: &crate::config::Config) -> Result<Option<Self>, DataError> {
         use crate::config::DataSource;
+        use crate::data::datasets::{SYNTHETIC_VAL_MAX_IMAGES, SYNTHETIC_VAL_SEED_OFFSET};
         use crate::data::SyntheticShapes;
-        use crate::datasets::{SYNTHETIC_VAL_MAX_IMAGES, SYNTHETIC_VAL_SEED_OFFSET};
-        let Some(splits) = crate::datasets::open_labelled_splits(config)? else {
+        let Some(splits) = crate::data::datasets::open_labelled_splits(config)? else {
             return Ok(None);
         };
         let masked = match config.data.source {
@@ -400,40 +400,5 @@ impl EvalData {
 
     pub fn jaccard(&self, backbone: &VisionTransformer, device: &Device) -> Option<JaccardResult> {
         (!self.masked.is_empty()).then(|| attention_jaccard(backbone, &self.masked, 0.6, device))
-    }
-}
-
-/// One evaluation of a run, as the worker reports it and `knn.csv` stores it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalPoint {
-    /// Steps completed when evaluated (0 = random init).
-    pub step: usize,
-    pub epoch: usize,
-    pub knn: Option<KnnResult>,
-    pub jaccard: Option<JaccardResult>,
-}
-
-impl EvalPoint {
-    pub const CSV_HEADER: [&'static str; 7] = [
-        "step",
-        "epoch",
-        "top1",
-        "top5",
-        "jaccard_best_head",
-        "jaccard_mean_map",
-        "eval_secs",
-    ];
-
-    pub fn csv_record(&self) -> Vec<String> {
-        let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
-        vec![
-            self.step.to_string(),
-            self.epoch.to_string(),
-            opt(self.knn.map(|k| k.top1)),
-            opt(self.knn.map(|k| k.top5)),
-            opt(self.jaccard.as_ref().map(|j| j.best)),
-            opt(self.jaccard.as_ref().map(|j| j.mean_map)),
-            opt(self.knn.map(|k| k.elapsed_secs)),
-        ]
     }
 }

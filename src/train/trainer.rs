@@ -3,14 +3,16 @@
 //! worker thread are thin loops around it.
 
 use crate::augment::{AugmentConfig, CropBatch, CropLoader, LoaderConfig, LoaderError};
-use crate::config::{Config, DataSource};
-use crate::data::{DataError, Dataset, ImageFolder, SyntheticShapes};
-use crate::datasets::{Cifar, CifarKind, Split, Stl10, StlSplit};
-use crate::dino::{dino_loss, update_center, LossOptions, LossStats};
-use crate::ema::ema_update;
-use crate::model::{DinoModel, VitConfig};
-use crate::optim::{build_optimizer, SharedWeightDecay};
-use crate::schedule::{teacher_momentum_at, teacher_temp_at_epoch, CosineSchedule};
+use crate::config::{Config, LiveSettings, Toggle};
+use crate::data::datasets::open_dataset;
+use crate::data::{DataError, Dataset};
+use crate::model::DinoModel;
+use crate::store::checkpoint::{CheckpointError, Snapshot};
+use crate::store::rows::MetricsRow;
+use crate::train::ema::ema_update;
+use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats};
+use crate::train::optim::{build_optimizer, SharedWeightDecay};
+use crate::train::schedule::{teacher_momentum_at, teacher_temp_at_epoch, CosineSchedule};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
@@ -31,147 +33,9 @@ pub enum TrainError {
     #[error("loss is {loss} at step {step}; training stopped as the reference does. Lower optim.lr or dino.teacher_temp, or raise optim.warmup_epochs")]
     NonFinite { step: usize, loss: f64 },
     #[error(transparent)]
-    Checkpoint(crate::checkpoint::CheckpointError),
+    Checkpoint(CheckpointError),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// A change applied between two steps (the live ablation switches).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Toggle {
-    Centering(bool),
-    /// Off: the teacher uses the student temperature (0.1), i.e. no sharpening.
-    Sharpening(bool),
-    /// Replaces the teacher-temperature schedule with this constant.
-    TeacherTemp(f64),
-    /// Base EMA momentum (cosine to 1 from here); 0 = no momentum teacher.
-    MomentumTeacher(f64),
-    /// Local crops per image; 0 = no multi-crop.
-    LocalCrops(usize),
-    /// Multiplier on the lr schedule.
-    LrScale(f64),
-}
-
-impl std::str::FromStr for Toggle {
-    type Err = String;
-
-    /// Parses `centering=off`, `sharpening=on`, `teacher_temp=0.07`, `momentum=0`,
-    /// `local_crops=0`, `lr_scale=2` (for scripted demos).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (key, value) = text
-            .split_once('=')
-            .ok_or_else(|| format!("`{text}`: expected KEY=VALUE, e.g. centering=off"))?;
-        let value = value.trim();
-        let switch = || match value {
-            "on" | "true" | "1" => Ok(true),
-            "off" | "false" | "0" => Ok(false),
-            _ => Err(format!("`{text}`: use on or off")),
-        };
-        let number = || {
-            value
-                .parse::<f64>()
-                .map_err(|_| format!("`{text}`: `{value}` is not a number"))
-        };
-        match key.trim() {
-            "centering" => Ok(Toggle::Centering(switch()?)),
-            "sharpening" => Ok(Toggle::Sharpening(switch()?)),
-            "teacher_temp" => Ok(Toggle::TeacherTemp(number()?)),
-            "momentum" | "momentum_teacher" => Ok(Toggle::MomentumTeacher(number()?)),
-            "local_crops" => value
-                .parse()
-                .map(Toggle::LocalCrops)
-                .map_err(|_| format!("`{text}`: `{value}` is not a whole number")),
-            "lr_scale" => Ok(Toggle::LrScale(number()?)),
-            other => Err(format!(
-                "`{other}` is not a toggle; use centering, sharpening, teacher_temp, momentum, local_crops or lr_scale"
-            )),
-        }
-    }
-}
-
-impl Toggle {
-    /// A short label for plot markers: "centering off", "τt = 0.070".
-    pub fn label(&self) -> String {
-        let on_off = |on: bool| if on { "on" } else { "off" };
-        match self {
-            Toggle::Centering(on) => format!("centering {}", on_off(*on)),
-            Toggle::Sharpening(on) => format!("sharpening {}", on_off(*on)),
-            Toggle::TeacherTemp(t) => format!("τt = {t:.3}"),
-            Toggle::MomentumTeacher(m) => format!("momentum = {m:.4}"),
-            Toggle::LocalCrops(n) => format!("local crops = {n}"),
-            Toggle::LrScale(s) => format!("lr scale = {s:.2}"),
-        }
-    }
-}
-
-/// Everything one iteration reports.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StepMetrics {
-    /// Global iteration index of this step (0-based).
-    pub step: usize,
-    pub epoch: usize,
-    pub loss: f64,
-    pub teacher_entropy: f64,
-    pub kl: f64,
-    pub batch_mean_entropy: f64,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub teacher_momentum: f64,
-    /// Temperature the teacher actually used this step.
-    pub teacher_temp: f64,
-    pub images_per_sec: f64,
-    pub step_secs: f64,
-    /// Time this step waited for the data loader (≈ 0 when prefetch keeps up).
-    pub data_wait_secs: f64,
-    pub local_crops: usize,
-    pub centering: bool,
-    pub sharpening: bool,
-    /// Non-fatal data problems met while building this batch (e.g. a skipped corrupt image).
-    pub warnings: Vec<String>,
-}
-
-impl StepMetrics {
-    pub const CSV_HEADER: [&'static str; 17] = [
-        "step",
-        "epoch",
-        "loss",
-        "teacher_entropy",
-        "kl",
-        "batch_mean_entropy",
-        "lr",
-        "weight_decay",
-        "teacher_momentum",
-        "teacher_temp",
-        "images_per_sec",
-        "step_secs",
-        "data_wait_secs",
-        "local_crops",
-        "centering",
-        "sharpening",
-        "ln_k",
-    ];
-
-    pub fn csv_record(&self, ln_k: f64) -> Vec<String> {
-        vec![
-            self.step.to_string(),
-            self.epoch.to_string(),
-            format!("{:.6}", self.loss),
-            format!("{:.6}", self.teacher_entropy),
-            format!("{:.6}", self.kl),
-            format!("{:.6}", self.batch_mean_entropy),
-            format!("{:.6e}", self.lr),
-            format!("{:.6}", self.weight_decay),
-            format!("{:.6}", self.teacher_momentum),
-            format!("{:.5}", self.teacher_temp),
-            format!("{:.2}", self.images_per_sec),
-            format!("{:.5}", self.step_secs),
-            format!("{:.5}", self.data_wait_secs),
-            self.local_crops.to_string(),
-            u8::from(self.centering).to_string(),
-            u8::from(self.sharpening).to_string(),
-            format!("{ln_k:.6}"),
-        ]
-    }
 }
 
 /// Wall time of each phase of the last step, for `dinoscope bench`. On the CPU backend every op
@@ -205,18 +69,6 @@ impl PhaseSecs {
             ("EMA", self.ema),
         ]
     }
-}
-
-/// Settings the toggles change; the schedules read them every step.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LiveSettings {
-    pub centering: bool,
-    pub sharpening: bool,
-    pub warmup_teacher_temp: f64,
-    pub teacher_temp: f64,
-    pub momentum_teacher: f64,
-    pub local_crops: usize,
-    pub lr_scale: f64,
 }
 
 pub struct Trainer {
@@ -263,12 +115,12 @@ impl Trainer {
         Self::build(config, device, total_steps, dataset, 0)
     }
 
-    /// Continues a run from a checkpoint directory written by [`crate::checkpoint`]: models,
+    /// Continues a run from a checkpoint directory written by [`crate::store::checkpoint`]: models,
     /// optimiser state, center, step, live settings and random streams are restored and the
     /// loader starts at the next batch, so on the CPU backend the following steps equal those
     /// of an uninterrupted run.
     pub fn resume(checkpoint: &Path, device: Device) -> Result<Self, TrainError> {
-        use crate::checkpoint::{read_checkpoint_state, CheckpointFiles};
+        use crate::store::checkpoint::{read_checkpoint_state, restore, CheckpointFiles, Restored};
         let files = CheckpointFiles::in_dir(checkpoint);
         let state = read_checkpoint_state(checkpoint).map_err(TrainError::Checkpoint)?;
         let config =
@@ -277,7 +129,7 @@ impl Trainer {
         let dataset = open_dataset(&config)?;
         if dataset.describe() != state.dataset {
             return Err(TrainError::Checkpoint(
-                crate::checkpoint::CheckpointError::Mismatch {
+                crate::store::checkpoint::CheckpointError::Mismatch {
                     path: checkpoint.to_path_buf(),
                     what: format!(
                         "the data changed: the checkpoint was trained on \"{}\", the config now opens \"{}\"",
@@ -289,44 +141,22 @@ impl Trainer {
         }
         let mut trainer =
             Self::build(config, device, Some(state.total_iters), dataset, state.step)?;
-        let read_error = |path: &Path, err: String| {
-            TrainError::Checkpoint(crate::checkpoint::CheckpointError::Read {
-                path: path.to_path_buf(),
-                reason: err,
-            })
+        let skeleton = Restored {
+            student: trainer.student.clone(),
+            teacher: trainer.teacher.clone(),
+            optimizer: build_optimizer(
+                trainer.weight_decay.clone(),
+                trainer.config.optim.clip_grad,
+            )
+            .map_err(TrainError::Internal)?,
+            center: vec![0.0; trainer.config.dino.out_dim],
         };
-        trainer.student = trainer
-            .student
-            .clone()
-            .try_load_file(&files.student)
-            .map_err(|err| read_error(&files.student, format!("{err:?}")))?;
-        trainer.teacher = trainer
-            .teacher
-            .clone()
-            .try_load_file(&files.teacher)
-            .map_err(|err| read_error(&files.teacher, format!("{err:?}")))?;
-        trainer.teacher.backbone = trainer.teacher.backbone.clone().without_drop_path();
-        let optimizer =
-            build_optimizer(trainer.weight_decay.clone(), trainer.config.optim.clip_grad)
-                .map_err(TrainError::Internal)?;
-        trainer.optimizer = optimizer
-            .load(&files.optimizer)
-            .map_err(|err| read_error(&files.optimizer, format!("{err:?}")))?;
-        let center = crate::export::read_npy(&files.center)
-            .ok()
-            .and_then(|npy| npy.to_f32())
-            .filter(|values| values.len() == trainer.config.dino.out_dim)
-            .ok_or_else(|| {
-                read_error(
-                    &files.center,
-                    format!(
-                        "expected {} float32 values (dino.out_dim)",
-                        trainer.config.dino.out_dim
-                    ),
-                )
-            })?;
+        let restored = restore(checkpoint, skeleton).map_err(TrainError::Checkpoint)?;
+        trainer.student = restored.student;
+        trainer.teacher = restored.teacher;
+        trainer.optimizer = restored.optimizer;
         trainer.center = Tensor::from_data(
-            TensorData::new(center, [1, trainer.config.dino.out_dim]),
+            TensorData::new(restored.center, [1, trainer.config.dino.out_dim]),
             &trainer.device,
         );
         trainer
@@ -338,51 +168,35 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Writes every file of a checkpoint into `dir` (the caller makes it atomic).
-    pub fn write_checkpoint_files(
-        &self,
-        dir: &Path,
-    ) -> Result<(), crate::checkpoint::CheckpointError> {
-        use crate::checkpoint::{CheckpointError, CheckpointFiles, CheckpointState, RngState};
-        let files = CheckpointFiles::in_dir(dir);
-        let write_error = |path: &Path, reason: String| CheckpointError::Write {
-            path: path.to_path_buf(),
-            reason,
-        };
-        self.student
-            .clone()
-            .save_file(&files.student)
-            .map_err(|err| write_error(&files.student, format!("{err:?}")))?;
-        self.teacher
-            .clone()
-            .save_file(&files.teacher)
-            .map_err(|err| write_error(&files.teacher, format!("{err:?}")))?;
-        self.optimizer
-            .save(&files.optimizer)
-            .map_err(|err| write_error(&files.optimizer, format!("{err:?}")))?;
+    /// Everything a checkpoint holds, for `store::checkpoint::write_checkpoint`.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>, CheckpointError> {
+        use crate::store::checkpoint::{CheckpointState, RngState};
         let center: Vec<f32> = self
             .center
             .clone()
             .into_data_as::<f32>()
             .as_slice::<f32>()
             .map(<[f32]>::to_vec)
-            .map_err(|err| write_error(&files.center, format!("{err:?}")))?;
-        crate::export::write_npy_f32(&files.center, &[center.len()], &center)
-            .map_err(|err| write_error(&files.center, err.to_string()))?;
-        let config = self.config.to_toml();
-        std::fs::write(&files.config, config)
-            .map_err(|err| write_error(&files.config, err.to_string()))?;
-        let state = CheckpointState {
-            format: CheckpointState::FORMAT,
-            step: self.step,
-            epoch: self.epoch(),
-            total_iters: self.total_iters,
-            dataset: self.dataset_description.clone(),
-            live: self.live.clone(),
-            drop_path_rng: RngState::capture(&self.drop_path_rng),
-        };
-        // Written last: its presence marks a complete checkpoint.
-        state.write(&files.state)
+            .map_err(|err| CheckpointError::Write {
+                path: "center.npy".into(),
+                reason: format!("{err:?}"),
+            })?;
+        Ok(Snapshot {
+            student: &self.student,
+            teacher: &self.teacher,
+            optimizer: &self.optimizer,
+            center,
+            config: &self.config,
+            state: CheckpointState {
+                format: CheckpointState::FORMAT,
+                step: self.step,
+                epoch: self.epoch(),
+                total_iters: self.total_iters,
+                dataset: self.dataset_description.clone(),
+                live: self.live.clone(),
+                drop_path_rng: RngState::capture(&self.drop_path_rng),
+            },
+        })
     }
 
     /// Builds from a validated config; the loader starts at batch `first_step`.
@@ -393,13 +207,7 @@ impl Trainer {
         dataset: Arc<dyn Dataset>,
         first_step: usize,
     ) -> Result<Self, TrainError> {
-        let arch = config.vit_arch();
-        let vit = VitConfig {
-            arch,
-            patch_size: config.model.patch_size,
-            img_size: config.data.global_crop_size as usize,
-            drop_path_rate: config.model.drop_path_rate,
-        };
+        let vit = config.vit_config(config.model.drop_path_rate);
         let autodiff_device = device.clone().autodiff();
         let student = DinoModel::new(
             &vit,
@@ -428,15 +236,7 @@ impl Trainer {
         let total_iters = total_steps
             .unwrap_or(config.optim.epochs * iters_per_epoch)
             .max(1);
-        let live = LiveSettings {
-            centering: config.dino.centering,
-            sharpening: config.dino.sharpening,
-            warmup_teacher_temp: config.dino.warmup_teacher_temp,
-            teacher_temp: config.dino.teacher_temp,
-            momentum_teacher: config.dino.momentum_teacher,
-            local_crops: config.dino.local_crops_number,
-            lr_scale: config.optim.lr_scale,
-        };
+        let live = LiveSettings::from_config(&config);
         Ok(Self {
             center: Tensor::zeros([1, config.dino.out_dim], &device),
             drop_path_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_d5a7),
@@ -464,13 +264,7 @@ impl Trainer {
     /// The config with the live settings folded in (what a resumed run would need).
     pub fn resolved_config(&self) -> Config {
         let mut config = self.config.clone();
-        config.dino.centering = self.live.centering;
-        config.dino.sharpening = self.live.sharpening;
-        config.dino.warmup_teacher_temp = self.live.warmup_teacher_temp;
-        config.dino.teacher_temp = self.live.teacher_temp;
-        config.dino.momentum_teacher = self.live.momentum_teacher;
-        config.dino.local_crops_number = self.live.local_crops;
-        config.optim.lr_scale = self.live.lr_scale;
+        self.live.fold_into(&mut config);
         config
     }
 
@@ -522,41 +316,11 @@ impl Trainer {
 
     /// Applies a toggle; it takes effect at the next step.
     pub fn apply(&mut self, toggle: &Toggle) -> Result<(), TrainError> {
-        let check = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(TrainError::Setting(what.to_string()))
-            }
-        };
-        match *toggle {
-            Toggle::Centering(on) => self.live.centering = on,
-            Toggle::Sharpening(on) => self.live.sharpening = on,
-            Toggle::TeacherTemp(t) => {
-                check(
-                    (1e-4..=1.0).contains(&t),
-                    "teacher temperature must be in 0.0001 ..= 1",
-                )?;
-                self.live.warmup_teacher_temp = t;
-                self.live.teacher_temp = t;
-            }
-            Toggle::MomentumTeacher(m) => {
-                check(
-                    (0.0..=1.0).contains(&m),
-                    "teacher momentum must be in 0 ..= 1",
-                )?;
-                self.live.momentum_teacher = m;
-            }
-            Toggle::LocalCrops(n) => {
-                check(n <= 16, "local crops must be in 0 ..= 16")?;
-                self.live.local_crops = n;
-                self.local_crops_wanted.store(n, Ordering::Relaxed);
-            }
-            Toggle::LrScale(s) => {
-                check((0.0..=100.0).contains(&s), "lr scale must be in 0 ..= 100")?;
-                self.live.lr_scale = s;
-            }
-        }
+        self.live
+            .apply(toggle)
+            .map_err(|err| TrainError::Setting(err.to_string()))?;
+        self.local_crops_wanted
+            .store(self.live.local_crops, Ordering::Relaxed);
         Ok(())
     }
 
@@ -585,11 +349,11 @@ impl Trainer {
     }
 
     /// One DINO iteration (reference §5.5).
-    pub fn step(&mut self) -> Result<StepMetrics, TrainError> {
+    pub fn step(&mut self) -> Result<MetricsRow, TrainError> {
         crate::device::on_compute_pool(|| self.step_here())
     }
 
-    fn step_here(&mut self) -> Result<StepMetrics, TrainError> {
+    fn step_here(&mut self) -> Result<MetricsRow, TrainError> {
         let started = Instant::now();
         let batch = self.loader.next_batch()?;
         let data_wait_secs = started.elapsed().as_secs_f64();
@@ -685,7 +449,7 @@ impl Trainer {
         self.step += 1;
 
         let step_secs = started.elapsed().as_secs_f64();
-        Ok(StepMetrics {
+        Ok(MetricsRow {
             step: it,
             epoch,
             loss: stats.loss,
@@ -702,6 +466,7 @@ impl Trainer {
             local_crops,
             centering: self.live.centering,
             sharpening: self.live.sharpening,
+            ln_k: self.ln_k(),
             warnings: batch.warnings,
         })
     }
@@ -735,23 +500,6 @@ fn validate(config: &Config) -> Result<(), TrainError> {
     config
         .validate()
         .map_err(|invalid| TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message)))
-}
-
-/// Opens the dataset named by `data.source`.
-pub fn open_dataset(config: &Config) -> Result<Arc<dyn Dataset>, TrainError> {
-    let path = Path::new(&config.data.path);
-    Ok(match config.data.source {
-        DataSource::Synthetic => Arc::new(SyntheticShapes::new(
-            config.seed,
-            config.data.image_size,
-            config.data.num_images,
-        )),
-        DataSource::Folder => Arc::new(ImageFolder::open(path)?),
-        DataSource::Cifar10 => Arc::new(Cifar::open(CifarKind::Cifar10, path, Split::Train)?),
-        DataSource::Cifar100 => Arc::new(Cifar::open(CifarKind::Cifar100, path, Split::Train)?),
-        // DINO trains on the 100k unlabelled images; train/test are for the k-NN monitor.
-        DataSource::Stl10 => Arc::new(Stl10::open(path, StlSplit::Unlabeled)?),
-    })
 }
 
 /// The data loader a config asks for (shared by the trainer and `bench`).

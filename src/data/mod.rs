@@ -1,6 +1,8 @@
 //! Datasets: an embedded procedural one (`SyntheticShapes`) and a torchvision-style
 //! `ImageFolder` (root/class_name/*.png).
 
+pub mod datasets;
+
 use image::{GrayImage, ImageError, ImageReader, Limits, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -633,10 +635,13 @@ impl ImageFolder {
 /// The bundled photos (assets/README.md has their sources and licences), embedded in the
 /// binary so the attention view has real images on any machine.
 const SAMPLE_PHOTOS: [(&str, &[u8]); 4] = [
-    ("cat.jpg", include_bytes!("../assets/cat.jpg")),
-    ("coffee.jpg", include_bytes!("../assets/coffee.jpg")),
-    ("astronaut.jpg", include_bytes!("../assets/astronaut.jpg")),
-    ("rocket.jpg", include_bytes!("../assets/rocket.jpg")),
+    ("cat.jpg", include_bytes!("../../assets/cat.jpg")),
+    ("coffee.jpg", include_bytes!("../../assets/coffee.jpg")),
+    (
+        "astronaut.jpg",
+        include_bytes!("../../assets/astronaut.jpg"),
+    ),
+    ("rocket.jpg", include_bytes!("../../assets/rocket.jpg")),
 ];
 
 /// The bundled photos, decoded (name, image).

@@ -4,7 +4,7 @@
 //! Weights are initialised on the host from a seeded ChaCha stream, so the same seed gives the
 //! same network on the CPU and the GPU backends.
 
-use crate::activation::gelu;
+use crate::model::activation::gelu;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -13,41 +13,7 @@ use burn::tensor::module::linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Width, depth and heads of one architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VitArch {
-    pub embed_dim: usize,
-    pub depth: usize,
-    pub num_heads: usize,
-}
-
-impl VitArch {
-    /// The reference factories plus `vit_micro`, ours, sized to train on two CPU cores.
-    pub fn from_name(name: &str) -> Option<Self> {
-        let (embed_dim, depth, num_heads) = match name {
-            "vit_micro" => (96, 4, 3),
-            "vit_tiny" => (192, 12, 3),
-            "vit_small" => (384, 12, 6),
-            "vit_base" => (768, 12, 12),
-            _ => return None,
-        };
-        Some(Self {
-            embed_dim,
-            depth,
-            num_heads,
-        })
-    }
-}
-
-/// Everything needed to build a backbone.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VitConfig {
-    pub arch: VitArch,
-    pub patch_size: usize,
-    /// Side of the square image the position table is learned for (224 in the reference).
-    pub img_size: usize,
-    pub drop_path_rate: f64,
-}
+pub use crate::config::arch::{VitArch, VitConfig};
 
 /// Host-side initialisers matching the reference's `_init_weights` and PyTorch defaults.
 pub struct HostInit {
@@ -77,14 +43,18 @@ impl HostInit {
     }
 
     /// PyTorch's default `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in).
-    fn kaiming_uniform(&mut self, count: usize, fan_in: usize) -> Vec<f32> {
+    pub(crate) fn kaiming_uniform(&mut self, count: usize, fan_in: usize) -> Vec<f32> {
         let bound = 1.0 / (fan_in as f64).sqrt();
         (0..count)
             .map(|_| self.rng.random_range(-bound..bound) as f32)
             .collect()
     }
 
-    fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    pub(crate) fn tensor<const D: usize>(
+        values: Vec<f32>,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Tensor<D> {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
@@ -210,7 +180,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        // GELU in its exact erf form, as PyTorch's default (`crate::activation`).
+        // GELU in its exact erf form, as PyTorch's default (`crate::model::activation`).
         linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
     }
 }
@@ -572,136 +542,10 @@ fn bicubic_weights_1d(n_in: usize, n_out: usize, scale: f64) -> Vec<f64> {
     weights
 }
 
-/// Weight-normalised `Linear(bottleneck → K)` without bias: row k = g_k · v_k / ‖v_k‖.
-/// Tensors keep PyTorch's `[K, 1]` / `[K, in]` layout so `weight_g`/`weight_v` load as is.
-#[derive(Module, Debug)]
-pub struct WeightNormLinear {
-    pub weight_g: Param<Tensor<2>>,
-    pub weight_v: Param<Tensor<2>>,
-}
-
-impl WeightNormLinear {
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let v = self.weight_v.val();
-        let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
-        let weight = v.mul(self.weight_g.val().div(norm));
-        x.matmul(weight.transpose())
-    }
-}
-
-/// DINO head: 3-layer MLP with GELU → bottleneck → L2-normalise → weight-normed last layer.
-#[derive(Module, Debug)]
-pub struct DinoHead {
-    pub mlp: Vec<Linear>,
-    pub last_layer: WeightNormLinear,
-}
-
-impl DinoHead {
-    pub fn new(
-        init: &mut HostInit,
-        in_dim: usize,
-        hidden_dim: usize,
-        bottleneck_dim: usize,
-        out_dim: usize,
-        device: &Device,
-    ) -> Self {
-        let mlp = vec![
-            init.linear(in_dim, hidden_dim, device),
-            init.linear(hidden_dim, hidden_dim, device),
-            init.linear(hidden_dim, bottleneck_dim, device),
-        ];
-        // Created after the reference's init hook, so it keeps PyTorch's default Linear init.
-        let weight_v = HostInit::tensor(
-            init.kaiming_uniform(out_dim * bottleneck_dim, bottleneck_dim),
-            [out_dim, bottleneck_dim],
-            device,
-        );
-        let last_layer = WeightNormLinear {
-            weight_g: Param::from_tensor(Tensor::ones([out_dim, 1], device)),
-            weight_v: Param::from_tensor(weight_v),
-        };
-        Self { mlp, last_layer }
-    }
-
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let last = self.mlp.len().saturating_sub(1);
-        let mut x = x;
-        for (i, layer) in self.mlp.iter().enumerate() {
-            x = layer.forward(x);
-            if i < last {
-                x = gelu(x);
-            }
-        }
-        // F.normalize(dim=-1, eps=1e-12)
-        let norm = x
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        self.last_layer.forward(x.div(norm))
-    }
-}
-
-/// Backbone + head: the student, and (as an EMA copy) the teacher.
-#[derive(Module, Debug)]
-pub struct DinoModel {
-    pub backbone: VisionTransformer,
-    pub head: DinoHead,
-}
-
-/// Head output of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
-pub struct MultiCropOutput {
-    pub logits: Tensor<2>,
-}
-
-impl DinoModel {
-    pub fn new(
-        vit: &VitConfig,
-        hidden_dim: usize,
-        bottleneck_dim: usize,
-        out_dim: usize,
-        seed: u64,
-        device: &Device,
-    ) -> Self {
-        let mut init = HostInit::new(seed);
-        let backbone = VisionTransformer::new(vit, &mut init, device);
-        let head = DinoHead::new(
-            &mut init,
-            vit.arch.embed_dim,
-            hidden_dim,
-            bottleneck_dim,
-            out_dim,
-            device,
-        );
-        Self { backbone, head }
-    }
-
-    /// The reference `MultiCropWrapper`: one backbone pass per resolution group (globals,
-    /// then locals), CLS features concatenated, one head pass on all rows.
-    pub fn forward_multi_crop(
-        &self,
-        groups: Vec<Tensor<4>>,
-        mut rng: Option<&mut ChaCha8Rng>,
-    ) -> MultiCropOutput {
-        let features: Vec<Tensor<2>> = groups
-            .into_iter()
-            .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
-            .collect();
-        MultiCropOutput {
-            logits: self.head.forward(Tensor::cat(features, 0)),
-        }
-    }
-}
-
-/// Number of float parameters in a module.
-pub fn parameter_count<M: Module>(module: &M) -> usize {
-    module.num_params()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::head::*;
 
     fn micro(patch: usize, img: usize) -> VitConfig {
         VitConfig {

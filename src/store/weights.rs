@@ -7,8 +7,8 @@
 //! `pos_embed`; heads follow the official convention (64 channels per head: 192→3, 384→6,
 //! 768→12) unless overridden.
 
-use crate::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use crate::model::{HostInit, VisionTransformer, VitArch, VitConfig};
+use crate::store::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use burn::prelude::*;
 use burn::store::{
     ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,

@@ -3,8 +3,8 @@
 //! is drawn with a font embedded in the binary (egui's Ubuntu Light, Ubuntu Font Licence 1.0),
 //! so no system font library is needed.
 
-use crate::run::{read_eval_rows, read_step_metrics, EvalRow, EVAL_FILE};
-use crate::trainer::StepMetrics;
+use crate::store::rows::{EvalRow, MetricsRow};
+use crate::store::run::{read_eval_rows, read_step_metrics, EVAL_FILE};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub enum FigureKind {
 /// A run read back for plotting.
 pub struct PlotRun {
     pub name: String,
-    pub metrics: Vec<StepMetrics>,
+    pub metrics: Vec<MetricsRow>,
     pub ln_k: Option<f64>,
     pub evals: Vec<EvalRow>,
 }
@@ -146,7 +146,7 @@ pub fn render_figure(
             })
         }
     };
-    crate::run::write_atomically(path, &bytes).map_err(|e| draw_error(e.to_string()))
+    crate::store::run::write_atomically(path, &bytes).map_err(|e| draw_error(e.to_string()))
 }
 
 type Series = Vec<(f64, f64)>;
@@ -171,7 +171,7 @@ impl Curve {
 }
 
 /// The quantities the figures show: name and how to read it from a metrics row.
-type Quantity = (&'static str, fn(&StepMetrics) -> f64);
+type Quantity = (&'static str, fn(&MetricsRow) -> f64);
 const LOSS: Quantity = ("loss H(Pt,Ps)", |m| m.loss);
 const TEACHER_ENTROPY: Quantity = ("h(Pt)", |m| m.teacher_entropy);
 const KL: Quantity = ("KL(Pt || Ps)", |m| m.kl);
@@ -391,30 +391,15 @@ fn panel<DB: DrawingBackend>(
 pub fn write_series_csv(
     path: &Path,
     columns: &[(&str, &[(f64, f64)])],
-) -> Result<(), crate::run::RunError> {
-    let mut steps: Vec<f64> = columns
-        .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.0))
-        .collect();
-    steps.sort_by(f64::total_cmp);
-    steps.dedup();
-    let mut text = String::from("step");
-    for (name, _) in columns {
-        text.push(',');
-        text.push_str(&name.replace(',', ";"));
-    }
-    text.push('\n');
-    for step in steps {
-        text.push_str(&format!("{step}"));
-        for (_, series) in columns {
-            text.push(',');
-            if let Some((_, v)) = series.iter().find(|p| p.0 == step) {
-                text.push_str(&format!("{v}"));
-            }
+) -> Result<(), crate::store::run::RunError> {
+    let mut bytes = Vec::new();
+    crate::store::rows::write_series(&mut bytes, columns).map_err(|err| {
+        crate::store::run::RunError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(err.to_string()),
         }
-        text.push('\n');
-    }
-    crate::run::write_atomically(path, text.as_bytes())
+    })?;
+    crate::store::run::write_atomically(path, &bytes)
 }
 
 #[cfg(test)]
@@ -423,7 +408,7 @@ mod tests {
 
     fn run(name: &str, steps: usize, knn: bool) -> PlotRun {
         let metrics = (0..steps)
-            .map(|i| StepMetrics {
+            .map(|i| MetricsRow {
                 step: i,
                 epoch: i / 10,
                 loss: 5.0 - i as f64 * 0.01,
@@ -440,6 +425,7 @@ mod tests {
                 local_crops: 6,
                 centering: true,
                 sharpening: true,
+                ln_k: 1024f64.ln(),
                 warnings: Vec::new(),
             })
             .collect();
@@ -450,14 +436,18 @@ mod tests {
                     epoch: 0,
                     top1: Some(40.0),
                     top5: Some(90.0),
-                    jaccard: None,
+                    jaccard_best_head: None,
+                    jaccard_mean_map: None,
+                    eval_secs: None,
                 },
                 EvalRow {
                     step: steps,
                     epoch: 1,
                     top1: Some(55.0),
                     top5: Some(97.0),
-                    jaccard: None,
+                    jaccard_best_head: None,
+                    jaccard_mean_map: None,
+                    eval_secs: None,
                 },
             ]
         } else {

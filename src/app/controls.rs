@@ -1,0 +1,161 @@
+//! The left panel's live controls: one `LiveSettings`, its ranges from `config::live`.
+
+use super::state::Level;
+use super::top_bar::status_text;
+use super::DinoscopeApp;
+use crate::config::live::{LiveSettings, LOCAL_CROPS, LR_SCALE, MOMENTUM_TEACHER, TEACHER_TEMP};
+use crate::config::Toggle;
+use crate::worker::Command;
+
+impl DinoscopeApp {
+    /// A control changed (by the user or a scripted toggle): the controls take the value as
+    /// the trainer will (a constant teacher temperature also ends its warm-up) and the
+    /// running job gets the toggle.
+    pub(super) fn set_control(&mut self, controls: &mut LiveSettings, toggle: Toggle) {
+        match controls.apply(&toggle) {
+            Ok(()) => {
+                self.state.controls = controls.clone();
+                self.toggle(toggle);
+            }
+            Err(err) => self.state.message(Level::Error, err.to_string()),
+        }
+    }
+
+    /// Sends a toggle to the running job (applied at its next step) and logs it.
+    pub fn toggle(&mut self, toggle: Toggle) {
+        if self.is_active() {
+            self.state.sent_toggles.push(toggle.clone());
+            self.send(Command::Set(toggle));
+        }
+    }
+
+    pub(super) fn controls_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Anti-collapse");
+        let mut controls = self.state.controls.clone();
+        if ui
+            .checkbox(&mut controls.centering, "centering")
+            .on_hover_text("Subtracts a running mean from the teacher's outputs so no single dimension can win for every image. Off: h(Pt) falls to 0: one-hot collapse.")
+            .changed()
+        {
+            let toggle = Toggle::Centering(controls.centering);
+            self.set_control(&mut controls, toggle);
+        }
+        if ui
+            .checkbox(&mut controls.sharpening, "sharpening")
+            .on_hover_text("Uses a low teacher temperature so the teacher's targets are peaked. Off (temperature = the student's 0.1): h(Pt) rises to ln K: uniform collapse.")
+            .changed()
+        {
+            let toggle = Toggle::Sharpening(controls.sharpening);
+            self.set_control(&mut controls, toggle);
+        }
+        let response = ui
+            .add(
+                egui::Slider::new(&mut controls.teacher_temp, TEACHER_TEMP.slider)
+                    .logarithmic(true)
+                    .text("τ teacher"),
+            )
+            .on_hover_text("Teacher temperature. Lower = sharper targets, pushing towards one-hot; above ~0.07 the paper saw uniform collapse.");
+        if committed(&response) {
+            let toggle = Toggle::TeacherTemp(controls.teacher_temp);
+            self.set_control(&mut controls, toggle);
+        }
+        let response = ui
+            .add(egui::Slider::new(&mut controls.momentum_teacher, MOMENTUM_TEACHER.slider).text("momentum"))
+            .on_hover_text("EMA momentum of the teacher (cosine-scheduled towards 1). 0 = no momentum teacher: the teacher copies the student, and the paper's run collapsed.");
+        if committed(&response) {
+            let toggle = Toggle::MomentumTeacher(controls.momentum_teacher);
+            self.set_control(&mut controls, toggle);
+        }
+        let response = ui
+            .add(egui::Slider::new(&mut controls.local_crops, LOCAL_CROPS.slider).text("local crops"))
+            .on_hover_text("Small crops the student must match to the teacher's global view. 0 = no multi-crop: training still works, with weaker features.");
+        if committed(&response) {
+            let toggle = Toggle::LocalCrops(controls.local_crops);
+            self.set_control(&mut controls, toggle);
+        }
+        let response = ui
+            .add(
+                egui::Slider::new(&mut controls.lr_scale, LR_SCALE.slider)
+                    .logarithmic(true)
+                    .text("lr scale"),
+            )
+            .on_hover_text("Multiplies the learning-rate schedule. A large lr makes a collapse happen (and recover) faster.");
+        if committed(&response) {
+            let toggle = Toggle::LrScale(controls.lr_scale);
+            self.set_control(&mut controls, toggle);
+        }
+        self.state.controls = controls;
+
+        ui.separator();
+        ui.heading("View");
+        let mut view = self.state.view;
+        ui.add(egui::Slider::new(&mut view.smoothing, 0.0..=0.99).text("smoothing"))
+            .on_hover_text("De-biased exponential moving average, as in TensorBoard. The raw curve stays faint underneath.");
+        ui.checkbox(&mut view.log_y, "log y")
+            .on_hover_text("Plot log10 of every value (the 0 line is hidden).");
+        self.state.set_view(view);
+        self.prefs.smoothing = view.smoothing;
+        self.prefs.log_y = view.log_y;
+        ui.checkbox(&mut self.prefs.show_schedules, "schedules");
+        ui.checkbox(&mut self.prefs.show_throughput, "throughput");
+        ui.checkbox(&mut self.prefs.show_explanation, "explanations");
+
+        ui.separator();
+        ui.heading("Runs");
+        let response = ui
+            .add(
+                egui::DragValue::new(&mut self.prefs.checkpoint_every_steps)
+                    .range(0..=100_000)
+                    .prefix("checkpoint every ")
+                    .suffix(" steps"),
+            )
+            .on_hover_text("Periodic checkpoints in the run directory (the newest 3 are kept); 0 = only on Stop, exit and Save checkpoint.");
+        if response.changed() {
+            self.send_checkpointing();
+        }
+        let current = self.state.current;
+        for run in self.state.runs.iter_mut().rev() {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut run.visible, "")
+                    .on_hover_text("Show or hide this run on the plots.");
+                let pin = if run.pinned { "pinned" } else { "pin" };
+                if ui
+                    .selectable_label(run.pinned, pin)
+                    .on_hover_text("Pinned runs survive Reset, to compare against new runs.")
+                    .clicked()
+                {
+                    run.pinned = !run.pinned;
+                }
+                let live = if Some(run.id) == current {
+                    " (current)"
+                } else {
+                    ""
+                };
+                ui.label(format!("{}{live}", run.label))
+                    .on_hover_text(format!(
+                        "{} steps · {}{}",
+                        run.steps(),
+                        status_text(run.status),
+                        run.dir
+                            .as_ref()
+                            .map(|d| format!(" · {}", d.display()))
+                            .unwrap_or_default()
+                    ));
+            });
+        }
+        if self.state.runs.is_empty() {
+            ui.label("No runs yet: press Start.");
+        }
+        if let Some(root) = self.options.runs_root.clone() {
+            ui.separator();
+            egui::CollapsingHeader::new("Runs on disk")
+                .id_salt("runs_on_disk")
+                .show(ui, |ui| self.runs_on_disk_ui(ui, &root));
+        }
+    }
+}
+
+/// Commit slider changes once (on release or keyboard edit), so a drag is one marker.
+pub(super) fn committed(response: &egui::Response) -> bool {
+    response.drag_stopped() || (response.changed() && !response.dragged())
+}

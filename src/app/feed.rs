@@ -1,0 +1,176 @@
+//! Weights loaded for the attention view (dropped or opened files) and the maps the view asks
+//! of the inference thread or the training worker.
+
+use super::background::{pick_save_path, Done};
+use super::state::Level;
+use super::{is_weights_file, CentralTab, DinoscopeApp};
+use crate::worker::Command;
+use std::path::PathBuf;
+
+impl DinoscopeApp {
+    /// Takes dropped files (images to follow, or weights to load).
+    pub(super) fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .filter(|path| !path.as_os_str().is_empty())
+                .collect()
+        });
+        let (weights, images): (Vec<PathBuf>, Vec<PathBuf>) =
+            dropped.into_iter().partition(|p| is_weights_file(p));
+        if !images.is_empty() {
+            self.attention.add_files(images, &mut self.state);
+        }
+        if let Some(path) = weights.into_iter().next() {
+            self.load_weights(path);
+        }
+    }
+
+    /// Asks the inference thread to load weights and shows them in the attention tab; the
+    /// current ones stay until this succeeds.
+    pub fn load_weights(&mut self, path: PathBuf) {
+        self.show_loaded_weights = true;
+        self.request_weights(path);
+    }
+
+    pub(super) fn request_weights(&mut self, path: PathBuf) {
+        let Some(inference) = &self.inference else {
+            self.state
+                .message(Level::Error, "the inference thread is not running");
+            return;
+        };
+        let sent = inference.send(crate::worker::inference::InferenceCommand::Load {
+            path: path.clone(),
+            network: self.attention.network,
+            overrides: crate::store::weights::ArchOverrides {
+                num_heads: self.attention.heads_override,
+                ..Default::default()
+            },
+        });
+        if sent {
+            self.attention.loading = true;
+            if self.show_loaded_weights {
+                self.central_tab = CentralTab::Attention;
+            }
+            self.state
+                .message(Level::Info, format!("loading {}...", path.display()));
+        } else {
+            self.state.message(
+                Level::Warning,
+                "still busy with the previous weights; try again",
+            );
+        }
+    }
+
+    /// Applies what the inference thread sent.
+    pub(super) fn drain_inference(&mut self) {
+        use crate::worker::inference::InferenceEvent;
+        let Some(inference) = &self.inference else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = inference.try_recv() {
+            events.push(event);
+        }
+        for event in events {
+            match event {
+                InferenceEvent::Loaded { info, load_secs } => {
+                    self.state.message(
+                        Level::Info,
+                        format!("loaded {} in {load_secs:.1} s", info.describe()),
+                    );
+                    self.prefs.last_weights = Some(info.path.clone());
+                    self.prefs.last_weights_heads = self.attention.heads_override;
+                    self.attention
+                        .weights_loaded(info, self.show_loaded_weights);
+                }
+                InferenceEvent::Maps {
+                    source,
+                    maps,
+                    skipped,
+                    elapsed_secs,
+                } => {
+                    if !skipped.is_empty() {
+                        self.state.message(
+                            Level::Warning,
+                            format!(
+                                "too small for one patch at this size: {}; raise the size",
+                                skipped.join(", ")
+                            ),
+                        );
+                    }
+                    self.attention.loaded_maps(&source, maps, elapsed_secs);
+                }
+                InferenceEvent::Error(text) => {
+                    self.attention.loading = false;
+                    self.state.message(Level::Error, text);
+                }
+            }
+        }
+    }
+
+    /// Carries out what the attention view asked for this frame.
+    pub(super) fn serve_attention_requests(&mut self) {
+        let requests = std::mem::take(&mut self.attention.requests);
+        if requests.training_settings && self.worker.is_some() {
+            self.send(Command::SetAttention(self.attention.training_settings()));
+        }
+        if requests.recompute_loaded {
+            if let Some(inference) = &self.inference {
+                let size = self
+                    .attention
+                    .short_side_px
+                    .map(crate::analysis::attention::ImageSize::ShortSide);
+                if !inference.send(crate::worker::inference::InferenceCommand::Compute {
+                    images: self.attention.followed(),
+                    size,
+                }) {
+                    // Busy: ask again next frame.
+                    self.attention.requests.recompute_loaded = true;
+                }
+            }
+        }
+        if requests.reload_weights {
+            if let Some(path) = self.attention.weights_path.clone() {
+                self.load_weights(path);
+            }
+        }
+        // Dialogs run on their own threads; their answers come back through `Background`.
+        if requests.open_images {
+            self.background.spawn("open-images", || {
+                rfd::FileDialog::new()
+                    .add_filter(
+                        "images",
+                        &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"],
+                    )
+                    .pick_files()
+                    .map_or(Done::Cancelled, Done::OpenImages)
+            });
+        }
+        if requests.open_weights {
+            self.background.spawn("open-weights", || {
+                rfd::FileDialog::new()
+                    .add_filter("weights", &["pth", "pt", "safetensors", "bpk"])
+                    .pick_file()
+                    .map_or(Done::Cancelled, Done::OpenWeights)
+            });
+        }
+        for grid in [false, true] {
+            let wanted = if grid {
+                requests.export_grid
+            } else {
+                requests.export_view
+            };
+            if wanted {
+                let name = self.attention.export_name(grid);
+                self.background.spawn("export-attention", move || {
+                    pick_save_path(&name, "PNG", &["png"])
+                        .map_or(Done::Cancelled, |path| Done::ExportAttention { path, grid })
+                });
+            }
+        }
+    }
+}

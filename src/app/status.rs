@@ -1,0 +1,73 @@
+//! The explanation panel and the status line.
+
+use super::collapse::{classify, CollapseState};
+use super::state::{Level, Quantity};
+use super::top_bar::collapse_chip_ui;
+use super::DinoscopeApp;
+
+impl DinoscopeApp {
+    pub(super) fn explanation_ui(&self, ui: &mut egui::Ui) {
+        ui.heading("What you are seeing");
+        if let Some(run) = self.state.current_run() {
+            let recent = run.recent_loss();
+            let collapse = classify(&recent);
+            collapse_chip_ui(ui, collapse);
+            ui.label(collapse.explain(&recent));
+            if let Some(marker) = run.markers.last() {
+                ui.separator();
+                ui.label(format!(
+                    "Last change at step {}: {}",
+                    marker.step, marker.label
+                ));
+            }
+        } else {
+            ui.label(CollapseState::WarmingUp.explanation());
+        }
+        ui.separator();
+        for quantity in Quantity::DECOMPOSITION {
+            ui.label(
+                egui::RichText::new(quantity.name())
+                    .strong()
+                    .color(egui::Color32::from_rgb(
+                        quantity.rgb()[0],
+                        quantity.rgb()[1],
+                        quantity.rgb()[2],
+                    )),
+            );
+            ui.label(quantity.explanation());
+        }
+    }
+
+    pub(super) fn status_line_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if let Some(message) = self.state.messages.back() {
+                let colour = match message.level {
+                    Level::Info => ui.visuals().text_color(),
+                    Level::Warning => egui::Color32::from_rgb(230, 170, 40),
+                    Level::Error => egui::Color32::from_rgb(235, 80, 70),
+                };
+                let history: Vec<String> = self
+                    .state
+                    .messages
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|m| m.text.clone())
+                    .collect();
+                ui.colored_label(colour, &message.text)
+                    .on_hover_text(history.join("\n"));
+            } else {
+                ui.label("Ready.");
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if let Some((median, p95)) = self.frame_time_ms() {
+                    ui.label(format!("frame {median:.1} ms (p95 {p95:.1})"))
+                        .on_hover_text("CPU time per UI frame over the last 240 frames.");
+                }
+                if let Some(secs) = self.first_point_secs {
+                    ui.label(format!("first point after {secs:.1} s"));
+                }
+            });
+        });
+    }
+}

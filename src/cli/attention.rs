@@ -1,0 +1,177 @@
+//! `dinoscope attention`: maps, masks and overlays of saved weights on one image.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dinoscope::device::select_device;
+use dinoscope::device::DeviceChoice;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct AttentionArgs {
+    /// Weights: an official DINO backbone (.pth), a full checkpoint.pth, a .safetensors file
+    /// in the same key layout, or a run directory of `dinoscope train` (or its teacher.bpk).
+    #[arg(long, value_name = "FILE | RUN_DIR")]
+    weights: PathBuf,
+    /// The image (PNG, JPEG, WebP, BMP, TIFF, GIF; 16-bit, grey and alpha are converted).
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// N: resize the shorter side to N px; WxH: resize to exactly W×H (default: 480 short side
+    /// for external weights, the training crop size for our runs).
+    #[arg(long, value_name = "N | WxH")]
+    size: Option<String>,
+    /// Keep the smallest set of patches holding this share of each head's attention mass.
+    #[arg(long, default_value_t = 0.6)]
+    threshold: f32,
+    /// Check the weights against an architecture: vit_tiny, vit_small, vit_base, vit_micro.
+    #[arg(long, value_name = "NAME")]
+    arch: Option<String>,
+    /// Check the patch size read from the weights.
+    #[arg(long, value_name = "P")]
+    patch_size: Option<usize>,
+    /// Number of heads (default: width / 64, the official convention).
+    #[arg(long, value_name = "H")]
+    heads: Option<usize>,
+    /// Take the student of a full checkpoint instead of the teacher.
+    #[arg(long)]
+    student: bool,
+    /// auto = wgpu on a hardware GPU, else the CPU backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "attention")]
+    out: PathBuf,
+}
+
+pub fn run(args: AttentionArgs) -> Result<()> {
+    use dinoscope::analysis::attention::{
+        attention_and_pca, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,
+        ImageSize, MapLayers, OverlayStyle,
+    };
+    use dinoscope::analysis::colormap::heat_image;
+    use dinoscope::store::npy::{write_npy_f32, write_npy_u8};
+    use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!(
+            "--threshold {} is out of range; allowed 0 ..= 1",
+            args.threshold
+        );
+    }
+    let size = args
+        .size
+        .as_deref()
+        .map(ImageSize::parse)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let selected = select_device(args.device)?;
+    let network = if args.student {
+        Network::Student
+    } else {
+        Network::Teacher
+    };
+    let overrides = ArchOverrides {
+        arch: args.arch.clone(),
+        patch_size: args.patch_size,
+        num_heads: args.heads,
+    };
+    let started = Instant::now();
+    let loaded = load_backbone(&args.weights, network, &overrides, &selected.device)?;
+    let load_secs = started.elapsed().as_secs_f64();
+    let image = dinoscope::data::load_rgb(&args.image)?;
+    let size = size.unwrap_or(ImageSize::ShortSide(loaded.info.default_short_side_px));
+    let target = size.resolve(image.dimensions());
+    let started = Instant::now();
+    let maps = attention_and_pca(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: at {size} ({}x{} px) the image is smaller than one patch of {} px; pass a larger --size",
+            args.image.display(),
+            target.0,
+            target.1,
+            loaded.info.patch_size
+        )
+    })?;
+    let maps_secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let (rows, cols, p) = (maps.grid_rows, maps.grid_cols, maps.patch_size);
+    let shown = resized_crop(&image, target, p);
+    let (w, h) = (shown.width() as usize, shown.height() as usize);
+    println!(
+        "{} on {} · loaded in {load_secs:.2} s",
+        loaded.info.describe(),
+        selected.description
+    );
+    println!(
+        "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {} · maps in {maps_secs:.3} s",
+        args.threshold
+    );
+    shown.save(args.out.join("img.png"))?;
+    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
+    let pca = upsample_nearest(
+        &maps
+            .pca_rgb
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect::<Vec<_>>(),
+        rows,
+        cols,
+        p,
+    );
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb(pca[y as usize * w + x as usize])
+    })
+    .save(args.out.join("pca.png"))?;
+    let mut all_maps = Vec::new();
+    let mut all_masks = Vec::new();
+    let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps
+        .heads
+        .iter()
+        .enumerate()
+        .map(|(j, head)| (format!("head{j}"), Some(j), head.clone()))
+        .collect();
+    named.push(("mean".into(), None, maps.fused(HeadFusion::Mean)));
+    for (name, head, values) in &named {
+        let layers = MapLayers::new(values, rows, cols, args.threshold);
+        let coverage =
+            layers.mask.iter().filter(|m| **m == 1).count() as f64 / layers.mask.len() as f64;
+        println!(
+            "{name}: mask covers {:.1} % of the patches",
+            100.0 * coverage
+        );
+        heat_image(&upsample_nearest(values, rows, cols, p), w, h)
+            .save(args.out.join(format!("attn-{name}.png")))?;
+        let mask_px = upsample_nearest(&layers.mask, rows, cols, p);
+        image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([mask_px[y as usize * w + x as usize] * 255])
+        })
+        .save(
+            args.out
+                .join(format!("mask_th{}_{name}.png", args.threshold)),
+        )?;
+        let style = OverlayStyle {
+            colour: head_colour(*head),
+            ..OverlayStyle::default()
+        };
+        composite(&shown, &layers, &style).save(
+            args.out
+                .join(format!("overlay_th{}_{name}.png", args.threshold)),
+        )?;
+        if head.is_some() {
+            all_maps.extend_from_slice(values);
+            all_masks.extend_from_slice(&layers.mask);
+        }
+    }
+    let heads = maps.heads.len();
+    write_npy_f32(
+        &args.out.join("attention.npy"),
+        &[heads, rows, cols],
+        &all_maps,
+    )?;
+    write_npy_u8(
+        &args.out.join("masks.npy"),
+        &[heads, rows, cols],
+        &all_masks,
+    )?;
+    println!("written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! `dinoscope bench`: step and phase timings (BENCHMARKS.md).
+
+use super::{load_config, ConfigArgs};
+use anyhow::{bail, Result};
+use clap::Args;
+use dinoscope::device::select_device;
+use dinoscope::train::Trainer;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// train: one training step of the config; attention: all maps of one image with a
+    /// ViT-S/16 (random weights unless --weights) at 480 px short side.
+    #[arg(long, value_enum, default_value = "train")]
+    workload: Workload,
+    /// Weights for the attention workload (default: a randomly initialised ViT-S/16).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Image size for the attention workload: N (short side) or WxH.
+    #[arg(long, value_name = "N | WxH", default_value = "480")]
+    size: String,
+    /// Attention workload: also the patch-feature PCA, as the app computes (one full pass).
+    #[arg(long)]
+    pca: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    Train,
+    Attention,
+}
+
+fn bench_attention(args: BenchArgs) -> Result<()> {
+    use dinoscope::analysis::attention::{attention_maps, mass_mask, HeadFusion, ImageSize};
+    let selected = select_device(args.common.device)?;
+    let (backbone, label) = match &args.weights {
+        Some(path) => {
+            let loaded = dinoscope::store::weights::load_backbone(
+                path,
+                dinoscope::store::weights::Network::Teacher,
+                &Default::default(),
+                &selected.device,
+            )?;
+            let label = loaded.info.describe();
+            (loaded.backbone, label)
+        }
+        None => {
+            let vit = dinoscope::model::VitConfig {
+                arch: dinoscope::model::VitArch::from_name("vit_small")
+                    .ok_or_else(|| anyhow::anyhow!("vit_small is missing"))?,
+                patch_size: 16,
+                img_size: 224,
+                drop_path_rate: 0.0,
+            };
+            let backbone = dinoscope::model::VisionTransformer::new(
+                &vit,
+                &mut dinoscope::model::HostInit::new(0),
+                &selected.device,
+            );
+            (backbone, "ViT-S/16 (random weights)".to_string())
+        }
+    };
+    let (name, image) = dinoscope::data::sample_photos()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the bundled photos are missing"))?;
+    let size = ImageSize::parse(&args.size).map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let target = size.resolve(image.dimensions());
+    println!(
+        "bench attention: {label} on {} · {name} at {}x{} px",
+        selected.description, target.0, target.1
+    );
+    let mut secs = Vec::with_capacity(args.steps);
+    for i in 0..args.warmup + args.steps.max(1) {
+        let started = Instant::now();
+        let maps = if args.pca {
+            dinoscope::analysis::attention::attention_and_pca(
+                &backbone,
+                &image,
+                target,
+                &selected.device,
+            )
+        } else {
+            attention_maps(&backbone, &image, target, &selected.device)
+        }
+        .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
+        // Masks of every head and of the mean are part of "all maps".
+        for head in &maps.heads {
+            std::hint::black_box(mass_mask(head, 0.6));
+        }
+        std::hint::black_box(mass_mask(&maps.fused(HeadFusion::Mean), 0.6));
+        if i >= args.warmup {
+            secs.push(started.elapsed().as_secs_f64());
+        }
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "attention maps: {:.1} ms (median of {}), {:.1} ms (min)",
+        secs[secs.len() / 2] * 1e3,
+        secs.len(),
+        secs[0] * 1e3
+    );
+    Ok(())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.workload == Workload::Attention {
+        return bench_attention(args);
+    }
+    let (config, label) = load_config(&args.common)?;
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let selected = select_device(args.common.device)?;
+    println!("bench {label} on {}", selected.description);
+    println!(
+        "model {} /{} · batch {} · crops 2×{} px + {}×{} px · K {}",
+        config.model.arch,
+        config.model.patch_size,
+        config.optim.batch_size_per_gpu,
+        config.data.global_crop_size,
+        config.dino.local_crops_number,
+        config.data.local_crop_size,
+        config.dino.out_dim
+    );
+
+    // The data loader on its own: how fast crops are produced when nothing consumes compute.
+    let dataset = dinoscope::data::datasets::open_dataset(&config)?;
+    let loader = dinoscope::augment::CropLoader::spawn(
+        dataset,
+        dinoscope::train::trainer::loader_config(&config),
+        Arc::new(std::sync::atomic::AtomicUsize::new(
+            config.dino.local_crops_number,
+        )),
+    )?;
+    let loader_batches = (args.steps + args.warmup).max(10);
+    let started = Instant::now();
+    for _ in 0..loader_batches {
+        loader.next_batch()?;
+    }
+    let loader_images_per_sec =
+        (loader_batches * config.optim.batch_size_per_gpu) as f64 / started.elapsed().as_secs_f64();
+    drop(loader);
+
+    let mut trainer = Trainer::new(
+        config.clone(),
+        selected.device,
+        Some(args.steps + args.warmup),
+    )?;
+    for _ in 0..args.warmup {
+        trainer.step()?;
+    }
+    let mut step_secs = Vec::with_capacity(args.steps);
+    let mut phase_secs = Vec::with_capacity(args.steps);
+    let mut wait_secs = 0.0;
+    let started = Instant::now();
+    for _ in 0..args.steps {
+        let m = trainer.step()?;
+        step_secs.push(m.step_secs);
+        phase_secs.push(trainer.last_phase_secs().named());
+        wait_secs += m.data_wait_secs;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    step_secs.sort_by(f64::total_cmp);
+    let median_ms = step_secs[step_secs.len() / 2] * 1e3;
+    let images = (args.steps * config.optim.batch_size_per_gpu) as f64;
+    let train_images_per_sec = images / elapsed;
+    println!(
+        "train step: {:.1} ms/step (mean), {:.1} ms (median), {:.1} img/s, data wait {:.1}% of step time",
+        elapsed * 1e3 / args.steps as f64,
+        median_ms,
+        train_images_per_sec,
+        100.0 * wait_secs / elapsed
+    );
+    let phase_medians_ms: Vec<String> = dinoscope::train::trainer::PhaseSecs::default()
+        .named()
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let mut column: Vec<f64> = phase_secs.iter().map(|phases| phases[i].1).collect();
+            column.sort_by(f64::total_cmp);
+            format!("{name} {:.1}", column[column.len() / 2] * 1e3)
+        })
+        .collect();
+    println!("phases (ms, median): {}", phase_medians_ms.join(" · "));
+    println!(
+        "data loader alone: {:.1} img/s ({:.1}× the train step's consumption)",
+        loader_images_per_sec,
+        loader_images_per_sec / train_images_per_sec
+    );
+    Ok(())
+}

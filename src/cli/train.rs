@@ -1,0 +1,293 @@
+//! `dinoscope train`: a progress bar around the library's `Engine`.
+
+use super::output::{note, Printer};
+use super::{load_config, parse_toggles, ConfigArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dinoscope::config::Toggle;
+use dinoscope::device::select_device;
+use dinoscope::store::rows::{EvalRow, MetricsRow};
+use dinoscope::store::run::{new_run_dir, METRICS_FILE};
+use dinoscope::train::engine::{CheckpointPolicy, Engine, EngineEvent};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Number of iterations (the schedules span exactly this many).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Number of epochs (overrides optim.epochs).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Run directory (default: runs/<time>-<preset>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// No progress bar; print one summary line every N steps instead (0 = never).
+    #[arg(long, value_name = "N")]
+    log_every: Option<usize>,
+    /// Apply a toggle before a step, e.g. --toggle-at 60:centering=off (repeatable; the
+    /// centering/sharpening/local_crops/teacher_temp columns of metrics.csv show the effect).
+    #[arg(long, value_name = "STEP:KEY=VALUE")]
+    toggle_at: Vec<String>,
+    /// Write a checkpoint every N steps (0 = only at the end and on Ctrl-C).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Checkpoints kept (the oldest are deleted).
+    #[arg(long, value_name = "M", default_value_t = 3)]
+    keep_last: usize,
+    /// Continue a run from its newest checkpoint (a run directory or one checkpoint-<step>/
+    /// inside it); config, schedules and data come from the checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "preset", "overrides", "seed", "epochs", "steps", "out"])]
+    resume: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    // Syntax and ranges of every toggle before anything is built or written.
+    let toggles = parse_toggles(&args.toggle_at)?;
+    let (engine, events) = if let Some(path) = &args.resume {
+        let selected = select_device(args.common.device)?;
+        note(&format!("device: {}", selected.description));
+        let (engine, resumed, events) = Engine::resume(path, selected.device)
+            .with_context(|| format!("cannot resume from {}", path.display()))?;
+        note(&format!(
+            "resuming {} at step {} of {}",
+            resumed.checkpoint.display(),
+            resumed.first_step,
+            engine.trainer().total_steps()
+        ));
+        (engine, events)
+    } else {
+        let (mut config, label) = load_config(&args.common)?;
+        if let Some(epochs) = args.epochs {
+            if epochs == 0 {
+                bail!("--epochs must be at least 1");
+            }
+            config.optim.epochs = epochs;
+            config.optim.warmup_epochs = config.optim.warmup_epochs.min(epochs);
+            config.optim.freeze_last_layer = config.optim.freeze_last_layer.min(epochs);
+        }
+        if args.steps == Some(0) {
+            bail!("--steps must be at least 1");
+        }
+        let selected = select_device(args.common.device)?;
+        note(&format!("device: {}", selected.description));
+        let out_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| new_run_dir(&PathBuf::from("runs"), &label));
+        let (engine, events) = Engine::start(config, selected.device, args.steps, Some(&out_dir))
+            .context("cannot start training")?;
+        if engine.run_dir().is_none() {
+            let why = events.iter().find_map(|e| match e {
+                EngineEvent::Warning(message) => Some(message.clone()),
+                _ => None,
+            });
+            bail!(
+                "{}",
+                why.unwrap_or_else(|| format!("cannot create {}", out_dir.display()))
+            );
+        }
+        (engine, events)
+    };
+    run_engine(&args, engine, toggles, events)
+}
+
+/// Where the loop keeps what it prints.
+struct Reporter {
+    progress: ProgressBar,
+    out: Printer,
+    log_every: Option<usize>,
+    smoothed_rate: Option<f64>,
+    last: Option<MetricsRow>,
+}
+
+fn run_engine(
+    args: &TrainArgs,
+    mut engine: Engine,
+    toggles: Vec<(usize, Toggle)>,
+    events: Vec<EngineEvent>,
+) -> Result<()> {
+    let trainer = engine.trainer();
+    let total = trainer.total_steps();
+    note(&format!(
+        "data: {} · {} steps ({} per epoch) · K = {} (ln K = {:.3}) · run dir {}",
+        trainer.dataset_description(),
+        total,
+        trainer.iters_per_epoch(),
+        trainer.config().dino.out_dim,
+        trainer.ln_k(),
+        engine
+            .run_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_default()
+    ));
+    engine.script(toggles)?;
+    engine.set_checkpoint_policy(CheckpointPolicy {
+        every_steps: args.checkpoint_every,
+        keep_last: args.keep_last,
+    });
+    // SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature) all end the run as closing
+    // the window does: the step in flight finishes and a checkpoint is written.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("cannot install the signal handler")?;
+    }
+    let progress = match args.log_every {
+        Some(_) => ProgressBar::hidden(),
+        None => {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_position(engine.trainer().steps_done() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        }
+    };
+    let mut reporter = Reporter {
+        progress,
+        out: Printer::default(),
+        log_every: args.log_every,
+        smoothed_rate: None,
+        last: None,
+    };
+    reporter.report(&engine, events);
+    let mut failure = None;
+    while !engine.is_done() {
+        if stop.load(Ordering::SeqCst) {
+            reporter
+                .progress
+                .abandon_with_message("stopped by a signal");
+            break;
+        }
+        match engine.step() {
+            Ok(events) => reporter.report(&engine, events),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        reporter.progress.finish();
+    }
+    // At the end and on a signal: a checkpoint to resume from (or to evaluate), teacher.bpk
+    // and the config with the live settings folded in. Not after a failed step.
+    let ln_k = engine.trainer().ln_k();
+    let (finished, events) = engine.finish(failure.is_none());
+    reporter.report_quietly(events);
+    if let Some(err) = failure {
+        return Err(err.into());
+    }
+    if let Some(m) = reporter.last.take() {
+        reporter.out.line(&format!(
+            "done: {} steps · loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · ln K {:.4}",
+            m.step + 1,
+            m.loss,
+            m.teacher_entropy,
+            m.kl,
+            m.batch_mean_entropy,
+            ln_k
+        ));
+    }
+    if let Some(dir) = &finished.run_dir {
+        let metrics = dir.join(METRICS_FILE);
+        reporter
+            .out
+            .line(&format!("metrics: {}", metrics.display()));
+    }
+    if let Some(teacher) = &finished.teacher {
+        reporter
+            .out
+            .line(&format!("teacher: {}", teacher.display()));
+    }
+    Ok(())
+}
+
+impl Reporter {
+    /// Markers, warnings, checkpoints and evaluations go to stderr; the summary line to stdout
+    /// every `--log-every` steps.
+    fn report(&mut self, engine: &Engine, events: Vec<EngineEvent>) {
+        for event in events {
+            if let EngineEvent::Metrics(metrics) = event {
+                let rate = match self.smoothed_rate {
+                    Some(r) => 0.9 * r + 0.1 * metrics.images_per_sec,
+                    None => metrics.images_per_sec,
+                };
+                self.smoothed_rate = Some(rate);
+                let summary = summary_line(&metrics, rate);
+                self.progress
+                    .set_position(engine.trainer().steps_done() as u64);
+                self.progress.set_message(summary.clone());
+                if let Some(every) = self.log_every {
+                    if every > 0 && (metrics.step + 1) % every == 0 {
+                        self.out
+                            .line(&format!("step {:>6}  {summary}", metrics.step + 1));
+                    }
+                }
+                self.last = Some(*metrics);
+            } else if let Some(text) = describe(&event) {
+                self.progress.suspend(|| note(&text));
+            }
+        }
+    }
+
+    /// Events after the progress bar has finished.
+    fn report_quietly(&self, events: Vec<EngineEvent>) {
+        for text in events.iter().filter_map(describe) {
+            note(&text);
+        }
+    }
+}
+
+/// The stderr line of an event (metrics have their own summary line).
+fn describe(event: &EngineEvent) -> Option<String> {
+    Some(match event {
+        EngineEvent::Marker { step, toggle } => format!("step {step}: {}", toggle.label()),
+        EngineEvent::Warning(message) => format!("warning: {message}"),
+        EngineEvent::CheckpointSaved { path, elapsed_secs } => format!(
+            "checkpoint: {} ({:.0} ms)",
+            path.display(),
+            elapsed_secs * 1e3
+        ),
+        EngineEvent::Eval(evaluation) => {
+            let row = &evaluation.row;
+            let when = if row.step == 0 {
+                "random init".to_string()
+            } else {
+                format!("epoch {}", row.epoch)
+            };
+            format!("{when}: {}", eval_line(row))
+        }
+        EngineEvent::Metrics(_) => return None,
+    })
+}
+
+fn eval_line(row: &EvalRow) -> String {
+    let percent = |v: Option<f64>| v.map(|v| format!("{v:.1} %")).unwrap_or("–".into());
+    format!(
+        "k-NN top-1 {} top-5 {}{} ({:.1} s)",
+        percent(row.top1),
+        percent(row.top5),
+        row.jaccard_best_head
+            .map(|j| format!(" · Jaccard {j:.1} %"))
+            .unwrap_or_default(),
+        row.eval_secs.unwrap_or_default()
+    )
+}
+
+fn summary_line(m: &MetricsRow, images_per_sec: f64) -> String {
+    format!(
+        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3} · lr {:.2e} · {:.0} img/s",
+        m.loss, m.teacher_entropy, m.kl, m.batch_mean_entropy, m.lr, images_per_sec
+    )
+}

@@ -1,0 +1,54 @@
+//! What a backbone is, as plain numbers: width, depth and heads of the named architectures,
+//! and the full build description. Here (not in `model`) so configs can be checked and
+//! checkpoints described without building a network.
+
+use super::Config;
+
+/// Width, depth and heads of one architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VitArch {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+}
+
+impl VitArch {
+    /// The reference factories plus `vit_micro`, ours, sized to train on two CPU cores.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let (embed_dim, depth, num_heads) = match name {
+            "vit_micro" => (96, 4, 3),
+            "vit_tiny" => (192, 12, 3),
+            "vit_small" => (384, 12, 6),
+            "vit_base" => (768, 12, 12),
+            _ => return None,
+        };
+        Some(Self {
+            embed_dim,
+            depth,
+            num_heads,
+        })
+    }
+}
+
+/// Everything needed to build a backbone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    pub arch: VitArch,
+    pub patch_size: usize,
+    /// Side of the square image the position table is learned for (224 in the reference).
+    pub img_size: usize,
+    pub drop_path_rate: f64,
+}
+
+impl Config {
+    /// The backbone this config trains; `drop_path_rate` is the config's for the student and
+    /// 0 for a teacher, an evaluation or a loaded model.
+    pub fn vit_config(&self, drop_path_rate: f64) -> VitConfig {
+        VitConfig {
+            arch: self.vit_arch(),
+            patch_size: self.model.patch_size,
+            img_size: self.data.global_crop_size as usize,
+            drop_path_rate,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! DINO projection head and the backbone + head pair trained with multi-crop (reference §2).
+
+use super::vit::{HostInit, VisionTransformer, VitConfig};
+use crate::model::activation::gelu;
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::prelude::*;
+use rand_chacha::ChaCha8Rng;
+
+/// Weight-normalised `Linear(bottleneck → K)` without bias: row k = g_k · v_k / ‖v_k‖.
+/// Tensors keep PyTorch's `[K, 1]` / `[K, in]` layout so `weight_g`/`weight_v` load as is.
+#[derive(Module, Debug)]
+pub struct WeightNormLinear {
+    pub weight_g: Param<Tensor<2>>,
+    pub weight_v: Param<Tensor<2>>,
+}
+
+impl WeightNormLinear {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let v = self.weight_v.val();
+        let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+        let weight = v.mul(self.weight_g.val().div(norm));
+        x.matmul(weight.transpose())
+    }
+}
+
+/// DINO head: 3-layer MLP with GELU → bottleneck → L2-normalise → weight-normed last layer.
+#[derive(Module, Debug)]
+pub struct DinoHead {
+    pub mlp: Vec<Linear>,
+    pub last_layer: WeightNormLinear,
+}
+
+impl DinoHead {
+    pub fn new(
+        init: &mut HostInit,
+        in_dim: usize,
+        hidden_dim: usize,
+        bottleneck_dim: usize,
+        out_dim: usize,
+        device: &Device,
+    ) -> Self {
+        let mlp = vec![
+            init.linear(in_dim, hidden_dim, device),
+            init.linear(hidden_dim, hidden_dim, device),
+            init.linear(hidden_dim, bottleneck_dim, device),
+        ];
+        // Created after the reference's init hook, so it keeps PyTorch's default Linear init.
+        let weight_v = HostInit::tensor(
+            init.kaiming_uniform(out_dim * bottleneck_dim, bottleneck_dim),
+            [out_dim, bottleneck_dim],
+            device,
+        );
+        let last_layer = WeightNormLinear {
+            weight_g: Param::from_tensor(Tensor::ones([out_dim, 1], device)),
+            weight_v: Param::from_tensor(weight_v),
+        };
+        Self { mlp, last_layer }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.mlp.len().saturating_sub(1);
+        let mut x = x;
+        for (i, layer) in self.mlp.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = gelu(x);
+            }
+        }
+        // F.normalize(dim=-1, eps=1e-12)
+        let norm = x
+            .clone()
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        self.last_layer.forward(x.div(norm))
+    }
+}
+
+/// Backbone + head: the student, and (as an EMA copy) the teacher.
+#[derive(Module, Debug)]
+pub struct DinoModel {
+    pub backbone: VisionTransformer,
+    pub head: DinoHead,
+}
+
+/// Head output of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
+pub struct MultiCropOutput {
+    pub logits: Tensor<2>,
+}
+
+impl DinoModel {
+    pub fn new(
+        vit: &VitConfig,
+        hidden_dim: usize,
+        bottleneck_dim: usize,
+        out_dim: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let mut init = HostInit::new(seed);
+        let backbone = VisionTransformer::new(vit, &mut init, device);
+        let head = DinoHead::new(
+            &mut init,
+            vit.arch.embed_dim,
+            hidden_dim,
+            bottleneck_dim,
+            out_dim,
+            device,
+        );
+        Self { backbone, head }
+    }
+
+    /// The reference `MultiCropWrapper`: one backbone pass per resolution group (globals,
+    /// then locals), CLS features concatenated, one head pass on all rows.
+    pub fn forward_multi_crop(
+        &self,
+        groups: Vec<Tensor<4>>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> MultiCropOutput {
+        let features: Vec<Tensor<2>> = groups
+            .into_iter()
+            .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
+            .collect();
+        MultiCropOutput {
+            logits: self.head.forward(Tensor::cat(features, 0)),
+        }
+    }
+}
+
+/// Number of float parameters in a module.
+pub fn parameter_count<M: Module>(module: &M) -> usize {
+    module.num_params()
+}

@@ -1,0 +1,9 @@
+//! Everything on disk: run directories and their CSV rows, checkpoints, imported weights,
+//! `.npy` arrays and figures.
+
+pub mod checkpoint;
+pub mod figure;
+pub mod npy;
+pub mod rows;
+pub mod run;
+pub mod weights;

@@ -1,0 +1,246 @@
+//! The rows of a run's CSV files, one serde type per file: [`MetricsRow`] (`metrics.csv`, one
+//! per step) and [`EvalRow`] (`knn.csv`, one per evaluation). The header comes from the field
+//! names and each column's number format from its `serialize_with`, so adding a column is one
+//! field. Reading tolerates extra columns (newer or older runs) and skips rows it cannot parse
+//! (a torn last line of a run being written).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Everything one training step reports; a row of `metrics.csv`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Global iteration index of this step (0-based).
+    pub step: usize,
+    pub epoch: usize,
+    #[serde(serialize_with = "fixed6")]
+    pub loss: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub teacher_entropy: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub kl: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub batch_mean_entropy: f64,
+    #[serde(serialize_with = "scientific6")]
+    pub lr: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub weight_decay: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub teacher_momentum: f64,
+    /// Temperature the teacher actually used this step.
+    #[serde(serialize_with = "fixed5")]
+    pub teacher_temp: f64,
+    #[serde(serialize_with = "fixed2")]
+    pub images_per_sec: f64,
+    #[serde(serialize_with = "fixed5")]
+    pub step_secs: f64,
+    /// Time this step waited for the data loader (≈ 0 when prefetch keeps up).
+    #[serde(serialize_with = "fixed5")]
+    pub data_wait_secs: f64,
+    pub local_crops: usize,
+    #[serde(serialize_with = "flag", deserialize_with = "read_flag")]
+    pub centering: bool,
+    #[serde(serialize_with = "flag", deserialize_with = "read_flag")]
+    pub sharpening: bool,
+    /// ln K, the entropy of a uniform teacher: the top reference line of the plots.
+    #[serde(serialize_with = "fixed6")]
+    pub ln_k: f64,
+    /// Non-fatal data problems met while building this batch (e.g. a skipped corrupt image);
+    /// reported, not stored.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// One evaluation of a network (k-NN and attention Jaccard, percent); a row of `knn.csv`.
+/// Step 0 is the random-init baseline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    /// Steps completed when evaluated (0 = random init).
+    pub step: usize,
+    pub epoch: usize,
+    #[serde(serialize_with = "optional4")]
+    pub top1: Option<f64>,
+    #[serde(serialize_with = "optional4")]
+    pub top5: Option<f64>,
+    #[serde(serialize_with = "optional4")]
+    pub jaccard_best_head: Option<f64>,
+    #[serde(serialize_with = "optional4")]
+    pub jaccard_mean_map: Option<f64>,
+    #[serde(serialize_with = "optional4")]
+    pub eval_secs: Option<f64>,
+}
+
+/// The header line a row type writes (for files created empty, and for tests).
+pub fn header_of<R: Serialize>(row: &R) -> Result<String, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.serialize(row)?;
+    let bytes = writer
+        .into_inner()
+        .map_err(|err| csv::Error::from(std::io::Error::other(err.to_string())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Serialises rows (with or without the header line) to `out`.
+pub fn write_rows<R: Serialize>(
+    out: impl Write,
+    rows: &[R],
+    with_header: bool,
+) -> Result<(), csv::Error> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(with_header)
+        .from_writer(out);
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Rows that parse, in file order; extra columns are ignored and unparsable rows (a torn last
+/// line) skipped.
+pub fn read_rows<R: for<'de> Deserialize<'de>>(input: impl Read) -> Vec<R> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(input)
+        .into_deserialize()
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Rows of a file; a missing or unreadable file gives none.
+pub fn read_rows_from<R: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Vec<R>> {
+    Ok(read_rows(std::fs::File::open(path)?))
+}
+
+/// A table of named series keyed by step (the app's "Export CSV…"): one row per step present
+/// in any series, empty where a series has no point. Names are quoted by the csv writer.
+pub fn write_series(out: impl Write, columns: &[(&str, &[(f64, f64)])]) -> Result<(), csv::Error> {
+    let mut steps: Vec<f64> = columns
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    steps.dedup();
+    let mut writer = csv::Writer::from_writer(out);
+    let header = std::iter::once("step").chain(columns.iter().map(|(name, _)| *name));
+    writer.write_record(header)?;
+    for step in steps {
+        let mut record = vec![format!("{step}")];
+        for (_, series) in columns {
+            let value = series.iter().find(|p| p.0 == step);
+            record.push(value.map(|(_, v)| format!("{v}")).unwrap_or_default());
+        }
+        writer.write_record(&record)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+fn fixed2<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.2}"))
+}
+
+fn fixed5<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.5}"))
+}
+
+fn fixed6<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.6}"))
+}
+
+fn scientific6<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.6e}"))
+}
+
+fn optional4<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(&format_args!("{v:.4}")),
+        None => s.serialize_str(""),
+    }
+}
+
+/// Booleans as `1` / `0`, which spreadsheets and pandas read as numbers.
+fn flag<S: Serializer>(value: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(u8::from(*value))
+}
+
+fn read_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(serde::de::Error::custom(format!("`{other}` is not 0 or 1"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: usize) -> MetricsRow {
+        MetricsRow {
+            step,
+            epoch: 0,
+            loss: 1.25,
+            teacher_entropy: 1.0,
+            kl: 0.25,
+            batch_mean_entropy: 2.0,
+            lr: 0.0005,
+            weight_decay: 0.04,
+            teacher_momentum: 0.996,
+            teacher_temp: 0.04,
+            images_per_sec: 100.0,
+            step_secs: 0.3,
+            data_wait_secs: 0.0,
+            local_crops: 6,
+            centering: true,
+            sharpening: false,
+            ln_k: 6.931472,
+            warnings: vec!["not stored".into()],
+        }
+    }
+
+    #[test]
+    fn metrics_rows_keep_the_column_formats_and_read_back() {
+        let mut bytes = Vec::new();
+        write_rows(&mut bytes, &[row(0), row(1)], true).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k"
+        );
+        assert_eq!(
+            text.lines().nth(1).unwrap(),
+            "0,0,1.250000,1.000000,0.250000,2.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472"
+        );
+        let back: Vec<MetricsRow> = read_rows(bytes.as_slice());
+        let mut want = row(1);
+        want.warnings.clear();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1], want);
+    }
+
+    #[test]
+    fn reading_skips_torn_rows_and_ignores_extra_columns() {
+        let text = "step,epoch,top1,top5,jaccard_best_head,jaccard_mean_map,eval_secs,future\n\
+                    0,0,44.1000,80.0000,,,1.5000,x\n\
+                    8,1,50.0000,90.0000,20.0000,18.0000,1.2000,y\n\
+                    16,2,55.0";
+        let rows: Vec<EvalRow> = read_rows(text.as_bytes());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].jaccard_best_head, None);
+        assert_eq!(rows[1].jaccard_mean_map, Some(18.0));
+    }
+
+    #[test]
+    fn series_names_with_commas_are_quoted_not_rewritten() {
+        let a = [(0.0, 1.0), (2.0, 3.0)];
+        let b = [(2.0, 5.5)];
+        let mut bytes = Vec::new();
+        write_series(&mut bytes, &[("h(Pt), run 1", &a), ("KL", &b)]).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text, "step,\"h(Pt), run 1\",KL\n0,1,\n2,3,5.5\n");
+    }
+}

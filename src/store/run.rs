@@ -1,0 +1,240 @@
+//! A run on disk: its directory, the resolved config and `metrics.csv` (one flushed row per
+//! step), shared by the CLI and the app so both write the same format.
+
+use crate::config::Config;
+use crate::store::rows::{header_of, read_rows_from, write_rows, EvalRow, MetricsRow};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create run directory {path}: {source}. Pick another --out directory")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Evaluations of a run (k-NN, Jaccard), one row per evaluation.
+pub const EVAL_FILE: &str = "knn.csv";
+/// One row per training step.
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// Writes `config.toml`, `metrics.csv` and `knn.csv` of one run directory.
+pub struct RunWriter {
+    dir: PathBuf,
+    metrics_path: PathBuf,
+    metrics: csv::Writer<File>,
+}
+
+impl RunWriter {
+    /// Creates `dir` (and parents) and writes the resolved config atomically.
+    pub fn create(dir: &Path, config: &Config) -> Result<Self, RunError> {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_atomically(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        let metrics_path = dir.join(METRICS_FILE);
+        let file = File::create(&metrics_path).map_err(|source| RunError::Write {
+            path: metrics_path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            // The header is written with the first row, from the row type.
+            metrics: csv::WriterBuilder::new()
+                .has_headers(true)
+                .from_writer(file),
+            metrics_path,
+        })
+    }
+
+    /// Reopens a run to continue it from a checkpoint at `first_step`: rows of steps at or
+    /// after it (and a torn last line) are dropped, so the file ends up as if never stopped.
+    /// Returns the kept rows (the curve so far).
+    pub fn resume(dir: &Path, first_step: usize) -> Result<(Self, Vec<MetricsRow>), RunError> {
+        let metrics_path = dir.join(METRICS_FILE);
+        let write_error = |source: std::io::Error| RunError::Write {
+            path: metrics_path.clone(),
+            source,
+        };
+        let kept: Vec<MetricsRow> = read_rows_from::<MetricsRow>(&metrics_path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|row| row.step < first_step)
+            .collect();
+        let mut bytes = Vec::new();
+        write_rows(&mut bytes, &kept, false).map_err(|err| write_error(csv_io(err)))?;
+        let header = header_of(&MetricsRow::default()).map_err(|err| write_error(csv_io(err)))?;
+        let text = format!("{header}\n{}", String::from_utf8_lossy(&bytes));
+        write_atomically(&metrics_path, text.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .map_err(write_error)?;
+        let writer = Self {
+            dir: dir.to_path_buf(),
+            metrics_path,
+            metrics: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(file),
+        };
+        Ok((writer, kept))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one evaluation to `knn.csv` (created with its header on first use), synced.
+    pub fn append_eval(&self, row: &EvalRow) -> Result<(), RunError> {
+        let path = self.dir.join(EVAL_FILE);
+        let write_error = |source: std::io::Error| RunError::Write {
+            path: path.clone(),
+            source,
+        };
+        let new = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(write_error)?;
+        let mut bytes = Vec::new();
+        write_rows(&mut bytes, std::slice::from_ref(row), new)
+            .map_err(|err| write_error(csv_io(err)))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(write_error)
+    }
+
+    /// Drops evaluations after `last_step` from `knn.csv` (a resumed run redoes them) and
+    /// returns the kept rows.
+    pub fn truncate_evals(&self, last_step: usize) -> Result<Vec<EvalRow>, RunError> {
+        let path = self.dir.join(EVAL_FILE);
+        let Ok(rows) = read_rows_from::<EvalRow>(&path) else {
+            return Ok(Vec::new());
+        };
+        let kept: Vec<EvalRow> = rows.into_iter().filter(|r| r.step <= last_step).collect();
+        let mut bytes = Vec::new();
+        write_rows(&mut bytes, &kept, true).map_err(|err| RunError::Write {
+            path: path.clone(),
+            source: csv_io(err),
+        })?;
+        if kept.is_empty() {
+            let header = header_of(&EvalRow::default()).map_err(|err| RunError::Write {
+                path: path.clone(),
+                source: csv_io(err),
+            })?;
+            bytes = format!("{header}\n").into_bytes();
+        }
+        write_atomically(&path, &bytes)?;
+        Ok(kept)
+    }
+
+    /// Appends one row and flushes it, so a crash or Ctrl-C leaves a complete CSV.
+    pub fn append(&mut self, row: &MetricsRow) -> Result<(), RunError> {
+        self.metrics
+            .serialize(row)
+            .and_then(|()| self.metrics.flush().map_err(csv::Error::from))
+            .map_err(|err| RunError::Write {
+                path: self.metrics_path.clone(),
+                source: csv_io(err),
+            })
+    }
+
+    /// Rewrites `config.toml` (e.g. with live toggles folded in at the end of a run).
+    pub fn write_config(&self, config: &Config) -> Result<(), RunError> {
+        write_atomically(&self.dir.join("config.toml"), config.to_toml().as_bytes())
+    }
+}
+
+fn csv_io(err: csv::Error) -> std::io::Error {
+    match err.into_kind() {
+        csv::ErrorKind::Io(err) => err,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
+}
+
+/// Run directories under `root` (those holding a metrics.csv), newest first.
+pub fn list_run_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join(METRICS_FILE).is_file())
+        .map(|p| {
+            let modified = std::fs::metadata(p.join(METRICS_FILE))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, p)
+        })
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
+    dirs.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The rows of a `knn.csv`; a missing or unreadable file gives none.
+pub fn read_eval_rows(path: &Path) -> Vec<EvalRow> {
+    read_rows_from(path).unwrap_or_default()
+}
+
+/// The rows of a `metrics.csv` (for continuing a resumed run's curves, figures, overlays); a
+/// torn last line or rows with missing columns are skipped.
+pub fn read_step_metrics(path: &Path) -> Result<Vec<MetricsRow>, RunError> {
+    read_rows_from(path).map_err(|source| RunError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes to a uniquely named hidden temporary file in the same directory, syncs it, then
+/// renames it over `path`: readers never see a half-written file, a failed write leaves no
+/// debris, and no name the user owns (such as `fig.tmp`) is ever touched.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let err = |source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".dinoscope-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.as_file().sync_all().map_err(err)?;
+    file.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// A fresh `runs/<stamp>-<preset>` style directory name under `root`.
+pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut dir = root.join(format!("{stamp}-{label}"));
+    let mut n = 1;
+    while dir.exists() {
+        n += 1;
+        dir = root.join(format!("{stamp}-{label}-{n}"));
+    }
+    dir
+}

@@ -1,0 +1,12 @@
+//! Training: the `Engine` both front ends drive, the `Trainer` it owns (one DINO step), and the
+//! pieces of a step: the loss and its decomposition, the schedules, AdamW, the EMA teacher.
+
+pub mod ema;
+pub mod engine;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use engine::{CheckpointPolicy, Engine, EngineEvent};
+pub use trainer::*;

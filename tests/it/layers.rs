@@ -1,0 +1,133 @@
+//! The folder rules of ARCHITECTURE.md, checked on the source text: a folder imports only the
+//! layers below it, the app never touches tensors and the worker never touches egui.
+
+use std::path::{Path, PathBuf};
+
+/// Layers from the bottom; a module may import its own layer and those before it.
+const LAYERS: [&[&str]; 9] = [
+    &["config", "device"],
+    &["data"],
+    &["augment"],
+    &["model"],
+    &["analysis"],
+    &["store"],
+    &["train"],
+    &["worker"],
+    &["app"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file of `src/` belongs to (`src/train/engine.rs` → `train`).
+fn module_of(src: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(src).unwrap();
+    let first = relative.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_string()
+}
+
+/// Code lines (comments dropped, so a doc comment may name any module).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.split("//").next().unwrap_or_default()))
+}
+
+/// Every `crate::NAME` a line mentions.
+fn crate_paths(line: &str) -> Vec<&str> {
+    line.match_indices("crate::")
+        .map(|(at, _)| {
+            let rest = &line[at + "crate::".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+fn sources() -> (PathBuf, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    (src, files)
+}
+
+#[test]
+fn no_folder_imports_a_layer_above_it() {
+    let (src, files) = sources();
+    let mut violations = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        // lib.rs declares every module; main.rs and cli/ are the binary, above everything.
+        let Some(own) = layer_of(&module) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in code_lines(&text) {
+            for target in crate_paths(line) {
+                if let Some(other) = layer_of(target) {
+                    if other > own {
+                        violations.push(format!(
+                            "{}:{number}: `{module}` imports `{target}`, a layer above it",
+                            file.strip_prefix(&src).unwrap().display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    // The rule has teeth: the app and the worker do use the layers below them.
+    assert!(files.iter().any(|f| module_of(&src, f) == "app"));
+}
+
+#[test]
+fn the_app_never_touches_tensors_and_the_worker_never_touches_egui() {
+    let (src, files) = sources();
+    let mut violations = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let forbidden: &[&str] = match module.as_str() {
+            // A `Device` handle is plain data; tensors are the worker's.
+            "app" => &["Tensor<", "Tensor::", "TensorData", "burn::prelude::*"],
+            "worker" | "train" | "analysis" | "store" | "model" => &["egui", "eframe"],
+            _ => &[],
+        };
+        for (number, line) in code_lines(&text) {
+            for word in forbidden {
+                if line.contains(word) {
+                    violations.push(format!(
+                        "{}:{number}: `{module}` uses `{word}`",
+                        file.strip_prefix(&src).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn crate_paths_are_found_in_code() {
+    assert_eq!(
+        crate_paths("use crate::train::engine::{Engine}; let x = crate::app::y;"),
+        ["train", "app"]
+    );
+    assert_eq!(layer_of("worker"), Some(7));
+    assert!(layer_of("app") > layer_of("train"));
+}
