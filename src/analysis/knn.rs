@@ -288,51 +288,6 @@ pub fn attention_jaccard(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weighted_vote_follows_the_reference() {
-        // Four train points on two axes, two classes; queries near each axis.
-        let train = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9];
-        let norm = |v: [f32; 2]| {
-            let n = (v[0] * v[0] + v[1] * v[1]).sqrt();
-            [v[0] / n, v[1] / n]
-        };
-        let train: Vec<f32> = train.chunks(2).flat_map(|c| norm([c[0], c[1]])).collect();
-        let labels = [0, 0, 1, 1];
-        let val: Vec<f32> = [norm([1.0, 0.2]), norm([0.2, 1.0]), norm([1.0, 0.3])].concat();
-        let settings = KnnSettings {
-            k: 3,
-            ..KnnSettings::for_crop(8)
-        };
-        let device = Device::flex();
-        let (top1, top5) =
-            weighted_knn(&train, &labels, &val, &[0, 1, 1], 2, 2, &settings, &device);
-        // The third query is nearer class 0 but labelled 1: 2 of 3 right; top-5 covers both.
-        assert!((top1 - 200.0 / 3.0).abs() < 1e-9, "{top1}");
-        assert_eq!(top5, 100.0);
-    }
-
-    #[test]
-    fn jaccard_of_masks() {
-        assert_eq!(jaccard(&[1, 1, 0, 0], &[1, 0, 1, 0]), 1.0 / 3.0);
-        assert_eq!(jaccard(&[0, 0], &[0, 0]), 1.0);
-        assert_eq!(subset(10, 4), vec![0, 2, 5, 7]);
-        assert_eq!(subset(3, 4), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn transform_is_a_centre_crop_of_the_scaled_image() {
-        let image = RgbImage::from_fn(40, 20, |x, _| image::Rgb([x as u8 * 6, 0, 0]));
-        let chw = knn_transform(&image, 14);
-        assert_eq!(chw.len(), 3 * 14 * 14);
-        // Red rises left to right across the crop.
-        assert!(chw[13] > chw[0]);
-    }
-}
-
 /// Held-out data for the monitor: a labelled memory and query split for k-NN, and images with
 /// ground-truth masks for the Jaccard (only the embedded dataset has masks).
 pub struct EvalData {
@@ -400,5 +355,50 @@ impl EvalData {
 
     pub fn jaccard(&self, backbone: &VisionTransformer, device: &Device) -> Option<JaccardResult> {
         (!self.masked.is_empty()).then(|| attention_jaccard(backbone, &self.masked, 0.6, device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_vote_follows_the_reference() {
+        // Four train points on two axes, two classes; queries near each axis.
+        let train = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9];
+        let norm = |v: [f32; 2]| {
+            let n = (v[0] * v[0] + v[1] * v[1]).sqrt();
+            [v[0] / n, v[1] / n]
+        };
+        let train: Vec<f32> = train.chunks(2).flat_map(|c| norm([c[0], c[1]])).collect();
+        let labels = [0, 0, 1, 1];
+        let val: Vec<f32> = [norm([1.0, 0.2]), norm([0.2, 1.0]), norm([1.0, 0.3])].concat();
+        let settings = KnnSettings {
+            k: 3,
+            ..KnnSettings::for_crop(8)
+        };
+        let device = Device::flex();
+        let (top1, top5) =
+            weighted_knn(&train, &labels, &val, &[0, 1, 1], 2, 2, &settings, &device);
+        // The third query is nearer class 0 but labelled 1: 2 of 3 right; top-5 covers both.
+        assert!((top1 - 200.0 / 3.0).abs() < 1e-9, "{top1}");
+        assert_eq!(top5, 100.0);
+    }
+
+    #[test]
+    fn jaccard_of_masks() {
+        assert_eq!(jaccard(&[1, 1, 0, 0], &[1, 0, 1, 0]), 1.0 / 3.0);
+        assert_eq!(jaccard(&[0, 0], &[0, 0]), 1.0);
+        assert_eq!(subset(10, 4), vec![0, 2, 5, 7]);
+        assert_eq!(subset(3, 4), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn transform_is_a_centre_crop_of_the_scaled_image() {
+        let image = RgbImage::from_fn(40, 20, |x, _| image::Rgb([x as u8 * 6, 0, 0]));
+        let chw = knn_transform(&image, 14);
+        assert_eq!(chw.len(), 3 * 14 * 14);
+        // Red rises left to right across the crop.
+        assert!(chw[13] > chw[0]);
     }
 }
