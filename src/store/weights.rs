@@ -10,9 +10,12 @@
 use crate::model::{HostInit, VisionTransformer, VitArch, VitConfig};
 use crate::store::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use burn::prelude::*;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ChainAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
+use burn::tensor::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -68,6 +71,9 @@ pub struct BackboneInfo {
     pub default_short_side_px: u32,
     /// Entries of the file that are not backbone weights (head, optimiser, ...), ignored.
     pub ignored_entries: usize,
+    /// The float precision of the file's backbone tensors when it was not f32 ("f16",
+    /// "bf16", "f64"): they were converted to f32 on load.
+    pub converted_from: Option<String>,
 }
 
 impl BackboneInfo {
@@ -88,8 +94,13 @@ impl BackboneInfo {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.path.display().to_string());
+        let converted = self
+            .converted_from
+            .as_ref()
+            .map(|from| format!(" · converted {from} → f32"))
+            .unwrap_or_default();
         format!(
-            "{} · {} heads · {} · {file}",
+            "{} · {} heads · {} · {file}{converted}",
             self.short_name(),
             self.arch.num_heads,
             self.network.label()
@@ -232,6 +243,7 @@ fn load_run(
         img_size: config.data.global_crop_size as usize,
         default_short_side_px: config.data.global_crop_size,
         ignored_entries: 0,
+        converted_from: None,
     };
     Ok(LoadedBackbone { backbone, info })
 }
@@ -277,26 +289,32 @@ fn load_pytorch(
         store = store.with_top_level_key(network.label());
     }
     let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
-    let shapes: BTreeMap<String, Vec<usize>> = store
-        .get_all_tensors()
-        .map_err(read_error)?
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
-        .collect();
+    let tensors = store.get_all_tensors().map_err(read_error)?;
+    let shapes = shapes_of(tensors);
     let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
     ignored_entries += shapes.len() - backbone_keys;
+    let converted_from = converted_from(tensors);
     let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
-    let result = backbone.load_from(&mut store).map_err(read_error)?;
+    // PytorchStore has no adapter option (its own is PyTorchToBurnAdapter alone), so the
+    // tensors are applied directly with the f32 cast chained after it.
+    let result = backbone.apply(
+        tensors.values().cloned().collect(),
+        None,
+        Some(Box::new(to_f32_adapter())),
+        false,
+    );
     check_applied(path, &result)?;
+    let mut info = external_info(
+        path,
+        WeightsFormat::Pytorch,
+        network,
+        &config,
+        ignored_entries,
+    );
+    info.converted_from = converted_from;
     Ok(LoadedBackbone {
         backbone: backbone.without_drop_path(),
-        info: external_info(
-            path,
-            WeightsFormat::Pytorch,
-            network,
-            &config,
-            ignored_entries,
-        ),
+        info,
     })
 }
 
@@ -310,31 +328,64 @@ fn load_safetensors(
         reason: err.to_string(),
     };
     let store = SafetensorsStore::from_file(path)
-        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_from_adapter(to_f32_adapter())
         .allow_partial(true)
         .map_indices_contiguous(false);
     let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
-    let shapes: BTreeMap<String, Vec<usize>> = store
-        .get_all_tensors()
-        .map_err(read_error)?
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
-        .collect();
+    let tensors = store.get_all_tensors().map_err(read_error)?;
+    let shapes = shapes_of(tensors);
+    let converted_from = converted_from(tensors);
     let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
     let ignored_entries = shapes.len() - backbone_keys;
     let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
     let result = backbone.load_from(&mut store).map_err(read_error)?;
     check_applied(path, &result)?;
+    let mut info = external_info(
+        path,
+        WeightsFormat::Safetensors,
+        Network::Teacher,
+        &config,
+        ignored_entries,
+    );
+    info.converted_from = converted_from;
     Ok(LoadedBackbone {
         backbone: backbone.without_drop_path(),
-        info: external_info(
-            path,
-            WeightsFormat::Safetensors,
-            Network::Teacher,
-            &config,
-            ignored_entries,
-        ),
+        info,
     })
+}
+
+/// PyTorch layout to burn's, then every float tensor to f32: a loaded parameter keeps the
+/// file's dtype otherwise, and an f16/bf16 weight then fails the first f32 matmul.
+fn to_f32_adapter() -> ChainAdapter {
+    PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
+}
+
+fn shapes_of(tensors: &BTreeMap<String, PackTensor>) -> BTreeMap<String, Vec<usize>> {
+    tensors
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
+        .collect()
+}
+
+/// The non-f32 float precisions among the backbone's tensors ("f16", "bf16+f16"), if any.
+fn converted_from(tensors: &BTreeMap<String, PackTensor>) -> Option<String> {
+    let backbone = |name: &str| {
+        ["cls_token", "pos_embed", "patch_embed.", "norm.", "blocks."]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+    };
+    let labels: std::collections::BTreeSet<&str> = tensors
+        .iter()
+        .filter(|(name, tensor)| backbone(name) && tensor.dtype.is_float())
+        .filter_map(|(_, tensor)| match tensor.dtype {
+            DType::F32 => None,
+            DType::F16 => Some("f16"),
+            DType::BF16 => Some("bf16"),
+            DType::F64 => Some("f64"),
+            _ => Some("a reduced float format"),
+        })
+        .collect();
+    (!labels.is_empty()).then(|| labels.into_iter().collect::<Vec<_>>().join("+"))
 }
 
 fn external_info(
@@ -354,6 +405,7 @@ fn external_info(
         // visualize_attention.py's default image size.
         default_short_side_px: 480,
         ignored_entries,
+        converted_from: None,
     }
 }
 

@@ -112,3 +112,121 @@ fn missing_image_folder_names_it() {
     .expect("must fail");
     assert!(err.to_string().contains("/no/such/folder"), "{err}");
 }
+
+fn official_vit(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/official_vit")
+        .join(name)
+}
+
+fn three_heads() -> dinoscope::store::weights::ArchOverrides {
+    dinoscope::store::weights::ArchOverrides {
+        num_heads: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The attention maps of `weights` on the fixture image at its own size, heads concatenated.
+fn fixture_maps(weights: &Path) -> (Vec<f32>, dinoscope::store::weights::BackboneInfo) {
+    use dinoscope::store::weights::{load_backbone, Network};
+    let device = Device::flex();
+    let loaded = load_backbone(weights, Network::Teacher, &three_heads(), &device)
+        .unwrap_or_else(|err| panic!("{}: {err}", weights.display()));
+    let image = dinoscope::data::load_rgb(&official_vit("image.png")).unwrap();
+    let maps =
+        dinoscope::analysis::attention::attention_maps(&loaded.backbone, &image, (56, 40), &device)
+            .unwrap();
+    (maps.heads.concat(), loaded.info)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `backbone_f16.pth` is backbone.pth after `.half()` (scripts/make_half_fixture.py): it
+/// used to load as f16 parameters and panic in the first f32 matmul.
+#[test]
+fn half_precision_pth_is_converted_to_f32_on_load() {
+    let (reference, info) = fixture_maps(&official_vit("backbone.pth"));
+    assert_eq!(info.converted_from, None);
+    assert!(
+        !info.describe().contains("converted"),
+        "{}",
+        info.describe()
+    );
+    let (half, info) = fixture_maps(&official_vit("backbone_f16.pth"));
+    assert_eq!(info.converted_from.as_deref(), Some("f16"));
+    assert!(
+        info.describe().contains("converted f16 → f32"),
+        "{}",
+        info.describe()
+    );
+    let diff = max_abs_diff(&half, &reference);
+    assert!(diff < 1e-3, "f16 maps differ from f32 by {diff}");
+}
+
+/// f16 and bf16 safetensors in the official layout, written from the f32 fixture by burn's
+/// own store (BurnToPyTorchAdapter, then a cast), load and give the f32 maps.
+#[test]
+fn half_precision_safetensors_are_converted_to_f32_on_load() {
+    use burn::store::{
+        BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
+        SafetensorsStore,
+    };
+    use burn::tensor::DType;
+    use dinoscope::store::weights::{load_backbone, Network};
+    let (reference, _) = fixture_maps(&official_vit("backbone.safetensors"));
+    let f32_backbone = load_backbone(
+        &official_vit("backbone.safetensors"),
+        Network::Teacher,
+        &three_heads(),
+        &Device::flex(),
+    )
+    .unwrap()
+    .backbone;
+    let dir = tempfile::tempdir().unwrap();
+    // bf16 keeps 8 bits of mantissa against f16's 11.
+    for (dtype, label, tolerance) in [(DType::F16, "f16", 1e-3), (DType::BF16, "bf16", 1e-2)] {
+        let path = dir.path().join(format!("backbone_{label}.safetensors"));
+        let mut store = SafetensorsStore::from_file(&path)
+            .with_to_adapter(BurnToPyTorchAdapter.chain(FloatCastAdapter::to(dtype)));
+        f32_backbone.save_into(&mut store).unwrap();
+        let mut written = SafetensorsStore::from_file(&path);
+        let tensors = written.get_all_tensors().unwrap();
+        assert!(
+            tensors.values().all(|t| t.dtype == dtype),
+            "{label}: the file must really hold {dtype:?}"
+        );
+        let (maps, info) = fixture_maps(&path);
+        assert_eq!(info.converted_from.as_deref(), Some(label));
+        let diff = max_abs_diff(&maps, &reference);
+        assert!(diff < tolerance, "{label} maps differ from f32 by {diff}");
+    }
+}
+
+fn dinoscope_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+}
+
+#[test]
+fn attention_cli_loads_half_precision_weights_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dinoscope_bin()
+        .args(["attention", "--heads", "3", "--size", "32", "--weights"])
+        .arg(official_vit("backbone_f16.pth"))
+        .arg("--image")
+        .arg(official_vit("image.png"))
+        .arg("--out")
+        .arg(dir.path().join("maps"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("converted f16 → f32"), "{stdout}");
+    assert!(dir.path().join("maps/attention.npy").is_file());
+}
