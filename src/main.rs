@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::io::Write;
+
 fn main() {
     dinoscope::device::tune_host_allocator();
     tracing_subscriber::fmt()
@@ -12,7 +14,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(err) = cli::run() {
-        eprintln!("error: {err:#}");
+        // Not eprintln!: it panics when stderr is a closed pipe.
+        let _ = writeln!(std::io::stderr(), "error: {err:#}");
         std::process::exit(1);
     }
 }

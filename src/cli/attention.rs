@@ -1,9 +1,9 @@
 //! `dinoscope attention`: maps, masks and overlays of saved weights on one image.
 
+use super::output::Printer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dinoscope::device::select_device;
-use dinoscope::device::DeviceChoice;
+use dinoscope::device::{select_device, DeviceChoice};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -94,17 +94,20 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let (rows, cols, p) = (maps.grid_rows, maps.grid_cols, maps.patch_size);
+    // `attention … | head -1` ends quietly: lines after the reader left are dropped, the
+    // files are still written.
+    let mut out = Printer::default();
     let shown = resized_crop(&image, target, p);
     let (w, h) = (shown.width() as usize, shown.height() as usize);
-    println!(
+    out.line(&format!(
         "{} on {} · loaded in {load_secs:.2} s",
         loaded.info.describe(),
         selected.description
-    );
-    println!(
+    ));
+    out.line(&format!(
         "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {} · maps in {maps_secs:.3} s",
         args.threshold
-    );
+    ));
     shown.save(args.out.join("img.png"))?;
     // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
     let pca = upsample_nearest(
@@ -134,10 +137,10 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         let layers = MapLayers::new(values, rows, cols, args.threshold);
         let coverage =
             layers.mask.iter().filter(|m| **m == 1).count() as f64 / layers.mask.len() as f64;
-        println!(
+        out.line(&format!(
             "{name}: mask covers {:.1} % of the patches",
             100.0 * coverage
-        );
+        ));
         heat_image(&upsample_nearest(values, rows, cols, p), w, h)
             .save(args.out.join(format!("attn-{name}.png")))?;
         let mask_px = upsample_nearest(&layers.mask, rows, cols, p);
@@ -172,6 +175,6 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         &[heads, rows, cols],
         &all_masks,
     )?;
-    println!("written to {}", args.out.display());
+    out.line(&format!("written to {}", args.out.display()));
     Ok(())
 }

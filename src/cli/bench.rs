@@ -1,5 +1,6 @@
 //! `dinoscope bench`: step and phase timings (BENCHMARKS.md).
 
+use super::output::Printer;
 use super::{load_config, ConfigArgs};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -41,6 +42,7 @@ enum Workload {
 }
 
 fn bench_attention(args: BenchArgs) -> Result<()> {
+    let mut out = Printer::default();
     use dinoscope::analysis::attention::{attention_maps, mass_mask, HeadFusion, ImageSize};
     let selected = select_device(args.common.device)?;
     let (backbone, label) = match &args.weights {
@@ -76,10 +78,10 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the bundled photos are missing"))?;
     let size = ImageSize::parse(&args.size).map_err(|err| anyhow::anyhow!("--size: {err}"))?;
     let target = size.resolve(image.dimensions());
-    println!(
+    out.line(&format!(
         "bench attention: {label} on {} · {name} at {}x{} px",
         selected.description, target.0, target.1
-    );
+    ));
     let mut secs = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps.max(1) {
         let started = Instant::now();
@@ -104,12 +106,12 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
         }
     }
     secs.sort_by(f64::total_cmp);
-    println!(
+    out.line(&format!(
         "attention maps: {:.1} ms (median of {}), {:.1} ms (min)",
         secs[secs.len() / 2] * 1e3,
         secs.len(),
         secs[0] * 1e3
-    );
+    ));
     Ok(())
 }
 
@@ -117,13 +119,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.workload == Workload::Attention {
         return bench_attention(args);
     }
+    let mut out = Printer::default();
     let (config, label) = load_config(&args.common)?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
     let selected = select_device(args.common.device)?;
-    println!("bench {label} on {}", selected.description);
-    println!(
+    out.line(&format!("bench {label} on {}", selected.description));
+    out.line(&format!(
         "model {} /{} · batch {} · crops 2×{} px + {}×{} px · K {}",
         config.model.arch,
         config.model.patch_size,
@@ -132,7 +135,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         config.dino.local_crops_number,
         config.data.local_crop_size,
         config.dino.out_dim
-    );
+    ));
 
     // The data loader on its own: how fast crops are produced when nothing consumes compute.
     let dataset = dinoscope::data::datasets::open_dataset(&config)?;
@@ -175,13 +178,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let median_ms = step_secs[step_secs.len() / 2] * 1e3;
     let images = (args.steps * config.optim.batch_size_per_gpu) as f64;
     let train_images_per_sec = images / elapsed;
-    println!(
+    out.line(&format!(
         "train step: {:.1} ms/step (mean), {:.1} ms (median), {:.1} img/s, data wait {:.1}% of step time",
         elapsed * 1e3 / args.steps as f64,
         median_ms,
         train_images_per_sec,
         100.0 * wait_secs / elapsed
-    );
+    ));
     let phase_medians_ms: Vec<String> = dinoscope::train::trainer::PhaseSecs::default()
         .named()
         .iter()
@@ -192,11 +195,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             format!("{name} {:.1}", column[column.len() / 2] * 1e3)
         })
         .collect();
-    println!("phases (ms, median): {}", phase_medians_ms.join(" · "));
-    println!(
+    out.line(&format!(
+        "phases (ms, median): {}",
+        phase_medians_ms.join(" · ")
+    ));
+    out.line(&format!(
         "data loader alone: {:.1} img/s ({:.1}× the train step's consumption)",
         loader_images_per_sec,
         loader_images_per_sec / train_images_per_sec
-    );
+    ));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `dinoscope knn`: k-NN accuracy of saved weights next to the same network at random init.
 
-use super::load_config;
-use super::ConfigArgs;
+use super::output::Printer;
+use super::{load_config, ConfigArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use dinoscope::config::Config;
@@ -92,14 +92,15 @@ pub fn run(args: KnnArgs) -> Result<()> {
         .as_ref()
         .map(|i| i.describe())
         .unwrap_or_else(|| weights.display().to_string());
-    println!(
+    let mut out = Printer::default();
+    out.line(&format!(
         "k-NN (k = {}, T = {}) of {description} on {} · {} · {} px crops",
         data.settings.k,
         data.settings.temperature,
         data.train.describe(),
         selected.description,
         data.settings.crop_px
-    );
+    ));
     let random = dinoscope::model::VisionTransformer::new(
         &dinoscope::model::VitConfig {
             arch: info.as_ref().map_or(config.vit_arch(), |i| i.arch),
@@ -119,17 +120,19 @@ pub fn run(args: KnnArgs) -> Result<()> {
     }
     for (name, net) in rows {
         let result = data.knn(net, &selected.device)?;
-        print!(
-            "{name:>12}: top-1 {:5.1} %  top-5 {:5.1} %  ({} train / {} val images, {:.1} s)",
+        let jaccard = data
+            .jaccard(net, &selected.device)
+            .map(|j| {
+                format!(
+                    "  · attention Jaccard best head {:.1} % (head {}), mean map {:.1} % over {} images",
+                    j.best, j.best_head, j.mean_map, j.images
+                )
+            })
+            .unwrap_or_default();
+        out.line(&format!(
+            "{name:>12}: top-1 {:5.1} %  top-5 {:5.1} %  ({} train / {} val images, {:.1} s){jaccard}",
             result.top1, result.top5, result.train_images, result.val_images, result.elapsed_secs
-        );
-        match data.jaccard(net, &selected.device) {
-            Some(j) => println!(
-                "  · attention Jaccard best head {:.1} % (head {}), mean map {:.1} % over {} images",
-                j.best, j.best_head, j.mean_map, j.images
-            ),
-            None => println!(),
-        }
+        ));
     }
     Ok(())
 }

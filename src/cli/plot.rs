@@ -1,5 +1,6 @@
 //! `dinoscope plot`: paper-quality figures of saved runs.
 
+use super::output::Printer;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -55,7 +56,8 @@ pub fn run(args: PlotArgs) -> Result<()> {
         None => (1000, 600),
     };
     render_figure(&runs, args.figure, &args.out, size)?;
-    println!(
+    let mut out = Printer::default();
+    out.line(&format!(
         "wrote {} ({} runs: {})",
         args.out.display(),
         runs.len(),
@@ -63,6 +65,6 @@ pub fn run(args: PlotArgs) -> Result<()> {
             .map(|r| r.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     Ok(())
 }

@@ -230,3 +230,156 @@ fn attention_cli_loads_half_precision_weights_and_says_so() {
     assert!(stdout.contains("converted f16 → f32"), "{stdout}");
     assert!(dir.path().join("maps/attention.npy").is_file());
 }
+
+/// Runs `command` with stdout a pipe whose reader goes away: at once (`… | head -0`: every
+/// line is written to a closed pipe, so the test does not race the output), or after the
+/// first line (`… | head -1`). Returns the exit status and stderr.
+fn with_closed_stdout(
+    command: &mut std::process::Command,
+    after_first_line: bool,
+) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    if after_first_line {
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "no first line");
+    } else {
+        drop(stdout);
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn attention_knn_and_bench_end_quietly_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("maps");
+    let (status, stderr) = with_closed_stdout(
+        dinoscope_bin()
+            .args(["attention", "--heads", "3", "--size", "32", "--weights"])
+            .arg(official_vit("backbone.pth"))
+            .arg("--image")
+            .arg(official_vit("image.png"))
+            .arg("--out")
+            .arg(&maps),
+        false,
+    );
+    assert!(status.success(), "attention: {status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        maps.join("masks.npy").is_file(),
+        "the files are written all the same"
+    );
+
+    let (status, stderr) = with_closed_stdout(
+        dinoscope_bin()
+            .args([
+                "knn",
+                "--device",
+                "cpu",
+                "--heads",
+                "3",
+                "--max-train",
+                "16",
+                "--max-val",
+                "8",
+                "--weights",
+            ])
+            .arg(official_vit("backbone.pth")),
+        false,
+    );
+    assert!(status.success(), "knn: {status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (status, stderr) = with_closed_stdout(
+        dinoscope_bin().args([
+            "bench",
+            "--workload",
+            "attention",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--size",
+            "64",
+        ]),
+        false,
+    );
+    assert!(status.success(), "bench: {status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+const MICRO: [&str; 16] = [
+    "--set",
+    "model.embed_dim=16",
+    "--set",
+    "model.depth=1",
+    "--set",
+    "model.num_heads=2",
+    "--set",
+    "dino.out_dim=32",
+    "--set",
+    "dino.hidden_dim=32",
+    "--set",
+    "dino.bottleneck_dim=16",
+    "--set",
+    "optim.batch_size_per_gpu=8",
+    "--set",
+    "data.num_images=64",
+];
+
+/// `train … | head -1`: training goes on after the reader left and saves everything; then
+/// `plot` of the run into a closed pipe ends quietly too.
+#[test]
+fn train_and_plot_survive_a_closed_pipe_and_save_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (status, stderr) = with_closed_stdout(
+        dinoscope_bin()
+            .args([
+                "train",
+                "--steps",
+                "6",
+                "--device",
+                "cpu",
+                "--log-every",
+                "1",
+            ])
+            .arg("--out")
+            .arg(&run)
+            .args(MICRO),
+        true,
+    );
+    assert!(status.success(), "train: {status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(run.join("teacher.bpk").is_file(), "{stderr}");
+    assert!(run.join("checkpoint-00000006").is_dir(), "{stderr}");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 6, "{metrics}");
+
+    let figure = dir.path().join("fig.svg");
+    let (status, stderr) = with_closed_stdout(
+        dinoscope_bin()
+            .args(["plot", "--runs"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&figure),
+        false,
+    );
+    assert!(status.success(), "plot: {status}: {stderr}");
+    assert!(figure.is_file());
+}
