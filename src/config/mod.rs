@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod live;
+mod overrides;
 
 pub use arch::{VitArch, VitConfig};
 
@@ -319,62 +320,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `--set section.key=value` overrides (value in TOML syntax; bare words are
-    /// taken as strings) and validates the result.
-    pub fn with_overrides(self, assignments: &[String]) -> Result<Self, ConfigError> {
-        if assignments.is_empty() {
-            return Ok(self);
-        }
-        let override_error = |assignment: &str, message: String| ConfigError::Override {
-            assignment: assignment.to_string(),
-            message,
-        };
-        let mut table = toml::Table::try_from(&self)
-            .map_err(|err| override_error("", format!("internal: {err}")))?;
-        for assignment in assignments {
-            let (key, raw_value) = assignment.split_once('=').ok_or_else(|| {
-                override_error(
-                    assignment,
-                    "expected KEY=VALUE, e.g. dino.teacher_temp=0.07".into(),
-                )
-            })?;
-            let key = key.trim();
-            let value = parse_override_value(raw_value.trim());
-            let mut slot = &mut table;
-            let parts: Vec<&str> = key.split('.').collect();
-            let (last, sections) = parts
-                .split_last()
-                .ok_or_else(|| override_error(assignment, "empty key".into()))?;
-            for section in sections {
-                slot = slot
-                    .get_mut(*section)
-                    .and_then(|v| v.as_table_mut())
-                    .ok_or_else(|| {
-                        override_error(
-                            assignment,
-                            format!("unknown section `{section}`; sections are model, dino, optim, data"),
-                        )
-                    })?;
-            }
-            if !slot.contains_key(*last) && !OPTIONAL_KEYS.contains(&key) {
-                return Err(override_error(
-                    assignment,
-                    format!("unknown key `{key}`; see the config reference in README.md"),
-                ));
-            }
-            slot.insert((*last).to_string(), value);
-        }
-        let config: Config = table.try_into().map_err(|err: toml::de::Error| {
-            override_error(&assignments.join(" "), err.message().to_string())
-        })?;
-        config.validate().map_err(|invalid| ConfigError::Invalid {
-            origin: "--set".into(),
-            key: invalid.key,
-            message: invalid.message,
-        })?;
-        Ok(config)
-    }
-
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot serialise: {err}\n"))
     }
@@ -588,17 +533,6 @@ fn scale_range(key: &str, [low, high]: [f64; 2]) -> Result<(), InvalidKey> {
         key,
         format!("= [{low}, {high}] is out of range; allowed 0 < low <= high <= 1"),
     )
-}
-
-fn parse_override_value(raw: &str) -> toml::Value {
-    // Parse as a TOML value; a bare word such as `vit_tiny` or `folder` becomes a string.
-    let document = format!("v = {raw}");
-    match document.parse::<toml::Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.to_string()),
-    }
 }
 
 /// `origin:line` for a byte offset into `text`.
