@@ -383,3 +383,36 @@ fn train_and_plot_survive_a_closed_pipe_and_save_everything() {
     assert!(status.success(), "plot: {status}: {stderr}");
     assert!(figure.is_file());
 }
+
+#[test]
+fn a_local_crop_larger_than_the_global_crop_is_refused() {
+    let err = Config::preset("tiny")
+        .unwrap()
+        .with_overrides(&["data.local_crop_size=48".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--set data.local_crop_size=48")
+            && err
+                .contains("`data.local_crop_size` = 48 is larger than data.global_crop_size = 32")
+            && err.contains("lower data.local_crop_size or raise data.global_crop_size"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crops.toml");
+    std::fs::write(
+        &path,
+        "[data]\nglobal_crop_size = 32\nlocal_crop_size = 48\n",
+    )
+    .unwrap();
+    let err = Config::from_file(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("crops.toml:3") && err.contains("data.local_crop_size"),
+        "{err}"
+    );
+    // Equal sizes stay allowed.
+    Config::preset("tiny")
+        .unwrap()
+        .with_overrides(&["data.local_crop_size=32".into()])
+        .unwrap();
+}
