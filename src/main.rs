@@ -15,7 +15,7 @@ fn main() {
         .init();
     if let Err(err) = cli::run() {
         // Not eprintln!: it panics when stderr is a closed pipe.
-        let _ = writeln!(std::io::stderr(), "error: {err:#}");
+        let _ = writeln!(std::io::stderr(), "error: {}", cli::error_line(&err));
         std::process::exit(1);
     }
 }

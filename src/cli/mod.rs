@@ -9,6 +9,8 @@ mod output;
 mod plot;
 mod train;
 
+pub use output::error_line;
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use dinoscope::config::{Config, Toggle};

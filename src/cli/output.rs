@@ -29,3 +29,18 @@ impl Printer {
 pub fn note(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
+
+/// `err` and its causes as one line, each cause only when the text so far does not already
+/// say it: most error types quote their source in their own message, and anyhow's `{:#}`
+/// would print the OS error twice.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}

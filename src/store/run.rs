@@ -207,7 +207,7 @@ pub fn read_step_metrics(path: &Path) -> Result<Vec<MetricsRow>, RunError> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let err = |source| RunError::Write {
         path: path.to_path_buf(),
-        source,
+        source: without_temporary_path(source),
     };
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -222,6 +222,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     file.as_file().sync_all().map_err(err)?;
     file.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+/// tempfile words its I/O errors "<OS error> at path \"<dir>/.dinoscope-XXXX.partial\"" (and
+/// hides the OS error from `source()`); the user knows only the file they asked for, which
+/// the caller names, so keep the OS error alone.
+fn without_temporary_path(err: std::io::Error) -> std::io::Error {
+    let text = err.to_string();
+    match text.split_once(" at path \"") {
+        Some((os_error, _)) => std::io::Error::new(err.kind(), os_error.to_string()),
+        None => err,
+    }
 }
 
 /// A fresh `runs/<stamp>-<preset>` style directory name under `root`.

@@ -416,3 +416,32 @@ fn a_local_crop_larger_than_the_global_crop_is_refused() {
         .with_overrides(&["data.local_crop_size=32".into()])
         .unwrap();
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    for args in [
+        vec!["train", "--config", "/no/such/dino.toml"],
+        vec![
+            "attention",
+            "--heads",
+            "3",
+            "--weights",
+            "tests/fixtures/official_vit/backbone.pth",
+            "--image",
+            "/no/such/image.png",
+        ],
+    ] {
+        let output = dinoscope_bin()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert_eq!(
+            stderr.matches("os error 2").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
