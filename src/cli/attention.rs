@@ -4,7 +4,8 @@ use super::output::Printer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use dinoscope::device::{select_device, DeviceChoice};
-use std::path::PathBuf;
+use dinoscope::store::run::write_atomically;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args)]
@@ -108,7 +109,7 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         "grid {rows} x {cols} (patch {p} px, image {w} x {h}), threshold {} · maps in {maps_secs:.3} s",
         args.threshold
     ));
-    shown.save(args.out.join("img.png"))?;
+    save_png(&args.out.join("img.png"), &shown)?;
     // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
     let pca = upsample_nearest(
         &maps
@@ -120,10 +121,10 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         cols,
         p,
     );
-    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+    let pca = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb(pca[y as usize * w + x as usize])
-    })
-    .save(args.out.join("pca.png"))?;
+    });
+    save_png(&args.out.join("pca.png"), &pca)?;
     let mut all_maps = Vec::new();
     let mut all_masks = Vec::new();
     let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps
@@ -141,23 +142,29 @@ pub fn run(args: AttentionArgs) -> Result<()> {
             "{name}: mask covers {:.1} % of the patches",
             100.0 * coverage
         ));
-        heat_image(&upsample_nearest(values, rows, cols, p), w, h)
-            .save(args.out.join(format!("attn-{name}.png")))?;
+        save_png(
+            &args.out.join(format!("attn-{name}.png")),
+            &heat_image(&upsample_nearest(values, rows, cols, p), w, h),
+        )?;
         let mask_px = upsample_nearest(&layers.mask, rows, cols, p);
-        image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        let mask = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
             image::Luma([mask_px[y as usize * w + x as usize] * 255])
-        })
-        .save(
-            args.out
+        });
+        save_png(
+            &args
+                .out
                 .join(format!("mask_th{}_{name}.png", args.threshold)),
+            &mask,
         )?;
         let style = OverlayStyle {
             colour: head_colour(*head),
             ..OverlayStyle::default()
         };
-        composite(&shown, &layers, &style).save(
-            args.out
+        save_png(
+            &args
+                .out
                 .join(format!("overlay_th{}_{name}.png", args.threshold)),
+            &composite(&shown, &layers, &style),
         )?;
         if head.is_some() {
             all_maps.extend_from_slice(values);
@@ -165,16 +172,27 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         }
     }
     let heads = maps.heads.len();
-    write_npy_f32(
-        &args.out.join("attention.npy"),
-        &[heads, rows, cols],
-        &all_maps,
-    )?;
-    write_npy_u8(
-        &args.out.join("masks.npy"),
-        &[heads, rows, cols],
-        &all_masks,
-    )?;
+    let path = args.out.join("attention.npy");
+    write_npy_f32(&path, &[heads, rows, cols], &all_maps)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = args.out.join("masks.npy");
+    write_npy_u8(&path, &[heads, rows, cols], &all_masks)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     out.line(&format!("written to {}", args.out.display()));
+    Ok(())
+}
+
+/// Each output is written whole or not at all (a temporary sibling, renamed): a full disk or an
+/// unwritable file fails naming the file and leaves no zero-byte or truncated PNG behind.
+fn save_png<P>(path: &Path, image: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomically(path, png.get_ref())?;
     Ok(())
 }

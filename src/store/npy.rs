@@ -1,6 +1,5 @@
 //! Writing results for other tools: NumPy `.npy` arrays and colour-mapped PNGs.
 
-use std::io::Write;
 use std::path::Path;
 
 /// Writes a C-order `.npy` (format 1.0) with the given dtype descriptor (`<f4`, `|u1`).
@@ -18,12 +17,16 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io:
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(b"\x93NUMPY\x01\x00")?;
-    file.write_all(&(header.len() as u16).to_le_bytes())?;
-    file.write_all(header.as_bytes())?;
-    file.write_all(data)?;
-    file.sync_all()
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len());
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    // Whole or not at all: a full disk leaves no truncated or zero-byte array behind.
+    crate::store::run::write_atomically(path, &bytes).map_err(|err| match err {
+        crate::store::run::RunError::Write { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {

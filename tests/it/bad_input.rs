@@ -417,6 +417,102 @@ fn a_local_crop_larger_than_the_global_crop_is_refused() {
         .unwrap();
 }
 
+fn attention_into(out: &Path) -> std::process::Command {
+    let mut command = dinoscope_bin();
+    command
+        .args(["attention", "--heads", "3", "--size", "64", "--weights"])
+        .arg(official_vit("backbone.pth"))
+        .arg("--image")
+        .arg(official_vit("image.png"))
+        .arg("--out")
+        .arg(out);
+    command
+}
+
+/// Every file left in `dir` is complete: no zero-byte or truncated output, no temporary.
+fn assert_only_complete_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".partial"), "temporary left: {name}");
+        if path.is_dir() {
+            continue;
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > 0, "empty: {name}");
+        if name.ends_with(".png") {
+            image::open(&path).unwrap_or_else(|err| panic!("{name} is truncated: {err}"));
+        } else if name.ends_with(".npy") {
+            dinoscope::store::npy::read_npy(&path)
+                .unwrap_or_else(|err| panic!("{name} is truncated: {err}"));
+        }
+    }
+}
+
+#[test]
+fn attention_output_failures_name_the_file_and_leave_no_partial_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    // An --out below a regular file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let output = attention_into(&file.join("maps")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("cannot create {}", file.join("maps").display()))
+            && stderr.matches("os error").count() == 1,
+        "{stderr}"
+    );
+
+    // One output cannot be written (a directory holds its name): the error names that file,
+    // every other output is complete.
+    let out = dir.path().join("blocked");
+    std::fs::create_dir_all(out.join("attention.npy").join("x")).unwrap();
+    let output = attention_into(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot write {}",
+            out.join("attention.npy").display()
+        )) && stderr.matches("os error").count() == 1
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(out.join("overlay_th0.6_mean.png").is_file());
+    assert_only_complete_files(&out);
+}
+
+/// A full disk, simulated with a 1 KiB file-size limit (EFBIG instead of ENOSPC; SIGXFSZ
+/// ignored so the write fails instead of killing the process).
+#[cfg(target_os = "linux")]
+#[test]
+fn attention_on_a_full_disk_leaves_no_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("maps");
+    let attention = attention_into(&out);
+    let mut script = format!(
+        "trap '' XFSZ; ulimit -f 2; exec '{}'",
+        env!("CARGO_BIN_EXE_dinoscope")
+    );
+    for arg in attention.get_args() {
+        script.push_str(&format!(" '{}'", arg.to_string_lossy()));
+    }
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write {}", out.display()))
+            && stderr.contains("File too large")
+            && !stderr.contains(".partial")
+            && stderr.matches("os error").count() == 1,
+        "{stderr}"
+    );
+    assert_only_complete_files(&out);
+}
+
 #[test]
 fn an_os_error_is_printed_once() {
     for args in [
