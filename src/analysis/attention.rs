@@ -96,11 +96,10 @@ pub const IMAGE_SIDE_RANGE_PX: std::ops::RangeInclusive<u32> = 8..=2048;
 impl ImageSize {
     /// `N` (shorter side) or `WxH`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parse = |v: &str| -> Result<u32, String> {
-            let n: u32 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("size `{text}`: `{v}` is not a whole number; use N or WxH"))?;
+        let parse = |what: &str, v: &str| -> Result<u32, String> {
+            let n: u32 = v.trim().parse().map_err(|_| {
+                format!("size `{text}`: the {what} `{v}` is not a whole number; use N or WxH, e.g. 480 or 640x480")
+            })?;
             if !IMAGE_SIDE_RANGE_PX.contains(&n) {
                 return Err(format!(
                     "size `{text}`: {n} is out of range; allowed {} ..= {} px",
@@ -112,10 +111,10 @@ impl ImageSize {
         };
         match text.split_once(['x', 'X']) {
             Some((w, h)) => Ok(Self::Exact {
-                width: parse(w)?,
-                height: parse(h)?,
+                width: parse("width", w)?,
+                height: parse("height", h)?,
             }),
-            None => Ok(Self::ShortSide(parse(text)?)),
+            None => Ok(Self::ShortSide(parse("short side", text)?)),
         }
     }
 

@@ -22,6 +22,12 @@ pub struct PlotArgs {
 
 pub fn run(args: PlotArgs) -> Result<()> {
     use dinoscope::store::figure::{render_figure, FigureKind, PlotRun};
+    // Before reading any run: a typo in --size is the cheaper thing to report.
+    let size = match &args.size {
+        Some(text) => figure_size(text)?,
+        None if args.figure == FigureKind::Collapse => (1600, 600),
+        None => (1000, 600),
+    };
     let mut dirs = Vec::new();
     for path in &args.runs {
         if path.join("metrics.csv").is_file() {
@@ -43,18 +49,6 @@ pub fn run(args: PlotArgs) -> Result<()> {
         .iter()
         .map(|dir| PlotRun::read(dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let size = match &args.size {
-        Some(text) => match dinoscope::analysis::attention::ImageSize::parse(text)
-            .map_err(|err| anyhow::anyhow!("--size: {err}"))?
-        {
-            dinoscope::analysis::attention::ImageSize::Exact { width, height } => (width, height),
-            dinoscope::analysis::attention::ImageSize::ShortSide(_) => {
-                bail!("--size: use WxH, e.g. 1600x600")
-            }
-        },
-        None if args.figure == FigureKind::Collapse => (1600, 600),
-        None => (1000, 600),
-    };
     render_figure(&runs, args.figure, &args.out, size)?;
     let mut out = Printer::default();
     out.line(&format!(
@@ -67,4 +61,30 @@ pub fn run(args: PlotArgs) -> Result<()> {
             .join(", ")
     ));
     Ok(())
+}
+
+/// Figure sides outside this range are refused: below it no axis fits, above it the bitmap
+/// alone takes hundreds of MiB.
+const FIGURE_SIDE_RANGE_PX: std::ops::RangeInclusive<u32> = 100..=10_000;
+
+/// `WxH` in pixels (a figure has no "short side" form, unlike `attention --size`).
+fn figure_size(text: &str) -> Result<(u32, u32)> {
+    let usage = "use WxH in pixels, e.g. 1600x600";
+    let Some((width, height)) = text.split_once(['x', 'X']) else {
+        bail!("--size {text}: {usage}");
+    };
+    let side = |name: &str, value: &str| -> Result<u32> {
+        let px: u32 = value.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--size {text}: the {name} `{value}` is not a whole number; {usage}")
+        })?;
+        if !FIGURE_SIDE_RANGE_PX.contains(&px) {
+            bail!(
+                "--size {text}: the {name} {px} is out of range; allowed {} ..= {} px",
+                FIGURE_SIDE_RANGE_PX.start(),
+                FIGURE_SIDE_RANGE_PX.end()
+            );
+        }
+        Ok(px)
+    };
+    Ok((side("width", width)?, side("height", height)?))
 }

@@ -230,8 +230,9 @@ const STL_PLANE_BYTES: usize = STL_SIDE_PX * STL_SIDE_PX;
 const STL_IMAGE_BYTES: usize = 3 * STL_PLANE_BYTES;
 const STL_NUM_CLASSES: usize = 10;
 const STL_NAME: &str = "STL-10";
+// The messages say "re-extract {archive}" / "download {archive}": the name only.
 const STL_ARCHIVE: &str =
-    "re-extract stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/";
+    "stl10_binary.tar.gz (the binary version from https://cs.stanford.edu/~acoates/stl10/)";
 const STL_EXPECTED: &str =
     "unlabeled_X.bin, train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt";
 

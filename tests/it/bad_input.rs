@@ -541,3 +541,77 @@ fn an_os_error_is_printed_once() {
         );
     }
 }
+
+#[test]
+fn stl10_messages_name_the_archive_once() {
+    use dinoscope::data::datasets::{Stl10, StlSplit};
+    let dir = tempfile::tempdir().unwrap();
+    let message = |path: &Path| {
+        Stl10::open(path, StlSplit::Unlabeled)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
+    let missing = message(&dir.path().join("stl10_binary"));
+    assert!(
+        missing.contains("download stl10_binary.tar.gz (the binary version"),
+        "{missing}"
+    );
+    let empty = message(dir.path());
+    std::fs::write(dir.path().join("unlabeled_X.bin"), [0u8; 5]).unwrap();
+    let cut = message(dir.path());
+    for err in [&missing, &empty, &cut] {
+        assert!(!err.contains("re-extract re-extract"), "{err}");
+        assert!(!err.contains("download re-extract"), "{err}");
+    }
+    assert!(
+        empty.contains("lacks unlabeled_X.bin")
+            && empty.contains("; re-extract stl10_binary.tar.gz"),
+        "{empty}"
+    );
+    assert!(
+        cut.contains("is 5 bytes") && cut.contains("; re-extract stl10_binary.tar.gz"),
+        "{cut}"
+    );
+}
+
+#[test]
+fn size_messages_say_which_side_and_which_forms_are_valid() {
+    use dinoscope::analysis::attention::ImageSize;
+    let err = ImageSize::parse("10x").unwrap_err();
+    assert!(
+        err.contains("the height `` is not a whole number; use N or WxH"),
+        "{err}"
+    );
+    // plot takes only WxH, and says so before reading any run.
+    for (size, expected) in [
+        (
+            "1600x",
+            "--size 1600x: the height `` is not a whole number; use WxH in pixels",
+        ),
+        ("480", "--size 480: use WxH in pixels, e.g. 1600x600"),
+        (
+            "50x600",
+            "--size 50x600: the width 50 is out of range; allowed 100 ..= 10000 px",
+        ),
+    ] {
+        let output = dinoscope_bin()
+            .args([
+                "plot",
+                "--runs",
+                "/no/such/runs",
+                "--out",
+                "/no/such/fig.png",
+                "--size",
+                size,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(expected) && !stderr.contains("N or WxH"),
+            "{stderr}"
+        );
+    }
+}
