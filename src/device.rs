@@ -107,3 +107,38 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
         (None, _) => Ok(cpu()),
     }
 }
+
+/// Whether tensors on `device` live in host memory (burn's CPU backend), so the memory
+/// estimate of a run can be held against [`available_host_memory_bytes`].
+pub fn uses_host_memory(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// `MemAvailable` of /proc/meminfo: what can be allocated without swapping. None where it
+/// is unknown (not Linux, an unreadable file), and the memory check is then skipped.
+pub fn available_host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let text =
+            "MemTotal:       24683584 kB\nMemFree:         1000 kB\nMemAvailable:   23553032 kB\n";
+        assert_eq!(parse_mem_available(text), Some(23_553_032 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+        assert!(uses_host_memory(&Device::flex()));
+    }
+}

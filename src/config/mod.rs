@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod live;
+pub mod memory;
 mod overrides;
 
 pub use arch::{VitArch, VitConfig};

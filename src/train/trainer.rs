@@ -36,6 +36,12 @@ pub enum TrainError {
     Checkpoint(CheckpointError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("not enough memory: one training step of this config needs {estimate}, but {available} are available; {advice}. Nothing was allocated")]
+    OutOfMemory {
+        estimate: String,
+        available: String,
+        advice: String,
+    },
 }
 
 /// Wall time of each phase of the last step, for `dinoscope bench`. On the CPU backend every op
@@ -207,6 +213,7 @@ impl Trainer {
         dataset: Arc<dyn Dataset>,
         first_step: usize,
     ) -> Result<Self, TrainError> {
+        check_memory(&config, &device)?;
         let vit = config.vit_config(config.model.drop_path_rate);
         let autodiff_device = device.clone().autodiff();
         let student = DinoModel::new(
@@ -500,6 +507,24 @@ fn validate(config: &Config) -> Result<(), TrainError> {
     config
         .validate()
         .map_err(|invalid| TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message)))
+}
+
+/// Refuses a config whose step cannot fit in host memory before any model is built; skipped
+/// on a GPU (its memory is not the host's) and where the available memory is unknown.
+fn check_memory(config: &Config, device: &Device) -> Result<(), TrainError> {
+    let available = match crate::device::available_host_memory_bytes() {
+        Some(bytes) if crate::device::uses_host_memory(device) => bytes,
+        _ => return Ok(()),
+    };
+    let estimate = config.memory_estimate();
+    if estimate.total_bytes() <= available {
+        return Ok(());
+    }
+    Err(TrainError::OutOfMemory {
+        estimate: estimate.describe(),
+        available: crate::config::memory::format_bytes(available),
+        advice: estimate.advice(),
+    })
 }
 
 /// The data loader a config asks for (shared by the trainer and `bench`).

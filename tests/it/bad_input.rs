@@ -615,3 +615,57 @@ fn size_messages_say_which_side_and_which_forms_are_valid() {
         );
     }
 }
+
+/// A config whose step needs terabytes: refused before any model is built, with the estimate
+/// and the keys of its largest part.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_config_that_cannot_fit_in_memory_is_refused_before_building() {
+    let sets = [
+        "model.embed_dim=8192",
+        "model.depth=64",
+        "model.num_heads=64",
+        "optim.batch_size_per_gpu=4096",
+        "data.num_images=4096",
+        "dino.out_dim=262144",
+    ];
+    let config = Config::preset("tiny")
+        .unwrap()
+        .with_overrides(&sets.map(String::from))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = Trainer::new(config, Device::flex(), Some(1))
+        .err()
+        .expect("must be refused");
+    assert!(started.elapsed().as_secs() < 5, "refused before building");
+    assert!(matches!(err, TrainError::OutOfMemory { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("not enough memory")
+            && text.contains("GiB")
+            && text.contains("are available")
+            && text.contains("lower "),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = dinoscope_bin();
+    command
+        .args(["train", "--steps", "1", "--device", "cpu", "--out"])
+        .arg(dir.path().join("run"));
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("not enough memory")
+            && stderr.contains("lower optim.batch_size_per_gpu (4096)"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("run").exists(),
+        "no empty run directory left"
+    );
+}
