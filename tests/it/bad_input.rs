@@ -323,24 +323,8 @@ fn attention_knn_and_bench_end_quietly_on_a_closed_pipe() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-const MICRO: [&str; 16] = [
-    "--set",
-    "model.embed_dim=16",
-    "--set",
-    "model.depth=1",
-    "--set",
-    "model.num_heads=2",
-    "--set",
-    "dino.out_dim=32",
-    "--set",
-    "dino.hidden_dim=32",
-    "--set",
-    "dino.bottleneck_dim=16",
-    "--set",
-    "optim.batch_size_per_gpu=8",
-    "--set",
-    "data.num_images=64",
-];
+/// The same micro model as the CLI tests.
+use super::cli::MICRO;
 
 /// `train … | head -1`: training goes on after the reader left and saves everything; then
 /// `plot` of the run into a closed pipe ends quietly too.
