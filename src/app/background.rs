@@ -22,7 +22,7 @@ pub enum Done {
         grid: bool,
     },
     /// Run directories under the runs folder (newest first) and whether each has a checkpoint.
-    RunsListed(Vec<(PathBuf, bool)>),
+    RunsListed(Vec<DiskRun>),
     /// The user closed a dialog without choosing.
     Cancelled,
     Failed(String),
@@ -90,14 +90,26 @@ pub fn pick_save_path(file_name: &str, filter: &str, extensions: &[&str]) -> Opt
         .save_file()
 }
 
-/// Runs under `root` with whether each can be resumed; the disk is read on the job's thread.
+/// A run directory of the runs folder, as the list shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskRun {
+    pub dir: PathBuf,
+    /// Whether it has a checkpoint to continue from.
+    pub resumable: bool,
+    /// Its best step without labels (highest effective rank), when it has readings.
+    pub best: Option<crate::store::run::BestRank>,
+}
+
+/// Runs under `root` with whether each can be resumed and its best step; the disk is read on
+/// the job's thread.
 pub fn list_runs(root: PathBuf) -> Done {
     let runs = crate::store::run::list_run_dirs(&root)
         .into_iter()
         .take(30)
-        .map(|dir| {
-            let resumable = !crate::store::checkpoint::list_checkpoints(&dir).is_empty();
-            (dir, resumable)
+        .map(|dir| DiskRun {
+            resumable: !crate::store::checkpoint::list_checkpoints(&dir).is_empty(),
+            best: crate::store::run::BestRank::of_run(&dir),
+            dir,
         })
         .collect();
     Done::RunsListed(runs)

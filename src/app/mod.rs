@@ -9,6 +9,7 @@ mod controls;
 mod feed;
 pub mod overlay_gpu;
 pub mod plots;
+pub mod representation;
 mod runs;
 pub mod series;
 pub mod state;
@@ -119,7 +120,7 @@ pub struct DinoscopeApp {
     show_loaded_weights: bool,
     /// Run directories under the runs folder and whether each can be resumed (listed by a
     /// background job; `disk_runs_stale` asks for a new listing).
-    disk_runs: Vec<(PathBuf, bool)>,
+    disk_runs: Vec<background::DiskRun>,
     disk_runs_stale: bool,
     /// Dialogs, figure export and run listing, off the UI thread.
     background: background::Background,
@@ -644,13 +645,20 @@ impl eframe::App for DinoscopeApp {
                 });
                 let height = (ui.available_height() * 0.45).max(220.0);
                 plots::decomposition_plot_ui(ui, &self.state, height);
+                if let Some(summary) = self.state.current_run().and_then(representation::summary_text) {
+                    ui.heading("Representation (teacher)")
+                        .on_hover_text(representation::ABOUT);
+                    // Its own line: a long label in a row would widen the scroll area.
+                    ui.label(summary);
+                    representation::representation_plots_ui(ui, &self.state, 130.0);
+                }
                 let evaluated = self
                     .state
                     .current_run()
                     .is_some_and(|run| !run.evals.is_empty());
                 if evaluated {
-                    ui.heading("What the features learned (teacher, held-out data)")
-                        .on_hover_text("Weighted k-NN (k = 20, T = 0.07) on L2-normalised CLS features, and the Jaccard of the 60 %-mass attention masks with the shapes' true masks. Dashed: the same network at random init. Evaluated every epoch.");
+                    ui.heading("What the features learned (held-out data)")
+                        .on_hover_text("Weighted k-NN (k = 20, T = 0.07) on L2-normalised CLS features of the teacher and of the student (the paper's Fig. 6: the teacher leads), and the Jaccard of the 60 %-mass attention masks with the shapes' true masks. Dashed: the same network at random init. Evaluated every epoch.");
                     plots::features_plot_ui(ui, &self.state, 160.0);
                 }
                 if self.prefs.show_schedules {

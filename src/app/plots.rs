@@ -8,11 +8,11 @@ use egui_plot::{HLine, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints, Tex
 /// Colours for runs other than the current one (runs differ by lightness and dash).
 const RUN_TINTS: [f32; 6] = [1.0, 0.55, 0.75, 0.4, 0.85, 0.65];
 
-fn colour(rgb: [u8; 3]) -> Color32 {
+pub(super) fn colour(rgb: [u8; 3]) -> Color32 {
     Color32::from_rgb(rgb[0], rgb[1], rgb[2])
 }
 
-fn tinted(rgb: [u8; 3], run: &RunRecord, is_current: bool) -> Color32 {
+pub(super) fn tinted(rgb: [u8; 3], run: &RunRecord, is_current: bool) -> Color32 {
     if is_current {
         return colour(rgb);
     }
@@ -26,7 +26,7 @@ fn link_group() -> Id {
 }
 
 /// Runs to draw: the current one first, then visible pinned/earlier runs.
-fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
+pub(super) fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
     let mut runs: Vec<(&RunRecord, bool)> = Vec::new();
     if let Some(current) = state.current_run() {
         if current.visible {
@@ -41,7 +41,7 @@ fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
     runs
 }
 
-fn base_plot(id: &str, height: f32, log_y: bool) -> Plot<'static> {
+pub(super) fn base_plot(id: &str, height: f32, log_y: bool) -> Plot<'static> {
     let plot = Plot::new(id.to_string())
         .height(height)
         .link_axis(link_group(), [true, false])
@@ -74,7 +74,7 @@ fn hover_text(position: &egui_plot::HoverPosition<'_>, log_y: bool) -> Option<St
     })
 }
 
-fn add_series<'a>(
+pub(super) fn add_series<'a>(
     plot_ui: &mut egui_plot::PlotUi<'a>,
     run: &'a RunRecord,
     is_current: bool,
@@ -111,7 +111,11 @@ fn add_series<'a>(
 
 /// Draws the run's markers with their labels at `label_y` (a data value, so the labels never
 /// widen the auto-scaled range); no labels when `None`.
-fn add_markers(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord, label_y: Option<f64>) {
+pub(super) fn add_markers(
+    plot_ui: &mut egui_plot::PlotUi<'_>,
+    run: &RunRecord,
+    label_y: Option<f64>,
+) {
     // Changes that took effect at the same step share one line and one label.
     let mut grouped: Vec<(usize, Vec<&str>)> = Vec::new();
     for marker in &run.markers {
@@ -181,7 +185,7 @@ pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
 }
 
 /// Largest shown value of a series: where marker labels go on the small plots.
-fn series_top(run: &RunRecord, quantity: Quantity) -> Option<f64> {
+pub(super) fn series_top(run: &RunRecord, quantity: Quantity) -> Option<f64> {
     let points = run.series(quantity)?.raw();
     points
         .iter()
@@ -252,6 +256,7 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     const TOP1: [u8; 3] = [230, 120, 40];
     const TOP5: [u8; 3] = [240, 190, 90];
     const JACCARD: [u8; 3] = [80, 170, 220];
+    const STUDENT: [u8; 3] = [200, 120, 200];
     let runs = runs_to_draw(state);
     base_plot("features", height, false)
         .include_y(0.0)
@@ -272,8 +277,9 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 } else {
                     LineStyle::dashed_loose()
                 };
-                let curves: [(&str, [u8; 3], EvalValue); 3] = [
+                let curves: [(&str, [u8; 3], EvalValue); 4] = [
                     ("k-NN top-1", TOP1, |e| e.top1),
+                    ("student k-NN top-1", STUDENT, |e| e.student_top1),
                     ("k-NN top-5", TOP5, |e| e.top5),
                     ("Jaccard, best head", JACCARD, |e| e.jaccard_best_head),
                 ];

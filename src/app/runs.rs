@@ -132,7 +132,8 @@ impl DinoscopeApp {
             .iter()
             .filter_map(|r| r.dir.clone())
             .collect();
-        for (dir, resumable) in &self.disk_runs {
+        for run in &self.disk_runs {
+            let (dir, resumable) = (&run.dir, &run.resumable);
             let name = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -155,6 +156,12 @@ impl DinoscopeApp {
                     self.commands.push(UiCommand::ResumeRun(dir.clone()));
                 }
                 ui.small(name);
+                if let Some(best) = run.best {
+                    ui.small(format!("· best step {}", best.step)).on_hover_text(format!(
+                        "Highest effective rank ({:.1}) at step {}: the checkpoint to keep when there are no labels (RankMe).",
+                        best.effective_rank, best.step
+                    ));
+                }
             });
         }
     }

@@ -22,10 +22,13 @@ pub enum Quantity {
     TeacherMomentum,
     TeacherTemp,
     ImagesPerSec,
+    EffectiveRank,
+    EffectiveRankHead,
+    StdNormalized,
 }
 
 impl Quantity {
-    pub const ALL: [Quantity; 9] = [
+    pub const ALL: [Quantity; 12] = [
         Quantity::Loss,
         Quantity::TeacherEntropy,
         Quantity::Kl,
@@ -35,6 +38,9 @@ impl Quantity {
         Quantity::TeacherMomentum,
         Quantity::TeacherTemp,
         Quantity::ImagesPerSec,
+        Quantity::EffectiveRank,
+        Quantity::EffectiveRankHead,
+        Quantity::StdNormalized,
     ];
     pub const DECOMPOSITION: [Quantity; 4] = [
         Quantity::Loss,
@@ -60,6 +66,9 @@ impl Quantity {
             Quantity::TeacherMomentum => "teacher momentum",
             Quantity::TeacherTemp => "teacher temperature",
             Quantity::ImagesPerSec => "images / s",
+            Quantity::EffectiveRank => "effective rank (backbone)",
+            Quantity::EffectiveRankHead => "effective rank (head bottleneck)",
+            Quantity::StdNormalized => "std of normalised features",
         }
     }
 
@@ -75,6 +84,9 @@ impl Quantity {
             Quantity::TeacherMomentum => "EMA momentum of the teacher: cosine towards 1. 0 = the teacher is a copy of the student.",
             Quantity::TeacherTemp => "Teacher temperature actually used. Low = sharp targets; equal to the student's 0.1 when sharpening is off.",
             Quantity::ImagesPerSec => "Training throughput.",
+            Quantity::EffectiveRank => "RankMe: how many directions the teacher's CLS features really use, over the last 2048 rows. At most d (the width); it falls towards 1 in any collapse, and alone when the collapse is dimensional (h and KL look fine). The highest value is the best checkpoint without labels.",
+            Quantity::EffectiveRankHead => "RankMe of the head's normalised bottleneck (the input of the last layer), over the same rows.",
+            Quantity::StdNormalized => "Std of the L2-normalised backbone features per dimension, averaged. About 1/sqrt(d) when they spread out, 0 when every image maps to the same direction.",
         }
     }
 
@@ -89,11 +101,15 @@ impl Quantity {
             Quantity::TeacherMomentum => [60, 170, 170],
             Quantity::TeacherTemp => [230, 120, 40],
             Quantity::ImagesPerSec => [120, 120, 220],
+            Quantity::EffectiveRank => [80, 170, 220],
+            Quantity::EffectiveRankHead => [150, 200, 120],
+            Quantity::StdNormalized => [220, 110, 170],
         }
     }
 
-    fn of(self, m: &MetricsRow) -> f64 {
-        match self {
+    /// The row's value; `None` for a representation reading the step did not take.
+    fn of(self, m: &MetricsRow) -> Option<f64> {
+        Some(match self {
             Quantity::Loss => m.loss,
             Quantity::TeacherEntropy => m.teacher_entropy,
             Quantity::Kl => m.kl,
@@ -103,7 +119,10 @@ impl Quantity {
             Quantity::TeacherMomentum => m.teacher_momentum,
             Quantity::TeacherTemp => m.teacher_temp,
             Quantity::ImagesPerSec => m.images_per_sec,
-        }
+            Quantity::EffectiveRank => m.effective_rank?,
+            Quantity::EffectiveRankHead => m.effective_rank_head?,
+            Quantity::StdNormalized => m.std_normalized?,
+        })
     }
 }
 
@@ -129,6 +148,8 @@ pub struct RunRecord {
     pub total_steps: usize,
     pub iters_per_epoch: usize,
     pub ln_k: f64,
+    /// Width of the backbone features (the effective rank's maximum); 0 = unknown.
+    pub embed_dim: usize,
     pub series: Vec<(Quantity, Series)>,
     pub markers: Vec<Marker>,
     pub last: Option<MetricsRow>,
@@ -136,7 +157,12 @@ pub struct RunRecord {
     pub images_per_sec_ema: Option<f64>,
     /// Teacher evaluations, oldest first (the first, at step 0, is the random-init baseline).
     pub evals: Vec<EvalRow>,
+    /// The newest spectra of the backbone window (step, σ / σ₁ largest first), oldest first.
+    pub spectra: VecDeque<(usize, Vec<f32>)>,
 }
+
+/// Spectra kept per run: the newest is drawn solid, the older ones fainter, so its motion shows.
+pub const SPECTRA_KEPT: usize = 6;
 
 impl RunRecord {
     /// The evaluation at random init (step 0), the line learned features must beat.
@@ -160,6 +186,7 @@ impl RunRecord {
             total_steps: 0,
             iters_per_epoch: 1,
             ln_k: 0.0,
+            embed_dim: 0,
             series: Quantity::ALL
                 .iter()
                 .map(|q| (*q, Series::new(view)))
@@ -168,6 +195,7 @@ impl RunRecord {
             last: None,
             images_per_sec_ema: None,
             evals: Vec::new(),
+            spectra: VecDeque::new(),
         }
     }
 
@@ -178,10 +206,19 @@ impl RunRecord {
             .map(|(_, s)| s)
     }
 
-    pub fn push(&mut self, metrics: MetricsRow) {
+    pub fn push(&mut self, mut metrics: MetricsRow) {
         let x = metrics.step as f64;
         for (quantity, series) in &mut self.series {
-            series.push(x, quantity.of(&metrics));
+            if let Some(value) = quantity.of(&metrics) {
+                series.push(x, value);
+            }
+        }
+        if !metrics.spectrum.is_empty() {
+            let spectrum = std::mem::take(&mut metrics.spectrum);
+            self.spectra.push_back((metrics.step, spectrum));
+            while self.spectra.len() > SPECTRA_KEPT {
+                self.spectra.pop_front();
+            }
         }
         self.images_per_sec_ema = Some(match self.images_per_sec_ema {
             Some(rate) => 0.9 * rate + 0.1 * metrics.images_per_sec,
@@ -222,13 +259,31 @@ impl RunRecord {
                 .and_then(|s| s.recent_mean(WINDOW_STEPS))
                 .unwrap_or_default()
         };
+        let last = self.last.clone().unwrap_or_default();
         RecentLoss {
             teacher_entropy: mean(Quantity::TeacherEntropy),
             kl: mean(Quantity::Kl),
             batch_mean_entropy: mean(Quantity::BatchMeanEntropy),
+            loss: mean(Quantity::Loss),
             ln_k: self.ln_k,
             steps: self.steps(),
+            effective_rank: self.series(Quantity::EffectiveRank).and_then(|s| s.last()),
+            best_rank: self.best_rank().map(|(_, rank)| rank),
+            embed_dim: self.embed_dim,
+            teacher_temp: last.teacher_temp,
+            // The reference's student temperature; the app's presets never change it.
+            student_temp: 0.1,
+            teacher_momentum: last.teacher_momentum,
+            centering: last.centering,
+            sharpening: last.sharpening,
         }
+    }
+
+    /// The step with the highest effective rank so far and its value: the checkpoint to keep
+    /// when there are no labels (RankMe's use).
+    pub fn best_rank(&self) -> Option<(usize, f64)> {
+        let (step, rank) = self.series(Quantity::EffectiveRank)?.max_point()?;
+        Some((step as usize, rank))
     }
 }
 
@@ -352,6 +407,7 @@ impl AppState {
         run.status = WorkerStatus::Finished;
         if let Some(config) = &config {
             run.ln_k = (config.dino.out_dim as f64).ln();
+            run.embed_dim = config.vit_arch().embed_dim;
         }
         for metrics in rows {
             run.push(metrics);
@@ -387,6 +443,7 @@ impl AppState {
                 total_steps,
                 iters_per_epoch,
                 ln_k,
+                embed_dim,
             } => {
                 if let Some(run) = self.run_mut(run_id) {
                     run.device = device;
@@ -394,6 +451,7 @@ impl AppState {
                     run.total_steps = total_steps;
                     run.iters_per_epoch = iters_per_epoch.max(1);
                     run.ln_k = ln_k;
+                    run.embed_dim = embed_dim;
                 }
             }
             Event::Metrics { run_id, metrics } => {
@@ -504,6 +562,7 @@ mod tests {
             sharpening: true,
             ln_k: 1024f64.ln(),
             warnings: Vec::new(),
+            ..MetricsRow::default()
         }
     }
 
@@ -525,6 +584,7 @@ mod tests {
             total_steps: 100,
             iters_per_epoch: 10,
             ln_k: 1024f64.ln(),
+            embed_dim: 96,
         });
         for step in 0..30 {
             state.apply(Event::Metrics {

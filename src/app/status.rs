@@ -1,6 +1,6 @@
 //! The explanation panel and the status line.
 
-use super::collapse::{classify, CollapseState};
+use super::collapse::{classify, findings, CollapseState};
 use super::state::{Level, Quantity};
 use super::top_bar::collapse_chip_ui;
 use super::DinoscopeApp;
@@ -13,6 +13,12 @@ impl DinoscopeApp {
             let collapse = classify(&recent);
             collapse_chip_ui(ui, collapse);
             ui.label(collapse.explain(&recent));
+            for finding in findings(&recent) {
+                ui.label(
+                    egui::RichText::new(format!("Cause: {finding}"))
+                        .color(ui.visuals().warn_fg_color),
+                );
+            }
             if let Some(marker) = run.markers.last() {
                 ui.separator();
                 ui.label(format!(

@@ -1,6 +1,6 @@
 //! The top bar: run buttons, preset, device, progress and the collapse chip.
 
-use super::collapse::CollapseState;
+use super::collapse::{rgb, CollapseState};
 use super::{DinoscopeApp, UiCommand};
 use crate::config::PRESETS;
 use crate::worker::WorkerStatus;
@@ -111,7 +111,7 @@ impl DinoscopeApp {
 }
 
 pub(super) fn collapse_chip_ui(ui: &mut egui::Ui, collapse: CollapseState) {
-    let [r, g, b] = collapse.rgb();
+    let [r, g, b] = rgb(collapse);
     egui::Frame::new()
         .fill(egui::Color32::from_rgb(r, g, b))
         .corner_radius(8.0)

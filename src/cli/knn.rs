@@ -134,5 +134,33 @@ pub fn run(args: KnnArgs) -> Result<()> {
             result.top1, result.top5, result.train_images, result.val_images, result.elapsed_secs
         ));
     }
+    if let Some(line) = best_without_labels(&weights) {
+        out.line(&line);
+    }
     Ok(())
+}
+
+/// For weights inside one of our runs: the step the run's effective rank peaked at, the
+/// checkpoint to keep when there are no labels, and the checkpoints still on disk.
+fn best_without_labels(weights: &std::path::Path) -> Option<String> {
+    use dinoscope::store::checkpoint::list_checkpoints;
+    use dinoscope::store::run::{BestRank, METRICS_FILE};
+    let run_dir = weights
+        .ancestors()
+        .find(|dir| dir.join(METRICS_FILE).is_file())?;
+    let best = BestRank::of_run(run_dir)?;
+    let kept: Vec<String> = list_checkpoints(run_dir)
+        .iter()
+        .filter_map(|(_, c)| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    Some(format!(
+        "best without labels: step {} (highest effective rank, {:.1}); checkpoints on disk: {}",
+        best.step,
+        best.effective_rank,
+        if kept.is_empty() {
+            "none".to_string()
+        } else {
+            kept.join(", ")
+        }
+    ))
 }

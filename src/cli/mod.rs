@@ -51,7 +51,8 @@ pub struct ConfigArgs {
     /// TOML config file (default: the built-in tiny preset).
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// Built-in preset: tiny, collapse-no-centering, collapse-no-sharpening, vit-s16-paper.
+    /// Built-in preset: tiny, collapse-no-centering, collapse-no-sharpening,
+    /// collapse-dimensional, vit-s16-paper, cifar10, stl10.
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// Override a key, e.g. --set dino.teacher_temp=0.07 (repeatable).

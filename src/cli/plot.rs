@@ -15,7 +15,7 @@ pub struct PlotArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "collapse")]
     figure: dinoscope::store::figure::FigureKind,
-    /// Size in pixels, WxH (default 1600x600 for collapse, else 1000x600).
+    /// Size in pixels, WxH (default 1600x600 for collapse and geometry, else 1000x600).
     #[arg(long, value_name = "WxH")]
     size: Option<String>,
 }
@@ -25,7 +25,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     // Before reading any run: a typo in --size is the cheaper thing to report.
     let size = match &args.size {
         Some(text) => figure_size(text)?,
-        None if args.figure == FigureKind::Collapse => (1600, 600),
+        None if matches!(args.figure, FigureKind::Collapse | FigureKind::Geometry) => (1600, 600),
         None => (1000, 600),
     };
     let mut dirs = Vec::new();

@@ -4,6 +4,7 @@ use super::output::{note, Printer};
 use super::{load_config, parse_toggles, ConfigArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use dinoscope::analysis::health::{findings, Regime};
 use dinoscope::config::Toggle;
 use dinoscope::device::select_device;
 use dinoscope::store::rows::{EvalRow, MetricsRow};
@@ -104,6 +105,9 @@ struct Reporter {
     log_every: Option<usize>,
     smoothed_rate: Option<f64>,
     last: Option<MetricsRow>,
+    /// The regime last logged and the newest effective-rank reading.
+    regime: Regime,
+    rank: Option<f64>,
 }
 
 fn run_engine(
@@ -159,6 +163,8 @@ fn run_engine(
         log_every: args.log_every,
         smoothed_rate: None,
         last: None,
+        regime: Regime::WarmingUp,
+        rank: None,
     };
     reporter.report(&engine, events);
     let mut failure = None;
@@ -224,7 +230,13 @@ impl Reporter {
                     None => metrics.images_per_sec,
                 };
                 self.smoothed_rate = Some(rate);
-                let summary = summary_line(&metrics, rate);
+                self.rank = metrics.effective_rank.or(self.rank);
+                if metrics.regime != self.regime {
+                    let text = regime_change(engine, self.regime, &metrics);
+                    self.progress.suspend(|| note(&text));
+                    self.regime = metrics.regime;
+                }
+                let summary = summary_line(&metrics, rate, self.rank);
                 self.progress
                     .set_position(engine.trainer().steps_done() as u64);
                 self.progress.set_message(summary.clone());
@@ -272,10 +284,35 @@ fn describe(event: &EngineEvent) -> Option<String> {
     })
 }
 
+/// The log line of a regime change: the words of the `regime` column, what the new one means
+/// and, for a collapse, the causes the settings point to with their fixes.
+fn regime_change(engine: &Engine, from: Regime, row: &MetricsRow) -> String {
+    let to = row.regime;
+    let mut text = format!(
+        "step {}: regime {} → {} ({})",
+        row.step,
+        from.word(),
+        to.word(),
+        to.label()
+    );
+    if to.is_collapse() {
+        let recent = engine.recent_loss();
+        text.push_str(&format!(": {}", to.explain(&recent)));
+        for finding in findings(&recent) {
+            text.push_str(&format!("\n  {finding}"));
+        }
+    }
+    text
+}
+
 fn eval_line(row: &EvalRow) -> String {
     let percent = |v: Option<f64>| v.map(|v| format!("{v:.1} %")).unwrap_or("–".into());
+    let student = row
+        .student_top1
+        .map(|v| format!(" (student {v:.1} %)"))
+        .unwrap_or_default();
     format!(
-        "k-NN top-1 {} top-5 {}{} ({:.1} s)",
+        "k-NN top-1 {}{student} top-5 {}{} ({:.1} s)",
         percent(row.top1),
         percent(row.top5),
         row.jaccard_best_head
@@ -285,9 +322,16 @@ fn eval_line(row: &EvalRow) -> String {
     )
 }
 
-fn summary_line(m: &MetricsRow, images_per_sec: f64) -> String {
+fn summary_line(m: &MetricsRow, images_per_sec: f64, rank: Option<f64>) -> String {
+    let rank = rank.map(|r| format!(" · rank {r:.1}")).unwrap_or_default();
     format!(
-        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3} · lr {:.2e} · {:.0} img/s",
-        m.loss, m.teacher_entropy, m.kl, m.batch_mean_entropy, m.lr, images_per_sec
+        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3}{rank} · {} · lr {:.2e} · {:.0} img/s",
+        m.loss,
+        m.teacher_entropy,
+        m.kl,
+        m.batch_mean_entropy,
+        m.regime.word(),
+        m.lr,
+        images_per_sec
     )
 }

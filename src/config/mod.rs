@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PRESET: &str = include_str!("../../configs/tiny.toml");
 
 /// Every preset shipped in `configs/`, by name, so the app and tests need no file system.
-pub const PRESETS: [(&str, &str); 6] = [
+pub const PRESETS: [(&str, &str); 7] = [
     ("tiny", include_str!("../../configs/tiny.toml")),
     (
         "collapse-no-centering",
@@ -29,6 +29,10 @@ pub const PRESETS: [(&str, &str); 6] = [
     (
         "collapse-no-sharpening",
         include_str!("../../configs/collapse-no-sharpening.toml"),
+    ),
+    (
+        "collapse-dimensional",
+        include_str!("../../configs/collapse-dimensional.toml"),
     ),
     (
         "vit-s16-paper",

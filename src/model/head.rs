@@ -59,6 +59,12 @@ impl DinoHead {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.last_layer.forward(self.bottleneck(x))
+    }
+
+    /// The MLP's output, ℓ2-normalised: what the weight-normed last layer sees (the
+    /// representation-geometry readings measure its rank).
+    pub fn bottleneck(&self, x: Tensor<2>) -> Tensor<2> {
         let last = self.mlp.len().saturating_sub(1);
         let mut x = x;
         for (i, layer) in self.mlp.iter().enumerate() {
@@ -74,7 +80,7 @@ impl DinoHead {
             .sum_dim(1)
             .sqrt()
             .clamp_min(1e-12);
-        self.last_layer.forward(x.div(norm))
+        x.div(norm)
     }
 }
 
@@ -85,8 +91,13 @@ pub struct DinoModel {
     pub head: DinoHead,
 }
 
-/// Head output of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
+/// Outputs of a multi-crop pass, crop-major: rows `[c·B, (c+1)·B)` belong to crop c.
 pub struct MultiCropOutput {
+    /// The backbone's CLS features `[rows, embed_dim]` (with `_with_features` only).
+    pub features: Option<Tensor<2>>,
+    /// The head's ℓ2-normalised bottleneck `[rows, bottleneck_dim]` (with `_with_features`).
+    pub bottleneck: Option<Tensor<2>>,
+    /// The head's output `[rows, K]`.
     pub logits: Tensor<2>,
 }
 
@@ -113,7 +124,8 @@ impl DinoModel {
     }
 
     /// The reference `MultiCropWrapper`: one backbone pass per resolution group (globals,
-    /// then locals), CLS features concatenated, one head pass on all rows.
+    /// then locals), CLS features concatenated, one head pass on all rows. Only the logits
+    /// are kept (the student: no extra handles on its autodiff graph).
     pub fn forward_multi_crop(
         &self,
         groups: Vec<Tensor<4>>,
@@ -125,6 +137,28 @@ impl DinoModel {
             .collect();
         MultiCropOutput {
             logits: self.head.forward(Tensor::cat(features, 0)),
+            features: None,
+            bottleneck: None,
+        }
+    }
+
+    /// As [`DinoModel::forward_multi_crop`], also returning the CLS features and the head's
+    /// bottleneck (the teacher: the representation readings measure them).
+    pub fn forward_multi_crop_with_features(
+        &self,
+        groups: Vec<Tensor<4>>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> MultiCropOutput {
+        let features: Vec<Tensor<2>> = groups
+            .into_iter()
+            .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
+            .collect();
+        let features = Tensor::cat(features, 0);
+        let bottleneck = self.head.bottleneck(features.clone());
+        MultiCropOutput {
+            logits: self.head.last_layer.forward(bottleneck.clone()),
+            bottleneck: Some(bottleneck),
+            features: Some(features),
         }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! - `teacher.bpk` next to the run's `config.toml`: the teacher alone, for the attention view.
 //! - `checkpoint-<step>/` directories: everything a run needs to continue exactly (student,
-//!   teacher, optimiser state, center, config, step, live settings, random streams). Each is
+//!   teacher, optimiser state, center, config, step, live settings, random streams, and the
+//!   rows of the representation readings' windows so those resume exactly too). Each is
 //!   written into a hidden temporary directory, fsynced, then renamed into place, so a kill at
 //!   any moment leaves the previous checkpoints intact; `state.toml` is written last and marks
 //!   a complete one. The last `keep_last` are kept.
 
+use crate::analysis::geometry::WindowRows;
 use crate::config::{Config, ConfigError, LiveSettings};
 use crate::model::DinoModel;
 use burn::module::Module;
@@ -39,6 +41,8 @@ pub struct CheckpointFiles {
     pub center: PathBuf,
     pub config: PathBuf,
     pub state: PathBuf,
+    /// The representation windows' rows: teacher backbone features, head bottleneck.
+    pub representation: [PathBuf; 2],
 }
 
 impl CheckpointFiles {
@@ -50,6 +54,10 @@ impl CheckpointFiles {
             center: dir.join("center.npy"),
             config: dir.join("config.toml"),
             state: dir.join("state.toml"),
+            representation: [
+                dir.join("representation_backbone.npy"),
+                dir.join("representation_head.npy"),
+            ],
         }
     }
 }
@@ -102,6 +110,10 @@ pub struct CheckpointState {
     pub dataset: String,
     pub live: LiveSettings,
     pub drop_path_rng: RngState,
+    /// Rows each step added to the representation windows, oldest first (the `.npy` files
+    /// hold the rows); empty in checkpoints written before the readings existed.
+    #[serde(default)]
+    pub representation_rows_per_step: Vec<usize>,
 }
 
 impl CheckpointState {
@@ -199,6 +211,8 @@ pub struct Snapshot<'a> {
     pub center: Vec<f32>,
     pub config: &'a Config,
     pub state: CheckpointState,
+    /// Backbone and head windows (their `rows_per_step` equal the state's).
+    pub representation: [WindowRows; 2],
 }
 
 impl Snapshot<'_> {
@@ -224,6 +238,11 @@ impl Snapshot<'_> {
             .map_err(|err| write_error(&files.center, err.to_string()))?;
         std::fs::write(&files.config, self.config.to_toml())
             .map_err(|err| write_error(&files.config, err.to_string()))?;
+        for (path, window) in files.representation.iter().zip(&self.representation) {
+            let rows = window.values.len() / window.dim.max(1);
+            crate::store::npy::write_npy_f32(path, &[rows, window.dim], &window.values)
+                .map_err(|err| write_error(path, err.to_string()))?;
+        }
         // Written last: its presence marks a complete checkpoint.
         self.state.write(&files.state)
     }
@@ -235,6 +254,9 @@ pub struct Restored {
     pub teacher: DinoModel,
     pub optimizer: ModuleOptimizer,
     pub center: Vec<f32>,
+    /// The representation windows, when the checkpoint has readable ones of the skeleton's
+    /// widths (`dims`); `None` otherwise (the readings start afresh).
+    pub representation: Option<[WindowRows; 2]>,
 }
 
 /// Loads a checkpoint's student, teacher, optimiser state and center into `skeleton` (modules
@@ -269,12 +291,38 @@ pub fn restore(dir: &Path, skeleton: Restored) -> Result<Restored, CheckpointErr
                 format!("expected {out_dim} float32 values (dino.out_dim)"),
             )
         })?;
+    let representation = read_windows(&files, skeleton.representation.as_ref());
     Ok(Restored {
         student,
         teacher,
         optimizer,
         center,
+        representation,
     })
+}
+
+/// The saved windows, shaped like `widths` (the skeleton's empty windows name their dims).
+/// Diagnostics only: a missing or damaged file gives `None`, never an error.
+fn read_windows(
+    files: &CheckpointFiles,
+    widths: Option<&[WindowRows; 2]>,
+) -> Option<[WindowRows; 2]> {
+    let widths = widths?;
+    let state = read_checkpoint_state(files.state.parent()?).ok()?;
+    let rows: usize = state.representation_rows_per_step.iter().sum();
+    let mut windows = [WindowRows::default(), WindowRows::default()];
+    for ((path, width), window) in files.representation.iter().zip(widths).zip(&mut windows) {
+        let values = crate::store::npy::read_npy(path).ok()?.to_f32()?;
+        if values.len() != rows * width.dim {
+            return None;
+        }
+        *window = WindowRows {
+            dim: width.dim,
+            rows_per_step: state.representation_rows_per_step.clone(),
+            values,
+        };
+    }
+    Some(windows)
 }
 
 /// Writes `checkpoint-<step>/` into `run_dir` atomically and keeps the newest `keep_last`.

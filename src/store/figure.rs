@@ -1,5 +1,6 @@
 //! Paper-quality figures of saved runs with plotters, as PNG or SVG: the Fig. 7 pair (h(Pt) and
-//! KL vs step, several runs, the ln K line), the loss decomposition, and the k-NN curve. Text
+//! KL vs step, several runs, the ln K line), the loss decomposition, the k-NN curve and the
+//! representation geometry (effective rank with its ceiling d, std of normalised features). Text
 //! is drawn with a font embedded in the binary (egui's Ubuntu Light, Ubuntu Font Licence 1.0),
 //! so no system font library is needed.
 
@@ -19,6 +20,8 @@ pub enum FigureError {
     NoMetrics { path: PathBuf },
     #[error("none of the runs has k-NN results (knn.csv); train with data.knn_every_epochs > 0")]
     NoKnn,
+    #[error("none of the runs has effective-rank readings (the effective_rank column of metrics.csv); runs trained before dinoscope measured them have none, train them again")]
+    NoGeometry,
     #[error("no runs given")]
     NoRuns,
     #[error("cannot draw {path}: {reason}")]
@@ -32,8 +35,11 @@ pub enum FigureKind {
     Collapse,
     /// Loss, h(Pt), KL and h(mean Pt).
     Loss,
-    /// Teacher k-NN top-1 (solid) and top-5 (dashed).
+    /// Teacher k-NN top-1 (solid), top-5 (dashed) and the student's top-1 (dotted).
     Knn,
+    /// Effective rank of the teacher's features (backbone solid, head bottleneck dashed, d as
+    /// the ceiling) and the std of its normalised features (1/√d line).
+    Geometry,
 }
 
 /// A run read back for plotting.
@@ -41,6 +47,8 @@ pub struct PlotRun {
     pub name: String,
     pub metrics: Vec<MetricsRow>,
     pub ln_k: Option<f64>,
+    /// Width of the backbone features (from config.toml), the effective rank's ceiling.
+    pub embed_dim: Option<usize>,
     pub evals: Vec<EvalRow>,
 }
 
@@ -53,9 +61,9 @@ impl PlotRun {
         if metrics.is_empty() {
             return Err(no_metrics());
         }
-        let ln_k = crate::config::Config::from_file(&dir.join("config.toml"))
-            .ok()
-            .map(|c| (c.dino.out_dim as f64).ln());
+        let config = crate::config::Config::from_file(&dir.join("config.toml")).ok();
+        let ln_k = config.as_ref().map(|c| (c.dino.out_dim as f64).ln());
+        let embed_dim = config.as_ref().map(|c| c.vit_arch().embed_dim);
         Ok(Self {
             name: dir
                 .file_name()
@@ -63,6 +71,7 @@ impl PlotRun {
                 .unwrap_or_else(|| dir.display().to_string()),
             metrics,
             ln_k,
+            embed_dim,
             evals: read_eval_rows(&dir.join(EVAL_FILE)),
         })
     }
@@ -103,6 +112,13 @@ pub fn render_figure(
             .all(|r| r.evals.iter().all(|e| e.top1.is_none()))
     {
         return Err(FigureError::NoKnn);
+    }
+    if kind == FigureKind::Geometry
+        && runs
+            .iter()
+            .all(|r| r.metrics.iter().all(|m| m.effective_rank.is_none()))
+    {
+        return Err(FigureError::NoGeometry);
     }
     register_font();
     let extension = path
@@ -215,7 +231,14 @@ fn draw<DB: DrawingBackend>(
                 .enumerate()
                 .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, KL), i))
                 .collect();
-            panel(&left, "Teacher entropy h(Pt)", "nats", &h, ln_k, true)?;
+            panel(
+                &left,
+                "Teacher entropy h(Pt)",
+                "nats",
+                &h,
+                ln_k_line(ln_k),
+                true,
+            )?;
             panel(&right, "KL(Pt || Ps)", "nats", &kl, None, true)?;
         }
         FigureKind::Loss => {
@@ -245,7 +268,7 @@ fn draw<DB: DrawingBackend>(
                 "DINO loss = h(Pt) + KL(Pt || Ps)",
                 "nats",
                 &curves,
-                ln_k,
+                ln_k_line(ln_k),
                 true,
             )?;
         }
@@ -273,6 +296,15 @@ fn draw<DB: DrawingBackend>(
                     colour: r,
                     dashed: true,
                 });
+                let student = series(|e| e.student_top1);
+                if !student.is_empty() {
+                    curves.push(Curve {
+                        name: format!("{} · student top-1", run.name),
+                        points: student,
+                        colour: (r + 1) % (RUN_COLOURS.len() - 1),
+                        dashed: true,
+                    });
+                }
                 if let Some(first) = run
                     .evals
                     .first()
@@ -289,15 +321,80 @@ fn draw<DB: DrawingBackend>(
             }
             panel(
                 root,
-                "Teacher k-NN accuracy (k = 20, T = 0.07)",
+                "k-NN accuracy (k = 20, T = 0.07)",
                 "%",
                 &curves,
                 None,
                 false,
             )?;
         }
+        FigureKind::Geometry => draw_geometry(root, runs)?,
     }
     Ok(())
+}
+
+fn ln_k_line(ln_k: Option<f64>) -> Option<(f64, String)> {
+    ln_k.map(|v| (v, format!("ln K = {v:.2} (uniform)")))
+}
+
+/// Effective rank (left) and std of normalised features (right), from the rows that have a
+/// reading; the reference lines come from the first run that knows its width.
+fn draw_geometry<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    runs: &[PlotRun],
+) -> Result<(), String> {
+    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    let readings = |run: &PlotRun, value: fn(&MetricsRow) -> Option<f64>| -> Series {
+        run.metrics
+            .iter()
+            .filter_map(|m| Some((m.step as f64, value(m)?)))
+            .collect()
+    };
+    let mut ranks = Vec::new();
+    let mut spreads = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        ranks.push(Curve::solid(
+            format!("{} · backbone", run.name),
+            readings(run, |m| m.effective_rank),
+            i,
+        ));
+        let head = readings(run, |m| m.effective_rank_head);
+        if !head.is_empty() {
+            ranks.push(Curve {
+                name: format!("{} · head bottleneck", run.name),
+                points: head,
+                colour: i,
+                dashed: true,
+            });
+        }
+        spreads.push(Curve::solid(
+            run.name.clone(),
+            readings(run, |m| m.std_normalized),
+            i,
+        ));
+    }
+    let d = runs.iter().find_map(|r| r.embed_dim);
+    let ceiling = d.map(|d| (d as f64, format!("d = {d} (every direction)")));
+    let isotropic = d.map(|d| {
+        let v = 1.0 / (d as f64).sqrt();
+        (v, format!("1/√d = {v:.3} (isotropic)"))
+    });
+    panel(
+        &left,
+        "Effective rank (RankMe)",
+        "rank",
+        &ranks,
+        ceiling,
+        true,
+    )?;
+    panel(
+        &right,
+        "Std of ℓ2-normalised features",
+        "std",
+        &spreads,
+        isotropic,
+        true,
+    )
 }
 
 /// One chart: the curves, the optional ln K line and the 0 line.
@@ -306,9 +403,10 @@ fn panel<DB: DrawingBackend>(
     title: &str,
     y_label: &str,
     curves: &[Curve],
-    ln_k: Option<f64>,
+    reference: Option<(f64, String)>,
     zero_line: bool,
 ) -> Result<(), String> {
+    let ln_k = reference.as_ref().map(|r| r.0);
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let x_max = curves
         .iter()
@@ -346,7 +444,7 @@ fn panel<DB: DrawingBackend>(
             ))
             .map_err(|e| err(&e))?;
     }
-    if let Some(ln_k) = ln_k {
+    if let Some((ln_k, label)) = reference {
         let grey = RGBColor(110, 110, 110);
         chart
             .draw_series(DashedLineSeries::new(
@@ -356,7 +454,7 @@ fn panel<DB: DrawingBackend>(
                 grey.stroke_width(1),
             ))
             .map_err(|e| err(&e))?
-            .label(format!("ln K = {ln_k:.2} (uniform)"))
+            .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
     }
     for curve in curves {
@@ -427,6 +525,10 @@ mod tests {
                 sharpening: true,
                 ln_k: 1024f64.ln(),
                 warnings: Vec::new(),
+                // A reading every 4 steps, falling as in a dimensional collapse.
+                effective_rank: (i % 4 == 0).then_some(60.0 - i as f64),
+                std_normalized: (i % 4 == 0).then_some(0.1 - i as f64 * 1e-3),
+                ..MetricsRow::default()
             })
             .collect();
         let evals = if knn {
@@ -439,6 +541,7 @@ mod tests {
                     jaccard_best_head: None,
                     jaccard_mean_map: None,
                     eval_secs: None,
+                    ..EvalRow::default()
                 },
                 EvalRow {
                     step: steps,
@@ -448,6 +551,7 @@ mod tests {
                     jaccard_best_head: None,
                     jaccard_mean_map: None,
                     eval_secs: None,
+                    ..EvalRow::default()
                 },
             ]
         } else {
@@ -457,6 +561,7 @@ mod tests {
             name: name.into(),
             metrics,
             ln_k: Some(1024f64.ln()),
+            embed_dim: Some(96),
             evals,
         }
     }
@@ -486,6 +591,32 @@ mod tests {
         assert!(std::fs::read_to_string(&knn)
             .unwrap()
             .contains("top-1 at random init"));
+    }
+
+    #[test]
+    fn geometry_figure_draws_the_readings_with_their_reference_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [run("tiny", 40, false)];
+        let svg = dir.path().join("geometry.svg");
+        render_figure(&runs, FigureKind::Geometry, &svg, (1200, 500)).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for needle in [
+            "Effective rank (RankMe)",
+            "d = 96 (every direction)",
+            "1/√d = 0.102 (isotropic)",
+            "tiny · backbone",
+        ] {
+            assert!(text.contains(needle), "{needle} missing");
+        }
+        // Runs written before the readings existed: a message, not an empty figure.
+        let mut old = run("old", 10, false);
+        for m in &mut old.metrics {
+            m.effective_rank = None;
+        }
+        let err = render_figure(&[old], FigureKind::Geometry, &svg, (800, 400))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("effective_rank"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! field. Reading tolerates extra columns (newer or older runs) and skips rows it cannot parse
 //! (a torn last line of a run being written).
 
+use crate::analysis::health::Regime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -46,6 +47,28 @@ pub struct MetricsRow {
     /// ln K, the entropy of a uniform teacher: the top reference line of the plots.
     #[serde(serialize_with = "fixed6")]
     pub ln_k: f64,
+    /// RankMe of the teacher's backbone (CLS) features over the last
+    /// [`WINDOW_ROWS`](crate::analysis::geometry::WINDOW_ROWS) rows: 1 ..= embed_dim; empty on
+    /// steps without a reading (and in runs written before it existed).
+    #[serde(default, serialize_with = "optional4")]
+    pub effective_rank: Option<f64>,
+    /// The same for the head's ℓ2-normalised bottleneck: 1 ..= bottleneck_dim.
+    #[serde(default, serialize_with = "optional4")]
+    pub effective_rank_head: Option<f64>,
+    /// Mean per-dimension std of the ℓ2-normalised backbone features: ≈ 1/√embed_dim when
+    /// spread out, 0 when collapsed.
+    #[serde(default, serialize_with = "optional6")]
+    pub std_normalized: Option<f64>,
+    /// Backbone directions whose singular value is under 1e-3 of the largest.
+    #[serde(default)]
+    pub near_zero_directions: Option<usize>,
+    /// The diagnosis after this step, one word (`healthy`, `one-hot`, `uniform`, …).
+    #[serde(default)]
+    pub regime: Regime,
+    /// Singular values of the backbone window, largest first, divided by the largest; on
+    /// steps with a reading. For the live spectrum plot, not stored.
+    #[serde(skip)]
+    pub spectrum: Vec<f32>,
     /// Non-fatal data problems met while building this batch (e.g. a skipped corrupt image);
     /// reported, not stored.
     #[serde(skip)]
@@ -69,6 +92,12 @@ pub struct EvalRow {
     pub jaccard_mean_map: Option<f64>,
     #[serde(serialize_with = "optional4")]
     pub eval_secs: Option<f64>,
+    /// k-NN of the student's backbone on the same split (the paper's Fig. 6: the teacher
+    /// leads); empty for the random-init row, where both are the same network.
+    #[serde(default, serialize_with = "optional4")]
+    pub student_top1: Option<f64>,
+    #[serde(default, serialize_with = "optional4")]
+    pub student_top5: Option<f64>,
 }
 
 /// The header line a row type writes (for files created empty, and for tests).
@@ -161,6 +190,13 @@ fn optional4<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error
     }
 }
 
+fn optional6<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(&format_args!("{v:.6}")),
+        None => s.serialize_str(""),
+    }
+}
+
 /// Booleans as `1` / `0`, which spreadsheets and pandas read as numbers.
 fn flag<S: Serializer>(value: &bool, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u8(u8::from(*value))
@@ -198,6 +234,12 @@ mod tests {
             centering: true,
             sharpening: false,
             ln_k: 6.931472,
+            effective_rank: Some(41.25),
+            effective_rank_head: None,
+            std_normalized: Some(0.0625),
+            near_zero_directions: Some(3),
+            regime: Regime::OneHotTargets,
+            spectrum: vec![1.0, 0.5],
             warnings: vec!["not stored".into()],
         }
     }
@@ -209,15 +251,16 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
-            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k"
+            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,regime"
         );
         assert_eq!(
             text.lines().nth(1).unwrap(),
-            "0,0,1.250000,1.000000,0.250000,2.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472"
+            "0,0,1.250000,1.000000,0.250000,2.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472,41.2500,,0.062500,3,one-hot"
         );
         let back: Vec<MetricsRow> = read_rows(bytes.as_slice());
         let mut want = row(1);
         want.warnings.clear();
+        want.spectrum.clear();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1], want);
     }
@@ -232,6 +275,21 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].jaccard_best_head, None);
         assert_eq!(rows[1].jaccard_mean_map, Some(18.0));
+    }
+
+    #[test]
+    fn runs_written_before_the_geometry_columns_still_read() {
+        let text = "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k\n\
+                    0,0,1.250000,1.000000,0.250000,2.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472\n";
+        let rows: Vec<MetricsRow> = read_rows(text.as_bytes());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].effective_rank, None);
+        assert_eq!(rows[0].near_zero_directions, None);
+        assert_eq!(rows[0].regime, Regime::WarmingUp);
+        let evals: Vec<EvalRow> =
+            read_rows("step,epoch,top1,top5,jaccard_best_head,jaccard_mean_map,eval_secs\n4,1,50.0,90.0,,,1.0\n".as_bytes());
+        assert_eq!(evals[0].top1, Some(50.0));
+        assert_eq!(evals[0].student_top1, None);
     }
 
     #[test]

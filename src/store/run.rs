@@ -187,6 +187,34 @@ pub fn list_run_dirs(root: &Path) -> Vec<PathBuf> {
     dirs.into_iter().map(|(_, p)| p).collect()
 }
 
+/// The step with the highest effective rank of a run and that rank: the checkpoint to keep
+/// when there are no labels (RankMe's use); the earliest on a tie.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BestRank {
+    pub step: usize,
+    pub effective_rank: f64,
+}
+
+impl BestRank {
+    pub fn of(rows: &[MetricsRow]) -> Option<Self> {
+        rows.iter()
+            .filter_map(|row| Some((row.step, row.effective_rank?)))
+            .filter(|(_, rank)| rank.is_finite())
+            .fold(None, |best: Option<Self>, (step, rank)| match best {
+                Some(b) if b.effective_rank >= rank => Some(b),
+                _ => Some(Self {
+                    step,
+                    effective_rank: rank,
+                }),
+            })
+    }
+
+    /// Of a run directory's `metrics.csv`; `None` without readings.
+    pub fn of_run(dir: &Path) -> Option<Self> {
+        Self::of(&read_step_metrics(&dir.join(METRICS_FILE)).ok()?)
+    }
+}
+
 /// The rows of a `knn.csv`; a missing or unreadable file gives none.
 pub fn read_eval_rows(path: &Path) -> Vec<EvalRow> {
     read_rows_from(path).unwrap_or_default()
@@ -248,4 +276,34 @@ pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
         dir = root.join(format!("{stamp}-{label}-{n}"));
     }
     dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_best_step_is_the_highest_effective_rank_earliest_on_a_tie() {
+        let row = |step: usize, rank: Option<f64>| MetricsRow {
+            step,
+            effective_rank: rank,
+            ..MetricsRow::default()
+        };
+        let rows = [
+            row(0, Some(10.0)),
+            row(1, None),
+            row(4, Some(30.5)),
+            row(8, Some(30.5)),
+            row(12, Some(f64::NAN)),
+            row(16, Some(2.0)),
+        ];
+        assert_eq!(
+            BestRank::of(&rows),
+            Some(BestRank {
+                step: 4,
+                effective_rank: 30.5
+            })
+        );
+        assert_eq!(BestRank::of(&[row(0, None)]), None);
+    }
 }

@@ -13,6 +13,7 @@
 //! - a failure to write a file is a warning and training goes on (the files already written
 //!   stay valid); a panic inside a step becomes an error, not a crash.
 
+use crate::analysis::health::{classify, RecentLoss, Regime, WINDOW_STEPS};
 use crate::analysis::knn::{EvalData, JaccardResult, KnnResult};
 use crate::config::{Config, Toggle};
 use crate::model::{HostInit, VisionTransformer};
@@ -20,7 +21,9 @@ use crate::store::checkpoint::{resolve_checkpoint, save_model, write_checkpoint,
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::RunWriter;
 use crate::train::trainer::{TrainError, Trainer};
+use burn::module::Module;
 use burn::prelude::Device;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -107,6 +110,10 @@ pub struct Engine {
     /// Toggles applied since the last step, announced as markers with the next one.
     pending_markers: Vec<Toggle>,
     checkpoints: CheckpointPolicy,
+    /// The last [`WINDOW_STEPS`] rows (the regime's window) and the newest rank reading.
+    recent: VecDeque<MetricsRow>,
+    latest_rank: Option<f64>,
+    best_rank: Option<f64>,
 }
 
 impl Engine {
@@ -172,7 +179,10 @@ impl Engine {
             }
         }
         let baseline_done = evals.iter().any(|row| row.step == 0);
-        let engine = Self::around(trainer, writer, baseline_done, &mut events);
+        let mut engine = Self::around(trainer, writer, baseline_done, &mut events);
+        for row in &history {
+            engine.remember(row.clone());
+        }
         let resumed = ResumedFrom {
             checkpoint,
             first_step,
@@ -197,6 +207,9 @@ impl Engine {
             scripted: Vec::new(),
             pending_markers: Vec::new(),
             checkpoints: CheckpointPolicy::default(),
+            recent: VecDeque::new(),
+            latest_rank: None,
+            best_rank: None,
         }
     }
 
@@ -272,7 +285,8 @@ impl Engine {
             .drain(..)
             .map(|toggle| EngineEvent::Marker { step, toggle })
             .collect();
-        let metrics = self.guarded_step(step)?;
+        let mut metrics = self.guarded_step(step)?;
+        metrics.regime = self.diagnose(&metrics);
         for warning in &metrics.warnings {
             events.push(EngineEvent::Warning(warning.clone()));
         }
@@ -296,6 +310,49 @@ impl Engine {
             events.push(self.checkpoint_event());
         }
         Ok(events)
+    }
+
+    /// The regime after this step, from the last [`WINDOW_STEPS`] rows (see `analysis::health`).
+    fn diagnose(&mut self, row: &MetricsRow) -> Regime {
+        self.remember(row.clone());
+        classify(&self.recent_loss())
+    }
+
+    fn remember(&mut self, mut row: MetricsRow) {
+        if let Some(rank) = row.effective_rank {
+            self.latest_rank = Some(rank);
+            self.best_rank = Some(self.best_rank.map_or(rank, |best| best.max(rank)));
+        }
+        row.spectrum = Vec::new();
+        self.recent.push_back(row);
+        while self.recent.len() > WINDOW_STEPS {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Means over the regime's window with the settings of the newest step: what the rules
+    /// of `analysis::health` (the chip, the `regime` column, the CLI's log) read.
+    pub fn recent_loss(&self) -> RecentLoss {
+        let n = self.recent.len().max(1) as f64;
+        let mean = |f: fn(&MetricsRow) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
+        let latest = self.recent.back().cloned().unwrap_or_default();
+        let config = self.trainer.config();
+        RecentLoss {
+            teacher_entropy: mean(|r| r.teacher_entropy),
+            kl: mean(|r| r.kl),
+            batch_mean_entropy: mean(|r| r.batch_mean_entropy),
+            loss: mean(|r| r.loss),
+            ln_k: self.trainer.ln_k(),
+            steps: self.trainer.steps_done(),
+            effective_rank: self.latest_rank,
+            best_rank: self.best_rank,
+            embed_dim: config.vit_arch().embed_dim,
+            teacher_temp: latest.teacher_temp,
+            student_temp: config.dino.student_temp,
+            teacher_momentum: latest.teacher_momentum,
+            centering: latest.centering,
+            sharpening: latest.sharpening,
+        }
     }
 
     /// A panic inside burn (e.g. a backend failure) must not take the process down: it
@@ -325,7 +382,9 @@ impl Engine {
         self.evaluate_baseline(events);
         let (step, epoch) = (self.trainer.steps_done(), self.trainer.epoch());
         let teacher = self.trainer.teacher().backbone.clone();
-        self.evaluate_backbone(&teacher, step, epoch, events);
+        // The student without its autodiff graph, for the teacher-vs-student comparison.
+        let student = self.trainer.student().backbone.valid();
+        self.evaluate_backbone(&teacher, Some(&student), step, epoch, events);
     }
 
     /// The network at random init (rebuilt from the seed), as step 0, once per run.
@@ -339,13 +398,16 @@ impl Engine {
             &mut HostInit::new(config.seed),
             self.trainer.device(),
         );
-        self.evaluate_backbone(&initial, 0, 0, events);
+        self.evaluate_backbone(&initial, None, 0, 0, events);
         self.eval_baseline_done = true;
     }
 
+    /// One `knn.csv` row: k-NN and Jaccard of `backbone` (the teacher) and, given, k-NN of
+    /// the student on the same split.
     fn evaluate_backbone(
         &self,
         backbone: &VisionTransformer,
+        student: Option<&VisionTransformer>,
         step: usize,
         epoch: usize,
         events: &mut Vec<EngineEvent>,
@@ -360,6 +422,13 @@ impl Engine {
             }
         };
         let jaccard = eval.jaccard(backbone, device);
+        let student_knn = student.and_then(|student| match eval.knn(student, device) {
+            Ok(result) => Some(result),
+            Err(err) => {
+                events.push(EngineEvent::Warning(format!("student k-NN skipped: {err}")));
+                None
+            }
+        });
         let row = EvalRow {
             step,
             epoch,
@@ -368,6 +437,8 @@ impl Engine {
             jaccard_best_head: jaccard.as_ref().map(|j| j.best),
             jaccard_mean_map: jaccard.as_ref().map(|j| j.mean_map),
             eval_secs: knn.map(|k| k.elapsed_secs),
+            student_top1: student_knn.map(|k| k.top1),
+            student_top5: student_knn.map(|k| k.top5),
         };
         if let Some(writer) = &self.writer {
             if let Err(err) = writer.append_eval(&row) {

@@ -1,10 +1,12 @@
 //! Training: the `Engine` both front ends drive, the `Trainer` it owns (one DINO step), and the
-//! pieces of a step: the loss and its decomposition, the schedules, AdamW, the EMA teacher.
+//! pieces of a step: the loss and its decomposition, the schedules, AdamW, the EMA teacher,
+//! and the representation readings taken from the teacher's outputs.
 
 pub mod ema;
 pub mod engine;
 pub mod loss;
 pub mod optim;
+pub mod representation;
 pub mod schedule;
 pub mod trainer;
 

@@ -12,6 +12,7 @@ use crate::store::rows::MetricsRow;
 use crate::train::ema::ema_update;
 use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats};
 use crate::train::optim::{build_optimizer, SharedWeightDecay};
+use crate::train::representation::RepresentationMonitor;
 use crate::train::schedule::{teacher_momentum_at, teacher_temp_at_epoch, CosineSchedule};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -59,11 +60,13 @@ pub struct PhaseSecs {
     /// Gradient clipping, AdamW, weight decay.
     pub optimizer: f64,
     pub ema: f64,
+    /// Reading the teacher's features back and the representation readings.
+    pub geometry: f64,
 }
 
 impl PhaseSecs {
     /// The phases in step order with their display names.
-    pub fn named(&self) -> [(&'static str, f64); 8] {
+    pub fn named(&self) -> [(&'static str, f64); 9] {
         [
             ("data wait", self.data_wait),
             ("upload", self.upload),
@@ -73,6 +76,7 @@ impl PhaseSecs {
             ("backward", self.backward),
             ("optimizer", self.optimizer),
             ("EMA", self.ema),
+            ("geometry", self.geometry),
         ]
     }
 }
@@ -94,6 +98,7 @@ pub struct Trainer {
     drop_path_rng: ChaCha8Rng,
     dataset_description: String,
     last_phase_secs: PhaseSecs,
+    representation: RepresentationMonitor,
 }
 
 impl Trainer {
@@ -156,6 +161,7 @@ impl Trainer {
             )
             .map_err(TrainError::Internal)?,
             center: vec![0.0; trainer.config.dino.out_dim],
+            representation: Some(trainer.representation.export()),
         };
         let restored = restore(checkpoint, skeleton).map_err(TrainError::Checkpoint)?;
         trainer.student = restored.student;
@@ -171,6 +177,9 @@ impl Trainer {
         trainer.live = state.live;
         trainer.drop_path_rng = state.drop_path_rng.restore();
         trainer.step = state.step;
+        if let Some(windows) = &restored.representation {
+            trainer.representation.import(windows);
+        }
         Ok(trainer)
     }
 
@@ -187,6 +196,7 @@ impl Trainer {
                 path: "center.npy".into(),
                 reason: format!("{err:?}"),
             })?;
+        let representation = self.representation.export();
         Ok(Snapshot {
             student: &self.student,
             teacher: &self.teacher,
@@ -201,7 +211,9 @@ impl Trainer {
                 dataset: self.dataset_description.clone(),
                 live: self.live.clone(),
                 drop_path_rng: RngState::capture(&self.drop_path_rng),
+                representation_rows_per_step: representation[0].rows_per_step.clone(),
             },
+            representation,
         })
     }
 
@@ -260,6 +272,10 @@ impl Trainer {
             total_iters,
             dataset_description,
             last_phase_secs: PhaseSecs::default(),
+            representation: RepresentationMonitor::new(
+                config.vit_arch().embed_dim,
+                config.dino.bottleneck_dim,
+            ),
             config,
         })
     }
@@ -384,7 +400,9 @@ impl Trainer {
         let n_crops = 2 + local_crops;
         let teacher_out = self
             .teacher
-            .forward_multi_crop(vec![global_images.clone()], None);
+            .forward_multi_crop_with_features(vec![global_images.clone()], None);
+        let teacher_features = teacher_out.features.clone();
+        let teacher_bottleneck = teacher_out.bottleneck.clone();
         lap(&mut phases.teacher_forward);
         let mut groups = vec![global_images.autodiff()];
         if let Some(locals) = local_images {
@@ -452,11 +470,13 @@ impl Trainer {
             }
         };
         lap(&mut phases.ema);
+        let reading = self.observe_representation(it, teacher_features, teacher_bottleneck)?;
+        lap(&mut phases.geometry);
         self.last_phase_secs = phases;
         self.step += 1;
 
         let step_secs = started.elapsed().as_secs_f64();
-        Ok(MetricsRow {
+        let mut row = MetricsRow {
             step: it,
             epoch,
             loss: stats.loss,
@@ -475,7 +495,38 @@ impl Trainer {
             sharpening: self.live.sharpening,
             ln_k: self.ln_k(),
             warnings: batch.warnings,
-        })
+            ..MetricsRow::default()
+        };
+        if let Some(reading) = reading {
+            reading.fill(&mut row);
+        }
+        Ok(row)
+    }
+
+    /// Hands the teacher's outputs on the global crops to the representation monitor (read
+    /// back after the update, when the device has finished the step's work anyway).
+    fn observe_representation(
+        &mut self,
+        it: usize,
+        features: Option<Tensor<2>>,
+        bottleneck: Option<Tensor<2>>,
+    ) -> Result<Option<crate::train::representation::Reading>, TrainError> {
+        let host = |tensor: Option<Tensor<2>>| -> Result<Vec<f32>, TrainError> {
+            tensor
+                .ok_or_else(|| TrainError::Internal("teacher features missing".into()))?
+                .into_data_as::<f32>()
+                .as_slice::<f32>()
+                .map(<[f32]>::to_vec)
+                .map_err(|err| {
+                    TrainError::Internal(format!("teacher features unreadable: {err:?}"))
+                })
+        };
+        let features = host(features)?;
+        let bottleneck = host(bottleneck)?;
+        let last_step = it + 1 >= self.total_iters;
+        Ok(self
+            .representation
+            .observe(it, last_step, &features, &bottleneck))
     }
 
     /// Globals `[2B, 3, G, G]` and locals `[nB, 3, L, L]` (crop-major) on the plain device.

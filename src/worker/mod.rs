@@ -109,6 +109,8 @@ pub enum Event {
         total_steps: usize,
         iters_per_epoch: usize,
         ln_k: f64,
+        /// Width of the backbone features: the effective rank's maximum.
+        embed_dim: usize,
     },
     Metrics {
         run_id: RunId,
@@ -464,6 +466,7 @@ impl Worker {
             total_steps: trainer.total_steps(),
             iters_per_epoch: trainer.iters_per_epoch(),
             ln_k: trainer.ln_k(),
+            embed_dim: trainer.config().vit_arch().embed_dim,
         });
         if let Some(resumed) = resumed {
             self.emit(Event::Resumed {

@@ -59,7 +59,12 @@ fn train_writes_metrics_csv_and_resolved_config() {
     ), "{header}");
     let rows: Vec<_> = lines.collect();
     assert_eq!(rows.len(), 5);
-    let first: Vec<f64> = rows[0].split(',').map(|v| v.parse().unwrap()).collect();
+    // The 17 numeric columns of the decomposition (the geometry and `regime` follow).
+    let first: Vec<f64> = rows[0]
+        .split(',')
+        .take(17)
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert_eq!(first[0], 0.0);
     assert!(
         (first[2] - (first[3] + first[4])).abs() < 1e-4,
@@ -69,6 +74,25 @@ fn train_writes_metrics_csv_and_resolved_config() {
     // The scripted toggle applies from step 2 on (column 14 = centering).
     let centering: Vec<&str> = rows.iter().map(|r| r.split(',').nth(14).unwrap()).collect();
     assert_eq!(centering, ["1", "1", "0", "0", "0"]);
+    // Representation readings every 4 steps (and at the last), within 1 ..= d = 16; the
+    // regime column names the diagnosis (too few steps yet).
+    assert!(
+        header.ends_with(
+            ",ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,regime"
+        ),
+        "{header}"
+    );
+    let rank_of = |row: &str| row.split(',').nth(17).unwrap().to_string();
+    let ranks: Vec<String> = rows.iter().map(|r| rank_of(r)).collect();
+    for (step, rank) in ranks.iter().enumerate() {
+        if step % 4 == 0 {
+            let value: f64 = rank.parse().unwrap();
+            assert!((1.0..=16.0).contains(&value), "step {step}: {rank}");
+        } else {
+            assert_eq!(rank, "", "no reading at step {step}");
+        }
+    }
+    assert!(rows.iter().all(|r| r.ends_with(",warming-up")), "{csv}");
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(resolved.contains("embed_dim = 16"), "{resolved}");
     assert!(

@@ -223,7 +223,26 @@ fn synthetic(step: usize) -> MetricsRow {
     } else {
         (-(t - 60.0) / 12.0).exp()
     };
+    // Representation readings every 4 steps: the rank falls with the collapse.
+    let reading = step % 4 == 0;
+    let rank = if step < 60 {
+        38.0 + 4.0 * (t / 11.0).sin()
+    } else {
+        1.5 + 36.0 * (-(t - 60.0) / 10.0).exp()
+    };
+    let spectrum: Vec<f32> = if reading {
+        (0..96)
+            .map(|k| (-(k as f64) * 3.0 / rank).exp().max(1e-7) as f32)
+            .collect()
+    } else {
+        Vec::new()
+    };
     MetricsRow {
+        effective_rank: reading.then_some(rank),
+        effective_rank_head: reading.then_some(rank * 1.6),
+        std_normalized: reading.then_some(0.102 * rank / 40.0),
+        near_zero_directions: reading.then(|| spectrum.iter().filter(|s| **s < 1e-3).count()),
+        spectrum,
         step,
         epoch: step / 32,
         loss: h + kl,
@@ -242,6 +261,7 @@ fn synthetic(step: usize) -> MetricsRow {
         sharpening: true,
         ln_k: 1024f64.ln(),
         warnings: Vec::new(),
+        ..MetricsRow::default()
     }
 }
 
@@ -260,6 +280,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 total_steps: 320,
                 iters_per_epoch: 32,
                 ln_k: 1024f64.ln(),
+                embed_dim: 96,
             });
             for step in 0..120 {
                 app.state.apply(Event::Metrics {
@@ -325,6 +346,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                             jaccard_best_head: Some(jaccard),
                             jaccard_mean_map: Some(jaccard),
                             eval_secs: Some(1.0),
+                            ..Default::default()
                         },
                         knn: None,
                         jaccard: None,

@@ -339,6 +339,8 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
         .unwrap();
     const UNTICK_AT: usize = 32;
     let mut verdicts = Vec::new();
+    // The engine's `regime` column of each row: the same rules on the same 5 steps.
+    let mut regimes = Vec::new();
     let mut unticked = false;
     // 60 steps of `tiny`: ~15 s alone, longer beside the other tests.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -347,6 +349,7 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
         if let Event::Metrics { metrics, .. } = event {
             let run = state.run(run_id).unwrap();
             verdicts.push((metrics.step, run.collapse_state(), metrics.teacher_entropy));
+            regimes.push(metrics.regime);
             if metrics.step + 1 == UNTICK_AT && !unticked {
                 worker.send(Command::Set(Toggle::Centering(false))).unwrap();
                 unticked = true;
@@ -393,6 +396,11 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
             "step {step}: the chip says {verdict:?}; {verdicts:?}"
         );
     }
+    assert_eq!(
+        regimes,
+        verdicts.iter().map(|v| v.1).collect::<Vec<_>>(),
+        "the CSV's regime and the chip agree step by step"
+    );
     let last = state.run(run_id).unwrap();
     let recent = last.recent_loss();
     let text = last.collapse_state().explain(&recent);
