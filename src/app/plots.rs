@@ -299,6 +299,9 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                             .width(2.0)
                             .style(style),
                     );
+                    if *is_current && label == "k-NN top-1" {
+                        best_knn_marker(plot_ui, run);
+                    }
                     if *is_current {
                         if let Some(baseline) = run.eval_baseline().and_then(value) {
                             plot_ui.hline(
@@ -312,4 +315,38 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 }
             }
         });
+}
+
+/// The evaluation with the best teacher top-1 (after random init), marked where labels exist:
+/// the checkpoint to keep with labels, next to the rank plot's best without them.
+fn best_knn_marker(plot_ui: &mut egui_plot::PlotUi<'_>, run: &RunRecord) {
+    let best = run
+        .evals
+        .iter()
+        .filter(|e| e.step > 0)
+        .filter_map(|e| Some((e.step, e.top1?)))
+        .fold(
+            None,
+            |best: Option<(usize, f64)>, (step, top1)| match best {
+                Some(b) if b.1 >= top1 => Some(b),
+                _ => Some((step, top1)),
+            },
+        );
+    if let Some((step, top1)) = best {
+        let x = step as f64;
+        plot_ui.vline(
+            VLine::new("", x)
+                .color(Color32::from_rgb(230, 120, 40).gamma_multiply(0.6))
+                .style(LineStyle::dashed_dense()),
+        );
+        plot_ui.text(
+            Text::new(
+                "",
+                PlotPoint::new(x, 100.0),
+                format!(" best k-NN: step {step} ({top1:.1} %)"),
+            )
+            .anchor(egui::Align2::LEFT_TOP)
+            .color(Color32::from_rgb(230, 230, 230)),
+        );
+    }
 }

@@ -285,4 +285,10 @@ fn resume_continues_the_csv_and_knn_evaluates_saved_weights() {
         "{stdout}"
     );
     assert!(stdout.contains("attention Jaccard best head"), "{stdout}");
+    // Weights inside a run: the step to keep without labels and what is on disk.
+    assert!(
+        stdout.contains("best without labels: step")
+            && stdout.contains("checkpoints on disk: checkpoint-00000003, checkpoint-00000006"),
+        "{stdout}"
+    );
 }
