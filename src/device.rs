@@ -85,6 +85,19 @@ pub fn cpu_description() -> String {
     format!("CPU (flex) · {} threads", rayon::current_num_threads())
 }
 
+/// Mesa's Vulkan device-select layer connects to the Wayland or X server to rank GPUs, and
+/// without a display session libwayland prints "XDG_RUNTIME_DIR is invalid or not set" on
+/// every adapter probe of a headless command (`train --resume`, `knn`, `bench`). With no
+/// session there is nothing to rank by, so the layer is turned off (`NODEVICE_SELECT=1`, the
+/// layer's own switch) unless the user set it. Call first thing in `main`, before any thread.
+pub fn quiet_headless_gpu_probe() {
+    let headless =
+        std::env::var_os("WAYLAND_DISPLAY").is_none() && std::env::var_os("DISPLAY").is_none();
+    if headless && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError> {
     let cpu = || SelectedDevice {
         device: Device::flex(),

@@ -5,6 +5,7 @@ mod cli;
 use std::io::Write;
 
 fn main() {
+    dinoscope::device::quiet_headless_gpu_probe();
     dinoscope::device::tune_host_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -16,6 +17,6 @@ fn main() {
     if let Err(err) = cli::run() {
         // Not eprintln!: it panics when stderr is a closed pipe.
         let _ = writeln!(std::io::stderr(), "error: {}", cli::error_line(&err));
-        std::process::exit(1);
+        std::process::exit(cli::exit_code(&err));
     }
 }

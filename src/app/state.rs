@@ -533,6 +533,19 @@ impl AppState {
                 }
             }
             Event::Warning(text) => self.message(Level::Warning, text),
+            Event::Halted {
+                run_id,
+                step,
+                message,
+            } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.markers.push(Marker {
+                        step,
+                        label: "non-finite: step discarded".into(),
+                    });
+                }
+                self.message(Level::Error, message);
+            }
             Event::Error(text) => self.message(Level::Error, text),
         }
     }

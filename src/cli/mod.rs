@@ -9,7 +9,7 @@ mod output;
 mod plot;
 mod train;
 
-pub use output::error_line;
+pub use output::{error_line, exit_code};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};

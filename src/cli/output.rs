@@ -44,3 +44,16 @@ pub fn error_line(err: &anyhow::Error) -> String {
     }
     line
 }
+
+/// Exit status of a failed command: 3 when training stopped on a non-finite loss or gradient
+/// (a checkpoint of the last good step was kept; `train --resume` continues), else 1.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use dinoscope::train::TrainError;
+    match err.downcast_ref::<TrainError>() {
+        Some(TrainError::NonFinite { .. }) => NON_FINITE_EXIT,
+        _ => 1,
+    }
+}
+
+/// The exit status of a run stopped by the non-finite guard.
+pub const NON_FINITE_EXIT: i32 = 3;

@@ -10,6 +10,7 @@ use dinoscope::device::select_device;
 use dinoscope::store::rows::{EvalRow, MetricsRow};
 use dinoscope::store::run::{new_run_dir, METRICS_FILE};
 use dinoscope::train::engine::{CheckpointPolicy, Engine, EngineEvent};
+use dinoscope::train::TrainError;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,12 +36,13 @@ pub struct TrainArgs {
     /// centering/sharpening/local_crops/teacher_temp columns of metrics.csv show the effect).
     #[arg(long, value_name = "STEP:KEY=VALUE")]
     toggle_at: Vec<String>,
-    /// Write a checkpoint every N steps (0 = only at the end and on Ctrl-C).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    checkpoint_every: usize,
-    /// Checkpoints kept (the oldest are deleted).
-    #[arg(long, value_name = "M", default_value_t = 3)]
-    keep_last: usize,
+    /// Write a checkpoint every N steps (0 = only at the end and on Ctrl-C) [default: 0, or
+    /// the resumed run's own].
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
+    /// Checkpoints kept (the oldest are deleted) [default: 3, or the resumed run's own].
+    #[arg(long, value_name = "M")]
+    keep_last: Option<usize>,
     /// Continue a run from its newest checkpoint (a run directory or one checkpoint-<step>/
     /// inside it); config, schedules and data come from the checkpoint.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "preset", "overrides", "seed", "epochs", "steps", "out"])]
@@ -131,9 +133,14 @@ fn run_engine(
             .unwrap_or_default()
     ));
     engine.script(toggles)?;
+    // Tests and demos: fail this way at that step (RELIABILITY.md).
+    let fault = dinoscope::train::guard::Fault::from_env().map_err(anyhow::Error::msg)?;
+    engine.inject_fault(fault);
+    // A resumed run keeps the policy it was started with unless told otherwise.
+    let policy = engine.checkpoint_policy();
     engine.set_checkpoint_policy(CheckpointPolicy {
-        every_steps: args.checkpoint_every,
-        keep_last: args.keep_last,
+        every_steps: args.checkpoint_every.unwrap_or(policy.every_steps),
+        keep_last: args.keep_last.unwrap_or(policy.keep_last),
     });
     // SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature) all end the run as closing
     // the window does: the step in flight finishes and a checkpoint is written.
@@ -187,11 +194,27 @@ fn run_engine(
         reporter.progress.finish();
     }
     // At the end and on a signal: a checkpoint to resume from (or to evaluate), teacher.bpk
-    // and the config with the live settings folded in. Not after a failed step.
+    // and the config with the live settings folded in. After a non-finite step too: the guard
+    // discarded it, so the state is the last good one. Not after other failures.
     let ln_k = engine.trainer().ln_k();
-    let (finished, events) = engine.finish(failure.is_none());
+    let non_finite_at = match &failure {
+        Some(TrainError::NonFinite { step, .. }) => Some(*step),
+        _ => None,
+    };
+    let (finished, events) = engine.finish(failure.is_none() || non_finite_at.is_some());
     reporter.report_quietly(events);
     if let Some(err) = failure {
+        if let (Some(step), Some(checkpoint)) = (non_finite_at, &finished.checkpoint) {
+            note(&format!(
+                "the last good state is saved in {}; continue with a lower lr: dinoscope train --resume {} --toggle-at {step}:lr_scale=0.5",
+                checkpoint.display(),
+                finished
+                    .run_dir
+                    .as_deref()
+                    .unwrap_or(checkpoint.as_path())
+                    .display()
+            ));
+        }
         return Err(err.into());
     }
     if let Some(m) = reporter.last.take() {

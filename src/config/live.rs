@@ -109,6 +109,20 @@ impl LiveSettings {
         config.optim.lr_scale = self.lr_scale;
     }
 
+    /// One line for messages: `centering on, sharpening on, teacher temperature 0.02, …`.
+    pub fn describe(&self) -> String {
+        let on = |flag: bool| if flag { "on" } else { "off" };
+        format!(
+            "centering {}, sharpening {}, teacher temperature {}, momentum {}, local crops {}, lr scale {}",
+            on(self.centering),
+            on(self.sharpening),
+            self.teacher_temp,
+            self.momentum_teacher,
+            self.local_crops,
+            self.lr_scale
+        )
+    }
+
     /// Applies a toggle after checking its range; nothing changes when it is out of range.
     pub fn apply(&mut self, toggle: &Toggle) -> Result<(), OutOfRange> {
         toggle.check()?;

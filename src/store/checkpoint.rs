@@ -114,6 +114,16 @@ pub struct CheckpointState {
     /// hold the rows); empty in checkpoints written before the readings existed.
     #[serde(default)]
     pub representation_rows_per_step: Vec<usize>,
+    /// The run's checkpoint policy, which a resumed run keeps (older checkpoints: none
+    /// periodic, 3 kept).
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+}
+
+fn default_keep_last() -> usize {
+    3
 }
 
 impl CheckpointState {

@@ -180,6 +180,12 @@ impl Engine {
         }
         let baseline_done = evals.iter().any(|row| row.step == 0);
         let mut engine = Self::around(trainer, writer, baseline_done, &mut events);
+        if let Ok(state) = crate::store::checkpoint::read_checkpoint_state(&checkpoint) {
+            engine.set_checkpoint_policy(CheckpointPolicy {
+                every_steps: state.checkpoint_every_steps,
+                keep_last: state.keep_last,
+            });
+        }
         for row in &history {
             engine.remember(row.clone());
         }
@@ -222,6 +228,11 @@ impl Engine {
         self.writer.as_ref().map(RunWriter::dir)
     }
 
+    /// The policy in force: the default for a new run, the saved one for a resumed run.
+    pub fn checkpoint_policy(&self) -> CheckpointPolicy {
+        self.checkpoints
+    }
+
     pub fn set_checkpoint_policy(&mut self, policy: CheckpointPolicy) {
         self.checkpoints = CheckpointPolicy {
             keep_last: policy.keep_last.max(1),
@@ -252,6 +263,11 @@ impl Engine {
         }
         self.scripted = toggles;
         Ok(())
+    }
+
+    /// Makes a later step fail as `fault` says (`DINOSCOPE_FAULT`, tests; see `train::guard`).
+    pub fn inject_fault(&mut self, fault: Option<crate::train::guard::Fault>) {
+        self.trainer.inject_fault(fault);
     }
 
     /// Applies a toggle before the next step; a marker is announced with that step.
@@ -469,10 +485,13 @@ impl Engine {
             );
         };
         let started = Instant::now();
-        let snapshot = self
+        let mut snapshot = self
             .trainer
             .snapshot()
             .map_err(|err| format!("checkpoint not written: {err}"))?;
+        // Saved so a resumed run keeps checkpointing as it did.
+        snapshot.state.checkpoint_every_steps = self.checkpoints.every_steps;
+        snapshot.state.keep_last = self.checkpoints.keep_last;
         write_checkpoint(&snapshot, dir, self.checkpoints.keep_last)
             .map(|path| (path, started.elapsed().as_secs_f64()))
             // The previous checkpoints are intact.

@@ -4,6 +4,7 @@
 
 pub mod ema;
 pub mod engine;
+pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod representation;

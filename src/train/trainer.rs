@@ -10,6 +10,8 @@ use crate::model::DinoModel;
 use crate::store::checkpoint::{CheckpointError, Snapshot};
 use crate::store::rows::MetricsRow;
 use crate::train::ema::ema_update;
+use crate::train::engine::CHECKPOINT_KEEP_LAST;
+use crate::train::guard::{gradient_norm, Fault, NonFiniteKind};
 use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats};
 use crate::train::optim::{build_optimizer, SharedWeightDecay};
 use crate::train::representation::RepresentationMonitor;
@@ -31,8 +33,12 @@ pub enum TrainError {
     Loader(#[from] LoaderError),
     #[error("invalid setting: {0}")]
     Setting(String),
-    #[error("loss is {loss} at step {step}; training stopped as the reference does. Lower optim.lr or dino.teacher_temp, or raise optim.warmup_epochs")]
-    NonFinite { step: usize, loss: f64 },
+    #[error("non-finite {} ({value}) at step {step}: the step was discarded, the weights, optimizer state and center are those after the last good step. Lower the lr scale or optim.lr, or dino.teacher_temp, or raise optim.warmup_epochs, then continue", what.describe())]
+    NonFinite {
+        step: usize,
+        what: NonFiniteKind,
+        value: f64,
+    },
     #[error(transparent)]
     Checkpoint(CheckpointError),
     #[error("internal error: {0}")]
@@ -99,6 +105,8 @@ pub struct Trainer {
     dataset_description: String,
     last_phase_secs: PhaseSecs,
     representation: RepresentationMonitor,
+    /// An injected failure (`DINOSCOPE_FAULT`, tests), see `train::guard`.
+    fault: Option<Fault>,
 }
 
 impl Trainer {
@@ -212,6 +220,9 @@ impl Trainer {
                 live: self.live.clone(),
                 drop_path_rng: RngState::capture(&self.drop_path_rng),
                 representation_rows_per_step: representation[0].rows_per_step.clone(),
+                // Filled in by the engine, which owns the policy.
+                checkpoint_every_steps: 0,
+                keep_last: CHECKPOINT_KEEP_LAST,
             },
             representation,
         })
@@ -276,6 +287,7 @@ impl Trainer {
                 config.vit_arch().embed_dim,
                 config.dino.bottleneck_dim,
             ),
+            fault: None,
             config,
         })
     }
@@ -371,12 +383,50 @@ impl Trainer {
         (lr, wd, momentum, teacher_temp)
     }
 
-    /// One DINO iteration (reference §5.5).
+    /// Makes a later step fail as `fault` says (tests, demos); `None` clears it.
+    pub fn inject_fault(&mut self, fault: Option<Fault>) {
+        self.fault = fault;
+    }
+
+    /// One DINO iteration (reference §5.5). A non-finite loss or gradient discards the step:
+    /// nothing the run keeps has changed (see `train::guard`).
     pub fn step(&mut self) -> Result<MetricsRow, TrainError> {
-        crate::device::on_compute_pool(|| self.step_here())
+        let rng_before = self.drop_path_rng.clone();
+        let result = crate::device::on_compute_pool(|| self.step_here());
+        if matches!(result, Err(TrainError::NonFinite { .. })) {
+            // The discarded step drew stochastic depth; the retry draws the same.
+            self.drop_path_rng = rng_before;
+        }
+        result
+    }
+
+    /// Fails with what the injected fault asks for at `it`, if anything.
+    fn injected(&self, it: usize, what: NonFiniteKind, value: f64) -> Result<(), TrainError> {
+        let hit = match (self.fault, what) {
+            (Some(Fault::NanLoss { step }), NonFiniteKind::Loss)
+            | (Some(Fault::NanGrad { step }), NonFiniteKind::Gradients) => step == it,
+            _ => false,
+        };
+        if hit || !value.is_finite() {
+            let value = if hit { f64::NAN } else { value };
+            return Err(TrainError::NonFinite {
+                step: it,
+                what,
+                value,
+            });
+        }
+        Ok(())
     }
 
     fn step_here(&mut self) -> Result<MetricsRow, TrainError> {
+        if let Some(Fault::DeviceLost { step }) = self.fault {
+            if step == self.step {
+                return Err(TrainError::Internal(format!(
+                    "device lost at step {step} (injected by {})",
+                    crate::train::guard::FAULT_ENV
+                )));
+            }
+        }
         let started = Instant::now();
         let batch = self.loader.next_batch()?;
         let data_wait_secs = started.elapsed().as_secs_f64();
@@ -430,14 +480,10 @@ impl Trainer {
             .ok()
             .and_then(LossStats::from_values)
             .ok_or_else(|| TrainError::Internal("loss statistics unreadable".into()))?;
-        if !stats.loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: it,
-                loss: stats.loss,
-            });
-        }
-        // Updated after the loss, so step t uses the center of steps < t.
-        self.center = update_center(
+        self.injected(it, NonFiniteKind::TeacherOutput, stats.teacher_entropy)?;
+        self.injected(it, NonFiniteKind::Loss, stats.loss)?;
+        // Step t uses the center of steps < t; kept aside until the gradients pass the guard.
+        let next_center = update_center(
             self.center.clone(),
             teacher_out.logits,
             self.config.dino.center_momentum,
@@ -455,6 +501,13 @@ impl Trainer {
         if self.config.dino.norm_last_layer {
             grads.remove::<2>(last_layer.weight_g.id);
         }
+        // Before anything the run keeps is touched.
+        self.injected(
+            it,
+            NonFiniteKind::Gradients,
+            gradient_norm(&self.student, &grads),
+        )?;
+        self.center = next_center;
         self.weight_decay.set(wd);
         self.student = self.optimizer.step(lr, self.student.clone(), grads);
         lap(&mut phases.optimizer);

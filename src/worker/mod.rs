@@ -8,6 +8,7 @@ use crate::config::{Config, Toggle};
 use crate::device::{select_device, DeviceChoice, SelectedDevice};
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::train::engine::{CheckpointPolicy, Engine, EngineEvent, Evaluation, ResumedFrom};
+use crate::train::TrainError;
 use burn::module::Module;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Command {
     },
     /// Apply a toggle before the next step.
     Set(Toggle),
+    /// Make a later step of the current run fail this way (tests and demos; a run started
+    /// with `DINOSCOPE_FAULT` set gets it from the environment). See `train::guard`.
+    InjectFault(Option<crate::train::guard::Fault>),
     /// Which images the attention view follows, from which network, how often and at what size.
     SetAttention(AttentionSettings),
     /// End the thread.
@@ -154,6 +158,13 @@ pub enum Event {
     EvalHistory {
         run_id: RunId,
         rows: Vec<EvalRow>,
+    },
+    /// The non-finite guard discarded step `step`: the run is paused at its last good state;
+    /// a toggle and Resume continue it, Save checkpoint keeps that state.
+    Halted {
+        run_id: RunId,
+        step: usize,
+        message: String,
     },
     Warning(String),
     Error(String),
@@ -351,6 +362,11 @@ impl Worker {
                 path,
                 paused,
             } => self.resume(run_id, &path, paused),
+            Command::InjectFault(fault) => {
+                if let Some(run) = &mut self.run {
+                    run.engine.inject_fault(fault);
+                }
+            }
             Command::SaveCheckpoint => {
                 if let Some(run) = &self.run {
                     let event = run.engine.checkpoint_event();
@@ -458,6 +474,12 @@ impl Worker {
         paused: bool,
     ) {
         engine.set_checkpoint_policy(self.checkpoints);
+        match crate::train::guard::Fault::from_env() {
+            Ok(fault) => engine.inject_fault(fault),
+            Err(message) => {
+                self.emit(Event::Warning(message));
+            }
+        }
         let trainer = engine.trainer();
         self.emit(Event::Started {
             run_id,
@@ -557,6 +579,22 @@ impl Worker {
                         self.emit_attention(step);
                     }
                 }
+            }
+            Err(TrainError::NonFinite { step, what, value }) => {
+                // Nothing the run keeps was touched: pause instead of ending it.
+                let settings = run.engine.trainer().live().describe();
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                }
+                self.emit(Event::Halted {
+                    run_id,
+                    step,
+                    message: format!(
+                        "Paused: non-finite {} ({value}) at step {step}; the step was discarded and the run is at its last good state. Settings then: {settings}. Lower the lr scale (or the teacher temperature) and press Resume, or Save checkpoint / Resume run... an earlier one.",
+                        what.describe()
+                    ),
+                });
+                self.status(WorkerStatus::Paused);
             }
             Err(err) => {
                 self.emit(Event::Error(err.to_string()));

@@ -292,3 +292,97 @@ fn resume_continues_the_csv_and_knn_evaluates_saved_weights() {
         "{stdout}"
     );
 }
+
+/// Issue 14 §1: a non-finite step (injected) stops `train` with exit status 3, names the step,
+/// keeps a checkpoint of the last good state with only finite values and no NaN row, and
+/// `--resume` continues from it.
+#[test]
+fn a_non_finite_step_exits_3_and_resume_continues_from_the_last_good_state() {
+    for fault in ["nan-loss@5", "nan-grad@5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let output = dinoscope()
+            .env("DINOSCOPE_FAULT", fault)
+            .args([
+                "train",
+                "--device",
+                "cpu",
+                "--steps",
+                "9",
+                "--log-every",
+                "0",
+            ])
+            .args(["--checkpoint-every", "2", "--out"])
+            .arg(&run)
+            .args(MICRO)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{fault}: {stderr}");
+        let what = if fault.starts_with("nan-loss") {
+            "loss"
+        } else {
+            "gradients"
+        };
+        assert!(
+            stderr.contains(&format!("non-finite {what} (NaN) at step 5"))
+                && stderr.contains("checkpoint-00000005")
+                && stderr.contains("--toggle-at 5:lr_scale=0.5"),
+            "{stderr}"
+        );
+        let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+        assert!(!csv.to_lowercase().contains("nan"), "{csv}");
+        // The saved state is finite: resuming it trains on with finite losses.
+        let output = dinoscope()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--log-every", "0", "--toggle-at", "5:lr_scale=0.5"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 9, "{csv}");
+        assert!(!csv.to_lowercase().contains("nan"), "{csv}");
+    }
+}
+
+/// Issue 20 case 11: a headless command (no display session) probes for a GPU without
+/// libwayland's "XDG_RUNTIME_DIR is invalid" lines.
+#[test]
+fn a_headless_gpu_probe_prints_no_display_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = dinoscope()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--log-every",
+            "0",
+            "--out",
+        ])
+        .arg(&run)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let output = dinoscope()
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .args(["train", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

@@ -4,6 +4,7 @@ mod attention;
 mod bad_input;
 mod checkpoint;
 mod cli;
+mod faults;
 mod golden;
 mod gui;
 mod layers;

@@ -406,3 +406,60 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
     let text = last.collapse_state().explain(&recent);
     assert!(text.contains("prototypes in use"), "{text}");
 }
+
+/// Issue 14 §1: a non-finite step pauses the run (not ends it) at its last good state; a
+/// toggle and Resume continue it, and the discarded step never reaches the metrics.
+#[test]
+fn a_non_finite_step_pauses_the_run_and_resume_continues_it() {
+    use dinoscope::train::guard::Fault;
+    let worker = spawn();
+    start(&worker, 1, true);
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Paused,
+                ..
+            }
+        )
+    });
+    worker
+        .send(Command::InjectFault(Some(Fault::NanGrad { step: 3 })))
+        .unwrap();
+    worker.send(Command::Resume).unwrap();
+    let events = until(&worker, |e| matches!(e, Event::Halted { .. }));
+    let steps: Vec<usize> = events.iter().filter_map(metrics_step).collect();
+    assert_eq!(steps, vec![0, 1, 2], "the bad step is not reported");
+    let Some(Event::Halted { step, message, .. }) = events.last() else {
+        unreachable!()
+    };
+    assert_eq!(*step, 3);
+    assert!(
+        message.contains("non-finite gradients") && message.contains("lr scale 1"),
+        "{message}"
+    );
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Paused,
+                ..
+            }
+        )
+    });
+    // Lower the lr and continue: step 3 is computed again, and the run goes on.
+    worker.send(Command::InjectFault(None)).unwrap();
+    worker.send(Command::Set(Toggle::LrScale(0.5))).unwrap();
+    worker.send(Command::Resume).unwrap();
+    let events = until(&worker, |e| metrics_step(e) == Some(5));
+    let rows: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Metrics { metrics, .. } => Some(metrics.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|m| m.step).collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(rows.iter().all(|m| m.loss.is_finite()));
+    worker.send(Command::Stop).unwrap();
+}
