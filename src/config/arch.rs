@@ -51,4 +51,22 @@ impl Config {
             drop_path_rate,
         }
     }
+
+    /// The shape of the networks in one line, e.g. `vit_micro (96 wide, 4 blocks, 3 heads,
+    /// patch 4), head 512 → 256 → K 1024`: what a checkpoint records, so resuming under a
+    /// changed architecture is named in words instead of a tensor-shape dump.
+    pub fn architecture_line(&self) -> String {
+        let arch = self.vit_arch();
+        format!(
+            "{} ({} wide, {} blocks, {} heads, patch {}), head {} → {} → K {}",
+            self.model.arch,
+            arch.embed_dim,
+            arch.depth,
+            arch.num_heads,
+            self.model.patch_size,
+            self.dino.hidden_dim,
+            self.dino.bottleneck_dim,
+            self.dino.out_dim
+        )
+    }
 }

@@ -120,6 +120,9 @@ pub struct CheckpointState {
     pub checkpoint_every_steps: usize,
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
+    /// `Config::architecture_line` of the run (empty in older checkpoints).
+    #[serde(default)]
+    pub architecture: String,
 }
 
 fn default_keep_last() -> usize {

@@ -145,6 +145,18 @@ impl Trainer {
         let config =
             Config::from_file(&files.config).map_err(|err| TrainError::Checkpoint(err.into()))?;
         validate(&config)?;
+        let now = config.architecture_line();
+        if !state.architecture.is_empty() && state.architecture != now {
+            return Err(TrainError::Checkpoint(
+                crate::store::checkpoint::CheckpointError::Mismatch {
+                    path: files.config.clone(),
+                    what: format!(
+                        "checkpoint is {}, config says {now}; restore the model and dino sections of this config.toml, or start a new run with the new architecture",
+                        state.architecture
+                    ),
+                },
+            ));
+        }
         let dataset = open_dataset(&config)?;
         if dataset.describe() != state.dataset {
             return Err(TrainError::Checkpoint(
@@ -223,6 +235,7 @@ impl Trainer {
                 // Filled in by the engine, which owns the policy.
                 checkpoint_every_steps: 0,
                 keep_last: CHECKPOINT_KEEP_LAST,
+                architecture: self.config.architecture_line(),
             },
             representation,
         })

@@ -653,3 +653,86 @@ fn a_config_that_cannot_fit_in_memory_is_refused_before_building() {
         "no empty run directory left"
     );
 }
+
+/// Issue 20 case 6: a checkpoint whose config.toml now describes another architecture is
+/// refused in one line naming both, not with a dump of tensor shapes.
+#[test]
+fn resuming_under_a_changed_architecture_names_both_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = dinoscope_bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "3",
+            "--log-every",
+            "0",
+            "--out",
+        ])
+        .arg(&run)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let config = run.join("checkpoint-00000003/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("depth = 1"), "{text}");
+    std::fs::write(&config, text.replace("depth = 1", "depth = 2")).unwrap();
+    let output = dinoscope_bin()
+        .args(["train", "--device", "cpu", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("checkpoint is vit_micro (16 wide, 1 blocks, 2 heads")
+            && stderr.contains("config says vit_micro (16 wide, 2 blocks, 2 heads")
+            && stderr.contains("config.toml"),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 800, "one line, not a dump: {stderr}");
+}
+
+/// Issue 20 case 8: every `--toggle-at` is checked before the first step, its value and its
+/// step, and the message names `--toggle-at`.
+#[test]
+fn toggle_at_values_and_steps_are_checked_before_the_first_step() {
+    for (toggle, expect) in [
+        (
+            "2:teacher_temp=5",
+            "teacher temperature = 5 is out of range",
+        ),
+        ("9:centering=off", "after the last step"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let output = dinoscope_bin()
+            .args([
+                "train",
+                "--device",
+                "cpu",
+                "--steps",
+                "4",
+                "--log-every",
+                "0",
+            ])
+            .args(["--toggle-at", toggle, "--out"])
+            .arg(&run)
+            .args(MICRO)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{toggle}");
+        assert!(
+            stderr.contains("--toggle-at") && stderr.contains(expect),
+            "{toggle}: {stderr}"
+        );
+        let rows = std::fs::read_to_string(run.join("metrics.csv"))
+            .map(|csv| csv.lines().count().saturating_sub(1))
+            .unwrap_or(0);
+        assert_eq!(rows, 0, "{toggle}: no step ran");
+    }
+}

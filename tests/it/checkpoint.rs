@@ -128,6 +128,26 @@ fn interrupted_writes_and_damaged_checkpoints_are_handled() {
         .err()
         .unwrap()
         .to_string();
+    // Named in one line from the architecture state.toml records (issue 20 case 6)...
+    assert!(
+        err.contains("config.toml")
+            && err.contains("checkpoint is vit_micro (16 wide")
+            && err.contains("config says vit_micro (32 wide"),
+        "{err}"
+    );
+    // ...and, in a checkpoint written before state.toml recorded it, by the weights file.
+    let other_state = other.join("state.toml");
+    let state_text = std::fs::read_to_string(&other_state).unwrap();
+    let older: String = state_text
+        .lines()
+        .filter(|line| !line.starts_with("architecture"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&other_state, older).unwrap();
+    let err = Trainer::resume(&other, device.clone())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("student.bpk") || err.contains("teacher.bpk"),
         "{err}"
