@@ -2,7 +2,7 @@
 
 mod cli;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 fn main() {
     dinoscope::device::quiet_headless_gpu_probe();
@@ -13,6 +13,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never into a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(err) = cli::run() {
         // Not eprintln!: it panics when stderr is a closed pipe.

@@ -114,6 +114,8 @@ pub struct Engine {
     recent: VecDeque<MetricsRow>,
     latest_rank: Option<f64>,
     best_rank: Option<f64>,
+    /// Data warnings already reported.
+    warned: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -216,6 +218,7 @@ impl Engine {
             recent: VecDeque::new(),
             latest_rank: None,
             best_rank: None,
+            warned: std::collections::HashSet::new(),
         }
     }
 
@@ -304,7 +307,10 @@ impl Engine {
         let mut metrics = self.guarded_step(step)?;
         metrics.regime = self.diagnose(&metrics);
         for warning in &metrics.warnings {
-            events.push(EngineEvent::Warning(warning.clone()));
+            // A corrupt file is met again every epoch: say it once per run.
+            if self.warned.insert(warning.clone()) {
+                events.push(EngineEvent::Warning(warning.clone()));
+            }
         }
         if let Some(writer) = &mut self.writer {
             if let Err(err) = writer.append(&metrics) {
