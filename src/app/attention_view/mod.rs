@@ -1,0 +1,341 @@
+//! The attention view: per-head CLS self-attention of the last block, thresholded to keep the
+//! top share of the mass, on images the user follows (bundled photos, "Open image…",
+//! drag-and-drop). Maps come from the training run (every N steps, with a history scrubber) or
+//! from weights loaded with "Open weights…" (official DINO releases, checkpoints, our runs).
+//! Overlays are drawn by the WGSL shader when the renderer is wgpu, else composited on the CPU
+//! with the same formulas; exports always use the CPU composite.
+//!
+//! This file: the view's state (followed images, choices, loaded maps, requests to the
+//! threads) and export; `render.rs`: CPU composites and cached textures; `ui.rs`: the egui
+//! panels.
+
+mod render;
+mod ui;
+
+use super::state::{AppState, Level};
+use crate::analysis::attention::{head_colour, AttentionMaps, HeadFusion, ImageSize};
+use crate::store::weights::{BackboneInfo, Network};
+use image::RgbImage;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which map is shown large.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadChoice {
+    Head(usize),
+    Fused(HeadFusion),
+}
+
+impl HeadChoice {
+    pub fn label(self) -> String {
+        match self {
+            HeadChoice::Head(h) => format!("head {h}"),
+            HeadChoice::Fused(HeadFusion::Mean) => "mean of heads".into(),
+            HeadChoice::Fused(HeadFusion::Min) => "min of heads".into(),
+            HeadChoice::Fused(HeadFusion::Max) => "max of heads".into(),
+        }
+    }
+
+    fn file_stem(self) -> String {
+        match self {
+            HeadChoice::Head(h) => format!("head{h}"),
+            HeadChoice::Fused(HeadFusion::Mean) => "mean".into(),
+            HeadChoice::Fused(HeadFusion::Min) => "min".into(),
+            HeadChoice::Fused(HeadFusion::Max) => "max".into(),
+        }
+    }
+
+    fn colour(self) -> [u8; 3] {
+        match self {
+            HeadChoice::Head(h) => head_colour(Some(h)),
+            HeadChoice::Fused(_) => head_colour(None),
+        }
+    }
+}
+
+/// Where the maps come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapSource {
+    /// The in-app training run (its teacher or student), every N steps.
+    Training,
+    /// Weights opened with "Open weights…".
+    Loaded,
+}
+
+/// An image the view follows.
+#[derive(Clone)]
+pub struct FollowedImage {
+    pub name: String,
+    pub image: Arc<RgbImage>,
+    /// Unique per image in this session (texture caches key on it).
+    pub key: u64,
+}
+
+/// Maps of the loaded weights.
+pub struct LoadedMaps {
+    pub info: BackboneInfo,
+    pub maps: Vec<(String, AttentionMaps)>,
+    pub elapsed_secs: Option<f64>,
+}
+
+/// What the app must tell the threads after this frame.
+#[derive(Default)]
+pub struct ViewRequests {
+    pub open_images: bool,
+    pub open_weights: bool,
+    /// Worker settings (images, network, period, size) changed.
+    pub training_settings: bool,
+    /// The loaded weights' maps need recomputing (images or size changed).
+    pub recompute_loaded: bool,
+    /// Reload the weights with another network.
+    pub reload_weights: bool,
+    pub export_view: bool,
+    pub export_grid: bool,
+}
+
+/// Panel state that is not run data: images, choices and cached textures.
+pub struct AttentionView {
+    pub images: Vec<FollowedImage>,
+    pub selected: usize,
+    pub threshold: f32,
+    pub head: HeadChoice,
+    pub heat_opacity: f32,
+    pub contour: bool,
+    pub source: MapSource,
+    pub network: Network,
+    pub every_steps: usize,
+    /// `None`: the model's default (training crop size, 480 for external weights).
+    pub short_side_px: Option<u32>,
+    /// Index into the snapshot history; `None` follows the newest.
+    pub scrub: Option<usize>,
+    pub loaded: Option<LoadedMaps>,
+    pub weights_path: Option<PathBuf>,
+    /// Heads of loaded weights; `None` = the official convention (width / 64).
+    pub heads_override: Option<usize>,
+    pub loading: bool,
+    /// The WGSL overlay is installed (renderer is wgpu).
+    pub gpu: bool,
+    next_key: u64,
+    crops: HashMap<(u64, (u32, u32), usize), Arc<RgbImage>>,
+    textures: HashMap<String, (String, egui::TextureHandle)>,
+    pub requests: ViewRequests,
+}
+
+impl AttentionView {
+    /// Starts with the bundled photos and one image of the embedded training data.
+    pub fn new() -> Self {
+        let mut view = Self {
+            images: Vec::new(),
+            selected: 0,
+            threshold: 0.6,
+            head: HeadChoice::Fused(HeadFusion::Mean),
+            heat_opacity: 0.0,
+            contour: true,
+            source: MapSource::Training,
+            network: Network::Teacher,
+            every_steps: crate::worker::ATTENTION_EVERY_STEPS,
+            short_side_px: None,
+            scrub: None,
+            loaded: None,
+            weights_path: None,
+            heads_override: None,
+            loading: false,
+            gpu: false,
+            next_key: 1,
+            crops: HashMap::new(),
+            textures: HashMap::new(),
+            requests: ViewRequests {
+                training_settings: true,
+                ..Default::default()
+            },
+        };
+        for (name, image) in crate::data::sample_photos() {
+            view.push_image(name, image);
+        }
+        let data = crate::data::SyntheticShapes::new(7, 64, 12);
+        let (sample, _) = data.sample_with_mask(0);
+        let name = format!(
+            "{} (training data)",
+            crate::data::SyntheticShapes::CLASS_NAMES[sample.label]
+        );
+        view.push_image(name, sample.image);
+        view
+    }
+
+    fn push_image(&mut self, name: String, image: RgbImage) {
+        // Names identify maps in events: keep them unique.
+        let mut unique = name.clone();
+        let mut n = 2;
+        while self.images.iter().any(|i| i.name == unique) {
+            unique = format!("{name} ({n})");
+            n += 1;
+        }
+        self.images.push(FollowedImage {
+            name: unique,
+            image: Arc::new(image),
+            key: self.next_key,
+        });
+        self.next_key += 1;
+    }
+
+    fn images_changed(&mut self) {
+        self.requests.training_settings = true;
+        self.requests.recompute_loaded = self.loaded.is_some();
+    }
+
+    /// Adds user images (file dialog or drop) and selects the first new one; unreadable files
+    /// become status messages and change nothing else.
+    pub fn add_files(&mut self, paths: Vec<PathBuf>, state: &mut AppState) {
+        let before = self.images.len();
+        for path in paths {
+            match crate::data::load_rgb(&path) {
+                Ok(image) => {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| path.display().to_string());
+                    self.push_image(name, image);
+                }
+                Err(err) => state.message(Level::Warning, err.to_string()),
+            }
+        }
+        if self.images.len() > before {
+            self.selected = before;
+            self.images_changed();
+        }
+    }
+
+    pub fn remove_image(&mut self, index: usize) {
+        if index < self.images.len() {
+            self.images.remove(index);
+            self.selected = self.selected.min(self.images.len().saturating_sub(1));
+            self.images_changed();
+        }
+    }
+
+    /// The worker's settings for this view.
+    pub fn training_settings(&self) -> crate::worker::AttentionSettings {
+        crate::worker::AttentionSettings {
+            images: self.followed(),
+            every_steps: self.every_steps,
+            network: self.network,
+            size: self.short_side_px.map(ImageSize::ShortSide),
+        }
+    }
+
+    pub fn followed(&self) -> Vec<crate::worker::AttentionImage> {
+        self.images
+            .iter()
+            .map(|i| crate::worker::AttentionImage {
+                name: i.name.clone(),
+                image: i.image.clone(),
+            })
+            .collect()
+    }
+
+    /// Weights loaded; `show` makes them the source of the maps.
+    pub fn weights_loaded(&mut self, info: BackboneInfo, show: bool) {
+        self.loading = false;
+        self.weights_path = Some(info.path.clone());
+        self.network = info.network;
+        self.loaded = Some(LoadedMaps {
+            info,
+            maps: Vec::new(),
+            elapsed_secs: None,
+        });
+        if show {
+            self.source = MapSource::Loaded;
+        }
+        self.requests.recompute_loaded = true;
+    }
+
+    pub fn loaded_maps(&mut self, source: &Path, maps: Vec<(String, AttentionMaps)>, secs: f64) {
+        if let Some(loaded) = &mut self.loaded {
+            if loaded.info.path == source {
+                loaded.maps = maps;
+                loaded.elapsed_secs = Some(secs);
+            }
+        }
+    }
+
+    /// The maps currently shown and a caption saying where they come from.
+    fn current<'a>(
+        &'a self,
+        state: &'a AppState,
+    ) -> Option<(String, &'a [(String, AttentionMaps)])> {
+        match self.source {
+            MapSource::Training => {
+                let snapshot = match self.scrub {
+                    Some(i) => state.attention_history.get(i),
+                    None => state.attention_history.back(),
+                }?;
+                Some((
+                    format!(
+                        "training run · {} after step {}",
+                        snapshot.network.label(),
+                        snapshot.step + 1
+                    ),
+                    snapshot.maps.as_slice(),
+                ))
+            }
+            MapSource::Loaded => {
+                let loaded = self.loaded.as_ref()?;
+                let timing = loaded
+                    .elapsed_secs
+                    .map(|s| format!(" · maps in {s:.2} s"))
+                    .unwrap_or_default();
+                Some((
+                    format!("{}{timing}", loaded.info.describe()),
+                    loaded.maps.as_slice(),
+                ))
+            }
+        }
+    }
+
+    /// Maps of the selected image in the current source.
+    pub fn selected_maps(&self, state: &AppState) -> Option<AttentionMaps> {
+        let name = &self.images.get(self.selected)?.name;
+        let (_, maps) = self.current(state)?;
+        maps.iter().find(|(n, _)| n == name).map(|(_, m)| m.clone())
+    }
+
+    /// Writes the large view (`grid == false`) or the per-head grid as PNG.
+    pub fn export(&mut self, state: &AppState, path: &Path, grid: bool) -> Result<(), String> {
+        let maps = self
+            .selected_maps(state)
+            .ok_or("no attention maps to export yet")?;
+        let picture = if grid {
+            self.render_grid(self.selected, &maps)
+        } else {
+            self.render(self.selected, self.head, &maps)
+        }
+        .ok_or("nothing to export")?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        picture
+            .write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|err| format!("cannot encode {}: {err}", path.display()))?;
+        crate::store::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
+    }
+
+    /// File name offered by the export dialog.
+    pub fn export_name(&self, grid: bool) -> String {
+        let image = self
+            .images
+            .get(self.selected)
+            .map(|i| i.name.split('.').next().unwrap_or("image").to_string())
+            .unwrap_or_else(|| "image".into());
+        let what = if grid {
+            "heads".to_string()
+        } else {
+            self.head.file_stem()
+        };
+        format!("attention-{image}-{what}-th{:.2}.png", self.threshold)
+    }
+}
+
+impl Default for AttentionView {
+    fn default() -> Self {
+        Self::new()
+    }
+}
