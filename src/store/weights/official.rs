@@ -1,0 +1,194 @@
+//! The official DINO releases and checkpoints (`.pth`) and safetensors in the same key layout:
+//! the prefixes the official loaders strip, PyTorch layout to burn's with every float cast to
+//! f32, and what a file holds besides the backbone.
+
+use super::shapes::{infer_config, summarise_keys};
+use super::{ArchOverrides, BackboneInfo, LoadedBackbone, Network, WeightsError, WeightsFormat};
+use crate::model::{HostInit, VisionTransformer, VitConfig};
+use burn::prelude::*;
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    ChainAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use burn::tensor::DType;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The prefixes the official loaders strip, and our one naming difference: the patch
+/// embedding is a plain parameter pair, not a Conv2d called `proj`.
+fn official_remaps<S>(store: S, remap: impl Fn(S, &str, &str) -> S) -> S {
+    let store = remap(store, r"^module\.", "");
+    let store = remap(store, r"^backbone\.", "");
+    remap(store, r"^patch_embed\.proj\.", "patch_embed.")
+}
+
+pub(super) fn load_pytorch(
+    path: &Path,
+    network: Network,
+    overrides: &ArchOverrides,
+    device: &Device,
+) -> Result<LoadedBackbone, WeightsError> {
+    let read_error = |err: burn::store::PytorchStoreError| WeightsError::Read {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    };
+    // A full checkpoint nests the networks under `teacher`/`student`; a released backbone is
+    // a flat state dict.
+    let top_keys: Vec<String> = PytorchStore::from_file(path).keys().map_err(read_error)?;
+    let nested = top_keys
+        .iter()
+        .any(|k| k.starts_with("teacher.") || k.starts_with("student."));
+    let mut ignored_entries = 0;
+    let mut store = PytorchStore::from_file(path)
+        .allow_partial(true)
+        .map_indices_contiguous(false);
+    if nested {
+        let prefix = format!("{}.", network.label());
+        if !top_keys.iter().any(|k| k.starts_with(&prefix)) {
+            return Err(WeightsError::NoNetwork {
+                path: path.to_path_buf(),
+                network: network.label(),
+                found: summarise_keys(&top_keys),
+            });
+        }
+        ignored_entries = top_keys.iter().filter(|k| !k.starts_with(&prefix)).count();
+        store = store.with_top_level_key(network.label());
+    }
+    let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
+    let tensors = store.get_all_tensors().map_err(read_error)?;
+    let shapes = shapes_of(tensors);
+    let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
+    ignored_entries += shapes.len() - backbone_keys;
+    let converted_from = converted_from(tensors);
+    let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
+    // PytorchStore has no adapter option (its own is PyTorchToBurnAdapter alone), so the
+    // tensors are applied directly with the f32 cast chained after it.
+    let result = backbone.apply(
+        tensors.values().cloned().collect(),
+        None,
+        Some(Box::new(to_f32_adapter())),
+        false,
+    );
+    check_applied(path, &result)?;
+    let mut info = external_info(
+        path,
+        WeightsFormat::Pytorch,
+        network,
+        &config,
+        ignored_entries,
+    );
+    info.converted_from = converted_from;
+    Ok(LoadedBackbone {
+        backbone: backbone.without_drop_path(),
+        info,
+    })
+}
+
+pub(super) fn load_safetensors(
+    path: &Path,
+    overrides: &ArchOverrides,
+    device: &Device,
+) -> Result<LoadedBackbone, WeightsError> {
+    let read_error = |err: burn::store::SafetensorsStoreError| WeightsError::Read {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    };
+    let store = SafetensorsStore::from_file(path)
+        .with_from_adapter(to_f32_adapter())
+        .allow_partial(true)
+        .map_indices_contiguous(false);
+    let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
+    let tensors = store.get_all_tensors().map_err(read_error)?;
+    let shapes = shapes_of(tensors);
+    let converted_from = converted_from(tensors);
+    let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
+    let ignored_entries = shapes.len() - backbone_keys;
+    let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
+    let result = backbone.load_from(&mut store).map_err(read_error)?;
+    check_applied(path, &result)?;
+    let mut info = external_info(
+        path,
+        WeightsFormat::Safetensors,
+        Network::Teacher,
+        &config,
+        ignored_entries,
+    );
+    info.converted_from = converted_from;
+    Ok(LoadedBackbone {
+        backbone: backbone.without_drop_path(),
+        info,
+    })
+}
+
+/// PyTorch layout to burn's, then every float tensor to f32: a loaded parameter keeps the
+/// file's dtype otherwise, and an f16/bf16 weight then fails the first f32 matmul.
+fn to_f32_adapter() -> ChainAdapter {
+    PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
+}
+
+fn shapes_of(tensors: &BTreeMap<String, PackTensor>) -> BTreeMap<String, Vec<usize>> {
+    tensors
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
+        .collect()
+}
+
+/// The non-f32 float precisions among the backbone's tensors ("f16", "bf16+f16"), if any.
+fn converted_from(tensors: &BTreeMap<String, PackTensor>) -> Option<String> {
+    let backbone = |name: &str| {
+        ["cls_token", "pos_embed", "patch_embed.", "norm.", "blocks."]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+    };
+    let labels: std::collections::BTreeSet<&str> = tensors
+        .iter()
+        .filter(|(name, tensor)| backbone(name) && tensor.dtype.is_float())
+        .filter_map(|(_, tensor)| match tensor.dtype {
+            DType::F32 => None,
+            DType::F16 => Some("f16"),
+            DType::BF16 => Some("bf16"),
+            DType::F64 => Some("f64"),
+            _ => Some("a reduced float format"),
+        })
+        .collect();
+    (!labels.is_empty()).then(|| labels.into_iter().collect::<Vec<_>>().join("+"))
+}
+
+fn external_info(
+    path: &Path,
+    format: WeightsFormat,
+    network: Network,
+    config: &VitConfig,
+    ignored_entries: usize,
+) -> BackboneInfo {
+    BackboneInfo {
+        path: path.to_path_buf(),
+        format,
+        network,
+        arch: config.arch,
+        patch_size: config.patch_size,
+        img_size: config.img_size,
+        // visualize_attention.py's default image size.
+        default_short_side_px: 480,
+        ignored_entries,
+        converted_from: None,
+    }
+}
+
+fn check_applied(path: &Path, result: &burn::store::ApplyResult) -> Result<(), WeightsError> {
+    if let Some((first, _)) = result.missing.first() {
+        return Err(WeightsError::Missing {
+            path: path.to_path_buf(),
+            count: result.missing.len(),
+            first: first.clone(),
+        });
+    }
+    if let Some(error) = result.errors.first() {
+        return Err(WeightsError::Read {
+            path: path.to_path_buf(),
+            reason: format!("{error:?}"),
+        });
+    }
+    Ok(())
+}

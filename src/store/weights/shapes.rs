@@ -1,0 +1,317 @@
+//! The ViT architecture read from a file's tensor shapes (width from `cls_token`, patch size
+//! from the patch-embedding kernel, depth from the block indices, the position grid; heads by
+//! the official 64-per-head convention), every backbone tensor checked, and the user's
+//! `ArchOverrides` checked against what the shapes say.
+
+use super::{ArchOverrides, WeightsError};
+use crate::model::{VitArch, VitConfig};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub(super) fn summarise_keys(keys: &[String]) -> String {
+    let mut tops: Vec<&str> = keys
+        .iter()
+        .map(|k| k.split('.').next().unwrap_or(k))
+        .collect();
+    tops.dedup();
+    tops.truncate(8);
+    if tops.is_empty() {
+        "no tensors".into()
+    } else {
+        format!("`{}`", tops.join("`, `"))
+    }
+}
+
+/// Reads the architecture from the (remapped) tensor shapes and checks every backbone tensor.
+/// Returns the config and how many of the tensors belong to the backbone.
+pub(super) fn infer_config(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    overrides: &ArchOverrides,
+) -> Result<(VitConfig, usize), WeightsError> {
+    let shape_error = |key: &str, expected: String| WeightsError::Shape {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        shape: shapes.get(key).cloned().unwrap_or_default(),
+        expected,
+    };
+    let (Some(cls), Some(pos), Some(patch)) = (
+        shapes.get("cls_token"),
+        shapes.get("pos_embed"),
+        shapes.get("patch_embed.weight"),
+    ) else {
+        let keys: Vec<String> = shapes.keys().cloned().collect();
+        return Err(WeightsError::NotAVit {
+            path: path.to_path_buf(),
+            found: summarise_keys(&keys),
+        });
+    };
+    let &[1, 1, dim] = cls.as_slice() else {
+        return Err(shape_error("cls_token", "[1, 1, D]".into()));
+    };
+    let &[out, 3, p, q] = patch.as_slice() else {
+        return Err(shape_error(
+            "patch_embed.weight",
+            format!("[{dim}, 3, p, p]"),
+        ));
+    };
+    if out != dim || p != q || p == 0 {
+        return Err(shape_error(
+            "patch_embed.weight",
+            format!("[{dim}, 3, p, p]"),
+        ));
+    }
+    let &[1, tokens, pos_dim] = pos.as_slice() else {
+        return Err(shape_error("pos_embed", format!("[1, 1 + N, {dim}]")));
+    };
+    let side = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+    if pos_dim != dim || side == 0 || side * side + 1 != tokens {
+        return Err(shape_error(
+            "pos_embed",
+            format!("[1, 1 + s², {dim}] (a square grid)"),
+        ));
+    }
+    let depth = shapes
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("blocks.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |last| last + 1);
+    if depth == 0 {
+        return Err(WeightsError::Missing {
+            path: path.to_path_buf(),
+            count: 1,
+            first: "blocks.0.*".into(),
+        });
+    }
+    check_overrides(path, overrides, dim, p)?;
+    let num_heads = match overrides.num_heads {
+        Some(h) => h,
+        None if dim % 64 == 0 => dim / 64,
+        None => {
+            return Err(WeightsError::UnknownHeads {
+                path: path.to_path_buf(),
+                embed_dim: dim,
+            })
+        }
+    };
+    if num_heads == 0 || dim % num_heads != 0 {
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            what: format!("{num_heads} heads do not divide the width {dim}"),
+        });
+    }
+    // Every tensor the backbone needs, with its shape as stored (PyTorch layout).
+    let mut expected: Vec<(String, Vec<usize>)> = vec![
+        ("cls_token".into(), vec![1, 1, dim]),
+        ("pos_embed".into(), vec![1, tokens, dim]),
+        ("patch_embed.weight".into(), vec![dim, 3, p, p]),
+        ("patch_embed.bias".into(), vec![dim]),
+        ("norm.weight".into(), vec![dim]),
+        ("norm.bias".into(), vec![dim]),
+    ];
+    for i in 0..depth {
+        let b = |name: &str| format!("blocks.{i}.{name}");
+        expected.extend([
+            (b("norm1.weight"), vec![dim]),
+            (b("norm1.bias"), vec![dim]),
+            (b("attn.qkv.weight"), vec![3 * dim, dim]),
+            (b("attn.qkv.bias"), vec![3 * dim]),
+            (b("attn.proj.weight"), vec![dim, dim]),
+            (b("attn.proj.bias"), vec![dim]),
+            (b("norm2.weight"), vec![dim]),
+            (b("norm2.bias"), vec![dim]),
+            (b("mlp.fc1.weight"), vec![4 * dim, dim]),
+            (b("mlp.fc1.bias"), vec![4 * dim]),
+            (b("mlp.fc2.weight"), vec![dim, 4 * dim]),
+            (b("mlp.fc2.bias"), vec![dim]),
+        ]);
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !shapes.contains_key(*k))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(WeightsError::Missing {
+            path: path.to_path_buf(),
+            count: missing.len(),
+            first: (*first).clone(),
+        });
+    }
+    for (key, shape) in &expected {
+        if shapes.get(key) != Some(shape) {
+            return Err(shape_error(key, format!("{shape:?}")));
+        }
+    }
+    let config = VitConfig {
+        arch: VitArch {
+            embed_dim: dim,
+            depth,
+            num_heads,
+        },
+        patch_size: p,
+        img_size: side * p,
+        drop_path_rate: 0.0,
+    };
+    Ok((config, expected.len()))
+}
+
+pub(super) fn check_overrides(
+    path: &Path,
+    overrides: &ArchOverrides,
+    embed_dim: usize,
+    patch_size: usize,
+) -> Result<(), WeightsError> {
+    let mismatch = |what: String| WeightsError::Mismatch {
+        path: path.to_path_buf(),
+        what,
+    };
+    if let Some(name) = &overrides.arch {
+        let arch = VitArch::from_name(name).ok_or_else(|| {
+            mismatch(format!(
+                "--arch {name} is unknown; use vit_tiny, vit_small, vit_base or vit_micro"
+            ))
+        })?;
+        if arch.embed_dim != embed_dim {
+            return Err(mismatch(format!(
+                "--arch {name} has width {}, the weights have {embed_dim}",
+                arch.embed_dim
+            )));
+        }
+    }
+    if let Some(p) = overrides.patch_size {
+        if p != patch_size {
+            return Err(mismatch(format!(
+                "--patch-size {p} differs from the weights' patch size {patch_size}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn official_shapes(
+        dim: usize,
+        depth: usize,
+        p: usize,
+        side: usize,
+    ) -> BTreeMap<String, Vec<usize>> {
+        let mut shapes = BTreeMap::new();
+        shapes.insert("cls_token".to_string(), vec![1, 1, dim]);
+        shapes.insert("pos_embed".to_string(), vec![1, 1 + side * side, dim]);
+        shapes.insert("patch_embed.weight".to_string(), vec![dim, 3, p, p]);
+        shapes.insert("patch_embed.bias".to_string(), vec![dim]);
+        shapes.insert("norm.weight".to_string(), vec![dim]);
+        shapes.insert("norm.bias".to_string(), vec![dim]);
+        for i in 0..depth {
+            for (name, shape) in [
+                ("norm1.weight", vec![dim]),
+                ("norm1.bias", vec![dim]),
+                ("attn.qkv.weight", vec![3 * dim, dim]),
+                ("attn.qkv.bias", vec![3 * dim]),
+                ("attn.proj.weight", vec![dim, dim]),
+                ("attn.proj.bias", vec![dim]),
+                ("norm2.weight", vec![dim]),
+                ("norm2.bias", vec![dim]),
+                ("mlp.fc1.weight", vec![4 * dim, dim]),
+                ("mlp.fc1.bias", vec![4 * dim]),
+                ("mlp.fc2.weight", vec![dim, 4 * dim]),
+                ("mlp.fc2.bias", vec![dim]),
+            ] {
+                shapes.insert(format!("blocks.{i}.{name}"), shape);
+            }
+        }
+        shapes
+    }
+
+    #[test]
+    fn vit_s16_is_read_from_its_shapes() {
+        let shapes = official_shapes(384, 12, 16, 14);
+        let (config, count) =
+            infer_config(Path::new("s16.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(config.arch, VitArch::from_name("vit_small").unwrap());
+        assert_eq!(
+            (config.patch_size, config.img_size, count),
+            (16, 224, 6 + 12 * 12)
+        );
+        let b8 = official_shapes(768, 12, 8, 28);
+        let (config, _) =
+            infer_config(Path::new("b8.pth"), &b8, &ArchOverrides::default()).unwrap();
+        assert_eq!((config.arch.num_heads, config.patch_size), (12, 8));
+    }
+
+    #[test]
+    fn odd_widths_need_heads_and_overrides_are_checked() {
+        let shapes = official_shapes(48, 2, 8, 4);
+        let path = Path::new("fixture.pth");
+        let err = infer_config(path, &shapes, &ArchOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("--heads"), "{err}");
+        let heads = ArchOverrides {
+            num_heads: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            infer_config(path, &shapes, &heads)
+                .unwrap()
+                .0
+                .arch
+                .num_heads,
+            3
+        );
+        let wrong_patch = ArchOverrides {
+            num_heads: Some(3),
+            patch_size: Some(16),
+            ..Default::default()
+        };
+        assert!(infer_config(path, &shapes, &wrong_patch)
+            .unwrap_err()
+            .to_string()
+            .contains("--patch-size 16"));
+        let wrong_arch = ArchOverrides {
+            arch: Some("vit_small".into()),
+            num_heads: Some(3),
+            ..Default::default()
+        };
+        assert!(infer_config(path, &shapes, &wrong_arch).is_err());
+    }
+
+    #[test]
+    fn missing_and_misshaped_tensors_are_named() {
+        let mut shapes = official_shapes(384, 2, 16, 14);
+        shapes.remove("blocks.1.mlp.fc2.bias");
+        let err = infer_config(Path::new("cut.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocks.1.mlp.fc2.bias") && err.contains("cut.pth"),
+            "{err}"
+        );
+        let mut shapes = official_shapes(384, 2, 16, 14);
+        shapes.insert("blocks.0.attn.qkv.weight".into(), vec![384, 384]);
+        let err = infer_config(Path::new("bad.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocks.0.attn.qkv.weight") && err.contains("[1152, 384]"),
+            "{err}"
+        );
+        let mut shapes = BTreeMap::new();
+        shapes.insert("fc.weight".to_string(), vec![10, 10]);
+        let err = infer_config(Path::new("resnet.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no ViT backbone") && err.contains("`fc`"),
+            "{err}"
+        );
+    }
+}
