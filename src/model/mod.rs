@@ -1,9 +1,12 @@
 //! The networks: the Vision Transformer backbone (`vit`), the DINO head and the
 //! backbone + head pair (`head`), and the GELU kernel they share (`activation`), as in
-//! facebookresearch/dino's `vision_transformer.py` (reference §1–§2).
+//! facebookresearch/dino's `vision_transformer.py` (reference §1–§2). `init`: the seeded
+//! host-side initialisers; `interpolate`: the position table's bicubic resize.
 
 pub mod activation;
 pub mod head;
+mod init;
+mod interpolate;
 pub mod vit;
 
 pub use head::*;

@@ -6,71 +6,16 @@
 
 use crate::model::activation::gelu;
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::linear;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+pub use super::init::HostInit;
+pub use super::interpolate::bicubic_resize_matrix;
 pub use crate::config::arch::{VitArch, VitConfig};
-
-/// Host-side initialisers matching the reference's `_init_weights` and PyTorch defaults.
-pub struct HostInit {
-    rng: ChaCha8Rng,
-}
-
-impl HostInit {
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-
-    /// `trunc_normal_(std=0.02)`: bounds are absolute ±2, i.e. effectively a plain normal.
-    fn trunc_normal(&mut self, count: usize, std: f64) -> Vec<f32> {
-        let mut values = Vec::with_capacity(count);
-        while values.len() < count {
-            // Box–Muller: two uniforms in (0,1] give one standard normal.
-            let u1: f64 = 1.0 - self.rng.random::<f64>();
-            let u2: f64 = self.rng.random::<f64>();
-            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std;
-            if z.abs() <= 2.0 {
-                values.push(z as f32);
-            }
-        }
-        values
-    }
-
-    /// PyTorch's default `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in).
-    pub(crate) fn kaiming_uniform(&mut self, count: usize, fan_in: usize) -> Vec<f32> {
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        (0..count)
-            .map(|_| self.rng.random_range(-bound..bound) as f32)
-            .collect()
-    }
-
-    pub(crate) fn tensor<const D: usize>(
-        values: Vec<f32>,
-        shape: [usize; D],
-        device: &Device,
-    ) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    /// `nn.Linear` with weight trunc-normal(0.02) and bias 0 (burn layout `[in, out]`).
-    pub fn linear(&mut self, d_in: usize, d_out: usize, device: &Device) -> Linear {
-        let weight = Self::tensor(self.trunc_normal(d_in * d_out, 0.02), [d_in, d_out], device);
-        let mut layer = LinearConfig::new(d_in, d_out).init(device);
-        layer.weight = Param::from_tensor(weight);
-        layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-        layer
-    }
-
-    pub fn layer_norm(&mut self, dim: usize, device: &Device) -> LayerNorm {
-        LayerNormConfig::new(dim).with_epsilon(1e-6).init(device)
-    }
-}
 
 /// Patch embedding: the reference's Conv2d(3, D, kernel = stride = p), computed as
 /// patchify + matmul, which is the same operation and cheaper than a generic convolution.
@@ -491,61 +436,11 @@ impl Attention {
     }
 }
 
-/// Kronecker product of two 1-D bicubic resize matrices, `[rows·cols, side·side]` row-major.
-///
-/// It reproduces PyTorch's `interpolate(scale_factor=((rows+0.1)/side, (cols+0.1)/side),
-/// mode="bicubic", align_corners=False)` exactly: the source coordinate uses the passed scale
-/// (with the +0.1), cubic convolution A = −0.75, indices clamped at the border.
-pub fn bicubic_resize_matrix(side: usize, rows: usize, cols: usize) -> Vec<f32> {
-    let wy = bicubic_weights_1d(side, rows, (rows as f64 + 0.1) / side as f64);
-    let wx = bicubic_weights_1d(side, cols, (cols as f64 + 0.1) / side as f64);
-    let n_in = side * side;
-    let mut matrix = vec![0f32; rows * cols * n_in];
-    for r in 0..rows {
-        for c in 0..cols {
-            let row = &mut matrix[(r * cols + c) * n_in..(r * cols + c + 1) * n_in];
-            for i in 0..side {
-                let y = wy[r * side + i];
-                if y == 0.0 {
-                    continue;
-                }
-                for j in 0..side {
-                    row[i * side + j] = (y * wx[c * side + j]) as f32;
-                }
-            }
-        }
-    }
-    matrix
-}
-
-/// `[n_out, n_in]` weights of a 1-D bicubic resize with PyTorch's scale-factor mapping.
-fn bicubic_weights_1d(n_in: usize, n_out: usize, scale: f64) -> Vec<f64> {
-    const A: f64 = -0.75;
-    let cubic_near = |t: f64| ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
-    let cubic_far = |t: f64| ((A * t - 5.0 * A) * t + 8.0 * A) * t - 4.0 * A;
-    let mut weights = vec![0f64; n_out * n_in];
-    for out in 0..n_out {
-        let src = (out as f64 + 0.5) / scale - 0.5;
-        let base = src.floor();
-        let t = src - base;
-        let taps = [
-            cubic_far(t + 1.0),
-            cubic_near(t),
-            cubic_near(1.0 - t),
-            cubic_far(2.0 - t),
-        ];
-        for (k, w) in taps.iter().enumerate() {
-            let index = (base as i64 - 1 + k as i64).clamp(0, n_in as i64 - 1) as usize;
-            weights[out * n_in + index] += w;
-        }
-    }
-    weights
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::head::*;
+    use rand::SeedableRng;
 
     fn micro(patch: usize, img: usize) -> VitConfig {
         VitConfig {
@@ -621,24 +516,6 @@ mod tests {
         let ta = a.backbone.pos_embed.val().into_data_as::<f32>();
         let tb = b.backbone.pos_embed.val().into_data_as::<f32>();
         assert_eq!(ta.as_slice::<f32>().unwrap(), tb.as_slice::<f32>().unwrap());
-    }
-
-    #[test]
-    fn bicubic_matrix_identity_at_same_size_rows_sum_to_one() {
-        // Resizing 14 → 6 (a 96-px local crop with /16): each output row is a convex-ish
-        // combination whose weights sum to 1.
-        let m = bicubic_resize_matrix(14, 6, 6);
-        for row in m.chunks(14 * 14) {
-            let sum: f32 = row.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-5);
-        }
-        // PyTorch reference, interpolate(arange(4.).view(1,1,1,4), scale_factor=(1, 6.1/4),
-        // mode="bicubic", align_corners=False) along one axis: first output 0, 1.5 scale.
-        let w = bicubic_weights_1d(4, 6, 6.1 / 4.0);
-        let ramp = [0.0, 1.0, 2.0, 3.0];
-        let out0: f64 = (0..4).map(|i| w[i] * ramp[i]).sum();
-        // src = 0.5/1.525 - 0.5 = -0.1721; cubic on a clamped ramp.
-        assert!(out0 < 0.0 && out0 > -0.2, "{out0}");
     }
 
     #[test]
