@@ -1,9 +1,12 @@
-//! What a network has learned: CLS attention maps, masks and patch PCA (`attention`), the
-//! k-NN monitor and the attention Jaccard (`knn`), the representation's geometry (`geometry`:
-//! effective rank, spectrum, std of normalised embeddings) and the run's diagnosis (`health`).
+//! What a network has learned: CLS attention maps, masks and patch PCA (`attention`, with the
+//! PCA picture in `pca` and the overlay drawing in `overlay`), the k-NN monitor and the
+//! attention Jaccard (`knn`), the representation's geometry (`geometry`: effective rank,
+//! spectrum, std of normalised embeddings) and the run's diagnosis (`health`).
 
 pub mod attention;
 pub mod colormap;
 pub mod geometry;
 pub mod health;
 pub mod knn;
+mod overlay;
+mod pca;
