@@ -318,7 +318,7 @@ fn build_batch(
             match shared.dataset.get(index) {
                 Ok(sample) => break (index, sample),
                 Err(err) => {
-                    tracing::warn!("skipped corrupt image: {err}");
+                    // Reported by the front end (once per run), not logged here too.
                     warnings.push(format!("skipped corrupt image: {err}"));
                     attempt += 1;
                     if attempt >= max_attempts {

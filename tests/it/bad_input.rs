@@ -736,3 +736,48 @@ fn toggle_at_values_and_steps_are_checked_before_the_first_step() {
         assert_eq!(rows, 0, "{toggle}: no step ran");
     }
 }
+
+/// Issue 20 case 11: a corrupt image met in every epoch is reported once per run, as one
+/// plain `warning:` line (no log-format duplicate, no colour codes into a file).
+#[test]
+fn a_corrupt_image_is_reported_once_without_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let class_dir = dir.path().join("shapes");
+    std::fs::create_dir(&class_dir).unwrap();
+    for i in 0..15u8 {
+        let img = image::RgbImage::from_fn(40, 40, |x, y| {
+            image::Rgb([x as u8 * 6, y as u8 * 6, i * 16])
+        });
+        img.save(class_dir.join(format!("{i}.png"))).unwrap();
+    }
+    std::fs::write(class_dir.join("broken.png"), b"not a png").unwrap();
+    let output = dinoscope_bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "6",
+            "--log-every",
+            "0",
+        ])
+        .args(["--set", "data.source=\"folder\"", "--set"])
+        .arg(format!("data.path={:?}", dir.path().display().to_string()))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .args(MICRO)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("broken.png").count(),
+        1,
+        "3 epochs, one report: {stderr}"
+    );
+    assert!(
+        stderr.contains("warning: skipped corrupt image"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
+}
