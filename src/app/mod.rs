@@ -11,15 +11,19 @@ pub mod overlay_gpu;
 pub mod plots;
 pub mod representation;
 mod runs;
+mod script;
 pub mod series;
 pub mod state;
 mod status;
 mod top_bar;
+mod window;
+
+pub use window::{native_options, run};
 
 use crate::config::live::LiveSettings;
 use crate::config::Config;
 use crate::config::Toggle;
-use crate::device::{DeviceChoice, SelectedDevice};
+use crate::device::DeviceChoice;
 use crate::worker::{Command, DeviceSource, WorkerHandle, WorkerStatus};
 use series::ViewSettings;
 use state::{AppState, Level};
@@ -179,7 +183,7 @@ impl DinoscopeApp {
             .storage
             .and_then(|storage| eframe::get_value(storage, PREFS_KEY))
             .unwrap_or_default();
-        let gpu = shared_gpu_device(cc);
+        let gpu = window::shared_gpu_device(cc);
         let inference_device = gpu
             .as_ref()
             .map(|selected| selected.device.clone())
@@ -441,119 +445,6 @@ impl DinoscopeApp {
             self.first_point_secs = Some(self.launched_at.elapsed().as_secs_f64());
         }
     }
-
-    /// Median and 95th percentile of recent frame CPU times, in milliseconds.
-    pub fn frame_time_ms(&self) -> Option<(f32, f32)> {
-        if self.frame_secs.is_empty() {
-            return None;
-        }
-        let mut sorted: Vec<f32> = self.frame_secs.iter().copied().collect();
-        sorted.sort_by(f32::total_cmp);
-        let at = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize] * 1e3;
-        Some((at(0.5), at(0.95)))
-    }
-
-    /// Applies scripted toggles whose step the current run has reached, as if clicked.
-    fn run_script(&mut self) {
-        let steps = self.state.current_run().map(|run| run.steps()).unwrap_or(0);
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.options.scripted_toggles)
-            .into_iter()
-            .partition(|(step, _)| steps > 0 && *step <= steps);
-        self.options.scripted_toggles = later;
-        for (_, toggle) in due {
-            self.set_control(&mut self.state.controls.clone(), toggle);
-        }
-    }
-
-    fn handle_screenshot(&mut self, ctx: &egui::Context) {
-        let Some(request) = self.options.screenshot.clone() else {
-            return;
-        };
-        // With weights to show, wait for their maps too (or for the error).
-        let weights_ready = self.options.weights.is_none()
-            || self
-                .attention
-                .loaded
-                .as_ref()
-                .is_some_and(|l| !l.maps.is_empty())
-            || (!self.attention.loading && self.attention.loaded.is_none());
-        let trained = self
-            .state
-            .current_run()
-            .is_some_and(|run| run.steps() >= request.after_steps)
-            || request.after_steps == 0
-            || (self.state.worker_status == WorkerStatus::Failed);
-        let ready = trained && weights_ready;
-        if ready && !self.screenshot_requested {
-            self.screenshot_requested = true;
-            self.send(Command::Pause);
-            // The UI-under-load numbers BENCHMARKS.md reports, measured while training ran.
-            if let Some((median, p95)) = self.frame_time_ms() {
-                eprintln!(
-                    "ui: frame CPU time median {median:.1} ms, p95 {p95:.1} ms over the last {} frames; first point after {}",
-                    self.frame_secs.len(),
-                    self.first_point_secs
-                        .map(|s| format!("{s:.1} s"))
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
-            let done = self.screenshot_done.clone();
-            let path = request.path.clone();
-            let repaint = ctx.clone();
-            ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
-                egui::ScreenshotCallback::new(move |image| {
-                    let [w, h] = image.size;
-                    let bytes: Vec<u8> = image.pixels.iter().flat_map(|p| p.to_array()).collect();
-                    let saved = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
-                        .ok_or_else(|| "screenshot has an unexpected size".to_string())
-                        .and_then(|img| img.save(&path).map_err(|e| e.to_string()));
-                    match &saved {
-                        Ok(()) => eprintln!("screenshot written to {}", path.display()),
-                        Err(err) => eprintln!("cannot write {}: {err}", path.display()),
-                    }
-                    if let Ok(mut slot) = done.lock() {
-                        *slot = Some(saved);
-                    }
-                    repaint.request_repaint();
-                }),
-            ));
-        }
-        let finished = self
-            .screenshot_done
-            .lock()
-            .map(|slot| slot.is_some())
-            .unwrap_or(true);
-        if finished {
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-        }
-        ctx.request_repaint_after(Duration::from_millis(50));
-    }
-}
-
-/// A burn device on eframe's own wgpu device, when that device is a hardware GPU.
-fn shared_gpu_device(cc: &eframe::CreationContext<'_>) -> Option<SelectedDevice> {
-    use burn::tensor::wgpu::{wgpu, WgpuSetup};
-    let render_state = cc.wgpu_render_state.as_ref()?;
-    let info = render_state.adapter.get_info();
-    if info.device_type == wgpu::DeviceType::Cpu {
-        return None;
-    }
-    let device = burn::prelude::Device::wgpu_options()
-        .setup(WgpuSetup {
-            instance: render_state.instance.clone(),
-            adapter: render_state.adapter.clone(),
-            device: render_state.device.clone(),
-            queue: render_state.queue.clone(),
-            backend: info.backend,
-        })
-        .init()
-        .map_err(|err| tracing::warn!("cannot share eframe's GPU with burn: {err}"))
-        .ok()?;
-    Some(SelectedDevice {
-        device,
-        description: format!("GPU (wgpu, shared with the UI) · {}", info.name),
-        is_gpu: true,
-    })
 }
 
 impl eframe::App for DinoscopeApp {
@@ -686,42 +577,4 @@ impl eframe::App for DinoscopeApp {
             inference.shutdown();
         }
     }
-}
-
-/// eframe options: wgpu renderer, and a device that requests the adapter's own features and
-/// limits so burn's kernels can run on it (stack-notes §5).
-pub fn native_options() -> eframe::NativeOptions {
-    use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupCreateNew};
-    use eframe::wgpu;
-    let mut create = WgpuSetupCreateNew::without_display_handle();
-    create.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| wgpu::DeviceDescriptor {
-        required_features: adapter
-            .features()
-            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-        required_limits: adapter.limits(),
-        ..Default::default()
-    });
-    eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("dinoscope")
-            .with_inner_size([1360.0, 860.0])
-            .with_min_inner_size([800.0, 500.0])
-            .with_drag_and_drop(true),
-        renderer: eframe::Renderer::Wgpu,
-        wgpu_options: WgpuConfiguration {
-            wgpu_setup: WgpuSetup::CreateNew(create),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-/// Opens the window and runs until it is closed.
-pub fn run(options: AppOptions) -> Result<(), String> {
-    eframe::run_native(
-        "dinoscope",
-        native_options(),
-        Box::new(move |cc| Ok(Box::new(DinoscopeApp::new(cc, options)))),
-    )
-    .map_err(|err| err.to_string())
 }

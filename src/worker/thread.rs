@@ -1,0 +1,425 @@
+//! The worker thread: owns the current run's `Engine`, applies `Command`s between steps and
+//! turns `EngineEvent`s into `Event`s. Plain data in and out; no egui.
+
+use super::{AttentionSettings, Command, DeviceSource, Event, RunId, Waker, WorkerStatus};
+use crate::config::{Config, Toggle};
+use crate::device::{select_device, SelectedDevice};
+use crate::train::engine::{CheckpointPolicy, Engine, EngineEvent, ResumedFrom};
+use crate::train::TrainError;
+use burn::module::Module;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct ActiveRun {
+    id: RunId,
+    engine: Engine,
+    paused: bool,
+}
+
+pub(super) struct Worker {
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    waker: Waker,
+    device: DeviceSource,
+    run: Option<ActiveRun>,
+    attention: AttentionSettings,
+    checkpoints: CheckpointPolicy,
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Worker {
+    pub(super) fn new(
+        commands: Receiver<Command>,
+        events: Sender<Event>,
+        waker: Waker,
+        device: DeviceSource,
+    ) -> Self {
+        Self {
+            commands,
+            events,
+            waker,
+            device,
+            run: None,
+            attention: AttentionSettings::default(),
+            checkpoints: CheckpointPolicy::default(),
+        }
+    }
+
+    fn emit(&self, event: Event) -> bool {
+        // Blocking send: if the UI falls far behind, training waits instead of dropping data.
+        let ok = self.events.send(event).is_ok();
+        (self.waker)();
+        ok
+    }
+
+    fn status(&self, status: WorkerStatus) {
+        let run_id = self.run.as_ref().map(|r| r.id);
+        self.emit(Event::Status { run_id, status });
+    }
+
+    pub(super) fn run(mut self) {
+        self.status(WorkerStatus::Idle);
+        loop {
+            let stepping = self.run.as_ref().is_some_and(|r| !r.paused);
+            // Idle or paused: sleep on the command queue. Running: only take what is queued.
+            let command = if stepping {
+                self.commands.try_recv().ok()
+            } else {
+                match self.commands.recv_timeout(Duration::from_millis(200)) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            if let Some(command) = command {
+                if let Flow::Exit = self.handle(command) {
+                    return;
+                }
+                continue;
+            }
+            if self.commands.is_empty() && stepping {
+                self.step_once();
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Start {
+                run_id,
+                config,
+                run_dir,
+                total_steps,
+                paused,
+            } => self.start(run_id, *config, run_dir, total_steps, paused),
+            Command::Pause => {
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                    self.status(WorkerStatus::Paused);
+                }
+            }
+            Command::Resume => {
+                if let Some(run) = &mut self.run {
+                    run.paused = false;
+                    self.status(WorkerStatus::Running);
+                }
+            }
+            Command::Step => {
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                    self.step_once();
+                    if self.run.is_some() {
+                        self.status(WorkerStatus::Paused);
+                    }
+                }
+            }
+            Command::Stop => {
+                if self.run.is_some() {
+                    self.finish_run(WorkerStatus::Finished);
+                }
+            }
+            Command::ResumeFrom {
+                run_id,
+                path,
+                paused,
+            } => self.resume(run_id, &path, paused),
+            Command::InjectFault(fault) => {
+                if let Some(run) = &mut self.run {
+                    run.engine.inject_fault(fault);
+                }
+            }
+            Command::SaveCheckpoint => {
+                if let Some(run) = &self.run {
+                    let event = run.engine.checkpoint_event();
+                    self.forward(run.id, vec![event]);
+                }
+            }
+            Command::SetCheckpointing {
+                every_steps,
+                keep_last,
+            } => {
+                self.checkpoints = CheckpointPolicy {
+                    every_steps,
+                    keep_last: keep_last.max(1),
+                };
+                if let Some(run) = &mut self.run {
+                    run.engine.set_checkpoint_policy(self.checkpoints);
+                }
+            }
+            Command::Set(toggle) => self.set(toggle),
+            Command::SetAttention(settings) => {
+                self.attention = AttentionSettings {
+                    every_steps: settings.every_steps.max(1),
+                    ..settings
+                };
+                // Show the new images at once, not only at the next multiple of the period.
+                if let Some(step) = self.run.as_ref().map(|r| r.engine.trainer().steps_done()) {
+                    self.emit_attention(step.saturating_sub(1));
+                }
+            }
+            Command::Shutdown => {
+                if self.run.is_some() {
+                    self.finish_run(WorkerStatus::Finished);
+                }
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Ends the current run and announces the new one as starting; the device it will use.
+    fn begin(&mut self, run_id: RunId) -> Option<SelectedDevice> {
+        if self.run.is_some() {
+            self.finish_run(WorkerStatus::Finished);
+        }
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Starting,
+        });
+        match self.selected_device() {
+            Ok(selected) => Some(selected),
+            Err(err) => {
+                self.fail(run_id, err);
+                None
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        run_id: RunId,
+        config: Config,
+        run_dir: Option<PathBuf>,
+        total_steps: Option<usize>,
+        paused: bool,
+    ) {
+        let Some(selected) = self.begin(run_id) else {
+            return;
+        };
+        match Engine::start(config, selected.device, total_steps, run_dir.as_deref()) {
+            Ok((engine, events)) => {
+                self.activate(run_id, engine, selected.description, None, events, paused)
+            }
+            Err(err) => self.fail(run_id, format!("cannot start training: {err}")),
+        }
+    }
+
+    fn resume(&mut self, run_id: RunId, path: &std::path::Path, paused: bool) {
+        let Some(selected) = self.begin(run_id) else {
+            return;
+        };
+        match Engine::resume(path, selected.device) {
+            Ok((engine, resumed, events)) => self.activate(
+                run_id,
+                engine,
+                selected.description,
+                Some(resumed),
+                events,
+                paused,
+            ),
+            Err(err) => self.fail(
+                run_id,
+                format!("cannot resume from {}: {err}", path.display()),
+            ),
+        }
+    }
+
+    /// Announces a started (or resumed) engine and makes it the current run.
+    fn activate(
+        &mut self,
+        run_id: RunId,
+        mut engine: Engine,
+        device: String,
+        resumed: Option<ResumedFrom>,
+        events: Vec<EngineEvent>,
+        paused: bool,
+    ) {
+        engine.set_checkpoint_policy(self.checkpoints);
+        match crate::train::guard::Fault::from_env() {
+            Ok(fault) => engine.inject_fault(fault),
+            Err(message) => {
+                self.emit(Event::Warning(message));
+            }
+        }
+        let trainer = engine.trainer();
+        self.emit(Event::Started {
+            run_id,
+            device,
+            dataset: trainer.dataset_description().to_string(),
+            total_steps: trainer.total_steps(),
+            iters_per_epoch: trainer.iters_per_epoch(),
+            ln_k: trainer.ln_k(),
+            embed_dim: trainer.config().vit_arch().embed_dim,
+        });
+        if let Some(resumed) = resumed {
+            self.emit(Event::Resumed {
+                run_id,
+                checkpoint: resumed.checkpoint,
+                first_step: resumed.first_step,
+                history: resumed.history,
+            });
+            self.emit(Event::EvalHistory {
+                run_id,
+                rows: resumed.evals,
+            });
+        }
+        self.forward(run_id, events);
+        self.run = Some(ActiveRun {
+            id: run_id,
+            engine,
+            paused,
+        });
+        self.status(if paused {
+            WorkerStatus::Paused
+        } else {
+            WorkerStatus::Running
+        });
+    }
+
+    /// Engine events as UI events.
+    fn forward(&self, run_id: RunId, events: Vec<EngineEvent>) {
+        for event in events {
+            self.emit(match event {
+                EngineEvent::Marker { step, toggle } => Event::Marker {
+                    run_id,
+                    step,
+                    label: toggle.label(),
+                    toggle,
+                },
+                EngineEvent::Metrics(metrics) => Event::Metrics { run_id, metrics },
+                EngineEvent::Eval(evaluation) => Event::Eval { run_id, evaluation },
+                EngineEvent::CheckpointSaved { path, elapsed_secs } => {
+                    Event::CheckpointSaved { path, elapsed_secs }
+                }
+                EngineEvent::Warning(message) => Event::Warning(message),
+            });
+        }
+    }
+
+    fn selected_device(&self) -> Result<SelectedDevice, String> {
+        match &self.device {
+            DeviceSource::Ready(selected) => Ok(selected.clone()),
+            DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, run_id: RunId, message: String) {
+        self.emit(Event::Error(message));
+        self.emit(Event::Status {
+            run_id: Some(run_id),
+            status: WorkerStatus::Failed,
+        });
+    }
+
+    fn set(&mut self, toggle: Toggle) {
+        let Some(run) = &mut self.run else {
+            // Nothing is running: the UI keeps the value for the next Start.
+            return;
+        };
+        if let Err(err) = run.engine.apply(toggle) {
+            self.emit(Event::Error(err.to_string()));
+        }
+    }
+
+    fn step_once(&mut self) {
+        let Some(run) = &mut self.run else { return };
+        if run.engine.is_done() {
+            self.finish_run(WorkerStatus::Finished);
+            return;
+        }
+        let run_id = run.id;
+        match run.engine.step() {
+            Ok(events) => {
+                let step = events.iter().find_map(|event| match event {
+                    EngineEvent::Metrics(metrics) => Some(metrics.step),
+                    _ => None,
+                });
+                self.forward(run_id, events);
+                if let Some(step) = step {
+                    if step % self.attention.every_steps == 0 {
+                        self.emit_attention(step);
+                    }
+                }
+            }
+            Err(TrainError::NonFinite { step, what, value }) => {
+                // Nothing the run keeps was touched: pause instead of ending it.
+                let settings = run.engine.trainer().live().describe();
+                if let Some(run) = &mut self.run {
+                    run.paused = true;
+                }
+                self.emit(Event::Halted {
+                    run_id,
+                    step,
+                    message: format!(
+                        "Paused: non-finite {} ({value}) at step {step}; the step was discarded and the run is at its last good state. Settings then: {settings}. Lower the lr scale (or the teacher temperature) and press Resume, or Save checkpoint / Resume run... an earlier one.",
+                        what.describe()
+                    ),
+                });
+                self.status(WorkerStatus::Paused);
+            }
+            Err(err) => {
+                self.emit(Event::Error(err.to_string()));
+                self.finish_run(WorkerStatus::Failed);
+            }
+        }
+    }
+
+    /// Computes the chosen network's attention for the followed images (one forward each).
+    fn emit_attention(&mut self, step: usize) {
+        use crate::store::weights::Network;
+        let Some(run) = &self.run else { return };
+        if self.attention.images.is_empty() {
+            return;
+        }
+        let trainer = run.engine.trainer();
+        let crop = trainer.config().data.global_crop_size;
+        let size = self
+            .attention
+            .size
+            .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
+        let device = trainer.device();
+        let network = self.attention.network;
+        // The student lives on the autodiff device; its inner module needs no graph.
+        let student;
+        let backbone = match network {
+            Network::Teacher => &trainer.teacher().backbone,
+            Network::Student => {
+                student = trainer.student().backbone.valid();
+                &student
+            }
+        };
+        let maps: Vec<(String, crate::analysis::attention::AttentionMaps)> = self
+            .attention
+            .images
+            .iter()
+            .filter_map(|img| {
+                let target = size.resolve(img.image.dimensions());
+                crate::analysis::attention::attention_and_pca(backbone, &img.image, target, device)
+                    .map(|maps| (img.name.clone(), maps))
+            })
+            .collect();
+        let run_id = run.id;
+        self.emit(Event::Attention {
+            run_id,
+            step,
+            network,
+            maps,
+        });
+    }
+
+    fn finish_run(&mut self, status: WorkerStatus) {
+        if let Some(run) = self.run.take() {
+            let (_, events) = run.engine.finish(status == WorkerStatus::Finished);
+            self.forward(run.id, events);
+            self.emit(Event::Status {
+                run_id: Some(run.id),
+                status,
+            });
+        }
+    }
+}
