@@ -9,6 +9,7 @@ mod controls;
 mod feed;
 pub mod overlay_gpu;
 pub mod plots;
+mod quantity;
 pub mod representation;
 mod runs;
 mod script;

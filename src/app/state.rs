@@ -3,128 +3,13 @@
 //! history and the worker's events apply to it directly.
 
 use super::collapse::{classify, CollapseState, RecentLoss, WINDOW_STEPS};
+pub use super::quantity::Quantity;
 use super::series::{Series, ViewSettings};
 use crate::config::{LiveSettings, Toggle};
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::worker::{Event, RunId, WorkerStatus};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-
-/// Every plotted quantity, with one fixed colour each across all plots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Quantity {
-    Loss,
-    TeacherEntropy,
-    Kl,
-    BatchMeanEntropy,
-    Lr,
-    WeightDecay,
-    TeacherMomentum,
-    TeacherTemp,
-    ImagesPerSec,
-    EffectiveRank,
-    EffectiveRankHead,
-    StdNormalized,
-}
-
-impl Quantity {
-    pub const ALL: [Quantity; 12] = [
-        Quantity::Loss,
-        Quantity::TeacherEntropy,
-        Quantity::Kl,
-        Quantity::BatchMeanEntropy,
-        Quantity::Lr,
-        Quantity::WeightDecay,
-        Quantity::TeacherMomentum,
-        Quantity::TeacherTemp,
-        Quantity::ImagesPerSec,
-        Quantity::EffectiveRank,
-        Quantity::EffectiveRankHead,
-        Quantity::StdNormalized,
-    ];
-    pub const DECOMPOSITION: [Quantity; 4] = [
-        Quantity::Loss,
-        Quantity::TeacherEntropy,
-        Quantity::Kl,
-        Quantity::BatchMeanEntropy,
-    ];
-    pub const SCHEDULES: [Quantity; 4] = [
-        Quantity::Lr,
-        Quantity::WeightDecay,
-        Quantity::TeacherMomentum,
-        Quantity::TeacherTemp,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Quantity::Loss => "loss H(Pt,Ps)",
-            Quantity::TeacherEntropy => "h(Pt)",
-            Quantity::Kl => "KL(Pt || Ps)",
-            Quantity::BatchMeanEntropy => "h(mean Pt)",
-            Quantity::Lr => "learning rate",
-            Quantity::WeightDecay => "weight decay",
-            Quantity::TeacherMomentum => "teacher momentum",
-            Quantity::TeacherTemp => "teacher temperature",
-            Quantity::ImagesPerSec => "images / s",
-            Quantity::EffectiveRank => "effective rank (backbone)",
-            Quantity::EffectiveRankHead => "effective rank (head bottleneck)",
-            Quantity::StdNormalized => "std of normalised features",
-        }
-    }
-
-    /// What the curve means, for hover tooltips and the explanation panel.
-    pub fn explanation(self) -> &'static str {
-        match self {
-            Quantity::Loss => "The DINO loss: cross-entropy between teacher and student outputs. It equals h(Pt) + KL(Pt || Ps).",
-            Quantity::TeacherEntropy => "Entropy of the teacher's output per image. 0 = one-hot (one dimension wins), ln K = uniform.",
-            Quantity::Kl => "How far the student is from the teacher. It falls to 0 in both collapse modes: the target carries no information.",
-            Quantity::BatchMeanEntropy => "Entropy of the teacher output averaged over the batch. High if images use different prototypes; 0 only if all use the same one.",
-            Quantity::Lr => "Learning rate: linear warm-up, then cosine decay (times the lr scale).",
-            Quantity::WeightDecay => "Weight decay: cosine from 0.04 to 0.4.",
-            Quantity::TeacherMomentum => "EMA momentum of the teacher: cosine towards 1. 0 = the teacher is a copy of the student.",
-            Quantity::TeacherTemp => "Teacher temperature actually used. Low = sharp targets; equal to the student's 0.1 when sharpening is off.",
-            Quantity::ImagesPerSec => "Training throughput.",
-            Quantity::EffectiveRank => "RankMe: how many directions the teacher's CLS features really use, over the last 2048 rows. At most d (the width); it falls towards 1 in any collapse, and alone when the collapse is dimensional (h and KL look fine). The highest value is the best checkpoint without labels.",
-            Quantity::EffectiveRankHead => "RankMe of the head's normalised bottleneck (the input of the last layer), over the same rows.",
-            Quantity::StdNormalized => "Std of the L2-normalised backbone features per dimension, averaged. About 1/sqrt(d) when they spread out, 0 when every image maps to the same direction.",
-        }
-    }
-
-    pub fn rgb(self) -> [u8; 3] {
-        match self {
-            Quantity::Loss => [90, 140, 230],
-            Quantity::TeacherEntropy => [230, 120, 40],
-            Quantity::Kl => [60, 180, 90],
-            Quantity::BatchMeanEntropy => [170, 100, 210],
-            Quantity::Lr => [90, 140, 230],
-            Quantity::WeightDecay => [200, 90, 120],
-            Quantity::TeacherMomentum => [60, 170, 170],
-            Quantity::TeacherTemp => [230, 120, 40],
-            Quantity::ImagesPerSec => [120, 120, 220],
-            Quantity::EffectiveRank => [80, 170, 220],
-            Quantity::EffectiveRankHead => [150, 200, 120],
-            Quantity::StdNormalized => [220, 110, 170],
-        }
-    }
-
-    /// The row's value; `None` for a representation reading the step did not take.
-    fn of(self, m: &MetricsRow) -> Option<f64> {
-        Some(match self {
-            Quantity::Loss => m.loss,
-            Quantity::TeacherEntropy => m.teacher_entropy,
-            Quantity::Kl => m.kl,
-            Quantity::BatchMeanEntropy => m.batch_mean_entropy,
-            Quantity::Lr => m.lr,
-            Quantity::WeightDecay => m.weight_decay,
-            Quantity::TeacherMomentum => m.teacher_momentum,
-            Quantity::TeacherTemp => m.teacher_temp,
-            Quantity::ImagesPerSec => m.images_per_sec,
-            Quantity::EffectiveRank => m.effective_rank?,
-            Quantity::EffectiveRankHead => m.effective_rank_head?,
-            Quantity::StdNormalized => m.std_normalized?,
-        })
-    }
-}
 
 /// A toggle marker drawn on every plot.
 #[derive(Clone, Debug, PartialEq)]

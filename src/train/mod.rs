@@ -8,6 +8,7 @@ pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod representation;
+mod resume;
 pub mod schedule;
 pub mod trainer;
 

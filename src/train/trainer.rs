@@ -7,10 +7,9 @@ use crate::config::{Config, LiveSettings, Toggle};
 use crate::data::datasets::open_dataset;
 use crate::data::{DataError, Dataset};
 use crate::model::DinoModel;
-use crate::store::checkpoint::{CheckpointError, Snapshot};
+use crate::store::checkpoint::CheckpointError;
 use crate::store::rows::MetricsRow;
 use crate::train::ema::ema_update;
-use crate::train::engine::CHECKPOINT_KEEP_LAST;
 use crate::train::guard::{gradient_norm, Fault, NonFiniteKind};
 use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats};
 use crate::train::optim::{build_optimizer, SharedWeightDecay};
@@ -20,7 +19,6 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -88,25 +86,25 @@ impl PhaseSecs {
 }
 
 pub struct Trainer {
-    config: Config,
-    device: Device,
-    student: DinoModel,
-    teacher: DinoModel,
-    optimizer: ModuleOptimizer,
-    weight_decay: SharedWeightDecay,
-    center: Tensor<2>,
-    loader: CropLoader,
-    local_crops_wanted: Arc<AtomicUsize>,
-    live: LiveSettings,
-    step: usize,
-    iters_per_epoch: usize,
-    total_iters: usize,
-    drop_path_rng: ChaCha8Rng,
-    dataset_description: String,
-    last_phase_secs: PhaseSecs,
-    representation: RepresentationMonitor,
+    pub(super) config: Config,
+    pub(super) device: Device,
+    pub(super) student: DinoModel,
+    pub(super) teacher: DinoModel,
+    pub(super) optimizer: ModuleOptimizer,
+    pub(super) weight_decay: SharedWeightDecay,
+    pub(super) center: Tensor<2>,
+    pub(super) loader: CropLoader,
+    pub(super) local_crops_wanted: Arc<AtomicUsize>,
+    pub(super) live: LiveSettings,
+    pub(super) step: usize,
+    pub(super) iters_per_epoch: usize,
+    pub(super) total_iters: usize,
+    pub(super) drop_path_rng: ChaCha8Rng,
+    pub(super) dataset_description: String,
+    pub(super) last_phase_secs: PhaseSecs,
+    pub(super) representation: RepresentationMonitor,
     /// An injected failure (`DINOSCOPE_FAULT`, tests), see `train::guard`.
-    fault: Option<Fault>,
+    pub(super) fault: Option<Fault>,
 }
 
 impl Trainer {
@@ -134,115 +132,8 @@ impl Trainer {
         Self::build(config, device, total_steps, dataset, 0)
     }
 
-    /// Continues a run from a checkpoint directory written by [`crate::store::checkpoint`]: models,
-    /// optimiser state, center, step, live settings and random streams are restored and the
-    /// loader starts at the next batch, so on the CPU backend the following steps equal those
-    /// of an uninterrupted run.
-    pub fn resume(checkpoint: &Path, device: Device) -> Result<Self, TrainError> {
-        use crate::store::checkpoint::{read_checkpoint_state, restore, CheckpointFiles, Restored};
-        let files = CheckpointFiles::in_dir(checkpoint);
-        let state = read_checkpoint_state(checkpoint).map_err(TrainError::Checkpoint)?;
-        let config =
-            Config::from_file(&files.config).map_err(|err| TrainError::Checkpoint(err.into()))?;
-        validate(&config)?;
-        let now = config.architecture_line();
-        if !state.architecture.is_empty() && state.architecture != now {
-            return Err(TrainError::Checkpoint(
-                crate::store::checkpoint::CheckpointError::Mismatch {
-                    path: files.config.clone(),
-                    what: format!(
-                        "checkpoint is {}, config says {now}; restore the model and dino sections of this config.toml, or start a new run with the new architecture",
-                        state.architecture
-                    ),
-                },
-            ));
-        }
-        let dataset = open_dataset(&config)?;
-        if dataset.describe() != state.dataset {
-            return Err(TrainError::Checkpoint(
-                crate::store::checkpoint::CheckpointError::Mismatch {
-                    path: checkpoint.to_path_buf(),
-                    what: format!(
-                        "the data changed: the checkpoint was trained on \"{}\", the config now opens \"{}\"",
-                        state.dataset,
-                        dataset.describe()
-                    ),
-                },
-            ));
-        }
-        let mut trainer =
-            Self::build(config, device, Some(state.total_iters), dataset, state.step)?;
-        let skeleton = Restored {
-            student: trainer.student.clone(),
-            teacher: trainer.teacher.clone(),
-            optimizer: build_optimizer(
-                trainer.weight_decay.clone(),
-                trainer.config.optim.clip_grad,
-            )
-            .map_err(TrainError::Internal)?,
-            center: vec![0.0; trainer.config.dino.out_dim],
-            representation: Some(trainer.representation.export()),
-        };
-        let restored = restore(checkpoint, skeleton).map_err(TrainError::Checkpoint)?;
-        trainer.student = restored.student;
-        trainer.teacher = restored.teacher;
-        trainer.optimizer = restored.optimizer;
-        trainer.center = Tensor::from_data(
-            TensorData::new(restored.center, [1, trainer.config.dino.out_dim]),
-            &trainer.device,
-        );
-        trainer
-            .local_crops_wanted
-            .store(state.live.local_crops, Ordering::Relaxed);
-        trainer.live = state.live;
-        trainer.drop_path_rng = state.drop_path_rng.restore();
-        trainer.step = state.step;
-        if let Some(windows) = &restored.representation {
-            trainer.representation.import(windows);
-        }
-        Ok(trainer)
-    }
-
-    /// Everything a checkpoint holds, for `store::checkpoint::write_checkpoint`.
-    pub fn snapshot(&self) -> Result<Snapshot<'_>, CheckpointError> {
-        use crate::store::checkpoint::{CheckpointState, RngState};
-        let center: Vec<f32> = self
-            .center
-            .clone()
-            .into_data_as::<f32>()
-            .as_slice::<f32>()
-            .map(<[f32]>::to_vec)
-            .map_err(|err| CheckpointError::Write {
-                path: "center.npy".into(),
-                reason: format!("{err:?}"),
-            })?;
-        let representation = self.representation.export();
-        Ok(Snapshot {
-            student: &self.student,
-            teacher: &self.teacher,
-            optimizer: &self.optimizer,
-            center,
-            config: &self.config,
-            state: CheckpointState {
-                format: CheckpointState::FORMAT,
-                step: self.step,
-                epoch: self.epoch(),
-                total_iters: self.total_iters,
-                dataset: self.dataset_description.clone(),
-                live: self.live.clone(),
-                drop_path_rng: RngState::capture(&self.drop_path_rng),
-                representation_rows_per_step: representation[0].rows_per_step.clone(),
-                // Filled in by the engine, which owns the policy.
-                checkpoint_every_steps: 0,
-                keep_last: CHECKPOINT_KEEP_LAST,
-                architecture: self.config.architecture_line(),
-            },
-            representation,
-        })
-    }
-
     /// Builds from a validated config; the loader starts at batch `first_step`.
-    fn build(
+    pub(super) fn build(
         config: Config,
         device: Device,
         total_steps: Option<usize>,
@@ -620,7 +511,7 @@ impl Trainer {
     }
 }
 
-fn validate(config: &Config) -> Result<(), TrainError> {
+pub(super) fn validate(config: &Config) -> Result<(), TrainError> {
     config
         .validate()
         .map_err(|invalid| TrainError::Setting(format!("`{}` {}", invalid.key, invalid.message)))
