@@ -187,6 +187,23 @@ pub fn preprocess(image: &RgbImage, size: (u32, u32), patch: usize) -> (Vec<f32>
 
 /// Last-block CLS attention of `backbone` for one image (one forward pass). `None` when the
 /// image is smaller than one patch after resizing.
+/// The image as the network's `[1, 3, H, W]` input; `None` when smaller than one patch.
+fn image_input(
+    image: &RgbImage,
+    size: (u32, u32),
+    patch: usize,
+    device: &Device,
+) -> Option<Tensor<4>> {
+    let (chw, (w, h)) = preprocess(image, size, patch);
+    if w < patch || h < patch {
+        return None;
+    }
+    Some(Tensor::<4>::from_data(
+        TensorData::new(chw, [1, 3, h, w]),
+        device,
+    ))
+}
+
 pub fn attention_maps(
     backbone: &VisionTransformer,
     image: &RgbImage,
@@ -194,11 +211,7 @@ pub fn attention_maps(
     device: &Device,
 ) -> Option<AttentionMaps> {
     let patch = backbone.patch_size();
-    let (chw, (w, h)) = preprocess(image, size, patch);
-    if w < patch || h < patch {
-        return None;
-    }
-    let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
+    let input = image_input(image, size, patch, device)?;
     let (cls_attention, grid) =
         crate::device::on_compute_pool(|| backbone.last_cls_attention(input));
     let [_, heads, tokens] = cls_attention.dims();
@@ -229,11 +242,7 @@ pub fn attention_and_pca(
     device: &Device,
 ) -> Option<AttentionMaps> {
     let patch = backbone.patch_size();
-    let (chw, (w, h)) = preprocess(image, size, patch);
-    if w < patch || h < patch {
-        return None;
-    }
-    let input = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
+    let input = image_input(image, size, patch, device)?;
     let out = crate::device::on_compute_pool(|| backbone.forward(input, None));
     let [_, heads, tokens, _] = out.last_attention.dims();
     let patches = tokens - 1;

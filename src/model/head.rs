@@ -129,17 +129,22 @@ impl DinoModel {
     pub fn forward_multi_crop(
         &self,
         groups: Vec<Tensor<4>>,
-        mut rng: Option<&mut ChaCha8Rng>,
+        rng: Option<&mut ChaCha8Rng>,
     ) -> MultiCropOutput {
+        MultiCropOutput {
+            logits: self.head.forward(self.cls_features(groups, rng)),
+            features: None,
+            bottleneck: None,
+        }
+    }
+
+    /// The CLS features of every group, concatenated (one backbone pass per resolution).
+    fn cls_features(&self, groups: Vec<Tensor<4>>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<2> {
         let features: Vec<Tensor<2>> = groups
             .into_iter()
             .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
             .collect();
-        MultiCropOutput {
-            logits: self.head.forward(Tensor::cat(features, 0)),
-            features: None,
-            bottleneck: None,
-        }
+        Tensor::cat(features, 0)
     }
 
     /// As [`DinoModel::forward_multi_crop`], also returning the CLS features and the head's
@@ -147,13 +152,9 @@ impl DinoModel {
     pub fn forward_multi_crop_with_features(
         &self,
         groups: Vec<Tensor<4>>,
-        mut rng: Option<&mut ChaCha8Rng>,
+        rng: Option<&mut ChaCha8Rng>,
     ) -> MultiCropOutput {
-        let features: Vec<Tensor<2>> = groups
-            .into_iter()
-            .map(|images| self.backbone.forward_cls(images, rng.as_deref_mut()))
-            .collect();
-        let features = Tensor::cat(features, 0);
+        let features = self.cls_features(groups, rng);
         let bottleneck = self.head.bottleneck(features.clone());
         MultiCropOutput {
             logits: self.head.last_layer.forward(bottleneck.clone()),
