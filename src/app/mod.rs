@@ -28,7 +28,6 @@ use crate::device::DeviceChoice;
 use crate::worker::{Command, DeviceSource, WorkerHandle, WorkerStatus};
 use series::ViewSettings;
 use state::{AppState, Level};
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +106,8 @@ pub struct DinoscopeApp {
     base_config: Config,
     prefs: Prefs,
     options: AppOptions,
-    frame_secs: VecDeque<f32>,
+    /// CPU time of the recent frames (egui's own rolling window).
+    frame_secs: egui::util::History<f32>,
     launched_at: Instant,
     /// Seconds from launch to the first plotted point.
     pub first_point_secs: Option<f64>,
@@ -245,7 +245,7 @@ impl DinoscopeApp {
             prefs,
             autostart_pending: options.autostart,
             options,
-            frame_secs: VecDeque::with_capacity(FRAME_WINDOW),
+            frame_secs: egui::util::History::new(0..FRAME_WINDOW, f32::INFINITY),
             launched_at: Instant::now(),
             first_point_secs: None,
             screenshot_requested: false,
@@ -451,10 +451,8 @@ impl DinoscopeApp {
 impl eframe::App for DinoscopeApp {
     fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
         if let Some(cpu) = frame.info().cpu_usage {
-            if self.frame_secs.len() == FRAME_WINDOW {
-                self.frame_secs.pop_front();
-            }
-            self.frame_secs.push_back(cpu);
+            self.frame_secs
+                .add(self.launched_at.elapsed().as_secs_f64(), cpu);
         }
         if self.autostart_pending {
             self.autostart_pending = false;

@@ -28,7 +28,7 @@ struct Slot {
     bind_group: wgpu::BindGroup,
 }
 
-const UNIFORM_BYTES: u64 = 64;
+const UNIFORM_BYTES: u64 = std::mem::size_of::<StyleUniforms>() as u64;
 
 /// Registers the pipeline with eframe's renderer; false when there is no wgpu renderer.
 pub fn install(render_state: Option<&egui_wgpu::RenderState>) -> bool {
@@ -260,27 +260,39 @@ impl OverlayPipeline {
         );
         let style = &call.style;
         let colour = style.colour.map(|c| c as f32 / 255.0);
-        let values: [f32; 16] = [
-            style.heat_opacity,
-            style.tint_opacity,
-            if style.contour { 1.0 } else { 0.0 },
-            call.contour_px,
-            colour[0],
-            colour[1],
-            colour[2],
-            1.0,
-            grid_size.0 as f32,
-            grid_size.1 as f32,
-            image_size.0 as f32,
-            image_size.1 as f32,
-            if self.srgb_target { 1.0 } else { 0.0 },
-            0.0,
-            0.0,
-            0.0,
-        ];
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        queue.write_buffer(&slot.uniforms, 0, &bytes);
+        let uniforms = StyleUniforms {
+            params: [
+                style.heat_opacity,
+                style.tint_opacity,
+                if style.contour { 1.0 } else { 0.0 },
+                call.contour_px,
+            ],
+            colour: [colour[0], colour[1], colour[2], 1.0],
+            dims: [
+                grid_size.0 as f32,
+                grid_size.1 as f32,
+                image_size.0 as f32,
+                image_size.1 as f32,
+            ],
+            output: [if self.srgb_target { 1.0 } else { 0.0 }, 0.0, 0.0, 0.0],
+        };
+        queue.write_buffer(&slot.uniforms, 0, bytemuck::bytes_of(&uniforms));
     }
+}
+
+/// The shader's `Style` uniform, field for field (`shaders/attention_overlay.wgsl`): four
+/// `vec4<f32>`, so the layout has no padding to get wrong.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StyleUniforms {
+    /// Heat opacity, tint opacity, contour on (0/1), contour width in image pixels.
+    params: [f32; 4],
+    /// Mask colour, 0..1.
+    colour: [f32; 4],
+    /// Grid cols, grid rows, image width, image height (pixels).
+    dims: [f32; 4],
+    /// x: 1 when the target is an sRGB format.
+    output: [f32; 4],
 }
 
 /// One overlay to draw in a rectangle of the UI.

@@ -11,7 +11,7 @@ impl DinoscopeApp {
         if self.frame_secs.is_empty() {
             return None;
         }
-        let mut sorted: Vec<f32> = self.frame_secs.iter().copied().collect();
+        let mut sorted: Vec<f32> = self.frame_secs.values().collect();
         sorted.sort_by(f32::total_cmp);
         let at = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize] * 1e3;
         Some((at(0.5), at(0.95)))
