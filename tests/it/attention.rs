@@ -281,3 +281,48 @@ fn attention_cli_writes_pngs_npy_and_matches_pytorch() {
         "{stderr}"
     );
 }
+
+/// Issue 14: weights holding NaN are refused naming the tensor, in the library and the CLI,
+/// instead of loading silently and drawing empty masks.
+#[test]
+fn weights_with_nan_are_refused_naming_the_tensor() {
+    let bytes = std::fs::read(fixture("backbone.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    // Crude but enough for the fixture: the data offsets of `pos_embed`.
+    let entry = &header[header.find("\"pos_embed\"").unwrap()..];
+    let offsets = &entry[entry.find("\"data_offsets\":[").unwrap() + 16..];
+    let start: usize = offsets[..offsets.find(',').unwrap()]
+        .trim()
+        .parse()
+        .unwrap();
+    let mut damaged = bytes.clone();
+    let at = 8 + header_len + start;
+    damaged[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("diverged.safetensors");
+    std::fs::write(&path, &damaged).unwrap();
+    let err = load_backbone(&path, Network::Teacher, &three_heads(), &Device::flex())
+        .err()
+        .expect("NaN weights are refused")
+        .to_string();
+    assert!(
+        err.contains("diverged.safetensors") && err.contains("pos_embed") && err.contains("NaN"),
+        "{err}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["attention", "--heads", "3", "--weights"])
+        .arg(&path)
+        .arg("--image")
+        .arg(fixture("image.png"))
+        .arg("--out")
+        .arg(dir.path().join("maps"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("pos_embed") && stderr.contains("NaN"),
+        "{stderr}"
+    );
+}

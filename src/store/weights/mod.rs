@@ -145,6 +145,8 @@ pub enum WeightsError {
         "{path}: width {embed_dim} has no official head count (192→3, 384→6, 768→12); give the head count (--heads, or the heads box of the attention view)"
     )]
     UnknownHeads { path: PathBuf, embed_dim: usize },
+    #[error("{path}: tensor `{key}` holds NaN or infinite values; the file is damaged or was saved from a diverged run. Use an earlier checkpoint")]
+    NonFinite { path: PathBuf, key: String },
     #[error("{path}: {what}")]
     Mismatch { path: PathBuf, what: String },
     #[error(
@@ -167,11 +169,60 @@ pub fn load_backbone(
             path: path.to_path_buf(),
         });
     }
-    match detect_format(path)? {
+    let loaded = match detect_format(path)? {
         WeightsFormat::DinoscopeRun => load_run(path, network, overrides, device),
         WeightsFormat::Pytorch => load_pytorch(path, network, overrides, device),
         WeightsFormat::Safetensors => load_safetensors(path, overrides, device),
+    }?;
+    match first_non_finite(&loaded.backbone) {
+        Some(key) => Err(WeightsError::NonFinite {
+            path: path.to_path_buf(),
+            key,
+        }),
+        None => Ok(loaded),
     }
+}
+
+/// The first parameter (by module path) holding NaN or ±∞: NaN weights would otherwise load
+/// silently and give empty masks. A tensor's sum is non-finite exactly when one of its values
+/// is (weights are far from f32's overflow), so this is one reduction per tensor.
+pub fn first_non_finite<M: burn::module::Module>(module: &M) -> Option<String> {
+    /// The module path is tracked through enter/exit (burn's derive names each field).
+    struct FirstNonFinite {
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl burn::module::ModuleVisitor for FirstNonFinite {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::prelude::Tensor<D>>,
+        ) {
+            if self.found.is_some() {
+                return;
+            }
+            let sum = param.val().sum().into_data_as::<f32>();
+            let finite = sum
+                .as_slice::<f32>()
+                .ok()
+                .and_then(|values| values.first())
+                .is_some_and(|value| value.is_finite());
+            if !finite {
+                self.found = Some(self.path.join("."));
+            }
+        }
+    }
+    let mut visitor = FirstNonFinite {
+        path: Vec::new(),
+        found: None,
+    };
+    module.visit(&mut visitor);
+    visitor.found
 }
 
 fn detect_format(path: &Path) -> Result<WeightsFormat, WeightsError> {
