@@ -5,6 +5,7 @@ mod bad_input;
 mod checkpoint;
 mod cli;
 mod faults;
+mod fuzz;
 mod golden;
 mod gui;
 mod layers;

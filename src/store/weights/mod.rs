@@ -169,11 +169,20 @@ pub fn load_backbone(
             path: path.to_path_buf(),
         });
     }
-    let loaded = match detect_format(path)? {
+    let format = detect_format(path)?;
+    // The pickle and safetensors readers see hostile bytes first: a panic inside them is
+    // contained here and named like any unreadable file.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match format {
         WeightsFormat::DinoscopeRun => load_run(path, network, overrides, device),
         WeightsFormat::Pytorch => load_pytorch(path, network, overrides, device),
         WeightsFormat::Safetensors => load_safetensors(path, overrides, device),
-    }?;
+    }))
+    .unwrap_or_else(|_| {
+        Err(WeightsError::Read {
+            path: path.to_path_buf(),
+            reason: "its reader panicked on this file; it is damaged or not a weights file".into(),
+        })
+    })?;
     match first_non_finite(&loaded.backbone) {
         Some(key) => Err(WeightsError::NonFinite {
             path: path.to_path_buf(),
