@@ -55,8 +55,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (engine, events) = if let Some(path) = &args.resume {
         let selected = select_device(args.common.device)?;
         note(&format!("device: {}", selected.description));
-        let (engine, resumed, events) = Engine::resume(path, selected.device)
-            .with_context(|| format!("cannot resume from {}", path.display()))?;
+        let (engine, resumed, events) =
+            Engine::resume(path, selected.device).with_context(|| {
+                format!(
+                    "cannot resume from {}{}",
+                    path.display(),
+                    older_checkpoints(path)
+                )
+            })?;
         note(&format!(
             "resuming {} at step {} of {}",
             resumed.checkpoint.display(),
@@ -357,4 +363,28 @@ fn summary_line(m: &MetricsRow, images_per_sec: f64, rank: Option<f64>) -> Strin
         m.lr,
         images_per_sec
     )
+}
+
+/// When the newest checkpoint of a run cannot be loaded: the older ones to try instead.
+fn older_checkpoints(path: &std::path::Path) -> String {
+    use dinoscope::store::checkpoint::{list_checkpoints, resolve_checkpoint};
+    let run_dir = if list_checkpoints(path).is_empty() {
+        path.parent().unwrap_or(path)
+    } else {
+        path
+    };
+    let failed = resolve_checkpoint(path).ok();
+    let older: Vec<String> = list_checkpoints(run_dir)
+        .into_iter()
+        .rev()
+        .filter(|(_, dir)| Some(dir) != failed.as_ref())
+        .map(|(_, dir)| dir.display().to_string())
+        .collect();
+    match older.first() {
+        Some(newest) => format!(
+            " (older checkpoints of this run: {}; try `dinoscope train --resume {newest}`)",
+            older.join(", ")
+        ),
+        None => String::new(),
+    }
 }

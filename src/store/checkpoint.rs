@@ -29,6 +29,10 @@ pub enum CheckpointError {
     Config(#[from] ConfigError),
     #[error("{path}: {what}")]
     Mismatch { path: PathBuf, what: String },
+    /// A file of a checkpoint directory that cannot be read back (the directory itself was
+    /// found, so the generic "pass a run directory" hint would only mislead).
+    #[error("checkpoint file {path} is damaged or incomplete: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error("no complete checkpoint in {path}; pass a run directory that holds checkpoint-<step>/ directories (written by `train --checkpoint-every N` or the app's Save checkpoint) or one of them")]
     NoCheckpoint { path: PathBuf },
 }
@@ -147,7 +151,7 @@ impl CheckpointState {
 /// Reads and checks `state.toml` of a checkpoint directory.
 pub fn read_checkpoint_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     let path = CheckpointFiles::in_dir(dir).state;
-    let read_error = |reason: String| CheckpointError::Read {
+    let read_error = |reason: String| CheckpointError::Damaged {
         path: path.clone(),
         reason,
     };
@@ -276,7 +280,7 @@ pub struct Restored {
 /// of the architecture its config describes); every file is named when it cannot be read.
 pub fn restore(dir: &Path, skeleton: Restored) -> Result<Restored, CheckpointError> {
     let files = CheckpointFiles::in_dir(dir);
-    let read_error = |path: &Path, reason: String| CheckpointError::Read {
+    let read_error = |path: &Path, reason: String| CheckpointError::Damaged {
         path: path.to_path_buf(),
         reason,
     };
@@ -284,16 +288,16 @@ pub fn restore(dir: &Path, skeleton: Restored) -> Result<Restored, CheckpointErr
     let student = skeleton
         .student
         .try_load_file(&files.student)
-        .map_err(|err| read_error(&files.student, format!("{err:?}")))?;
+        .map_err(|err| read_error(&files.student, recorder_reason(&err)))?;
     let mut teacher = skeleton
         .teacher
         .try_load_file(&files.teacher)
-        .map_err(|err| read_error(&files.teacher, format!("{err:?}")))?;
+        .map_err(|err| read_error(&files.teacher, recorder_reason(&err)))?;
     teacher.backbone = teacher.backbone.without_drop_path();
     let optimizer = skeleton
         .optimizer
         .load(&files.optimizer)
-        .map_err(|err| read_error(&files.optimizer, format!("{err:?}")))?;
+        .map_err(|err| read_error(&files.optimizer, recorder_reason(&err)))?;
     let center = crate::store::npy::read_npy(&files.center)
         .ok()
         .and_then(|npy| npy.to_f32())
@@ -336,6 +340,18 @@ fn read_windows(
         };
     }
     Some(windows)
+}
+
+/// A recorder error as one readable phrase: burn's errors print as `Io("I/O error: …")`.
+fn recorder_reason(err: &impl std::fmt::Debug) -> String {
+    let text = format!("{err:?}");
+    let inner = text
+        .split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .unwrap_or(&text);
+    inner
+        .trim_start_matches("I/O error: ")
+        .replace("\\\"", "\"")
 }
 
 /// Writes `checkpoint-<step>/` into `run_dir` atomically and keeps the newest `keep_last`.

@@ -781,3 +781,121 @@ fn a_corrupt_image_is_reported_once_without_colour_codes() {
     );
     assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
 }
+
+/// Issue 20 case 6: when the newest checkpoint is damaged, the message names the file and the
+/// older checkpoint to resume instead (and resuming that one works).
+#[test]
+fn a_damaged_newest_checkpoint_points_to_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = dinoscope_bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "4",
+            "--log-every",
+            "0",
+        ])
+        .args(["--checkpoint-every", "2", "--out"])
+        .arg(&run)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let student = run.join("checkpoint-00000004/student.bpk");
+    let bytes = std::fs::read(&student).unwrap();
+    std::fs::write(&student, &bytes[..bytes.len() / 2]).unwrap();
+    let output = dinoscope_bin()
+        .args(["train", "--device", "cpu", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("checkpoint-00000004/student.bpk")
+            && stderr.contains("damaged or incomplete")
+            && stderr.contains("try `dinoscope train --resume")
+            && stderr.contains("checkpoint-00000002`"),
+        "{stderr}"
+    );
+    // Not the generic hint, which names what was passed (issue 20 case 6).
+    assert!(!stderr.contains("Pass a run directory"), "{stderr}");
+    assert!(!stderr.contains("Io("), "no debug dump: {stderr}");
+    let output = dinoscope_bin()
+        .args(["train", "--device", "cpu", "--log-every", "0", "--resume"])
+        .arg(run.join("checkpoint-00000002"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Issue 20 case 2: `plot --out fig.png` never touches a `fig.tmp` the user owns and leaves no
+/// temporary file behind.
+#[test]
+fn plot_keeps_the_users_fig_tmp() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = dinoscope_bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--log-every",
+            "0",
+            "--out",
+        ])
+        .arg(&run)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let figures = dir.path().join("figures");
+    std::fs::create_dir(&figures).unwrap();
+    for name in ["fig.tmp", "fig.svg.tmp", "fig.png.tmp"] {
+        std::fs::write(figures.join(name), "the user's notes").unwrap();
+    }
+    for out in ["fig.png", "fig.svg"] {
+        let output = dinoscope_bin()
+            .args(["plot", "--runs"])
+            .arg(&run)
+            .arg("--out")
+            .arg(figures.join(out))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&figures)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fig.png",
+            "fig.png.tmp",
+            "fig.svg",
+            "fig.svg.tmp",
+            "fig.tmp"
+        ]
+    );
+    for name in ["fig.tmp", "fig.svg.tmp", "fig.png.tmp"] {
+        assert_eq!(
+            std::fs::read_to_string(figures.join(name)).unwrap(),
+            "the user's notes"
+        );
+    }
+}
