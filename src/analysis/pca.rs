@@ -3,6 +3,9 @@
 /// Projects `n` feature rows of width `dim` on their first three principal components and
 /// scales each component to 0..=255 (min–max), as the DINO follow-up work's PCA pictures.
 /// Components come from power iteration with deflation on the covariance (deterministic).
+///
+/// Long: centring, the 3-component power iteration with deflation and the colour mapping,
+/// kept together in the order they run.
 pub fn pca_rgb(features: &[f32], n: usize, dim: usize) -> Vec<u8> {
     if n == 0 || dim == 0 || features.len() != n * dim {
         return Vec::new();

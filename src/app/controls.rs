@@ -29,6 +29,7 @@ impl DinoscopeApp {
         }
     }
 
+    /// Long: the left panel's widgets in screen order, each with its tooltip.
     pub(super) fn controls_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Anti-collapse");
         let mut controls = self.state.controls.clone();

@@ -478,6 +478,7 @@ impl eframe::App for DinoscopeApp {
         }
     }
 
+    /// Long: the window's panels in screen order.
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
         egui::Panel::bottom("status_line").show(ui, |ui| self.status_line_ui(ui));

@@ -186,6 +186,8 @@ impl OverlayPipeline {
         }
     }
 
+    /// Long: the wgpu resources of one overlay created and filled in the order the pipeline binds
+    /// them.
     fn prepare(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, call: &OverlayCallback) {
         let image_size = call.image.dimensions();
         let grid_size = (call.layers.cols as u32, call.layers.rows as u32);

@@ -319,6 +319,8 @@ impl AppState {
     }
 
     /// Applies one worker event.
+    ///
+    /// Long: one arm per worker event.
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::Started {

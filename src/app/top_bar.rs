@@ -6,6 +6,7 @@ use crate::config::PRESETS;
 use crate::worker::WorkerStatus;
 
 impl DinoscopeApp {
+    /// Long: the top bar's widgets in screen order.
     pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
             let status = self.state.worker_status;

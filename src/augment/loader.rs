@@ -110,6 +110,9 @@ fn check_scale(name: &str, (lo, hi): (f32, f32)) -> Result<(), LoaderError> {
 impl CropLoader {
     /// Spawns `workers` threads. `local_crops_number` is read when each batch is generated, so a
     /// change applies within `max(prefetch_batches, workers)` batches (a decrease at once).
+    ///
+    /// Long: the worker threads, the reorder buffer and the queue are set up together because they
+    /// share one stop flag and one order.
     pub fn spawn(
         dataset: Arc<dyn Dataset>,
         cfg: LoaderConfig,
@@ -273,6 +276,8 @@ fn sample_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed_from(&[seed, epoch as u64, index as u64, 0x4352_4F50]))
 }
 
+/// Long: the crops of one batch, with the skip-and-retry of unreadable images inline so the
+/// delivery order stays plain to see.
 fn build_batch(
     shared: &Shared,
     k: u64,

@@ -44,6 +44,7 @@ pub struct AttentionArgs {
     out: PathBuf,
 }
 
+/// Long: the subcommand's pipeline in order: load, compute, then each output file the README lists.
 pub fn run(args: AttentionArgs) -> Result<()> {
     use dinoscope::analysis::attention::{
         attention_and_pca, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,

@@ -115,6 +115,8 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Long: the benchmark's phases in order (warm-up, timed steps, per-phase medians, the loader
+/// alone).
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.workload == Workload::Attention {
         return bench_attention(args);

@@ -33,6 +33,7 @@ pub struct KnnArgs {
     heads: Option<usize>,
 }
 
+/// Long: the subcommand's pipeline in order: weights, data, both networks, the report.
 pub fn run(args: KnnArgs) -> Result<()> {
     use dinoscope::analysis::knn::{EvalData, KnnSettings};
     use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};

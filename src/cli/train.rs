@@ -118,6 +118,8 @@ struct Reporter {
     rank: Option<f64>,
 }
 
+/// Long: the whole life of a CLI run in order: announce, script, signals, the step loop, the final
+/// save and the summary.
 fn run_engine(
     args: &TrainArgs,
     mut engine: Engine,

@@ -81,6 +81,8 @@ pub fn format_bytes(bytes: u64) -> String {
 
 impl Config {
     /// The peak memory of one training step of this config (see the module docs).
+    ///
+    /// Long: one term per part of a step (module docs), summed in the order they are named.
     pub fn memory_estimate(&self) -> MemoryEstimate {
         let arch = self.vit_arch();
         let (d, depth, heads) = (

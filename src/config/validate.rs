@@ -5,6 +5,9 @@ use super::{live, Config, DataSource, VitArch};
 
 impl Config {
     /// Checks every range; the first violation is returned with its dotted key.
+    ///
+    /// Long: one range check per key, in the order of the config file, so a reader finds a key's
+    /// rule where the file has it.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         let m = &self.model;
         check(

@@ -279,6 +279,9 @@ fn blend(dst: &mut [f32; 3], src: [f32; 3], alpha: f32) {
 
 /// Renders with analytic anti-aliasing: a pixel's coverage is 0.5 − signed distance (in px),
 /// which is exact for straight edges and close enough for these curvatures.
+///
+/// Long: every pixel of the scene in one pass, with the signed distance of each shape kind
+/// inline so the coverage rule above reads in one place.
 fn render(scene: &Scene, size_px: u32) -> (RgbImage, GrayImage) {
     let size = size_px as f32;
     let px = 1.0 / size.max(1.0);

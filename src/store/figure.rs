@@ -211,6 +211,7 @@ fn quantity_series(run: &PlotRun, quantity: Quantity) -> Series {
         .collect()
 }
 
+/// Long: one arm per figure kind, each a few lines of series to hand to `panel`.
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     runs: &[PlotRun],
@@ -398,6 +399,8 @@ fn draw_geometry<DB: DrawingBackend>(
 }
 
 /// One chart: the curves, the optional ln K line and the 0 line.
+///
+/// Long: plotters' chart, mesh, reference lines, curves and legend, in drawing order.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,

@@ -322,6 +322,8 @@ impl Trainer {
         Ok(())
     }
 
+    /// Long: one DINO iteration in the reference's order (§5.5), each phase timed where it ends;
+    /// splitting it would scatter the order the parity tests pin.
     fn step_here(&mut self) -> Result<MetricsRow, TrainError> {
         if let Some(Fault::DeviceLost { step }) = self.fault {
             if step == self.step {

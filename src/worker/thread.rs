@@ -88,6 +88,7 @@ impl Worker {
         }
     }
 
+    /// Long: one arm per command.
     fn handle(&mut self, command: Command) -> Flow {
         match command {
             Command::Start {

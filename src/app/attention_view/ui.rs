@@ -128,6 +128,8 @@ impl AttentionView {
     }
 
     /// The full view: toolbar, image strip, the large selected map and the per-head grid.
+    ///
+    /// Long: the tab's panels in screen order.
     pub fn full_ui(&mut self, ui: &mut egui::Ui, state: &AppState) {
         self.toolbar_ui(ui, state);
         ui.separator();
@@ -252,6 +254,7 @@ impl AttentionView {
         });
     }
 
+    /// Long: the toolbar's widgets in screen order.
     fn toolbar_ui(&mut self, ui: &mut egui::Ui, state: &AppState) {
         ui.horizontal_wrapped(|ui| {
             if ui

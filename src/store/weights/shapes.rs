@@ -24,6 +24,9 @@ pub(super) fn summarise_keys(keys: &[String]) -> String {
 
 /// Reads the architecture from the (remapped) tensor shapes and checks every backbone tensor.
 /// Returns the config and how many of the tensors belong to the backbone.
+///
+/// Long: each architectural number read from its own tensor shape in turn, each with its own
+/// message.
 pub(super) fn infer_config(
     path: &Path,
     shapes: &BTreeMap<String, Vec<usize>>,
