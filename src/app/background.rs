@@ -23,6 +23,8 @@ pub enum Done {
     },
     /// Run directories under the runs folder (newest first) and whether each has a checkpoint.
     RunsListed(Vec<DiskRun>),
+    /// The user picked a directory to continue saving the current run in.
+    SaveRunTo(PathBuf),
     /// The user closed a dialog without choosing.
     Cancelled,
     Failed(String),

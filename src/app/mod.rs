@@ -151,6 +151,8 @@ pub enum UiCommand {
     Reset,
     SaveCheckpoint,
     /// Ask for a run directory to continue (a dialog on a background thread).
+    /// Ask where to continue saving a run whose directory was lost.
+    PickSaveRunTo,
     PickRunToResume,
     ResumeRun(PathBuf),
     OpenRun(PathBuf),
@@ -359,6 +361,18 @@ impl DinoscopeApp {
                             .map_or(background::Done::Cancelled, background::Done::ResumeRun)
                     });
                 }
+                UiCommand::PickSaveRunTo => {
+                    let root = self.options.runs_root.clone();
+                    self.background.spawn("save-run-dialog", move || {
+                        let mut dialog = rfd::FileDialog::new();
+                        if let Some(root) = root {
+                            dialog = dialog.set_directory(root);
+                        }
+                        dialog
+                            .pick_folder()
+                            .map_or(background::Done::Cancelled, background::Done::SaveRunTo)
+                    });
+                }
                 UiCommand::ResumeRun(dir) => self.resume_run(dir),
                 UiCommand::OpenRun(dir) => self.open_run(&dir),
                 UiCommand::RescanRuns => self.rescan_runs(),
@@ -378,6 +392,7 @@ impl DinoscopeApp {
                     .state
                     .message(Level::Info, format!("saved {}", path.display())),
                 Done::ResumeRun(dir) => self.resume_run(dir),
+                Done::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
                 Done::OpenWeights(path) => self.load_weights(path),
                 Done::OpenImages(paths) => self.attention.add_files(paths, &mut self.state),
                 Done::ExportAttention { path, grid } => {

@@ -42,6 +42,8 @@ pub struct RunRecord {
     pub images_per_sec_ema: Option<f64>,
     /// Teacher evaluations, oldest first (the first, at step 0, is the random-init baseline).
     pub evals: Vec<EvalRow>,
+    /// The run directory could not be written: the UI offers "Save run to…".
+    pub storage_lost: bool,
     /// The newest spectra of the backbone window (step, σ / σ₁ largest first), oldest first.
     pub spectra: VecDeque<(usize, Vec<f32>)>,
 }
@@ -81,6 +83,7 @@ impl RunRecord {
             images_per_sec_ema: None,
             evals: Vec::new(),
             spectra: VecDeque::new(),
+            storage_lost: false,
         }
     }
 
@@ -376,14 +379,20 @@ impl AppState {
                     run.evals = rows;
                 }
             }
-            Event::CheckpointSaved { path, elapsed_secs } => self.message(
-                Level::Info,
-                format!(
-                    "checkpoint saved: {} ({:.0} ms)",
-                    path.display(),
-                    elapsed_secs * 1e3
-                ),
-            ),
+            Event::CheckpointSaved { path, elapsed_secs } => {
+                // A checkpoint written means the run has a directory again.
+                if let Some(run) = self.current.and_then(|id| self.run_mut(id)) {
+                    run.storage_lost = false;
+                }
+                self.message(
+                    Level::Info,
+                    format!(
+                        "checkpoint saved: {} ({:.0} ms)",
+                        path.display(),
+                        elapsed_secs * 1e3
+                    ),
+                )
+            }
             Event::Marker {
                 run_id,
                 step,
@@ -420,6 +429,21 @@ impl AppState {
                 }
             }
             Event::Warning(text) => self.message(Level::Warning, text),
+            Event::StorageLost { run_id, message } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.storage_lost = true;
+                    if let Some(step) = run.last.as_ref().map(|m| m.step) {
+                        run.markers.push(Marker {
+                            step,
+                            label: "run directory lost".into(),
+                        });
+                    }
+                }
+                self.message(
+                    Level::Error,
+                    format!("{message}. The run is paused and kept in memory: use Save run to… to continue saving it elsewhere."),
+                );
+            }
             Event::Halted {
                 run_id,
                 step,

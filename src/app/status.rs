@@ -3,7 +3,7 @@
 use super::collapse::{classify, findings, CollapseState};
 use super::state::{Level, Quantity};
 use super::top_bar::collapse_chip_ui;
-use super::DinoscopeApp;
+use super::{DinoscopeApp, UiCommand};
 
 impl DinoscopeApp {
     pub(super) fn explanation_ui(&self, ui: &mut egui::Ui) {
@@ -44,7 +44,7 @@ impl DinoscopeApp {
         }
     }
 
-    pub(super) fn status_line_ui(&self, ui: &mut egui::Ui) {
+    pub(super) fn status_line_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             if let Some(message) = self.state.messages.back() {
                 let colour = match message.level {
@@ -64,6 +64,14 @@ impl DinoscopeApp {
                     .on_hover_text(history.join("\n"));
             } else {
                 ui.label("Ready.");
+            }
+            if self.state.current_run().is_some_and(|run| run.storage_lost)
+                && ui
+                    .button("Save run to…")
+                    .on_hover_text("The run directory can no longer be written. Pick another folder: the config, every row so far and a checkpoint are written there, then Resume continues.")
+                    .clicked()
+            {
+                self.commands.push(UiCommand::PickSaveRunTo);
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if let Some((median, p95)) = self.frame_time_ms() {

@@ -116,6 +116,8 @@ struct Reporter {
     /// The regime last logged and the newest effective-rank reading.
     regime: Regime,
     rank: Option<f64>,
+    /// Why the run directory can no longer be written, once it cannot.
+    storage_lost: Option<String>,
 }
 
 /// Long: the whole life of a CLI run in order: announce, script, signals, the step loop, the final
@@ -180,6 +182,7 @@ fn run_engine(
         last: None,
         regime: Regime::WarmingUp,
         rank: None,
+        storage_lost: None,
     };
     reporter.report(&engine, events);
     let mut failure = None;
@@ -196,6 +199,11 @@ fn run_engine(
                 failure = Some(err);
                 break;
             }
+        }
+        if reporter.storage_lost.is_some() {
+            // Training on would only lose more: stop, naming the path.
+            reporter.progress.abandon_with_message("run directory lost");
+            break;
         }
     }
     if failure.is_none() {
@@ -224,6 +232,9 @@ fn run_engine(
             ));
         }
         return Err(err.into());
+    }
+    if let Some(message) = reporter.storage_lost {
+        bail!("{message}; training stopped (nothing written before is damaged)");
     }
     if let Some(m) = reporter.last.take() {
         reporter.out.line(&format!(
@@ -278,6 +289,8 @@ impl Reporter {
                     }
                 }
                 self.last = Some(*metrics);
+            } else if let EngineEvent::StorageLost(message) = event {
+                self.storage_lost = Some(message);
             } else if let Some(text) = describe(&event) {
                 self.progress.suspend(|| note(&text));
             }
@@ -297,6 +310,7 @@ fn describe(event: &EngineEvent) -> Option<String> {
     Some(match event {
         EngineEvent::Marker { step, toggle } => format!("step {step}: {}", toggle.label()),
         EngineEvent::Warning(message) => format!("warning: {message}"),
+        EngineEvent::StorageLost(message) => format!("error: {message}"),
         EngineEvent::CheckpointSaved { path, elapsed_secs } => format!(
             "checkpoint: {} ({:.0} ms)",
             path.display(),

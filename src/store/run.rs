@@ -143,8 +143,19 @@ impl RunWriter {
         Ok(kept)
     }
 
-    /// Appends one row and flushes it, so a crash or Ctrl-C leaves a complete CSV.
+    /// Appends one row and flushes it, so a crash or Ctrl-C leaves a complete CSV. A file
+    /// removed or moved away since it was opened is an error: appending to the open handle
+    /// would succeed and write nowhere anyone can read.
     pub fn append(&mut self, row: &MetricsRow) -> Result<(), RunError> {
+        if !self.metrics_path.is_file() {
+            return Err(RunError::Write {
+                path: self.metrics_path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the file (or its run directory) was removed or moved while training",
+                ),
+            });
+        }
         self.metrics
             .serialize(row)
             .and_then(|()| self.metrics.flush().map_err(csv::Error::from))

@@ -67,6 +67,10 @@ pub enum EngineEvent {
     },
     /// Something the user should know that does not stop training.
     Warning(String),
+    /// The run directory can no longer be written (removed, read-only, disk full): metrics
+    /// are kept in memory only from this step on. The CLI stops; the app pauses and offers to
+    /// continue saving elsewhere ([`Engine::save_to`]).
+    StorageLost(String),
 }
 
 /// One evaluation: the stored row and the results it summarises.
@@ -116,6 +120,10 @@ pub struct Engine {
     best_rank: Option<f64>,
     /// Data warnings already reported.
     warned: std::collections::HashSet<String>,
+    /// Every row and evaluation of this run, so [`Engine::save_to`] can rewrite them
+    /// elsewhere when the run directory is lost.
+    history: Vec<MetricsRow>,
+    eval_history: Vec<EvalRow>,
 }
 
 impl Engine {
@@ -191,6 +199,8 @@ impl Engine {
         for row in &history {
             engine.remember(row.clone());
         }
+        engine.history = history.clone();
+        engine.eval_history = evals.clone();
         let resumed = ResumedFrom {
             checkpoint,
             first_step,
@@ -219,6 +229,8 @@ impl Engine {
             latest_rank: None,
             best_rank: None,
             warned: std::collections::HashSet::new(),
+            history: Vec::new(),
+            eval_history: Vec::new(),
         }
     }
 
@@ -315,11 +327,16 @@ impl Engine {
         if let Some(writer) = &mut self.writer {
             if let Err(err) = writer.append(&metrics) {
                 self.writer = None;
-                events.push(EngineEvent::Warning(format!(
-                    "{err}; metrics of this run are no longer saved"
+                events.push(EngineEvent::StorageLost(format!(
+                    "{err}; from step {} on this run is kept in memory only",
+                    metrics.step
                 )));
             }
         }
+        let mut kept = metrics.clone();
+        kept.spectrum = Vec::new();
+        kept.warnings = Vec::new();
+        self.history.push(kept);
         events.push(EngineEvent::Metrics(Box::new(metrics)));
         let done = self.trainer.steps_done();
         let per_epoch = self.trainer.iters_per_epoch().max(1);
@@ -427,7 +444,7 @@ impl Engine {
     /// One `knn.csv` row: k-NN and Jaccard of `backbone` (the teacher) and, given, k-NN of
     /// the student on the same split.
     fn evaluate_backbone(
-        &self,
+        &mut self,
         backbone: &VisionTransformer,
         student: Option<&VisionTransformer>,
         step: usize,
@@ -462,6 +479,7 @@ impl Engine {
             student_top1: student_knn.map(|k| k.top1),
             student_top5: student_knn.map(|k| k.top5),
         };
+        self.eval_history.push(row.clone());
         if let Some(writer) = &self.writer {
             if let Err(err) = writer.append_eval(&row) {
                 events.push(EngineEvent::Warning(err.to_string()));
@@ -472,6 +490,22 @@ impl Engine {
             knn,
             jaccard,
         })));
+    }
+
+    /// Continues saving this run in `dir` after its run directory was lost: the config, every
+    /// row and evaluation so far, and a checkpoint of the current state, so nothing trained in
+    /// memory is lost. Returns the checkpoint.
+    pub fn save_to(&mut self, dir: &Path) -> Result<PathBuf, String> {
+        let mut writer =
+            RunWriter::create(dir, self.trainer.config()).map_err(|e| e.to_string())?;
+        for row in &self.history {
+            writer.append(row).map_err(|e| e.to_string())?;
+        }
+        for row in &self.eval_history {
+            writer.append_eval(row).map_err(|e| e.to_string())?;
+        }
+        self.writer = Some(writer);
+        self.save_checkpoint().map(|(path, _)| path)
     }
 
     /// Writes a checkpoint now (the Save button, a signal): `CheckpointSaved`, or a warning

@@ -51,6 +51,9 @@ pub enum Command {
     },
     /// Apply a toggle before the next step.
     Set(Toggle),
+    /// Continue saving the current run in this directory (its run directory was lost): the
+    /// config, every row so far and a checkpoint are written there.
+    SaveRunTo(PathBuf),
     /// Make a later step of the current run fail this way (tests and demos; a run started
     /// with `DINOSCOPE_FAULT` set gets it from the environment). See `train::guard`.
     InjectFault(Option<crate::train::guard::Fault>),
@@ -157,6 +160,12 @@ pub enum Event {
     EvalHistory {
         run_id: RunId,
         rows: Vec<EvalRow>,
+    },
+    /// The run directory can no longer be written: the run is paused and kept in memory
+    /// until `Command::SaveRunTo` gives it another directory.
+    StorageLost {
+        run_id: RunId,
+        message: String,
     },
     /// The non-finite guard discarded step `step`: the run is paused at its last good state;
     /// a toggle and Resume continue it, Save checkpoint keeps that state.

@@ -129,6 +129,24 @@ impl Worker {
                 path,
                 paused,
             } => self.resume(run_id, &path, paused),
+            Command::SaveRunTo(dir) => {
+                if let Some(run) = &mut self.run {
+                    let run_id = run.id;
+                    match run.engine.save_to(&dir) {
+                        Ok(checkpoint) => {
+                            self.emit(Event::CheckpointSaved {
+                                path: checkpoint,
+                                elapsed_secs: 0.0,
+                            });
+                            self.emit(Event::Warning(format!(
+                                "the run is saved in {} again (config, every row, a checkpoint); Resume continues",
+                                dir.display()
+                            )));
+                        }
+                        Err(message) => self.fail_save(run_id, message),
+                    }
+                }
+            }
             Command::InjectFault(fault) => {
                 if let Some(run) = &mut self.run {
                     run.engine.inject_fault(fault);
@@ -298,6 +316,7 @@ impl Worker {
                     Event::CheckpointSaved { path, elapsed_secs }
                 }
                 EngineEvent::Warning(message) => Event::Warning(message),
+                EngineEvent::StorageLost(message) => Event::StorageLost { run_id, message },
             });
         }
     }
@@ -307,6 +326,14 @@ impl Worker {
             DeviceSource::Ready(selected) => Ok(selected.clone()),
             DeviceSource::Choice(choice) => select_device(*choice).map_err(|e| e.to_string()),
         }
+    }
+
+    /// Saving elsewhere failed: the run stays paused in memory, and the user can pick again.
+    fn fail_save(&self, run_id: RunId, message: String) {
+        self.emit(Event::StorageLost {
+            run_id,
+            message: format!("cannot save the run there either: {message}"),
+        });
     }
 
     fn fail(&mut self, run_id: RunId, message: String) {
@@ -340,7 +367,18 @@ impl Worker {
                     EngineEvent::Metrics(metrics) => Some(metrics.step),
                     _ => None,
                 });
+                let storage_lost = events
+                    .iter()
+                    .any(|e| matches!(e, EngineEvent::StorageLost(_)));
                 self.forward(run_id, events);
+                if storage_lost {
+                    // Nothing more can be saved there: hold the run until it has a new home.
+                    if let Some(run) = &mut self.run {
+                        run.paused = true;
+                    }
+                    self.status(WorkerStatus::Paused);
+                    return;
+                }
                 if let Some(step) = step {
                     if step % self.attention.every_steps == 0 {
                         self.emit_attention(step);

@@ -386,3 +386,44 @@ fn a_headless_gpu_probe_prints_no_display_noise() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }
+
+/// Issue 14 §3: the run directory removed while `train` runs stops it with a non-zero exit
+/// status naming the path, instead of training on into a file nobody can read.
+#[test]
+fn train_stops_naming_the_path_when_its_run_directory_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let child = dinoscope()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "3000",
+            "--log-every",
+            "0",
+            "--out",
+        ])
+        .arg(&run)
+        .args(MICRO)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |csv| csv.lines().count()) < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "no rows written");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::remove_dir_all(&run).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&run.join("metrics.csv").display().to_string())
+            && stderr.contains("removed or moved")
+            && stderr.contains("training stopped"),
+        "{stderr}"
+    );
+}

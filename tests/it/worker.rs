@@ -463,3 +463,62 @@ fn a_non_finite_step_pauses_the_run_and_resume_continues_it() {
     assert!(rows.iter().all(|m| m.loss.is_finite()));
     worker.send(Command::Stop).unwrap();
 }
+
+/// Issue 14 §3: the run directory removed while training pauses the run (kept in memory);
+/// `SaveRunTo` writes the config, every row so far and a checkpoint elsewhere, and the run
+/// continues there.
+#[test]
+fn a_lost_run_directory_pauses_and_the_run_continues_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let worker = spawn();
+    worker
+        .send(Command::Start {
+            run_id: 1,
+            config: Box::new(micro_config()),
+            run_dir: Some(first.clone()),
+            total_steps: Some(10_000),
+            paused: true,
+        })
+        .unwrap();
+    for step in 0..3 {
+        worker.send(Command::Step).unwrap();
+        until(&worker, |e| metrics_step(e) == Some(step));
+    }
+    std::fs::remove_dir_all(&first).unwrap();
+    worker.send(Command::Step).unwrap();
+    let events = until(&worker, |e| matches!(e, Event::StorageLost { .. }));
+    let Some(Event::StorageLost { message, .. }) = events.last() else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("metrics.csv") && message.contains("removed or moved"),
+        "{message}"
+    );
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Paused,
+                ..
+            }
+        )
+    });
+    let second = dir.path().join("second");
+    worker.send(Command::SaveRunTo(second.clone())).unwrap();
+    until(&worker, |e| matches!(e, Event::CheckpointSaved { .. }));
+    let csv = std::fs::read_to_string(second.join("metrics.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 4,
+        "steps 0..=3 kept in memory: {csv}"
+    );
+    assert!(second.join("checkpoint-00000004/state.toml").is_file());
+    worker.send(Command::Resume).unwrap();
+    until(&worker, |e| metrics_step(e) == Some(6));
+    worker.send(Command::Pause).unwrap();
+    worker.send(Command::Stop).unwrap();
+    let csv = std::fs::read_to_string(second.join("metrics.csv")).unwrap();
+    // The header and steps 0..=6 at least (more may land before the pause).
+    assert!(csv.lines().count() > 7, "{csv}");
+}
