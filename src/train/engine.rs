@@ -13,7 +13,6 @@
 //! - a failure to write a file is a warning and training goes on (the files already written
 //!   stay valid); a panic inside a step becomes an error, not a crash.
 
-use crate::analysis::health::{classify, RecentLoss, Regime, WINDOW_STEPS};
 use crate::analysis::knn::{EvalData, JaccardResult, KnnResult};
 use crate::config::{Config, Toggle};
 use crate::model::{HostInit, VisionTransformer};
@@ -102,7 +101,7 @@ pub struct Finished {
 }
 
 pub struct Engine {
-    trainer: Trainer,
+    pub(super) trainer: Trainer,
     writer: Option<RunWriter>,
     /// Held-out data for the monitor (`None`: off, or the data has no labels).
     eval: Option<EvalData>,
@@ -115,9 +114,9 @@ pub struct Engine {
     pending_markers: Vec<Toggle>,
     checkpoints: CheckpointPolicy,
     /// The last [`WINDOW_STEPS`] rows (the regime's window) and the newest rank reading.
-    recent: VecDeque<MetricsRow>,
-    latest_rank: Option<f64>,
-    best_rank: Option<f64>,
+    pub(super) recent: VecDeque<MetricsRow>,
+    pub(super) latest_rank: Option<f64>,
+    pub(super) best_rank: Option<f64>,
     /// Data warnings already reported.
     warned: std::collections::HashSet<String>,
     /// Every row and evaluation of this run, so [`Engine::save_to`] can rewrite them
@@ -349,49 +348,6 @@ impl Engine {
             events.push(self.checkpoint_event());
         }
         Ok(events)
-    }
-
-    /// The regime after this step, from the last [`WINDOW_STEPS`] rows (see `analysis::health`).
-    fn diagnose(&mut self, row: &MetricsRow) -> Regime {
-        self.remember(row.clone());
-        classify(&self.recent_loss())
-    }
-
-    fn remember(&mut self, mut row: MetricsRow) {
-        if let Some(rank) = row.effective_rank {
-            self.latest_rank = Some(rank);
-            self.best_rank = Some(self.best_rank.map_or(rank, |best| best.max(rank)));
-        }
-        row.spectrum = Vec::new();
-        self.recent.push_back(row);
-        while self.recent.len() > WINDOW_STEPS {
-            self.recent.pop_front();
-        }
-    }
-
-    /// Means over the regime's window with the settings of the newest step: what the rules
-    /// of `analysis::health` (the chip, the `regime` column, the CLI's log) read.
-    pub fn recent_loss(&self) -> RecentLoss {
-        let n = self.recent.len().max(1) as f64;
-        let mean = |f: fn(&MetricsRow) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
-        let latest = self.recent.back().cloned().unwrap_or_default();
-        let config = self.trainer.config();
-        RecentLoss {
-            teacher_entropy: mean(|r| r.teacher_entropy),
-            kl: mean(|r| r.kl),
-            batch_mean_entropy: mean(|r| r.batch_mean_entropy),
-            loss: mean(|r| r.loss),
-            ln_k: self.trainer.ln_k(),
-            steps: self.trainer.steps_done(),
-            effective_rank: self.latest_rank,
-            best_rank: self.best_rank,
-            embed_dim: config.vit_arch().embed_dim,
-            teacher_temp: latest.teacher_temp,
-            student_temp: config.dino.student_temp,
-            teacher_momentum: latest.teacher_momentum,
-            centering: latest.centering,
-            sharpening: latest.sharpening,
-        }
     }
 
     /// A panic inside burn (e.g. a backend failure) must not take the process down: it
