@@ -1,7 +1,7 @@
 //! `dinoscope attention`: maps, masks and overlays of saved weights on one image.
 
-use super::output::Printer;
-use anyhow::{bail, Context, Result};
+use super::output::{usage, Printer};
+use anyhow::{Context, Result};
 use clap::Args;
 use dinoscope::device::{select_device, DeviceChoice};
 use dinoscope::store::run::write_atomically;
@@ -54,17 +54,17 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     use dinoscope::store::npy::{write_npy_f32, write_npy_u8};
     use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
     if !(0.0..=1.0).contains(&args.threshold) {
-        bail!(
+        return Err(usage(format!(
             "--threshold {} is out of range; allowed 0 ..= 1",
             args.threshold
-        );
+        )));
     }
     let size = args
         .size
         .as_deref()
         .map(ImageSize::parse)
         .transpose()
-        .map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+        .map_err(|err| usage(format!("--size: {err}")))?;
     let selected = select_device(args.device)?;
     let network = if args.student {
         Network::Student
@@ -84,13 +84,13 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     let target = size.resolve(image.dimensions());
     let started = Instant::now();
     let maps = attention_and_pca(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
-        anyhow::anyhow!(
+        usage(format!(
             "{}: at {size} ({}x{} px) the image is smaller than one patch of {} px; pass a larger --size",
             args.image.display(),
             target.0,
             target.1,
             loaded.info.patch_size
-        )
+        ))
     })?;
     let maps_secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)

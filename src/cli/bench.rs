@@ -1,8 +1,8 @@
 //! `dinoscope bench`: step and phase timings (BENCHMARKS.md).
 
-use super::output::Printer;
+use super::output::{usage, Printer};
 use super::{load_config, ConfigArgs};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use dinoscope::device::select_device;
 use dinoscope::train::Trainer;
@@ -76,7 +76,7 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("the bundled photos are missing"))?;
-    let size = ImageSize::parse(&args.size).map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let size = ImageSize::parse(&args.size).map_err(|err| usage(format!("--size: {err}")))?;
     let target = size.resolve(image.dimensions());
     out.line(&format!(
         "bench attention: {label} on {} · {name} at {}x{} px",
@@ -124,7 +124,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut out = Printer::default();
     let (config, label) = load_config(&args.common)?;
     if args.steps == 0 {
-        bail!("--steps must be at least 1");
+        return Err(usage("--steps must be at least 1"));
     }
     let selected = select_device(args.common.device)?;
     out.line(&format!("bench {label} on {}", selected.description));

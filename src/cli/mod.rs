@@ -9,6 +9,7 @@ mod output;
 mod plot;
 mod train;
 
+use output::usage;
 pub use output::{error_line, exit_code};
 
 use anyhow::Result;
@@ -84,16 +85,16 @@ pub fn parse_toggles(specs: &[String]) -> Result<Vec<(usize, Toggle)>> {
         .iter()
         .map(|spec| {
             let (step, toggle) = spec.split_once(':').ok_or_else(|| {
-                anyhow::anyhow!(
+                usage(format!(
                     "--toggle-at {spec}: expected STEP:KEY=VALUE, e.g. 60:centering=off"
-                )
+                ))
             })?;
-            let step: usize = step.parse().map_err(|_| {
-                anyhow::anyhow!("--toggle-at {spec}: `{step}` is not a step number")
-            })?;
+            let step: usize = step
+                .parse()
+                .map_err(|_| usage(format!("--toggle-at {spec}: `{step}` is not a step number")))?;
             let toggle = toggle
                 .parse()
-                .map_err(|err: String| anyhow::anyhow!("--toggle-at {spec}: {err}"))?;
+                .map_err(|err: String| usage(format!("--toggle-at {spec}: {err}")))?;
             Ok((step, toggle))
         })
         .collect()

@@ -45,15 +45,67 @@ pub fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// Exit status of a failed command: 3 when training stopped on a non-finite loss or gradient
-/// (a checkpoint of the last good step was kept; `train --resume` continues), else 1.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    use dinoscope::train::TrainError;
-    match err.downcast_ref::<TrainError>() {
-        Some(TrainError::NonFinite { .. }) => NON_FINITE_EXIT,
-        _ => 1,
+/// A mistake in what the user gave (an argument, a file, a config): exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
+
+impl std::error::Error for Usage {}
+
+/// `Err(usage(…))`: a bad argument or input, named in the message.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Exit status of a failed command: 2 for bad input (arguments, configs, data, weights,
+/// checkpoints: what the user can fix, as clap's own usage errors), 3 when training stopped
+/// on a non-finite loss or gradient (a checkpoint of the last good step was kept), else 1
+/// (a write that failed, an internal error).
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use dinoscope::config::ConfigError;
+    use dinoscope::data::DataError;
+    use dinoscope::device::DeviceError;
+    use dinoscope::store::checkpoint::CheckpointError;
+    use dinoscope::store::figure::FigureError;
+    use dinoscope::store::weights::WeightsError;
+    use dinoscope::train::TrainError;
+    let bad_checkpoint = |err: &CheckpointError| !matches!(err, CheckpointError::Write { .. });
+    for cause in err.chain() {
+        if let Some(train) = cause.downcast_ref::<TrainError>() {
+            return match train {
+                TrainError::NonFinite { .. } => NON_FINITE_EXIT,
+                TrainError::Data(_) | TrainError::Setting(_) | TrainError::OutOfMemory { .. } => {
+                    USAGE_EXIT
+                }
+                TrainError::Checkpoint(inner) if bad_checkpoint(inner) => USAGE_EXIT,
+                _ => 1,
+            };
+        }
+        let bad_input = cause.is::<Usage>()
+            || cause.is::<ConfigError>()
+            || cause.is::<DataError>()
+            || cause.is::<WeightsError>()
+            || cause.is::<DeviceError>()
+            || cause
+                .downcast_ref::<CheckpointError>()
+                .is_some_and(bad_checkpoint)
+            || cause
+                .downcast_ref::<FigureError>()
+                .is_some_and(|e| !matches!(e, FigureError::Draw { .. }));
+        if bad_input {
+            return USAGE_EXIT;
+        }
+    }
+    1
+}
+
+/// The exit status of bad input (clap's own, for its usage errors).
+pub const USAGE_EXIT: i32 = 2;
 
 /// The exit status of a run stopped by the non-finite guard.
 pub const NON_FINITE_EXIT: i32 = 3;

@@ -1,7 +1,7 @@
 //! `dinoscope plot`: paper-quality figures of saved runs.
 
-use super::output::Printer;
-use anyhow::{bail, Result};
+use super::output::{usage, Printer};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -35,14 +35,14 @@ pub fn run(args: PlotArgs) -> Result<()> {
         } else if path.is_dir() {
             let found = dinoscope::store::run::list_run_dirs(path);
             if found.is_empty() {
-                bail!(
+                return Err(usage(format!(
                     "{} holds no run directories (none has a metrics.csv)",
                     path.display()
-                );
+                )));
             }
             dirs.extend(found);
         } else {
-            bail!("{} is not a run directory", path.display());
+            return Err(usage(format!("{} is not a run directory", path.display())));
         }
     }
     let runs = dirs
@@ -69,20 +69,22 @@ const FIGURE_SIDE_RANGE_PX: std::ops::RangeInclusive<u32> = 100..=10_000;
 
 /// `WxH` in pixels (a figure has no "short side" form, unlike `attention --size`).
 fn figure_size(text: &str) -> Result<(u32, u32)> {
-    let usage = "use WxH in pixels, e.g. 1600x600";
+    let hint = "use WxH in pixels, e.g. 1600x600";
     let Some((width, height)) = text.split_once(['x', 'X']) else {
-        bail!("--size {text}: {usage}");
+        return Err(usage(format!("--size {text}: {hint}")));
     };
     let side = |name: &str, value: &str| -> Result<u32> {
         let px: u32 = value.trim().parse().map_err(|_| {
-            anyhow::anyhow!("--size {text}: the {name} `{value}` is not a whole number; {usage}")
+            usage(format!(
+                "--size {text}: the {name} `{value}` is not a whole number; {hint}"
+            ))
         })?;
         if !FIGURE_SIDE_RANGE_PX.contains(&px) {
-            bail!(
+            return Err(usage(format!(
                 "--size {text}: the {name} {px} is out of range; allowed {} ..= {} px",
                 FIGURE_SIDE_RANGE_PX.start(),
                 FIGURE_SIDE_RANGE_PX.end()
-            );
+            )));
         }
         Ok(px)
     };

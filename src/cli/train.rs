@@ -1,6 +1,6 @@
 //! `dinoscope train`: a progress bar around the library's `Engine`.
 
-use super::output::{note, Printer};
+use super::output::{note, usage, Printer};
 use super::{load_config, parse_toggles, ConfigArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -74,14 +74,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let (mut config, label) = load_config(&args.common)?;
         if let Some(epochs) = args.epochs {
             if epochs == 0 {
-                bail!("--epochs must be at least 1");
+                return Err(usage("--epochs must be at least 1"));
             }
             config.optim.epochs = epochs;
             config.optim.warmup_epochs = config.optim.warmup_epochs.min(epochs);
             config.optim.freeze_last_layer = config.optim.freeze_last_layer.min(epochs);
         }
         if args.steps == Some(0) {
-            bail!("--steps must be at least 1");
+            return Err(usage("--steps must be at least 1"));
         }
         let selected = select_device(args.common.device)?;
         note(&format!("device: {}", selected.description));

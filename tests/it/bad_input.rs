@@ -899,3 +899,241 @@ fn plot_keeps_the_users_fig_tmp() {
         );
     }
 }
+
+/// Issue 14 §5: bad input across the subcommands exits with status 2 (as clap's own usage
+/// errors), with a message naming the input, and never a panic. One row per case.
+#[test]
+fn bad_inputs_exit_2_with_a_message_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let fixture = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/official_vit")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    std::fs::write(d("zero.png"), b"").unwrap();
+    std::fs::write(d("text.jpg"), b"this is not a jpeg").unwrap();
+    std::fs::write(d("unknown.toml"), "[model]\nwidth = 3\n").unwrap();
+    std::fs::create_dir(d("empty")).unwrap();
+    std::fs::create_dir(d("run")).unwrap();
+    std::fs::write(d("run/metrics.csv"), "step,epoch\n").unwrap();
+    let image = fixture("image.png");
+    let weights = fixture("backbone.pth");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["train".into(), "--config".into(), d("missing.toml")],
+            "missing.toml",
+        ),
+        (
+            vec!["train".into(), "--config".into(), d("unknown.toml")],
+            "width",
+        ),
+        (
+            vec!["train".into(), "--preset".into(), "nope".into()],
+            "nope",
+        ),
+        (
+            vec!["train".into(), "--steps".into(), "0".into()],
+            "--steps must be at least 1",
+        ),
+        (
+            vec!["train".into(), "--epochs".into(), "0".into()],
+            "--epochs must be at least 1",
+        ),
+        (
+            vec!["train".into(), "--set".into(), "model.depth=-1".into()],
+            "model.depth",
+        ),
+        (
+            vec!["train".into(), "--set".into(), "dino.out_dim=1".into()],
+            "dino.out_dim",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--set".into(),
+                "data.global_crop_size=30".into(),
+            ],
+            "global_crop_size",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--set".into(),
+                "data.local_crop_size=48".into(),
+            ],
+            "local_crop_size",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--set".into(),
+                "model.arch=\"vit_huge\"".into(),
+            ],
+            "vit_huge",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--set".into(),
+                "dino.global_crops_scale=[0.4,".into(),
+            ],
+            "not valid TOML",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--toggle-at".into(),
+                "x:centering=off".into(),
+            ],
+            "--toggle-at x:centering=off",
+        ),
+        (
+            vec!["train".into(), "--toggle-at".into(), "3:warp=9".into()],
+            "--toggle-at 3:warp=9",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--set".into(),
+                "data.source=\"folder\"".into(),
+                "--set".into(),
+                format!("data.path={:?}", d("empty")),
+            ],
+            "empty",
+        ),
+        (
+            vec!["train".into(), "--resume".into(), d("empty")],
+            "no complete checkpoint",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--weights".into(),
+                d("missing.pth"),
+                "--image".into(),
+                image.clone(),
+            ],
+            "missing.pth",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--heads".into(),
+                "3".into(),
+                "--weights".into(),
+                weights.clone(),
+                "--image".into(),
+                d("zero.png"),
+            ],
+            "zero.png",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--heads".into(),
+                "3".into(),
+                "--weights".into(),
+                weights.clone(),
+                "--image".into(),
+                d("text.jpg"),
+            ],
+            "text.jpg",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--weights".into(),
+                image.clone(),
+                "--image".into(),
+                image.clone(),
+            ],
+            "image.png",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--heads".into(),
+                "3".into(),
+                "--weights".into(),
+                weights.clone(),
+                "--image".into(),
+                image.clone(),
+                "--size".into(),
+                "0x0".into(),
+            ],
+            "--size",
+        ),
+        (
+            vec![
+                "attention".into(),
+                "--heads".into(),
+                "3".into(),
+                "--weights".into(),
+                weights.clone(),
+                "--image".into(),
+                image.clone(),
+                "--threshold".into(),
+                "2".into(),
+            ],
+            "--threshold 2",
+        ),
+        (
+            vec![
+                "plot".into(),
+                "--runs".into(),
+                d("missing"),
+                "--out".into(),
+                d("f.svg"),
+            ],
+            "missing",
+        ),
+        (
+            vec![
+                "plot".into(),
+                "--runs".into(),
+                d("empty"),
+                "--out".into(),
+                d("f.svg"),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "plot".into(),
+                "--runs".into(),
+                d("run"),
+                "--out".into(),
+                d("f.svg"),
+                "--size".into(),
+                "10x".into(),
+            ],
+            "--size 10x",
+        ),
+        (
+            vec!["knn".into(), "--weights".into(), d("missing.pth")],
+            "missing.pth",
+        ),
+    ];
+    for (args, named) in &cases {
+        let output = dinoscope_bin()
+            .args(args)
+            .args(
+                ["--device", "cpu"]
+                    .iter()
+                    .filter(|_| matches!(args[0].as_str(), "train" | "attention" | "knn")),
+            )
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} should name {named}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
