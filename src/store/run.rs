@@ -98,6 +98,11 @@ impl RunWriter {
         &self.dir
     }
 
+    /// The `metrics.csv` this writer appends to.
+    pub fn metrics_path(&self) -> &Path {
+        &self.metrics_path
+    }
+
     /// Appends one evaluation to `knn.csv` (created with its header on first use), synced.
     pub fn append_eval(&self, row: &EvalRow) -> Result<(), RunError> {
         let path = self.dir.join(EVAL_FILE);

@@ -119,6 +119,8 @@ pub struct Engine {
     pub(super) best_rank: Option<f64>,
     /// Data warnings already reported.
     warned: std::collections::HashSet<String>,
+    /// An injected failure (`train::guard`); the engine acts on `WriteError`.
+    fault: Option<crate::train::guard::Fault>,
     /// Every row and evaluation of this run, so [`Engine::save_to`] can rewrite them
     /// elsewhere when the run directory is lost.
     history: Vec<MetricsRow>,
@@ -228,6 +230,7 @@ impl Engine {
             latest_rank: None,
             best_rank: None,
             warned: std::collections::HashSet::new(),
+            fault: None,
             history: Vec::new(),
             eval_history: Vec::new(),
         }
@@ -282,6 +285,7 @@ impl Engine {
     /// Makes a later step fail as `fault` says (`DINOSCOPE_FAULT`, tests; see `train::guard`).
     pub fn inject_fault(&mut self, fault: Option<crate::train::guard::Fault>) {
         self.trainer.inject_fault(fault);
+        self.fault = fault;
     }
 
     /// Applies a toggle before the next step; a marker is announced with that step.
@@ -324,7 +328,18 @@ impl Engine {
             }
         }
         if let Some(writer) = &mut self.writer {
-            if let Err(err) = writer.append(&metrics) {
+            let appended = match self.fault {
+                Some(crate::train::guard::Fault::WriteError { step: at }) if at == step => {
+                    Err(crate::store::run::RunError::Write {
+                        path: writer.metrics_path().to_path_buf(),
+                        source: std::io::Error::other(
+                            "No space left on device (injected by DINOSCOPE_FAULT)",
+                        ),
+                    })
+                }
+                _ => writer.append(&metrics),
+            };
+            if let Err(err) = appended {
                 self.writer = None;
                 events.push(EngineEvent::StorageLost(format!(
                     "{err}; from step {} on this run is kept in memory only",

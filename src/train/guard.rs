@@ -7,7 +7,8 @@
 //! state, the center and the step counter exactly as after the last good step, so the run can
 //! be paused, changed and continued, or checkpointed and resumed.
 //!
-//! `DINOSCOPE_FAULT=nan-loss@STEP | nan-grad@STEP | device-lost@STEP` makes a run fail that
+//! `DINOSCOPE_FAULT=nan-loss@STEP | nan-grad@STEP | device-lost@STEP | write-error@STEP` makes
+//! a run fail that
 //! way at that step (RELIABILITY.md), so each path is exercised the same way in tests and by
 //! hand: a large lr scale alone does not reach NaN here (with clipping the tiny run slides into
 //! uniform collapse instead).
@@ -42,16 +43,28 @@ impl NonFiniteKind {
 /// An injected failure (tests and demos).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    NanLoss { step: usize },
-    NanGrad { step: usize },
-    DeviceLost { step: usize },
+    NanLoss {
+        step: usize,
+    },
+    NanGrad {
+        step: usize,
+    },
+    DeviceLost {
+        step: usize,
+    },
+    /// Appending that step's row fails as on a full disk (the engine's storage path).
+    WriteError {
+        step: usize,
+    },
 }
 
 impl Fault {
     /// Parses `KIND@STEP`; the message names the variable and the accepted forms.
     pub fn parse(text: &str) -> Result<Self, String> {
         let usage = || {
-            format!("{FAULT_ENV}={text:?}: use nan-loss@STEP, nan-grad@STEP or device-lost@STEP")
+            format!(
+                "{FAULT_ENV}={text:?}: use nan-loss@STEP, nan-grad@STEP, device-lost@STEP or write-error@STEP"
+            )
         };
         let (kind, step) = text.trim().split_once('@').ok_or_else(usage)?;
         let step: usize = step.trim().parse().map_err(|_| usage())?;
@@ -59,6 +72,7 @@ impl Fault {
             "nan-loss" => Ok(Fault::NanLoss { step }),
             "nan-grad" => Ok(Fault::NanGrad { step }),
             "device-lost" => Ok(Fault::DeviceLost { step }),
+            "write-error" => Ok(Fault::WriteError { step }),
             _ => Err(usage()),
         }
     }
@@ -119,6 +133,10 @@ mod tests {
         assert_eq!(
             Fault::parse("device-lost@0"),
             Ok(Fault::DeviceLost { step: 0 })
+        );
+        assert_eq!(
+            Fault::parse("write-error@7"),
+            Ok(Fault::WriteError { step: 7 })
         );
         for bad in ["nan-loss", "nan-loss@x", "boom@3", "@3"] {
             let err = Fault::parse(bad).unwrap_err();

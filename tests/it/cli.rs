@@ -427,3 +427,37 @@ fn train_stops_naming_the_path_when_its_run_directory_is_removed() {
         "{stderr}"
     );
 }
+
+/// Issue 14 §3, a full disk (injected with `DINOSCOPE_FAULT=write-error@3`): `train` stops
+/// naming the file, with the rows written before intact.
+#[test]
+fn train_stops_on_a_full_disk_naming_the_file_and_keeping_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = dinoscope()
+        .env("DINOSCOPE_FAULT", "write-error@3")
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "8",
+            "--log-every",
+            "0",
+            "--out",
+        ])
+        .arg(&run)
+        .args(MICRO)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&run.join("metrics.csv").display().to_string())
+            && stderr.contains("No space left on device")
+            && stderr.contains("training stopped"),
+        "{stderr}"
+    );
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3, "steps 0..=2 intact: {csv}");
+}
