@@ -409,7 +409,7 @@ fn panel<DB: DrawingBackend>(
     reference: Option<(f64, String)>,
     zero_line: bool,
 ) -> Result<(), String> {
-    let ln_k = reference.as_ref().map(|r| r.0);
+    let reference_y = reference.as_ref().map(|r| r.0);
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let x_max = curves
         .iter()
@@ -417,7 +417,7 @@ fn panel<DB: DrawingBackend>(
         .fold(1.0f64, f64::max);
     let y_values = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
     let (y_min, y_max) = y_values
-        .chain(ln_k)
+        .chain(reference_y)
         .filter(|v| v.is_finite())
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = ((y_max - y_min) * 0.06).max(1e-3);
@@ -447,11 +447,11 @@ fn panel<DB: DrawingBackend>(
             ))
             .map_err(|e| err(&e))?;
     }
-    if let Some((ln_k, label)) = reference {
+    if let Some((y, label)) = reference {
         let grey = RGBColor(110, 110, 110);
         chart
             .draw_series(DashedLineSeries::new(
-                [(0.0, ln_k), (x_max, ln_k)],
+                [(0.0, y), (x_max, y)],
                 6,
                 4,
                 grey.stroke_width(1),

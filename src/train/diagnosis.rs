@@ -1,36 +1,44 @@
-//! The `Engine`'s running diagnosis: the last [`WINDOW_STEPS`] rows and the run's best
-//! effective rank, read by `analysis::health` into the `regime` of each row (and by the CLI's
-//! log of regime changes).
+//! The `Engine`'s running diagnosis: the last [`WINDOW_STEPS`] rows of its history and the
+//! run's best effective rank, read by `analysis::health` into the `regime` of each row (and by
+//! the CLI's log of regime changes).
 
 use super::engine::Engine;
 use crate::analysis::health::{classify, RecentLoss, Regime, WINDOW_STEPS};
 use crate::store::rows::MetricsRow;
 
 impl Engine {
-    /// The regime after this step, from the last [`WINDOW_STEPS`] rows (see `analysis::health`).
+    /// Adds this step's row to the history and returns the regime after it, from the last
+    /// [`WINDOW_STEPS`] rows (see `analysis::health`); the stored row carries it too.
     pub(super) fn diagnose(&mut self, row: &MetricsRow) -> Regime {
-        self.remember(row.clone());
-        classify(&self.recent_loss())
+        self.remember(row);
+        let regime = classify(&self.recent_loss());
+        if let Some(kept) = self.history.last_mut() {
+            kept.regime = regime;
+        }
+        regime
     }
 
-    pub(super) fn remember(&mut self, mut row: MetricsRow) {
+    /// Appends a row to the history (a step's, or a resumed run's earlier ones) and follows
+    /// the effective rank.
+    pub(super) fn remember(&mut self, row: &MetricsRow) {
         if let Some(rank) = row.effective_rank {
             self.latest_rank = Some(rank);
             self.best_rank = Some(self.best_rank.map_or(rank, |best| best.max(rank)));
         }
-        row.spectrum = Vec::new();
-        self.recent.push_back(row);
-        while self.recent.len() > WINDOW_STEPS {
-            self.recent.pop_front();
-        }
+        self.history.push(MetricsRow {
+            spectrum: Vec::new(),
+            warnings: Vec::new(),
+            ..row.clone()
+        });
     }
 
     /// Means over the regime's window with the settings of the newest step: what the rules
     /// of `analysis::health` (the chip, the `regime` column, the CLI's log) read.
     pub fn recent_loss(&self) -> RecentLoss {
-        let n = self.recent.len().max(1) as f64;
-        let mean = |f: fn(&MetricsRow) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
-        let latest = self.recent.back().cloned().unwrap_or_default();
+        let recent = &self.history[self.history.len().saturating_sub(WINDOW_STEPS)..];
+        let n = recent.len().max(1) as f64;
+        let mean = |f: fn(&MetricsRow) -> f64| recent.iter().map(f).sum::<f64>() / n;
+        let latest = recent.last().cloned().unwrap_or_default();
         let config = self.trainer.config();
         RecentLoss {
             teacher_entropy: mean(|r| r.teacher_entropy),

@@ -22,7 +22,6 @@ use crate::store::run::RunWriter;
 use crate::train::trainer::{TrainError, Trainer};
 use burn::module::Module;
 use burn::prelude::Device;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -114,16 +113,16 @@ pub struct Engine {
     pending_markers: Vec<Toggle>,
     checkpoints: CheckpointPolicy,
     /// The last [`WINDOW_STEPS`] rows (the regime's window) and the newest rank reading.
-    pub(super) recent: VecDeque<MetricsRow>,
     pub(super) latest_rank: Option<f64>,
     pub(super) best_rank: Option<f64>,
     /// Data warnings already reported.
     warned: std::collections::HashSet<String>,
     /// An injected failure (`train::guard`); the engine acts on `WriteError`.
     fault: Option<crate::train::guard::Fault>,
-    /// Every row and evaluation of this run, so [`Engine::save_to`] can rewrite them
-    /// elsewhere when the run directory is lost.
-    history: Vec<MetricsRow>,
+    /// Every row (without its spectrum and warnings) and evaluation of this run: the
+    /// regime's window is its tail, and [`Engine::save_to`] rewrites them elsewhere when the
+    /// run directory is lost.
+    pub(super) history: Vec<MetricsRow>,
     eval_history: Vec<EvalRow>,
 }
 
@@ -198,9 +197,8 @@ impl Engine {
             });
         }
         for row in &history {
-            engine.remember(row.clone());
+            engine.remember(row);
         }
-        engine.history = history.clone();
         engine.eval_history = evals.clone();
         let resumed = ResumedFrom {
             checkpoint,
@@ -226,7 +224,6 @@ impl Engine {
             scripted: Vec::new(),
             pending_markers: Vec::new(),
             checkpoints: CheckpointPolicy::default(),
-            recent: VecDeque::new(),
             latest_rank: None,
             best_rank: None,
             warned: std::collections::HashSet::new(),
@@ -347,10 +344,6 @@ impl Engine {
                 )));
             }
         }
-        let mut kept = metrics.clone();
-        kept.spectrum = Vec::new();
-        kept.warnings = Vec::new();
-        self.history.push(kept);
         events.push(EngineEvent::Metrics(Box::new(metrics)));
         let done = self.trainer.steps_done();
         let per_epoch = self.trainer.iters_per_epoch().max(1);
