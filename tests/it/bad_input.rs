@@ -324,7 +324,7 @@ fn attention_knn_and_bench_end_quietly_on_a_closed_pipe() {
 }
 
 /// The same micro model as the CLI tests.
-use super::cli::MICRO;
+use super::cli::{train_micro, MICRO};
 
 /// `train … | head -1`: training goes on after the reader left and saves everything; then
 /// `plot` of the run into a closed pipe ends quietly too.
@@ -660,21 +660,7 @@ fn a_config_that_cannot_fit_in_memory_is_refused_before_building() {
 fn resuming_under_a_changed_architecture_names_both_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = dinoscope_bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "3",
-            "--log-every",
-            "0",
-            "--out",
-        ])
-        .arg(&run)
-        .args(MICRO)
-        .output()
-        .unwrap();
+    let output = train_micro(&run, 3).output().unwrap();
     assert!(output.status.success());
     let config = run.join("checkpoint-00000003/config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -709,19 +695,8 @@ fn toggle_at_values_and_steps_are_checked_before_the_first_step() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        let output = dinoscope_bin()
-            .args([
-                "train",
-                "--device",
-                "cpu",
-                "--steps",
-                "4",
-                "--log-every",
-                "0",
-            ])
-            .args(["--toggle-at", toggle, "--out"])
-            .arg(&run)
-            .args(MICRO)
+        let output = train_micro(&run, 4)
+            .args(["--toggle-at", toggle])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -751,21 +726,9 @@ fn a_corrupt_image_is_reported_once_without_colour_codes() {
         img.save(class_dir.join(format!("{i}.png"))).unwrap();
     }
     std::fs::write(class_dir.join("broken.png"), b"not a png").unwrap();
-    let output = dinoscope_bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "6",
-            "--log-every",
-            "0",
-        ])
+    let output = train_micro(&dir.path().join("run"), 6)
         .args(["--set", "data.source=\"folder\"", "--set"])
         .arg(format!("data.path={:?}", dir.path().display().to_string()))
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .args(MICRO)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -788,19 +751,8 @@ fn a_corrupt_image_is_reported_once_without_colour_codes() {
 fn a_damaged_newest_checkpoint_points_to_the_older_one() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = dinoscope_bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "4",
-            "--log-every",
-            "0",
-        ])
-        .args(["--checkpoint-every", "2", "--out"])
-        .arg(&run)
-        .args(MICRO)
+    let output = train_micro(&run, 4)
+        .args(["--checkpoint-every", "2"])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -842,21 +794,7 @@ fn a_damaged_newest_checkpoint_points_to_the_older_one() {
 fn plot_keeps_the_users_fig_tmp() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = dinoscope_bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "2",
-            "--log-every",
-            "0",
-            "--out",
-        ])
-        .arg(&run)
-        .args(MICRO)
-        .output()
-        .unwrap();
+    let output = train_micro(&run, 2).output().unwrap();
     assert!(output.status.success());
     let figures = dir.path().join("figures");
     std::fs::create_dir(&figures).unwrap();

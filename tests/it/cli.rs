@@ -27,6 +27,19 @@ pub(crate) const MICRO: [&str; 16] = [
     "data.num_images=64",
 ];
 
+/// `train` of the micro model on the CPU for `steps` steps into `run`, without progress
+/// output; callers add their own flags and environment.
+pub(crate) fn train_micro(run: &std::path::Path, steps: usize) -> Command {
+    let mut command = dinoscope();
+    command
+        .args(["train", "--device", "cpu", "--log-every", "0", "--steps"])
+        .arg(steps.to_string())
+        .arg("--out")
+        .arg(run)
+        .args(MICRO);
+    command
+}
+
 #[test]
 fn train_writes_metrics_csv_and_resolved_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -301,20 +314,9 @@ fn a_non_finite_step_exits_3_and_resume_continues_from_the_last_good_state() {
     for fault in ["nan-loss@5", "nan-grad@5"] {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        let output = dinoscope()
+        let output = train_micro(&run, 9)
             .env("DINOSCOPE_FAULT", fault)
-            .args([
-                "train",
-                "--device",
-                "cpu",
-                "--steps",
-                "9",
-                "--log-every",
-                "0",
-            ])
-            .args(["--checkpoint-every", "2", "--out"])
-            .arg(&run)
-            .args(MICRO)
+            .args(["--checkpoint-every", "2"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -357,21 +359,7 @@ fn a_non_finite_step_exits_3_and_resume_continues_from_the_last_good_state() {
 fn a_headless_gpu_probe_prints_no_display_noise() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = dinoscope()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "2",
-            "--log-every",
-            "0",
-            "--out",
-        ])
-        .arg(&run)
-        .args(MICRO)
-        .output()
-        .unwrap();
+    let output = train_micro(&run, 2).output().unwrap();
     assert!(output.status.success());
     let output = dinoscope()
         .env_remove("XDG_RUNTIME_DIR")
@@ -393,19 +381,7 @@ fn a_headless_gpu_probe_prints_no_display_noise() {
 fn train_stops_naming_the_path_when_its_run_directory_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let child = dinoscope()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "3000",
-            "--log-every",
-            "0",
-            "--out",
-        ])
-        .arg(&run)
-        .args(MICRO)
+    let child = train_micro(&run, 3000)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -434,20 +410,8 @@ fn train_stops_naming_the_path_when_its_run_directory_is_removed() {
 fn train_stops_on_a_full_disk_naming_the_file_and_keeping_the_rows() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = dinoscope()
+    let output = train_micro(&run, 8)
         .env("DINOSCOPE_FAULT", "write-error@3")
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "8",
-            "--log-every",
-            "0",
-            "--out",
-        ])
-        .arg(&run)
-        .args(MICRO)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

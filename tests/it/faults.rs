@@ -3,7 +3,7 @@
 //! uninterrupted run: no duplicated or torn rows, no leftover temporary directories, and
 //! keep-last pruning never removes the only good checkpoint.
 
-use crate::cli::MICRO;
+use crate::cli::train_micro;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,15 +15,10 @@ fn dinoscope() -> Command {
 }
 
 fn train(run: &Path) -> Command {
-    let mut command = dinoscope();
+    let mut command = train_micro(run, STEPS);
     command
-        .args(["train", "--device", "cpu", "--log-every", "0"])
-        .args(["--steps", &STEPS.to_string()])
         .args(["--checkpoint-every", "1", "--keep-last", "2"])
-        .args(["--set", "data.knn_every_epochs=1"])
-        .arg("--out")
-        .arg(run)
-        .args(MICRO);
+        .args(["--set", "data.knn_every_epochs=1"]);
     command
 }
 
@@ -164,13 +159,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// resident memory; returns (median RSS of the second quarter, of the last quarter) in MiB.
 fn soak(steps: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = dinoscope()
-        .args(["train", "--device", "cpu", "--log-every", "0"])
-        .args(["--steps", &steps.to_string(), "--checkpoint-every", "250"])
+    let mut child = train_micro(&dir.path().join("run"), steps)
+        .args(["--checkpoint-every", "250"])
         .args(["--set", "data.knn_every_epochs=20"])
-        .arg("--out")
-        .arg(dir.path().join("run"))
-        .args(MICRO)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
