@@ -183,18 +183,6 @@ impl Series {
         self.raw_values.last().map(|(_, y)| *y)
     }
 
-    /// The point with the largest raw value (untransformed), the earliest on a tie.
-    pub fn max_point(&self) -> Option<(f64, f64)> {
-        self.raw_values
-            .iter()
-            .copied()
-            .filter(|(_, y)| y.is_finite())
-            .fold(None, |best, p| match best {
-                Some(b) if b.1 >= p.1 => Some(b),
-                _ => Some(p),
-            })
-    }
-
     /// Mean of the last `n` raw values (untransformed).
     pub fn recent_mean(&self, n: usize) -> Option<f64> {
         let tail = &self.raw_values[self.raw_values.len().saturating_sub(n)..];

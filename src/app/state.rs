@@ -44,6 +44,8 @@ pub struct RunRecord {
     pub evals: Vec<EvalRow>,
     /// The run directory could not be written: the UI offers "Save run to…".
     pub storage_lost: bool,
+    /// The highest effective rank so far (followed as rows arrive, not searched per frame).
+    best: Option<crate::store::run::BestRank>,
     /// The newest spectra of the backbone window (step, σ / σ₁ largest first), oldest first.
     pub spectra: VecDeque<(usize, Vec<f32>)>,
 }
@@ -84,6 +86,7 @@ impl RunRecord {
             evals: Vec::new(),
             spectra: VecDeque::new(),
             storage_lost: false,
+            best: None,
         }
     }
 
@@ -100,6 +103,9 @@ impl RunRecord {
             if let Some(value) = quantity.of(&metrics) {
                 series.push(x, value);
             }
+        }
+        if let Some(rank) = metrics.effective_rank {
+            self.best = crate::store::run::BestRank::with(self.best, metrics.step, rank);
         }
         if !metrics.spectrum.is_empty() {
             let spectrum = std::mem::take(&mut metrics.spectrum);
@@ -170,8 +176,7 @@ impl RunRecord {
     /// The step with the highest effective rank so far and its value: the checkpoint to keep
     /// when there are no labels (RankMe's use).
     pub fn best_rank(&self) -> Option<(usize, f64)> {
-        let (step, rank) = self.series(Quantity::EffectiveRank)?.max_point()?;
-        Some((step as usize, rank))
+        self.best.map(|best| (best.step, best.effective_rank))
     }
 }
 

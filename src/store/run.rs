@@ -212,17 +212,23 @@ pub struct BestRank {
 }
 
 impl BestRank {
+    /// `best` after one more reading: a higher rank replaces it, a tie keeps the earlier
+    /// step, a non-finite one is ignored. The app follows a live run with this too.
+    pub fn with(best: Option<Self>, step: usize, rank: f64) -> Option<Self> {
+        match best {
+            _ if !rank.is_finite() => best,
+            Some(b) if b.effective_rank >= rank => Some(b),
+            _ => Some(Self {
+                step,
+                effective_rank: rank,
+            }),
+        }
+    }
+
     pub fn of(rows: &[MetricsRow]) -> Option<Self> {
         rows.iter()
             .filter_map(|row| Some((row.step, row.effective_rank?)))
-            .filter(|(_, rank)| rank.is_finite())
-            .fold(None, |best: Option<Self>, (step, rank)| match best {
-                Some(b) if b.effective_rank >= rank => Some(b),
-                _ => Some(Self {
-                    step,
-                    effective_rank: rank,
-                }),
-            })
+            .fold(None, |best, (step, rank)| Self::with(best, step, rank))
     }
 
     /// Of a run directory's `metrics.csv`; `None` without readings.
