@@ -85,6 +85,44 @@ pub fn cpu_description() -> String {
     format!("CPU (flex) · {} threads", rayon::current_num_threads())
 }
 
+/// The host CPU as a speed claim needs it: model, the widest vector extensions, logical CPUs and
+/// the threads burn uses, e.g. "AMD EPYC 7B13 · avx512f avx2 fma · 2 logical CPUs, 2 threads".
+/// Read from /proc/cpuinfo (Linux); elsewhere the architecture only.
+pub fn host_cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    describe_cpu(&info, rayon::current_num_threads())
+}
+
+fn describe_cpu(cpuinfo: &str, threads: usize) -> String {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        })
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = flags.split_whitespace().collect();
+    let vector: Vec<&str> = ["avx512f", "avx512_bf16", "amx_tile", "avx2", "fma", "neon"]
+        .into_iter()
+        .filter(|flag| have.contains(flag))
+        .collect();
+    let logical = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    let mut parts = vec![model];
+    if !vector.is_empty() {
+        parts.push(vector.join(" "));
+    }
+    if logical > 0 {
+        parts.push(format!("{logical} logical CPUs, {threads} threads"));
+    } else {
+        parts.push(format!("{threads} threads"));
+    }
+    parts.join(" · ")
+}
+
 /// Mesa's Vulkan device-select layer connects to the Wayland or X server to rank GPUs, and
 /// without a display session libwayland prints "XDG_RUNTIME_DIR is invalid or not set" on
 /// every adapter probe of a headless command (`train --resume`, `knn`, `bench`). With no
@@ -153,5 +191,21 @@ mod memory_tests {
         assert_eq!(parse_mem_available(text), Some(23_553_032 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
         assert!(uses_host_memory(&Device::flex()));
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_description_names_model_vectors_and_threads() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 fma avx512f\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(
+            describe_cpu(info, 2),
+            "AMD EPYC 7B13 · avx512f avx2 fma · 2 logical CPUs, 2 threads"
+        );
+        assert!(describe_cpu("", 1).ends_with("1 threads"));
+        assert!(!host_cpu_description().is_empty());
     }
 }

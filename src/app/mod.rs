@@ -16,6 +16,8 @@ mod script;
 pub mod series;
 pub mod state;
 mod status;
+pub mod study;
+mod study_view;
 mod top_bar;
 mod window;
 
@@ -59,6 +61,8 @@ pub struct AppOptions {
     pub open_attention: bool,
     /// Short side of the images fed to the network in the attention view (`None`: default).
     pub attention_short_side_px: Option<u32>,
+    /// An ablation study to start at launch (`--study`).
+    pub study: Option<crate::config::study::StudySpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +135,8 @@ pub struct DinoscopeApp {
     background: background::Background,
     /// What the clicks of this frame asked for, applied once in `logic`.
     commands: Vec<UiCommand>,
+    /// The ablation study's dialog and comparison view.
+    pub study_view: study_view::StudyView,
 }
 
 /// A request from a click. Drawing code only queues these; `logic` applies them once per frame
@@ -160,6 +166,8 @@ pub enum UiCommand {
     SelectPreset(String),
     ExportFigure,
     ExportCsv,
+    /// Train an ablation study's variants interleaved (ends the current run).
+    StartStudy(Box<crate::config::study::StudySpec>),
 }
 
 /// What the central area shows.
@@ -167,6 +175,8 @@ pub enum UiCommand {
 pub enum CentralTab {
     Curves,
     Attention,
+    /// The ablation study's comparison.
+    Study,
 }
 
 /// Files dropped on the window that are weights rather than images.
@@ -266,6 +276,7 @@ impl DinoscopeApp {
             disk_runs_stale: true,
             background: background::Background::new(Arc::new(|| {})),
             commands: Vec::new(),
+            study_view: study_view::StudyView::default(),
         };
         app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
@@ -379,6 +390,7 @@ impl DinoscopeApp {
                 UiCommand::SelectPreset(name) => self.select_preset(&name),
                 UiCommand::ExportFigure => self.export_figure(),
                 UiCommand::ExportCsv => self.export_csv(),
+                UiCommand::StartStudy(spec) => self.start_study(*spec),
             }
         }
     }
@@ -471,7 +483,10 @@ impl eframe::App for DinoscopeApp {
         }
         if self.autostart_pending {
             self.autostart_pending = false;
-            self.start(false);
+            match self.options.study.clone() {
+                Some(spec) => self.start_study(spec),
+                None => self.start(false),
+            }
         }
         if let Some(path) = self.launch_weights.take() {
             self.request_weights(path);
@@ -496,6 +511,11 @@ impl eframe::App for DinoscopeApp {
     /// Long: the window's panels in screen order.
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
+        if self.study_view.dialog_open {
+            if let Some(command) = self.study_view.dialog_ui(ui.ctx()) {
+                self.queue(command);
+            }
+        }
         egui::Panel::bottom("status_line").show(ui, |ui| self.status_line_ui(ui));
         egui::Panel::left("controls")
             .resizable(true)
@@ -524,7 +544,24 @@ impl eframe::App for DinoscopeApp {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.central_tab, CentralTab::Curves, "Training curves");
                 ui.selectable_value(&mut self.central_tab, CentralTab::Attention, "Attention");
+                if self.state.study.is_some() {
+                    ui.selectable_value(&mut self.central_tab, CentralTab::Study, "Ablation study");
+                }
+                ui.separator();
+                if ui
+                    .small_button("Ablation study...")
+                    .on_hover_text("The paper's ablations side by side: full DINO, no centering, no sharpening, no momentum teacher, no multi-crop (and your own variants), trained together and compared.")
+                    .clicked()
+                {
+                    self.study_view.dialog_open = true;
+                }
             });
+            if self.central_tab == CentralTab::Study {
+                egui::ScrollArea::vertical()
+                    .id_salt("study_tab")
+                    .show(ui, |ui| self.study_view.comparison_ui(ui, &self.state));
+                return;
+            }
             if self.central_tab == CentralTab::Attention {
                 egui::ScrollArea::vertical()
                     .id_salt("attention_tab")

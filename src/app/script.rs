@@ -41,10 +41,17 @@ impl DinoscopeApp {
                 .as_ref()
                 .is_some_and(|l| !l.maps.is_empty())
             || (!self.attention.loading && self.attention.loaded.is_none());
-        let trained = self
+        // A study is shown once compared, whatever the step count.
+        let study_done = match (&self.options.study, &self.state.study) {
+            (None, _) => true,
+            (Some(_), Some(study)) => study.outputs.is_some(),
+            (Some(_), None) => false,
+        };
+        let trained = (self
             .state
             .current_run()
             .is_some_and(|run| run.steps() >= request.after_steps)
+            && study_done)
             || request.after_steps == 0
             || (self.state.worker_status == WorkerStatus::Failed);
         let ready = trained && weights_ready;

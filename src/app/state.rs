@@ -208,6 +208,8 @@ pub struct AppState {
     pub sent_toggles: Vec<Toggle>,
     /// Attention maps of the current run over time (for the scrubber), oldest first.
     pub attention_history: VecDeque<AttentionSnapshot>,
+    /// The ablation study of this session, if one was started.
+    pub study: Option<super::study::StudyState>,
 }
 
 /// One network's maps for the followed images after one step.
@@ -235,6 +237,7 @@ impl AppState {
             messages: VecDeque::new(),
             sent_toggles: Vec::new(),
             attention_history: VecDeque::new(),
+            study: None,
         }
     }
 
@@ -315,6 +318,7 @@ impl AppState {
         self.runs.retain(|run| run.pinned);
         self.current = None;
         self.attention_history.clear();
+        self.study = None;
     }
 
     pub fn set_view(&mut self, view: ViewSettings) {
@@ -462,6 +466,17 @@ impl AppState {
                 }
                 self.message(Level::Error, message);
             }
+            Event::StudyArmDone {
+                run_id,
+                row,
+                overlay,
+            } => self.study_arm_done(run_id, *row, overlay),
+            Event::StudyFinished {
+                dir,
+                written,
+                skipped,
+                complete,
+            } => self.study_finished(dir, written, skipped, complete),
             Event::Error(text) => self.message(Level::Error, text),
         }
     }

@@ -46,6 +46,10 @@ pub struct AppArgs {
     /// Short side in pixels of the images the attention view feeds the network.
     #[arg(long, value_name = "N")]
     attention_size: Option<u32>,
+    /// Start an ablation study at launch: a study file or a built-in one (paper-table7),
+    /// shown on the Ablation study tab.
+    #[arg(long, value_name = "FILE | NAME")]
+    study: Option<PathBuf>,
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
@@ -63,12 +67,23 @@ pub fn run(args: AppArgs) -> Result<()> {
         _ => None,
     };
     let scripted_toggles = parse_toggles(&args.toggle_at)?;
+    let study = args
+        .study
+        .as_deref()
+        .map(dinoscope::config::study::StudySpec::from_file_or_builtin)
+        .transpose()?;
+    if let Some(spec) = &study {
+        // Every arm's config is checked before the window opens.
+        spec.variant_configs()?;
+    }
     let options = dinoscope::app::AppOptions {
         scripted_toggles,
         config,
         preset,
         // A screenshot of training needs training to happen.
-        autostart: args.autostart || screenshot.as_ref().is_some_and(|s| s.after_steps > 0),
+        autostart: args.autostart
+            || study.is_some()
+            || screenshot.as_ref().is_some_and(|s| s.after_steps > 0),
         open_attention: args.attention || args.weights.is_some(),
         weights: args.weights,
         images: args.image,
@@ -76,6 +91,7 @@ pub fn run(args: AppArgs) -> Result<()> {
         device: args.device,
         runs_root: Some(args.runs_dir),
         screenshot,
+        study,
     };
     dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }

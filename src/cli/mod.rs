@@ -1,6 +1,7 @@
 //! The `dinoscope` command line: clap types and one file per subcommand. Each is a thin user
 //! of the library (`train` drives the `Engine`, as the app's worker does).
 
+mod ablate;
 mod app;
 mod attention;
 mod bench;
@@ -43,6 +44,10 @@ enum Command {
     /// Weighted k-NN accuracy (and attention-mask Jaccard where masks exist) of saved weights
     /// on the labelled splits of a config's data, next to the same network at random init.
     Knn(knn::KnnArgs),
+    /// An ablation study: the paper's variants (full, no-centering, no-sharpening,
+    /// no-momentum, no-multicrop) or a study file's, same seed and steps, then compared in
+    /// study.md/study.csv with the Fig. 7 pair and each variant's attention masks.
+    Ablate(ablate::AblateArgs),
     /// Paper-quality figures of saved runs (PNG or SVG): the Fig. 7 pair, the loss, the k-NN.
     Plot(plot::PlotArgs),
 }
@@ -76,6 +81,7 @@ pub fn run() -> Result<()> {
         Some(Command::Attention(args)) => attention::run(args),
         Some(Command::Knn(args)) => knn::run(args),
         Some(Command::Plot(args)) => plot::run(args),
+        Some(Command::Ablate(args)) => ablate::run(args),
         None => app::run(cli.app),
     }
 }

@@ -12,6 +12,7 @@ pub mod live;
 pub mod memory;
 mod overrides;
 mod presets;
+pub mod study;
 mod validate;
 
 pub use arch::{VitArch, VitConfig};

@@ -88,9 +88,9 @@ const RUN_COLOURS: [RGBColor; 7] = [
     RGBColor(0, 0, 0),
 ];
 
-const FONT: &str = "dinoscope-sans";
+pub(crate) const FONT: &str = "dinoscope-sans";
 
-fn register_font() {
+pub(crate) fn register_font() {
     // Registering twice is harmless; a font the parser rejects leaves plotters' fallback.
     let _ =
         plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);

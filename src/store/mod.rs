@@ -6,4 +6,5 @@ pub mod figure;
 pub mod npy;
 pub mod rows;
 pub mod run;
+pub mod study;
 pub mod weights;

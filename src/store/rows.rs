@@ -100,6 +100,48 @@ pub struct EvalRow {
     pub student_top5: Option<f64>,
 }
 
+/// One variant of an ablation study; a row of `study.csv`. The `final_*` values are means over
+/// the variant's last [`STUDY_TAIL_STEPS`] steps (the chip's window), the evaluation columns
+/// its last `knn.csv` row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StudyRow {
+    pub variant: String,
+    #[serde(serialize_with = "fixed6")]
+    pub final_loss: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub final_teacher_entropy: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub final_kl: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub final_batch_mean_entropy: f64,
+    #[serde(serialize_with = "fixed6")]
+    pub ln_k: f64,
+    /// Teacher k-NN top-1 (%) at the end, and of the same network at random init.
+    #[serde(default, serialize_with = "optional4")]
+    pub knn_top1: Option<f64>,
+    #[serde(default, serialize_with = "optional4")]
+    pub random_init_top1: Option<f64>,
+    /// Best-head attention-mask Jaccard (%) against the true masks, at the end.
+    #[serde(default, serialize_with = "optional4")]
+    pub jaccard: Option<f64>,
+    /// The last effective-rank reading of the teacher's features.
+    #[serde(default, serialize_with = "optional4")]
+    pub effective_rank: Option<f64>,
+    #[serde(default)]
+    pub regime: Regime,
+    pub steps: usize,
+    /// Wall time of the variant: its steps, evaluations and saves.
+    #[serde(serialize_with = "fixed2")]
+    pub secs: f64,
+    /// The paper's k-NN top-1 for this variant (ViT-S/16, ImageNet, 300 epochs), where it
+    /// reports one: a reference for the direction, not a target for a small run.
+    #[serde(default, serialize_with = "optional4")]
+    pub paper_knn_top1: Option<f64>,
+}
+
+/// Steps averaged into a study row's `final_*` values.
+pub const STUDY_TAIL_STEPS: usize = 5;
+
 /// The header line a row type writes (for files created empty, and for tests).
 pub fn header_of<R: Serialize>(row: &R) -> Result<String, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());

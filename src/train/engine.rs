@@ -19,6 +19,7 @@ use crate::model::{HostInit, VisionTransformer};
 use crate::store::checkpoint::{resolve_checkpoint, save_model, write_checkpoint, TEACHER_FILE};
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::RunWriter;
+use crate::train::resume::missing_steps;
 use crate::train::trainer::{TrainError, Trainer};
 use burn::module::Module;
 use burn::prelude::Device;
@@ -456,6 +457,28 @@ impl Engine {
         })));
     }
 
+    /// Evaluates the teacher now unless the last evaluation is of this very step: a run whose
+    /// length is not a multiple of the evaluation period still ends with its own numbers (an
+    /// ablation study compares final values).
+    pub fn evaluate_final(&mut self) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let done = self.trainer.steps_done();
+        if done > 0 && self.eval_history.last().map(|e| e.step) != Some(done) {
+            self.evaluate(&mut events);
+        }
+        events
+    }
+
+    /// Every row of this run so far (without spectra), oldest first.
+    pub fn history(&self) -> &[MetricsRow] {
+        &self.history
+    }
+
+    /// Every evaluation of this run so far, oldest first (step 0: random init).
+    pub fn evaluations(&self) -> &[EvalRow] {
+        &self.eval_history
+    }
+
     /// Continues saving this run in `dir` after its run directory was lost: the config, every
     /// row and evaluation so far, and a checkpoint of the current state, so nothing trained in
     /// memory is lost. Returns the checkpoint.
@@ -553,52 +576,5 @@ fn eval_data(config: &Config, events: &mut Vec<EngineEvent>) -> Option<EvalData>
             events.push(EngineEvent::Warning(format!("no k-NN monitor: {err}")));
             None
         }
-    }
-}
-
-/// Which of the steps before `first_step` have no row (a torn or deleted row), said briefly.
-fn missing_steps(history: &[MetricsRow], first_step: usize) -> Option<String> {
-    let mut have = vec![false; first_step];
-    for row in history {
-        if let Some(slot) = have.get_mut(row.step) {
-            *slot = true;
-        }
-    }
-    let missing: Vec<usize> = (0..first_step).filter(|&s| !have[s]).collect();
-    match missing.as_slice() {
-        [] => None,
-        [one] => Some(format!("the row of step {one} is missing")),
-        [first, .., last] => Some(format!(
-            "{} rows between steps {first} and {last} are missing",
-            missing.len()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(step: usize) -> MetricsRow {
-        MetricsRow {
-            step,
-            ..MetricsRow::default()
-        }
-    }
-
-    #[test]
-    fn a_gap_in_the_history_is_named() {
-        let full: Vec<MetricsRow> = (0..5).map(row).collect();
-        assert_eq!(missing_steps(&full, 5), None);
-        let torn: Vec<MetricsRow> = (0..4).map(row).collect();
-        assert_eq!(
-            missing_steps(&torn, 5).as_deref(),
-            Some("the row of step 4 is missing")
-        );
-        let holes = vec![row(0), row(4)];
-        assert_eq!(
-            missing_steps(&holes, 5).as_deref(),
-            Some("3 rows between steps 1 and 3 are missing")
-        );
     }
 }

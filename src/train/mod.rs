@@ -11,6 +11,7 @@ pub mod optim;
 pub mod representation;
 mod resume;
 pub mod schedule;
+pub mod study;
 pub mod trainer;
 
 pub use engine::{CheckpointPolicy, Engine, EngineEvent};

@@ -120,3 +120,54 @@ impl Trainer {
         })
     }
 }
+
+/// Which of the steps before `first_step` have no row (a torn or deleted row), said briefly.
+pub(super) fn missing_steps(
+    history: &[crate::store::rows::MetricsRow],
+    first_step: usize,
+) -> Option<String> {
+    let mut have = vec![false; first_step];
+    for row in history {
+        if let Some(slot) = have.get_mut(row.step) {
+            *slot = true;
+        }
+    }
+    let missing: Vec<usize> = (0..first_step).filter(|&s| !have[s]).collect();
+    match missing.as_slice() {
+        [] => None,
+        [one] => Some(format!("the row of step {one} is missing")),
+        [first, .., last] => Some(format!(
+            "{} rows between steps {first} and {last} are missing",
+            missing.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rows::MetricsRow;
+
+    fn row(step: usize) -> MetricsRow {
+        MetricsRow {
+            step,
+            ..MetricsRow::default()
+        }
+    }
+
+    #[test]
+    fn a_gap_in_the_history_is_named() {
+        let full: Vec<MetricsRow> = (0..5).map(row).collect();
+        assert_eq!(missing_steps(&full, 5), None);
+        let torn: Vec<MetricsRow> = (0..4).map(row).collect();
+        assert_eq!(
+            missing_steps(&torn, 5).as_deref(),
+            Some("the row of step 4 is missing")
+        );
+        let holes = vec![row(0), row(4)];
+        assert_eq!(
+            missing_steps(&holes, 5).as_deref(),
+            Some("3 rows between steps 1 and 3 are missing")
+        );
+    }
+}

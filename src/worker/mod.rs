@@ -59,6 +59,14 @@ pub enum Command {
     InjectFault(Option<crate::train::guard::Fault>),
     /// Which images the attention view follows, from which network, how often and at what size.
     SetAttention(AttentionSettings),
+    /// Train the arms of an ablation study interleaved, step by step, each as the run
+    /// `run_ids[i]` (one per variant, in order) with its directory under `dir`. Ends the
+    /// current run; Pause, Resume and Stop then apply to the study.
+    StartStudy {
+        spec: Box<crate::config::study::StudySpec>,
+        dir: PathBuf,
+        run_ids: Vec<RunId>,
+    },
     /// End the thread.
     Shutdown,
 }
@@ -173,6 +181,20 @@ pub enum Event {
         run_id: RunId,
         step: usize,
         message: String,
+    },
+    /// One arm of the study finished: its row of the comparison and its teacher's mask on
+    /// the probe image.
+    StudyArmDone {
+        run_id: RunId,
+        row: Box<crate::store::rows::StudyRow>,
+        overlay: Option<Arc<image::RgbImage>>,
+    },
+    /// The study ended (every arm done, or stopped): the comparison files in `dir`.
+    StudyFinished {
+        dir: PathBuf,
+        written: Vec<PathBuf>,
+        skipped: Vec<String>,
+        complete: bool,
     },
     Warning(String),
     Error(String),

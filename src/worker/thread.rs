@@ -11,6 +11,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod study;
+
 struct ActiveRun {
     id: RunId,
     engine: Engine,
@@ -25,6 +27,8 @@ pub(super) struct Worker {
     run: Option<ActiveRun>,
     attention: AttentionSettings,
     checkpoints: CheckpointPolicy,
+    /// An ablation study in progress (instead of a single run).
+    study: Option<study::ActiveStudy>,
 }
 
 enum Flow {
@@ -47,6 +51,7 @@ impl Worker {
             run: None,
             attention: AttentionSettings::default(),
             checkpoints: CheckpointPolicy::default(),
+            study: None,
         }
     }
 
@@ -65,7 +70,8 @@ impl Worker {
     pub(super) fn run(mut self) {
         self.status(WorkerStatus::Idle);
         loop {
-            let stepping = self.run.as_ref().is_some_and(|r| !r.paused);
+            let stepping = self.run.as_ref().is_some_and(|r| !r.paused)
+                || self.study.as_ref().is_some_and(|s| !s.paused);
             // Idle or paused: sleep on the command queue. Running: only take what is queued.
             let command = if stepping {
                 self.commands.try_recv().ok()
@@ -83,7 +89,11 @@ impl Worker {
                 continue;
             }
             if self.commands.is_empty() && stepping {
-                self.step_once();
+                if self.study.is_some() {
+                    self.step_study();
+                } else {
+                    self.step_once();
+                }
             }
         }
     }
@@ -99,12 +109,20 @@ impl Worker {
                 paused,
             } => self.start(run_id, *config, run_dir, total_steps, paused),
             Command::Pause => {
+                if self.pause_study(true) {
+                    // The study's arms pause together.
+                    return Flow::Continue;
+                }
                 if let Some(run) = &mut self.run {
                     run.paused = true;
                     self.status(WorkerStatus::Paused);
                 }
             }
             Command::Resume => {
+                if self.pause_study(false) {
+                    // The study's arms pause together.
+                    return Flow::Continue;
+                }
                 if let Some(run) = &mut self.run {
                     run.paused = false;
                     self.status(WorkerStatus::Running);
@@ -120,6 +138,7 @@ impl Worker {
                 }
             }
             Command::Stop => {
+                self.stop_study();
                 if self.run.is_some() {
                     self.finish_run(WorkerStatus::Finished);
                 }
@@ -181,7 +200,9 @@ impl Worker {
                     self.emit_attention(step.saturating_sub(1));
                 }
             }
+            Command::StartStudy { spec, dir, run_ids } => self.start_study(*spec, dir, run_ids),
             Command::Shutdown => {
+                self.stop_study();
                 if self.run.is_some() {
                     self.finish_run(WorkerStatus::Finished);
                 }
@@ -193,6 +214,7 @@ impl Worker {
 
     /// Ends the current run and announces the new one as starting; the device it will use.
     fn begin(&mut self, run_id: RunId) -> Option<SelectedDevice> {
+        self.stop_study();
         if self.run.is_some() {
             self.finish_run(WorkerStatus::Finished);
         }

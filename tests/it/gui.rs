@@ -5,34 +5,18 @@ use crate::worker::micro_config;
 use dinoscope::app::state::Level;
 use dinoscope::app::{AppOptions, DinoscopeApp};
 use dinoscope::config::Toggle;
-use dinoscope::device::DeviceChoice;
 use dinoscope::store::rows::MetricsRow;
 use dinoscope::worker::{Event, WorkerStatus};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use std::time::{Duration, Instant};
-
-fn options() -> AppOptions {
-    AppOptions {
-        config: micro_config(),
-        preset: "tiny".into(),
-        autostart: false,
-        device: DeviceChoice::Cpu,
-        runs_root: None,
-        screenshot: None,
-        scripted_toggles: Vec::new(),
-        weights: None,
-        images: Vec::new(),
-        open_attention: false,
-        attention_short_side_px: None,
-    }
-}
+use std::time::Duration;
 
 fn harness() -> Harness<'static, DinoscopeApp> {
-    Harness::builder()
-        .with_size([1360.0, 860.0])
-        .wgpu()
-        .build_eframe(|cc| DinoscopeApp::new(cc, options()))
+    crate::gui_support::harness_with(None)
+}
+
+fn options() -> AppOptions {
+    crate::gui_support::options(None)
 }
 
 /// Steps frames (the app repaints continuously while training) until `done` holds.
@@ -41,12 +25,7 @@ fn frames_until(
     what: &str,
     done: impl Fn(&DinoscopeApp) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(harness.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        harness.run_steps(1);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::gui_support::frames_until(harness, what, 60, done);
 }
 
 fn steps(app: &DinoscopeApp) -> usize {
