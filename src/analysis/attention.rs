@@ -188,7 +188,7 @@ pub fn preprocess(image: &RgbImage, size: (u32, u32), patch: usize) -> (Vec<f32>
 /// Last-block CLS attention of `backbone` for one image (one forward pass). `None` when the
 /// image is smaller than one patch after resizing.
 /// The image as the network's `[1, 3, H, W]` input; `None` when smaller than one patch.
-fn image_input(
+pub(crate) fn image_input(
     image: &RgbImage,
     size: (u32, u32),
     patch: usize,

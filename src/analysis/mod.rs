@@ -8,5 +8,6 @@ pub mod colormap;
 pub mod geometry;
 pub mod health;
 pub mod knn;
+pub mod layers;
 mod overlay;
 mod pca;

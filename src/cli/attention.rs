@@ -42,15 +42,43 @@ pub struct AttentionArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "attention")]
     out: PathBuf,
+    /// Which block's CLS attention: an index from 0, `last` (default) or `all` (then
+    /// attention.npy and masks.npy are layers × heads × rows × cols, plus a heat map per
+    /// layer and head).
+    #[arg(long, value_name = "L | all | last")]
+    layer: Option<String>,
+    /// Also attention rollout over every block (jacobgil/vit-explain's vit_rollout.py):
+    /// rollout.npy (rows × cols, divided by its maximum), rollout.png and its mask overlay.
+    #[arg(long)]
+    rollout: bool,
+    /// Rollout: the share of the weakest head-fused weights dropped in each block.
+    #[arg(long, default_value_t = 0.9, requires = "rollout")]
+    discard: f32,
+    /// Rollout: how a block's heads are fused.
+    #[arg(long, value_enum, default_value = "mean", requires = "rollout")]
+    fusion: Fusion,
+    /// Write distance.csv: the mean attention distance in pixels of every head of every block
+    /// (local heads small, global heads near the image's mean patch distance).
+    #[arg(long)]
+    distance: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Fusion {
+    Mean,
+    Max,
+    Min,
 }
 
 /// Long: the subcommand's pipeline in order: load, compute, then each output file the README lists.
 pub fn run(args: AttentionArgs) -> Result<()> {
+    use super::attention_layers::LayerChoice;
     use dinoscope::analysis::attention::{
         attention_and_pca, composite, head_colour, resized_crop, upsample_nearest, HeadFusion,
         ImageSize, MapLayers, OverlayStyle,
     };
     use dinoscope::analysis::colormap::heat_image;
+    use dinoscope::analysis::layers::{layer_maps, RolloutSettings};
     use dinoscope::store::npy::{write_npy_f32, write_npy_u8};
     use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
     if !(0.0..=1.0).contains(&args.threshold) {
@@ -82,8 +110,10 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     let image = dinoscope::data::load_rgb(&args.image)?;
     let size = size.unwrap_or(ImageSize::ShortSide(loaded.info.default_short_side_px));
     let target = size.resolve(image.dimensions());
+    let depth = loaded.backbone.depth();
+    let choice = LayerChoice::parse(args.layer.as_deref(), depth)?;
     let started = Instant::now();
-    let maps = attention_and_pca(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
+    let mut maps = attention_and_pca(&loaded.backbone, &image, target, &selected.device).ok_or_else(|| {
         usage(format!(
             "{}: at {size} ({}x{} px) the image is smaller than one patch of {} px; pass a larger --size",
             args.image.display(),
@@ -92,6 +122,35 @@ pub fn run(args: AttentionArgs) -> Result<()> {
             loaded.info.patch_size
         ))
     })?;
+    let rollout = args.rollout.then_some(RolloutSettings {
+        fusion: match args.fusion {
+            Fusion::Mean => HeadFusion::Mean,
+            Fusion::Max => HeadFusion::Max,
+            Fusion::Min => HeadFusion::Min,
+        },
+        discard_ratio: args.discard,
+    });
+    let layers: Vec<usize> = match choice {
+        LayerChoice::Last => Vec::new(),
+        LayerChoice::One(layer) => vec![layer],
+        LayerChoice::All => (0..depth).collect(),
+    };
+    // One more pass, only when something beyond the last block is asked for.
+    let extra = (choice != LayerChoice::Last || args.rollout || args.distance)
+        .then(|| {
+            layer_maps(
+                &loaded.backbone,
+                &image,
+                target,
+                &selected.device,
+                &layers,
+                rollout,
+            )
+        })
+        .flatten();
+    if let (LayerChoice::One(_), Some(extra)) = (choice, &extra) {
+        maps.heads = extra.cls[0].clone();
+    }
     let maps_secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -126,8 +185,8 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         image::Rgb(pca[y as usize * w + x as usize])
     });
     save_png(&args.out.join("pca.png"), &pca)?;
-    let mut all_maps = Vec::new();
-    let mut all_masks = Vec::new();
+    let mut all_maps: Vec<f32> = Vec::new();
+    let mut all_masks: Vec<u8> = Vec::new();
     let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps
         .heads
         .iter()
@@ -173,19 +232,44 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         }
     }
     let heads = maps.heads.len();
+    let mut shape = vec![heads, rows, cols];
+    if let (LayerChoice::All, Some(extra)) = (choice, &extra) {
+        shape.insert(0, extra.cls.len());
+        all_maps = extra.cls.iter().flatten().flatten().copied().collect();
+        all_masks = extra
+            .cls
+            .iter()
+            .flatten()
+            .flat_map(|map| MapLayers::new(map, rows, cols, args.threshold).mask)
+            .collect();
+    }
     let path = args.out.join("attention.npy");
-    write_npy_f32(&path, &[heads, rows, cols], &all_maps)
+    write_npy_f32(&path, &shape, &all_maps)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let path = args.out.join("masks.npy");
-    write_npy_u8(&path, &[heads, rows, cols], &all_masks)
+    write_npy_u8(&path, &shape, &all_masks)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(extra) = &extra {
+        super::attention_layers::write(
+            &args.out,
+            extra,
+            &shown,
+            args.threshold,
+            choice == LayerChoice::All,
+            args.distance,
+            &mut out,
+        )?;
+    }
     out.line(&format!("written to {}", args.out.display()));
     Ok(())
 }
 
 /// Each output is written whole or not at all (a temporary sibling, renamed): a full disk or an
 /// unwritable file fails naming the file and leaves no zero-byte or truncated PNG behind.
-fn save_png<P>(path: &Path, image: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+pub(super) fn save_png<P>(
+    path: &Path,
+    image: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+) -> Result<()>
 where
     P: image::PixelWithColorType,
     [P::Subpixel]: image::EncodableLayout,

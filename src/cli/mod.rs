@@ -4,6 +4,7 @@
 mod ablate;
 mod app;
 mod attention;
+mod attention_layers;
 mod bench;
 mod knn;
 mod output;

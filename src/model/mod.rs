@@ -7,6 +7,7 @@ pub mod activation;
 pub mod head;
 mod init;
 mod interpolate;
+pub mod layers;
 pub mod vit;
 
 pub use head::*;

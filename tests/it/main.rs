@@ -10,6 +10,7 @@ mod golden;
 mod gui;
 mod gui_support;
 mod layers;
+mod layers_attention;
 mod readme;
 mod step_parity;
 mod study;

@@ -1,0 +1,268 @@
+//! Attention of any layer, as plain data: the CLS maps of chosen blocks, attention rollout
+//! (Abnar & Zuidema 2020, exactly as jacobgil/vit-explain `vit_rollout.py`) and the mean
+//! attention distance of every head (how far, in pixels, a patch looks: local heads near one
+//! patch, global heads near the image's mean pairwise distance).
+
+use super::attention::{image_input, HeadFusion};
+use crate::model::VisionTransformer;
+use burn::prelude::*;
+use image::RgbImage;
+
+/// How rollout fuses the heads of a block and how much of the weakest attention it drops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RolloutSettings {
+    pub fusion: HeadFusion,
+    /// Share of the smallest fused weights set to 0 in each block (the CLS→CLS weight is kept).
+    pub discard_ratio: f32,
+}
+
+impl Default for RolloutSettings {
+    /// vit_rollout.py's defaults.
+    fn default() -> Self {
+        Self {
+            fusion: HeadFusion::Mean,
+            discard_ratio: 0.9,
+        }
+    }
+}
+
+/// Maps of several blocks of one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerMaps {
+    pub grid_rows: usize,
+    pub grid_cols: usize,
+    pub patch_size: usize,
+    pub resized_px: (u32, u32),
+    /// Block indices of `cls`, in the order asked.
+    pub layers: Vec<usize>,
+    /// `[layer][head]`: the CLS query's attention over the patches (CLS key dropped, not
+    /// renormalised), row-major over the grid.
+    pub cls: Vec<Vec<Vec<f32>>>,
+    /// `[block][head]` mean attention distance in pixels, for every block of the network.
+    pub distance_px: Vec<Vec<f32>>,
+    /// Rollout over all blocks, CLS row over the patches, divided by its maximum.
+    pub rollout: Option<Vec<f32>>,
+}
+
+/// One pass over all blocks: the CLS maps of `layers`, the distance of every head and, when
+/// asked, the rollout. `None` when the image is smaller than one patch.
+pub fn layer_maps(
+    backbone: &VisionTransformer,
+    image: &RgbImage,
+    size: (u32, u32),
+    device: &Device,
+    layers: &[usize],
+    rollout: Option<RolloutSettings>,
+) -> Option<LayerMaps> {
+    let patch = backbone.patch_size();
+    let input = image_input(image, size, patch, device)?;
+    let all: Vec<usize> = (0..backbone.depth()).collect();
+    let out = crate::device::on_compute_pool(|| backbone.attention_of_layers(input, &all, false));
+    let (rows, cols) = out.grid;
+    let mut cls = Vec::new();
+    let mut distance_px = Vec::new();
+    let mut fused = Vec::new();
+    let distances = pairwise_distance_px(rows, cols, patch);
+    for (block, attention) in &out.attentions {
+        let [_, _, tokens, _] = attention.dims();
+        if layers.contains(block) {
+            let rows_of_cls = attention
+                .clone()
+                .slice(s![0..1, .., 0..1, 1..tokens])
+                .into_data_as::<f32>();
+            let values = rows_of_cls.as_slice::<f32>().ok()?;
+            cls.push((
+                *block,
+                values.chunks(tokens - 1).map(<[f32]>::to_vec).collect(),
+            ));
+        }
+        distance_px.push(mean_distance_on_device(attention, &distances, device)?);
+        if let Some(settings) = rollout {
+            let reduced = match settings.fusion {
+                HeadFusion::Mean => attention.clone().slice(s![0..1]).mean_dim(1),
+                HeadFusion::Max => attention.clone().slice(s![0..1]).max_dim(1),
+                HeadFusion::Min => attention.clone().slice(s![0..1]).min_dim(1),
+            };
+            let data = reduced.reshape([tokens, tokens]).into_data_as::<f32>();
+            fused.push(data.as_slice::<f32>().ok()?.to_vec());
+        }
+    }
+    // In the order asked.
+    let cls_in_order: Vec<(usize, Vec<Vec<f32>>)> = layers
+        .iter()
+        .filter_map(|l| cls.iter().find(|(b, _)| b == l).cloned())
+        .collect();
+    let rollout = rollout
+        .map(|settings| attention_rollout(&fused, 1 + rows * cols, settings.discard_ratio, device));
+    Some(LayerMaps {
+        grid_rows: rows,
+        grid_cols: cols,
+        patch_size: patch,
+        resized_px: size,
+        layers: cls_in_order.iter().map(|(b, _)| *b).collect(),
+        cls: cls_in_order.into_iter().map(|(_, maps)| maps).collect(),
+        distance_px,
+        rollout,
+    })
+}
+
+/// Pixel distance between the centres of patches i and j, `[P · P]` row-major.
+pub fn pairwise_distance_px(rows: usize, cols: usize, patch: usize) -> Vec<f32> {
+    let n = rows * cols;
+    let mut out = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            let (dr, dc) = (
+                (i / cols) as f32 - (j / cols) as f32,
+                (i % cols) as f32 - (j % cols) as f32,
+            );
+            out.push((dr * dr + dc * dc).sqrt() * patch as f32);
+        }
+    }
+    out
+}
+
+/// Mean attention distance per head of one `[heads, 1+P, 1+P]` attention (batch 1, given as
+/// flat host values): for each patch query, the attention over the patch keys renormalised to
+/// sum 1 (the CLS key's share dropped) times the distance to each key, averaged over queries.
+pub fn mean_attention_distance(attention: &[f32], heads: usize, distances_px: &[f32]) -> Vec<f32> {
+    let tokens = (attention.len() / heads.max(1)) as f64;
+    let tokens = tokens.sqrt().round() as usize;
+    let patches = tokens.saturating_sub(1);
+    (0..heads)
+        .map(|h| {
+            let mut total = 0f64;
+            for q in 0..patches {
+                let row =
+                    &attention[(h * tokens + 1 + q) * tokens + 1..(h * tokens + 2 + q) * tokens];
+                let mass: f64 = row.iter().map(|&a| a as f64).sum();
+                let weighted: f64 = row
+                    .iter()
+                    .zip(&distances_px[q * patches..(q + 1) * patches])
+                    .map(|(&a, &d)| a as f64 * d as f64)
+                    .sum();
+                total += if mass > 0.0 { weighted / mass } else { 0.0 };
+            }
+            (total / patches.max(1) as f64) as f32
+        })
+        .collect()
+}
+
+/// [`mean_attention_distance`] on the device (a 480-px ViT-S/8 block holds 6 × 3601² weights):
+/// only the per-head means come back.
+fn mean_distance_on_device(
+    attention: &Tensor<4>,
+    distances_px: &[f32],
+    device: &Device,
+) -> Option<Vec<f32>> {
+    let [_, heads, tokens, _] = attention.dims();
+    let patches = tokens - 1;
+    let keys = attention
+        .clone()
+        .slice(s![0..1, .., 1..tokens, 1..tokens])
+        .reshape([heads, patches, patches]);
+    let mass = keys.clone().sum_dim(2);
+    let distances = Tensor::<3>::from_data(
+        TensorData::new(distances_px.to_vec(), [1, patches, patches]),
+        device,
+    );
+    let per_query = (keys * distances).sum_dim(2) / mass;
+    let means = per_query.mean_dim(1).reshape([heads]).into_data_as::<f32>();
+    Some(means.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// `vit_rollout.py`'s `rollout` for batch 1: per block (head-fused `[T · T]`, in order) drop
+/// the smallest `discard_ratio` of the weights except index 0, add the identity and halve,
+/// divide as `a / a.sum(dim=-1)` broadcasts (entry (i, j) by row j's sum: the original's
+/// quirk, kept so the maps are the ones people compare with), multiply onto the running
+/// product; return the CLS row over the patches divided by its maximum.
+pub fn attention_rollout(
+    fused: &[Vec<f32>],
+    tokens: usize,
+    discard_ratio: f32,
+    device: &Device,
+) -> Vec<f32> {
+    let identity: Vec<f32> = (0..tokens * tokens)
+        .map(|k| if k / tokens == k % tokens { 1.0 } else { 0.0 })
+        .collect();
+    let mut result = Tensor::<2>::from_data(TensorData::new(identity, [tokens, tokens]), device);
+    for block in fused {
+        let mut a = block.clone();
+        let count = (a.len() as f64 * discard_ratio as f64) as usize;
+        let mut order: Vec<usize> = (0..a.len()).collect();
+        // Smallest first; a stable order on ties, as a sort of the values would give.
+        order.sort_by(|&x, &y| a[x].total_cmp(&a[y]));
+        for &index in order.iter().take(count) {
+            if index != 0 {
+                a[index] = 0.0;
+            }
+        }
+        for i in 0..tokens {
+            a[i * tokens + i] += 1.0;
+        }
+        for v in &mut a {
+            *v /= 2.0;
+        }
+        let row_sums: Vec<f32> = a.chunks(tokens).map(|row| row.iter().sum()).collect();
+        for (k, v) in a.iter_mut().enumerate() {
+            *v /= row_sums[k % tokens];
+        }
+        let a = Tensor::<2>::from_data(TensorData::new(a, [tokens, tokens]), device);
+        result = a.matmul(result);
+    }
+    let cls = result.slice(s![0..1, 1..tokens]).into_data_as::<f32>();
+    let mask = cls
+        .as_slice::<f32>()
+        .map(<[f32]>::to_vec)
+        .unwrap_or_default();
+    let max = mask.iter().copied().fold(f32::MIN, f32::max);
+    mask.iter()
+        .map(|v| if max > 0.0 { v / max } else { 0.0 })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_is_zero_on_the_own_patch_and_the_mean_pairwise_when_uniform() {
+        let (rows, cols, patch, heads) = (3, 4, 8, 2);
+        let p = rows * cols;
+        let t = p + 1;
+        let distances = pairwise_distance_px(rows, cols, patch);
+        let mut attention = vec![0f32; heads * t * t];
+        for q in 0..p {
+            // Head 0: all on its own patch (and some on CLS, which does not count).
+            attention[(1 + q) * t] = 0.5;
+            attention[(1 + q) * t + 1 + q] = 0.5;
+            // Head 1: uniform over the patches.
+            for k in 0..p {
+                attention[(t + 1 + q) * t + 1 + k] = 1.0 / p as f32;
+            }
+        }
+        let d = mean_attention_distance(&attention, heads, &distances);
+        let mean_pairwise = distances.iter().sum::<f32>() / (p * p) as f32;
+        assert_eq!(d[0], 0.0);
+        assert!(
+            (d[1] - mean_pairwise).abs() < 1e-4,
+            "{d:?} vs {mean_pairwise}"
+        );
+        let device = Device::flex();
+        let tensor = Tensor::<4>::from_data(TensorData::new(attention, [1, heads, t, t]), &device);
+        let on_device = mean_distance_on_device(&tensor, &distances, &device).unwrap();
+        assert!((on_device[0] - d[0]).abs() < 1e-4 && (on_device[1] - d[1]).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rollout_of_identity_blocks_is_the_cls_row() {
+        // A block that attends only to itself leaves the identity: the CLS row is 0 over the
+        // patches; with uniform blocks every patch gets the same share.
+        let t = 5;
+        let uniform = vec![vec![1.0 / t as f32; t * t]; 3];
+        let device = Device::flex();
+        let mask = attention_rollout(&uniform, t, 0.0, &device);
+        assert_eq!(mask.len(), t - 1);
+        assert!(mask.iter().all(|v| (v - 1.0).abs() < 1e-6), "{mask:?}");
+    }
+}

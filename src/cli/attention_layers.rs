@@ -1,0 +1,100 @@
+//! `dinoscope attention` beyond the last block: which block (`--layer`), the rollout map
+//! (`--rollout`) and the mean attention distance of every head (`--distance`).
+
+use super::attention::save_png;
+use super::output::{usage, Printer};
+use anyhow::{Context, Result};
+use dinoscope::analysis::attention::{composite, upsample_nearest, MapLayers, OverlayStyle};
+use dinoscope::analysis::colormap::heat_image;
+use dinoscope::analysis::layers::LayerMaps;
+use dinoscope::store::npy::write_npy_f32;
+use dinoscope::store::run::write_atomically;
+use std::path::Path;
+
+/// `--layer`: the last block (the official view), one block, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerChoice {
+    Last,
+    One(usize),
+    All,
+}
+
+impl LayerChoice {
+    /// An index past the network's depth is a usage error naming the depth.
+    pub fn parse(text: Option<&str>, depth: usize) -> Result<Self> {
+        match text.map(str::trim) {
+            None | Some("last") => Ok(Self::Last),
+            Some("all") => Ok(Self::All),
+            Some(number) => match number.parse::<usize>() {
+                Ok(layer) if layer + 1 == depth => Ok(Self::Last),
+                Ok(layer) if layer < depth => Ok(Self::One(layer)),
+                _ => Err(usage(format!(
+                    "--layer {number}: this network has {depth} blocks; give 0 ..= {}, `last` or `all`",
+                    depth.saturating_sub(1)
+                ))),
+            },
+        }
+    }
+}
+
+/// Per-layer heat maps (with `all`), the rollout files and distance.csv.
+pub fn write(
+    out_dir: &Path,
+    maps: &LayerMaps,
+    shown: &image::RgbImage,
+    threshold: f32,
+    all_layers: bool,
+    distance: bool,
+    out: &mut Printer,
+) -> Result<()> {
+    let (rows, cols, p) = (maps.grid_rows, maps.grid_cols, maps.patch_size);
+    let (w, h) = (shown.width() as usize, shown.height() as usize);
+    if all_layers {
+        for (layer, heads) in maps.layers.iter().zip(&maps.cls) {
+            for (head, values) in heads.iter().enumerate() {
+                save_png(
+                    &out_dir.join(format!("attn-l{layer}-head{head}.png")),
+                    &heat_image(&upsample_nearest(values, rows, cols, p), w, h),
+                )?;
+            }
+        }
+        out.line(&format!(
+            "blocks 0..={}: attention.npy is layers x heads x rows x cols",
+            maps.layers.len().saturating_sub(1)
+        ));
+    }
+    if let Some(rollout) = &maps.rollout {
+        let path = out_dir.join("rollout.npy");
+        write_npy_f32(&path, &[rows, cols], rollout)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        save_png(
+            &out_dir.join("rollout.png"),
+            &heat_image(&upsample_nearest(rollout, rows, cols, p), w, h),
+        )?;
+        let layers = MapLayers::new(rollout, rows, cols, threshold);
+        save_png(
+            &out_dir.join(format!("overlay_th{threshold}_rollout.png")),
+            &composite(shown, &layers, &OverlayStyle::default()),
+        )?;
+        out.line("rollout: rollout.npy, rollout.png and its mask overlay");
+    }
+    if !distance {
+        return Ok(());
+    }
+    let mut csv = String::from("layer,head,mean_distance_px\n");
+    for (layer, heads) in maps.distance_px.iter().enumerate() {
+        for (head, distance) in heads.iter().enumerate() {
+            csv.push_str(&format!("{layer},{head},{distance:.4}\n"));
+        }
+        let (low, high) = heads
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), d| (l.min(*d), h.max(*d)));
+        out.line(&format!(
+            "block {layer}: mean attention distance {low:.1} .. {high:.1} px over its heads"
+        ));
+    }
+    let path = out_dir.join("distance.csv");
+    write_atomically(&path, csv.as_bytes())?;
+    out.line("distance: distance.csv");
+    Ok(())
+}

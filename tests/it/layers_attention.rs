@@ -1,0 +1,167 @@
+//! Attention beyond the last block against references for the official-layout fixture model:
+//! every block's CLS maps, rollout (jacobgil/vit-explain `vit_rollout.py`) for each head fusion
+//! with and without discarding, and the mean attention distance per head. The references come
+//! from `scripts/make_layers_fixture.py`, a float64 numpy forward of the official code that
+//! first reproduces PyTorch's fixture (`attention_32x32.npy`, `cls_32x32.npy`) to 1e-7.
+
+use burn::prelude::*;
+use dinoscope::analysis::attention::HeadFusion;
+use dinoscope::analysis::layers::{layer_maps, RolloutSettings};
+use dinoscope::store::npy::read_npy;
+use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/official_vit")
+        .join(name)
+}
+
+fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let array = read_npy(&fixture(name)).unwrap();
+    let values = array.to_f32().unwrap();
+    (array.shape, values)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn every_layer_rollout_and_distance_match_the_reference() {
+    let device = Device::flex();
+    let loaded = load_backbone(
+        &fixture("backbone.pth"),
+        Network::Teacher,
+        &ArchOverrides {
+            num_heads: Some(3),
+            ..Default::default()
+        },
+        &device,
+    )
+    .unwrap();
+    let image = dinoscope::data::load_rgb(&fixture("image.png")).unwrap();
+    let square = image::imageops::crop_imm(&image, 0, 0, 32, 32).to_image();
+    let (shape, expected) = reference("attention_layers_32x32.npy");
+    assert_eq!(shape, [2, 3, 4, 4]);
+    // Both blocks, asked in reverse: returned in the order asked.
+    let maps = layer_maps(&loaded.backbone, &square, (32, 32), &device, &[1, 0], None).unwrap();
+    assert_eq!(maps.layers, [1, 0]);
+    let ours: Vec<f32> = [&maps.cls[1], &maps.cls[0]]
+        .iter()
+        .flat_map(|heads| heads.concat())
+        .collect();
+    let diff = max_abs_diff(&ours, &expected);
+    assert!(diff < 1e-5, "per-layer CLS attention differs by {diff}");
+    // The last block alone is the map the official script shows.
+    let (_, last) = reference("attention_32x32.npy");
+    assert!(max_abs_diff(&maps.cls[0].concat(), &last) < 1e-5);
+
+    let (_, distance) = reference("distance_32x32.npy");
+    let diff = max_abs_diff(&maps.distance_px.concat(), &distance);
+    assert!(diff < 1e-4, "mean attention distance differs by {diff} px");
+
+    for (fusion, name) in [
+        (HeadFusion::Mean, "mean"),
+        (HeadFusion::Max, "max"),
+        (HeadFusion::Min, "min"),
+    ] {
+        for discard in [0.0f32, 0.9] {
+            let settings = RolloutSettings {
+                fusion,
+                discard_ratio: discard,
+            };
+            let maps = layer_maps(
+                &loaded.backbone,
+                &square,
+                (32, 32),
+                &device,
+                &[],
+                Some(settings),
+            )
+            .unwrap();
+            let file = format!("rollout_32x32_{name}_d{discard:.1}.npy");
+            let (_, expected) = reference(&file);
+            let diff = max_abs_diff(maps.rollout.as_deref().unwrap(), &expected);
+            assert!(diff < 1e-5, "{file}: rollout differs by {diff}");
+        }
+    }
+}
+
+#[test]
+fn attention_cli_writes_every_layer_rollout_and_distance() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dinoscope::data::load_rgb(&fixture("image.png")).unwrap();
+    let square = image::imageops::crop_imm(&image, 0, 0, 32, 32).to_image();
+    let input = dir.path().join("square.png");
+    square.save(&input).unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+            .args(["attention", "--heads", "3", "--size", "32x32", "--weights"])
+            .arg(fixture("backbone.pth"))
+            .arg("--image")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--layer", "all", "--rollout", "--distance"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("mean attention distance"), "{stdout}");
+    let written = read_npy(&out.join("attention.npy")).unwrap();
+    assert_eq!(written.shape, [2, 3, 4, 4]);
+    let (_, expected) = reference("attention_layers_32x32.npy");
+    assert!(max_abs_diff(&written.to_f32().unwrap(), &expected) < 1e-5);
+    assert_eq!(
+        read_npy(&out.join("masks.npy")).unwrap().shape,
+        [2, 3, 4, 4]
+    );
+    let rollout = read_npy(&out.join("rollout.npy")).unwrap();
+    assert_eq!(rollout.shape, [4, 4]);
+    let (_, expected) = reference("rollout_32x32_mean_d0.9.npy");
+    assert!(max_abs_diff(&rollout.to_f32().unwrap(), &expected) < 1e-5);
+    for name in [
+        "rollout.png",
+        "attn-l0-head2.png",
+        "overlay_th0.6_rollout.png",
+    ] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+    let csv = std::fs::read_to_string(out.join("distance.csv")).unwrap();
+    let (_, expected) = reference("distance_32x32.npy");
+    let values: Vec<f32> = csv
+        .lines()
+        .skip(1)
+        .map(|line| line.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        csv.starts_with("layer,head,mean_distance_px\n0,0,"),
+        "{csv}"
+    );
+    assert!(max_abs_diff(&values, &expected) < 1e-3, "{csv}");
+
+    // One earlier block: the per-head files are that block's maps.
+    let output = run(&["--layer", "0"]);
+    assert!(output.status.success());
+    let written = read_npy(&out.join("attention.npy")).unwrap();
+    assert_eq!(written.shape, [3, 4, 4]);
+    let (_, expected) = reference("attention_layers_32x32.npy");
+    assert!(max_abs_diff(&written.to_f32().unwrap(), &expected[..48]) < 1e-5);
+    // A block the network does not have.
+    let output = run(&["--layer", "5"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has 2 blocks"), "{stderr}");
+}
