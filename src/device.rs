@@ -90,7 +90,43 @@ pub fn cpu_description() -> String {
 /// Read from /proc/cpuinfo (Linux); elsewhere the architecture only.
 pub fn host_cpu_description() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    describe_cpu(&info, rayon::current_num_threads())
+    let mut text = describe_cpu(&info, rayon::current_num_threads());
+    if let Some(caches) =
+        cache_description(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"))
+    {
+        text.push_str(" · ");
+        text.push_str(&caches);
+    }
+    text
+}
+
+/// "L2 2 MiB per core, L3 480 MiB shared" from the sysfs cache folders of one CPU.
+fn cache_description(dir: &std::path::Path) -> Option<String> {
+    let read = |index: &std::path::Path, name: &str| {
+        std::fs::read_to_string(index.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let mut parts = Vec::new();
+    for level in ["2", "3"] {
+        let index = (0..8)
+            .map(|i| dir.join(format!("index{i}")))
+            .find(|index| read(index, "level").as_deref() == Some(level))?;
+        let kib: u64 = read(&index, "size")?.trim_end_matches('K').parse().ok()?;
+        let size = if kib >= 1024 {
+            format!("{} MiB", kib / 1024)
+        } else {
+            format!("{kib} KiB")
+        };
+        let shared = read(&index, "shared_cpu_list").unwrap_or_default();
+        let scope = if shared.contains('-') || shared.contains(',') {
+            "shared"
+        } else {
+            "per core"
+        };
+        parts.push(format!("L{level} {size} {scope}"));
+    }
+    Some(parts.join(", "))
 }
 
 fn describe_cpu(cpuinfo: &str, threads: usize) -> String {
@@ -207,5 +243,22 @@ mod cpu_tests {
         );
         assert!(describe_cpu("", 1).ends_with("1 threads"));
         assert!(!host_cpu_description().is_empty());
+    }
+
+    #[test]
+    fn caches_are_read_from_sysfs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, level, size, shared) in [(2, "2", "2048K", "0"), (3, "3", "491520K", "0-1")] {
+            let index = dir.path().join(format!("index{i}"));
+            std::fs::create_dir(&index).unwrap();
+            std::fs::write(index.join("level"), level).unwrap();
+            std::fs::write(index.join("size"), size).unwrap();
+            std::fs::write(index.join("shared_cpu_list"), shared).unwrap();
+        }
+        assert_eq!(
+            cache_description(dir.path()).as_deref(),
+            Some("L2 2 MiB per core, L3 480 MiB shared")
+        );
+        assert_eq!(cache_description(&dir.path().join("none")), None);
     }
 }

@@ -128,6 +128,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let selected = select_device(args.common.device)?;
     out.line(&format!("bench {label} on {}", selected.description));
+    // A number is only true for the machine it was measured on.
+    out.line(&format!(
+        "cpu: {}",
+        dinoscope::device::host_cpu_description()
+    ));
     out.line(&format!(
         "model {} /{} · batch {} · crops 2×{} px + {}×{} px · K {}",
         config.model.arch,
