@@ -27,6 +27,12 @@ pub struct AttentionMaps {
     /// The first three principal components of the last layer's patch features as RGB, one
     /// pixel per patch (row-major); empty unless computed by [`attention_and_pca`].
     pub pca_rgb: Vec<u8>,
+    /// Which block `heads` come from (the last one unless asked otherwise; one map for
+    /// rollout).
+    pub layer: super::layers::MapLayer,
+    /// `[block][head]` mean attention distance in pixels, when another layer than the last was
+    /// asked for (the pass that computes it runs every block in full); empty otherwise.
+    pub distance_px: Vec<Vec<f32>>,
 }
 
 /// How several heads are combined into one map.
@@ -230,6 +236,8 @@ pub fn attention_maps(
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
         pca_rgb: Vec::new(),
+        layer: super::layers::MapLayer::Last,
+        distance_px: Vec::new(),
     })
 }
 
@@ -264,6 +272,8 @@ pub fn attention_and_pca(
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
         pca_rgb: pca_rgb(features, patches, backbone.embed_dim()),
+        layer: super::layers::MapLayer::Last,
+        distance_px: Vec::new(),
     })
 }
 

@@ -26,6 +26,56 @@ impl Default for RolloutSettings {
     }
 }
 
+/// Which maps the attention view shows: the last block's heads (the official view), another
+/// block's heads, or rollout over all blocks (one map).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum MapLayer {
+    #[default]
+    Last,
+    Block(usize),
+    Rollout(RolloutSettings),
+}
+
+impl MapLayer {
+    /// For the view's picker and captions ("block 3 of 12", "rollout (all blocks)").
+    pub fn label(self, depth: usize) -> String {
+        match self {
+            MapLayer::Last => format!("last block ({depth})"),
+            MapLayer::Block(block) => format!("block {} of {depth}", block + 1),
+            MapLayer::Rollout(_) => "rollout (all blocks)".into(),
+        }
+    }
+}
+
+/// [`attention_and_pca`](super::attention::attention_and_pca)'s maps (the PCA always of the
+/// final tokens), with `heads` of the chosen block, or the rollout as the one map, and the
+/// distance of every head of every block. The last block costs what it costs today.
+pub fn maps_of_layer(
+    backbone: &VisionTransformer,
+    image: &RgbImage,
+    size: (u32, u32),
+    device: &Device,
+    layer: MapLayer,
+) -> Option<super::attention::AttentionMaps> {
+    let mut maps = super::attention::attention_and_pca(backbone, image, size, device)?;
+    let last = backbone.depth().saturating_sub(1);
+    let (blocks, rollout) = match layer {
+        MapLayer::Last => return Some(maps),
+        MapLayer::Block(block) if block >= last => return Some(maps),
+        MapLayer::Block(block) => (vec![block], None),
+        MapLayer::Rollout(settings) => (Vec::new(), Some(settings)),
+    };
+    let layers = layer_maps(backbone, image, size, device, &blocks, rollout)?;
+    maps.heads = match (layers.rollout, layers.cls.into_iter().next()) {
+        (Some(rollout), _) => vec![rollout],
+        (None, Some(heads)) => heads,
+        (None, None) => return None,
+    };
+    maps.layer = layer;
+    maps.distance_px = layers.distance_px;
+    Some(maps)
+}
+
 /// Maps of several blocks of one image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerMaps {

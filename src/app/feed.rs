@@ -127,6 +127,7 @@ impl DinoscopeApp {
                 if !inference.send(crate::worker::inference::InferenceCommand::Compute {
                     images: self.attention.followed(),
                     size,
+                    layer: self.attention.layer,
                 }) {
                     // Busy: ask again next frame.
                     self.attention.requests.recompute_loaded = true;

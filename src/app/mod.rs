@@ -313,6 +313,7 @@ impl DinoscopeApp {
     pub fn start(&mut self, paused: bool) {
         let mut config = self.base_config.clone();
         self.state.controls.fold_into(&mut config);
+        self.attention.training_depth = config.vit_arch().depth;
         let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
         let dir = self
             .options

@@ -3,7 +3,8 @@
 //! UI nor a running training ever waits for it. Plain data in and out, like the worker.
 
 use super::{AttentionImage, Waker};
-use crate::analysis::attention::{attention_and_pca, AttentionMaps, ImageSize};
+use crate::analysis::attention::{AttentionMaps, ImageSize};
+use crate::analysis::layers::{maps_of_layer, MapLayer};
 use crate::store::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
 use burn::prelude::Device;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -24,6 +25,7 @@ pub enum InferenceCommand {
     Compute {
         images: Vec<AttentionImage>,
         size: Option<ImageSize>,
+        layer: MapLayer,
     },
     Shutdown,
 }
@@ -142,7 +144,11 @@ fn handle(
                 Err(err) => Err(err.to_string()),
             })
         }
-        InferenceCommand::Compute { images, size } => {
+        InferenceCommand::Compute {
+            images,
+            size,
+            layer,
+        } => {
             let Some(model) = loaded.as_ref() else {
                 return Some(Err("no weights loaded; use Open weights... first".into()));
             };
@@ -152,7 +158,7 @@ fn handle(
             let mut skipped = Vec::new();
             for image in &images {
                 let target = size.resolve(image.image.dimensions());
-                match attention_and_pca(&model.backbone, &image.image, target, device) {
+                match maps_of_layer(&model.backbone, &image.image, target, device, layer) {
                     Some(m) => maps.push((image.name.clone(), m)),
                     None => skipped.push(image.name.clone()),
                 }

@@ -90,6 +90,8 @@ pub struct AttentionSettings {
     pub network: crate::store::weights::Network,
     /// `None`: the training crop size as the short side.
     pub size: Option<crate::analysis::attention::ImageSize>,
+    /// Which block's heads (or rollout) the maps show.
+    pub layer: crate::analysis::layers::MapLayer,
 }
 
 impl Default for AttentionSettings {
@@ -99,6 +101,7 @@ impl Default for AttentionSettings {
             every_steps: ATTENTION_EVERY_STEPS,
             network: crate::store::weights::Network::Teacher,
             size: None,
+            layer: crate::analysis::layers::MapLayer::Last,
         }
     }
 }

@@ -460,8 +460,14 @@ impl Worker {
             .iter()
             .filter_map(|img| {
                 let target = size.resolve(img.image.dimensions());
-                crate::analysis::attention::attention_and_pca(backbone, &img.image, target, device)
-                    .map(|maps| (img.name.clone(), maps))
+                crate::analysis::layers::maps_of_layer(
+                    backbone,
+                    &img.image,
+                    target,
+                    device,
+                    self.attention.layer,
+                )
+                .map(|maps| (img.name.clone(), maps))
             })
             .collect();
         let run_id = run.id;

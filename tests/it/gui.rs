@@ -284,6 +284,8 @@ fn main_layout_snapshot_with_synthetic_history() {
                 patch_size: 4,
                 resized_px: (64, 64),
                 pca_rgb: Vec::new(),
+                layer: dinoscope::analysis::layers::MapLayer::Last,
+                distance_px: Vec::new(),
                 heads: (0..3)
                     .map(|h| {
                         (0..256)

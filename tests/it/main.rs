@@ -11,6 +11,7 @@ mod gui;
 mod gui_support;
 mod layers;
 mod layers_attention;
+mod layers_gui;
 mod readme;
 mod step_parity;
 mod study;

@@ -9,6 +9,7 @@
 //! threads) and export; `render.rs`: CPU composites and cached textures; `ui.rs`: the egui
 //! panels.
 
+mod layers_ui;
 mod render;
 mod ui;
 
@@ -116,6 +117,11 @@ pub struct AttentionView {
     pub loading: bool,
     /// The WGSL overlay is installed (renderer is wgpu).
     pub gpu: bool,
+    /// Which block's heads the maps show, or rollout (the worker and the inference thread
+    /// compute what this says).
+    pub layer: crate::analysis::layers::MapLayer,
+    /// Blocks of the training run's model (for the layer picker; set at each Start).
+    pub training_depth: usize,
     next_key: u64,
     crops: HashMap<(u64, (u32, u32), usize), Arc<RgbImage>>,
     textures: HashMap<String, (String, egui::TextureHandle)>,
@@ -142,6 +148,8 @@ impl AttentionView {
             heads_override: None,
             loading: false,
             gpu: false,
+            layer: crate::analysis::layers::MapLayer::Last,
+            training_depth: crate::config::Config::default().vit_arch().depth,
             next_key: 1,
             crops: HashMap::new(),
             textures: HashMap::new(),
@@ -221,6 +229,7 @@ impl AttentionView {
             every_steps: self.every_steps,
             network: self.network,
             size: self.short_side_px.map(ImageSize::ShortSide),
+            layer: self.layer,
         }
     }
 

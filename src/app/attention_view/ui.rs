@@ -194,15 +194,21 @@ impl AttentionView {
                 large,
             );
             ui.vertical(|ui| {
-                ui.label("Per head (click to show large)");
                 let Some(m) = &maps else {
+                    ui.label("Per head (click to show large)");
                     ui.small("no maps for this image yet");
                     return;
                 };
-                let choices: Vec<HeadChoice> = (0..m.heads.len())
-                    .map(HeadChoice::Head)
-                    .chain([HeadChoice::Fused(HeadFusion::Mean)])
-                    .collect();
+                ui.label(Self::grid_heading(m, self.depth()));
+                let rollout = matches!(m.layer, crate::analysis::layers::MapLayer::Rollout(_));
+                let choices: Vec<HeadChoice> = if rollout {
+                    vec![HeadChoice::Fused(HeadFusion::Mean)]
+                } else {
+                    (0..m.heads.len())
+                        .map(HeadChoice::Head)
+                        .chain([HeadChoice::Fused(HeadFusion::Mean)])
+                        .collect()
+                };
                 egui::Grid::new("head_grid")
                     .spacing([6.0, 6.0])
                     .show(ui, |ui| {
@@ -221,7 +227,8 @@ impl AttentionView {
                                     self.head = *choice;
                                 }
                                 let [r, g, b] = choice.colour();
-                                let text = egui::RichText::new(choice.label())
+                                let label = if rollout { "rollout".to_string() } else { choice.label() };
+                                let text = egui::RichText::new(label)
                                     .color(egui::Color32::from_rgb(r, g, b));
                                 let text = if *choice == self.head {
                                     text.strong()
@@ -250,6 +257,7 @@ impl AttentionView {
                             });
                         }
                     });
+                Self::distance_chart_ui(ui, m, 3.0 * tile + 12.0);
             });
         });
     }
@@ -321,6 +329,7 @@ impl AttentionView {
                         ui.selectable_value(&mut self.head, HeadChoice::Head(h), HeadChoice::Head(h).label());
                     }
                 });
+            self.layer_picker_ui(ui);
             ui.add(egui::Slider::new(&mut self.heat_opacity, 0.0..=1.0).text("heat map"))
                 .on_hover_text("Opacity of the raw attention (viridis, min–max per map) over the image.");
             ui.checkbox(&mut self.contour, "outline");

@@ -1,0 +1,79 @@
+//! The attention view beyond the last block in the real app: the layer picker recomputes the
+//! loaded weights' maps for an earlier block (with every head's distance charted) and for
+//! rollout; snapshot of the block view.
+
+use crate::gui_support::{frames_until, harness_with};
+use dinoscope::analysis::layers::MapLayer;
+use egui_kittest::kittest::Queryable;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/official_vit")
+        .join(name)
+}
+
+#[test]
+fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
+    let mut harness = harness_with(None);
+    {
+        let app = harness.state_mut();
+        app.attention.short_side_px = Some(48);
+        app.attention.heads_override = Some(3);
+        app.load_weights(fixture("checkpoint.pth"));
+    }
+    frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
+        app.attention
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+    });
+    harness.run_steps(2);
+    // The picker, as a user opens it: the last of the fixture's 2 blocks is selected.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "layer")
+        .click();
+    harness.run_steps(2);
+    harness.get_by_label("block 1 of 2").click();
+    harness.run_steps(1);
+    assert_eq!(harness.state().attention.layer, MapLayer::Block(0));
+    frames_until(&mut harness, "block 1's maps", 60, |app| {
+        app.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.attention.images.len()
+                && l.maps.iter().all(|(_, m)| m.layer == MapLayer::Block(0))
+        })
+    });
+    let loaded = harness.state().attention.loaded.as_ref().unwrap();
+    let (_, cat) = &loaded.maps[0];
+    assert_eq!(cat.heads.len(), 3);
+    assert_eq!(cat.distance_px.len(), 2, "every block's distances");
+    assert!(cat
+        .distance_px
+        .iter()
+        .flatten()
+        .all(|d| d.is_finite() && *d >= 0.0));
+    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+        loaded.elapsed_secs = None;
+    }
+    harness.run_steps(3);
+    harness.get_by_label("Per head of block 1 of 2 (click to show large)");
+    harness.get_by_label("Mean attention distance per head");
+    harness.snapshot("attention_view_block");
+
+    // Rollout: one map per image, shown as such.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "layer")
+        .click();
+    harness.run_steps(2);
+    harness.get_by_label("rollout (all blocks)").click();
+    harness.run_steps(1);
+    frames_until(&mut harness, "the rollout maps", 60, |app| {
+        app.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.attention.images.len()
+                && l.maps
+                    .iter()
+                    .all(|(_, m)| matches!(m.layer, MapLayer::Rollout(_)) && m.heads.len() == 1)
+        })
+    });
+    harness.run_steps(3);
+    harness.get_by_label("Rollout over all blocks (one map)");
+}
