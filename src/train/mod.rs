@@ -8,6 +8,7 @@ pub mod engine;
 pub mod guard;
 pub mod loss;
 pub mod optim;
+pub mod probe;
 pub mod representation;
 mod resume;
 pub mod schedule;

@@ -17,4 +17,5 @@ mod step_parity;
 mod study;
 mod study_gui;
 mod training;
+mod watch;
 mod worker;

@@ -12,6 +12,7 @@
 
 mod official;
 mod shapes;
+pub mod training;
 
 use crate::model::{VisionTransformer, VitArch};
 use crate::store::checkpoint::{load_run_student, load_run_teacher, CheckpointError};

@@ -85,6 +85,34 @@ pub(super) fn load_pytorch(
     })
 }
 
+/// Tensor shapes of one network of a full training checkpoint, DDP's `module.` stripped and
+/// the patch embedding named as ours (`backbone.patch_embed.weight`, `head.mlp.0.weight`, ...).
+pub(super) fn read_official_shapes(
+    path: &Path,
+    network: Network,
+) -> Result<BTreeMap<String, Vec<usize>>, WeightsError> {
+    let read_error = |err: burn::store::PytorchStoreError| WeightsError::Read {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    };
+    let top_keys: Vec<String> = PytorchStore::from_file(path).keys().map_err(read_error)?;
+    let prefix = format!("{}.", network.label());
+    if !top_keys.iter().any(|k| k.starts_with(&prefix)) {
+        return Err(WeightsError::NoNetwork {
+            path: path.to_path_buf(),
+            network: network.label(),
+            found: summarise_keys(&top_keys),
+        });
+    }
+    // The file's own indices (`head.mlp.{0,2,4}`), not renumbered.
+    let mut store = PytorchStore::from_file(path)
+        .map_indices_contiguous(false)
+        .with_top_level_key(network.label())
+        .with_key_remapping(r"^module\.", "")
+        .with_key_remapping(r"^backbone\.patch_embed\.proj\.", "backbone.patch_embed.");
+    Ok(shapes_of(store.get_all_tensors().map_err(read_error)?))
+}
+
 pub(super) fn load_safetensors(
     path: &Path,
     overrides: &ArchOverrides,
