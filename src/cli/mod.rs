@@ -10,6 +10,7 @@ mod knn;
 mod output;
 mod plot;
 mod train;
+mod watch;
 
 use output::usage;
 pub use output::{error_line, exit_code};
@@ -49,6 +50,9 @@ enum Command {
     /// no-momentum, no-multicrop) or a study file's, same seed and steps, then compared in
     /// study.md/study.csv with the Fig. 7 pair and each variant's attention masks.
     Ablate(ablate::AblateArgs),
+    /// Follow a run another process trains (main_dino.py's output folder): each new checkpoint
+    /// evaluated on a fixed probe batch (loss, h(Pt), KL, h(mean Pt)) into a dinoscope run folder.
+    Watch(watch::WatchArgs),
     /// Paper-quality figures of saved runs (PNG or SVG): the Fig. 7 pair, the loss, the k-NN.
     Plot(plot::PlotArgs),
 }
@@ -83,6 +87,7 @@ pub fn run() -> Result<()> {
         Some(Command::Knn(args)) => knn::run(args),
         Some(Command::Plot(args)) => plot::run(args),
         Some(Command::Ablate(args)) => ablate::run(args),
+        Some(Command::Watch(args)) => watch::run(args),
         None => app::run(cli.app),
     }
 }

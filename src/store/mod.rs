@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod figure;
 pub mod npy;
+pub mod official_run;
 pub mod rows;
 pub mod run;
 pub mod study;

@@ -14,6 +14,7 @@ mod resume;
 pub mod schedule;
 pub mod study;
 pub mod trainer;
+pub mod watch;
 
 pub use engine::{CheckpointPolicy, Engine, EngineEvent};
 pub use trainer::*;

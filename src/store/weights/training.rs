@@ -19,6 +19,8 @@ pub struct TrainingCheckpoint {
     pub center: Vec<f32>,
     /// Head sizes read from the tensor shapes: (hidden, bottleneck, K).
     pub head_dims: (usize, usize, usize),
+    /// The backbone read from the tensor shapes.
+    pub vit: crate::model::VitConfig,
 }
 
 /// Loads `student` (DDP `module.` keys) and `teacher` with their heads, and the center. The
@@ -110,5 +112,6 @@ pub fn load_training_checkpoint(
         teacher,
         center,
         head_dims,
+        vit,
     })
 }

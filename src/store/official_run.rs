@@ -1,0 +1,248 @@
+//! An output folder of the official training code (`main_dino.py --output_dir`), as another
+//! process writes it: `log.txt` (one JSON object per epoch) and `checkpoint.pth` /
+//! `checkpoint{epoch:04}.pth`. Nothing here writes to it; a file is read only once it is
+//! complete and has stopped changing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub const LOG_FILE: &str = "log.txt";
+
+/// One line of `log.txt` (the metric logger's epoch averages).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfficialLogRow {
+    pub epoch: usize,
+    pub train_loss: Option<f64>,
+    pub train_lr: Option<f64>,
+    pub train_wd: Option<f64>,
+}
+
+/// A flat JSON object of numbers, as `json.dumps(log_stats)` writes it; `None` for anything
+/// else (a torn line, another tool's log).
+pub fn parse_log_line(line: &str) -> Option<OfficialLogRow> {
+    let body = line.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut fields = HashMap::new();
+    for pair in body.split(',') {
+        let (key, value) = pair.split_once(':')?;
+        let key = key.trim().trim_matches('"');
+        // Non-numbers (a string another version logs) are ignored, not fatal.
+        if let Ok(value) = value.trim().parse::<f64>() {
+            fields.insert(key.to_string(), value);
+        }
+    }
+    let epoch = *fields.get("epoch")?;
+    (epoch >= 0.0 && epoch.fract() == 0.0).then(|| OfficialLogRow {
+        epoch: epoch as usize,
+        train_loss: fields.get("train_loss").copied(),
+        train_lr: fields.get("train_lr").copied(),
+        train_wd: fields.get("train_wd").copied(),
+    })
+}
+
+/// The complete lines of `log.txt` (the last one only once its newline is written).
+pub fn read_official_log(path: &Path) -> Vec<OfficialLogRow> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete.lines().filter_map(parse_log_line).collect()
+}
+
+/// `checkpoint.pth` or `checkpoint0012.pth` in the folder, with the epoch its name gives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointFile {
+    pub path: PathBuf,
+    pub epoch_in_name: Option<usize>,
+}
+
+pub fn checkpoint_files(dir: &Path) -> Vec<CheckpointFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<CheckpointFile> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_prefix("checkpoint")?.strip_suffix(".pth")?;
+            let epoch_in_name = if stem.is_empty() {
+                None
+            } else {
+                Some(stem.parse().ok()?)
+            };
+            Some(CheckpointFile {
+                path: entry.path(),
+                epoch_in_name,
+            })
+        })
+        .collect();
+    files.sort_by_key(|f| (f.epoch_in_name.is_none(), f.epoch_in_name));
+    files
+}
+
+/// Whether the folder looks like an official run (a log or a checkpoint in it).
+pub fn is_official_run(dir: &Path) -> bool {
+    dir.join(LOG_FILE).is_file() || !checkpoint_files(dir).is_empty()
+}
+
+/// `torch.save` writes a zip: complete once its end-of-central-directory record is there (a
+/// file still being written, or cut short, has none).
+pub fn zip_is_complete(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    // The record is 22 bytes plus a comment of up to 64 KiB at the very end.
+    let tail = len.min(22 + 65_535);
+    let mut bytes = vec![0u8; tail as usize];
+    if file.seek(SeekFrom::Start(len - tail)).is_err() || file.read_exact(&mut bytes).is_err() {
+        return false;
+    }
+    bytes.windows(4).any(|w| w == EOCD)
+}
+
+/// The last epoch a checkpoint trained: its pickled `epoch` (the next one to run) minus one.
+/// The value is read from the pickle's bytes (`torch.save`'s protocol 2: the key as BINUNICODE,
+/// an optional memo put, then a BININT1/2/4), in the first entry, `data.pkl`, which holds no
+/// tensor data. `None` when the file does not have it that way.
+pub fn checkpoint_epoch(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    const KEY: &[u8] = b"X\x05\x00\x00\x00epoch";
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(4 << 20)
+        .read_to_end(&mut head)
+        .ok()?;
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let mut rest = &head[at..];
+    // BINPUT (q, 1 byte) or LONG_BINPUT (r, 4 bytes) memoises the key.
+    match rest.first()? {
+        b'q' => rest = rest.get(2..)?,
+        b'r' => rest = rest.get(5..)?,
+        _ => {}
+    }
+    let next_epoch = match (rest.first()?, rest.get(1..)?) {
+        (b'K', bytes) => u64::from(*bytes.first()?),
+        (b'M', bytes) => u64::from(u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?)),
+        (b'J', bytes) => {
+            u64::try_from(i32::from_le_bytes(bytes.get(..4)?.try_into().ok()?)).ok()?
+        }
+        _ => return None,
+    };
+    usize::try_from(next_epoch).ok()?.checked_sub(1)
+}
+
+/// What a poll saw of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Same size and modification time as at the previous poll, and complete.
+    Stable(u64, SystemTime),
+    /// New, growing, rewritten, or not a complete zip yet.
+    Changing,
+    Missing,
+}
+
+/// Size and modification time of each file at the previous poll.
+#[derive(Debug, Default)]
+pub struct StableFiles {
+    seen: HashMap<PathBuf, (u64, SystemTime)>,
+}
+
+impl StableFiles {
+    pub fn poll(&mut self, path: &Path) -> FileState {
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.seen.remove(path);
+            return FileState::Missing;
+        };
+        let now = (
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        );
+        let before = self.seen.insert(path.to_path_buf(), now);
+        if before == Some(now) && zip_is_complete(path) {
+            FileState::Stable(now.0, now.1)
+        } else {
+            FileState::Changing
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_parse_and_torn_ones_are_skipped() {
+        let row = parse_log_line(
+            r#"{"train_loss": 2.47, "train_lr": 0.002, "train_wd": 0.05, "epoch": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(row.epoch, 3);
+        assert_eq!(row.train_loss, Some(2.47));
+        assert!(parse_log_line(r#"{"train_loss": 2.4"#).is_none());
+        assert!(parse_log_line("hello").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        std::fs::write(
+            &path,
+            "{\"epoch\": 0, \"train_loss\": 1}\n{\"epoch\": 1, \"train_lo",
+        )
+        .unwrap();
+        assert_eq!(
+            read_official_log(&path).len(),
+            1,
+            "the unfinished line waits"
+        );
+    }
+
+    #[test]
+    fn checkpoints_are_found_with_their_epochs_and_completeness() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "checkpoint.pth",
+            "checkpoint0002.pth",
+            "checkpoint0000.pth",
+            "other.pth",
+        ] {
+            std::fs::write(dir.path().join(name), b"PK\x03\x04 half").unwrap();
+        }
+        let files = checkpoint_files(dir.path());
+        let epochs: Vec<_> = files.iter().map(|f| f.epoch_in_name).collect();
+        assert_eq!(epochs, [Some(0), Some(2), None]);
+        let path = dir.path().join("checkpoint.pth");
+        assert!(!zip_is_complete(&path), "no end record yet");
+        let mut stable = StableFiles::default();
+        assert_eq!(stable.poll(&path), FileState::Changing);
+        assert_eq!(
+            stable.poll(&path),
+            FileState::Changing,
+            "complete only with its end record"
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06]);
+        bytes.extend_from_slice(&[0; 18]);
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(stable.poll(&path), FileState::Changing, "it just changed");
+        assert!(matches!(stable.poll(&path), FileState::Stable(..)));
+        assert!(is_official_run(dir.path()));
+        assert_eq!(checkpoint_epoch(&path), None, "no pickled epoch in it");
+    }
+
+    #[test]
+    fn the_pickled_epoch_is_read() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/official_run");
+        assert_eq!(checkpoint_epoch(&fixture.join("checkpoint.pth")), Some(2));
+        assert_eq!(
+            checkpoint_epoch(&fixture.join("checkpoint0000.pth")),
+            Some(0)
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Following a run another process trains (the official `main_dino.py` on a cluster): its
+//! `log.txt` lines as they appear, and for each new complete checkpoint the decomposition the
+//! trainer would report, on a fixed probe batch, with the checkpoint's own center. Results go to
+//! a dinoscope run folder (`metrics.csv`, one row per evaluated epoch; `log.csv`), so `plot`,
+//! `knn` and the app read it like any run.
+
+use crate::analysis::health::{classify, RecentLoss, Regime, MIN_STEPS, WINDOW_STEPS};
+use crate::augment::AugmentConfig;
+use crate::config::Config;
+use crate::store::official_run::{
+    checkpoint_epoch, checkpoint_files, read_official_log, FileState, OfficialLogRow, StableFiles,
+    LOG_FILE,
+};
+use crate::store::rows::MetricsRow;
+use crate::store::run::{write_atomically, RunWriter};
+use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoint};
+use crate::store::weights::ArchOverrides;
+use crate::train::loss::{LossOptions, LossStats};
+use crate::train::probe::probe_decomposition;
+use burn::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+/// What the checkpoints cannot tell (the pickled `args` is not read): main_dino.py's
+/// defaults unless given. `assumed` lists what was not given, for the user to check.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp_epochs: usize,
+    pub student_temp: f64,
+    pub heads: Option<usize>,
+    pub augment: AugmentConfig,
+    /// Images in the probe batch and the seed of their crops.
+    pub probe_images: usize,
+    pub seed: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            student_temp: 0.1,
+            heads: None,
+            augment: AugmentConfig::default(),
+            probe_images: 16,
+            seed: 0,
+        }
+    }
+}
+
+impl WatchSettings {
+    /// `DINOLoss.teacher_temp_schedule[epoch]`: linear warm-up, then constant.
+    pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
+        let n = self.warmup_teacher_temp_epochs;
+        if epoch >= n || n == 0 {
+            return self.teacher_temp;
+        }
+        if n == 1 {
+            return self.warmup_teacher_temp;
+        }
+        let t = epoch as f64 / (n - 1) as f64;
+        self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
+    }
+}
+
+/// Fixed crops every checkpoint is evaluated on: `globals` `[2·B, 3, g, g]` and `locals`
+/// `[L·B, 3, l, l]`, crop-major, as host floats.
+#[derive(Clone, Debug)]
+pub struct ProbeBatch {
+    pub globals: (Vec<f32>, [usize; 4]),
+    pub locals: Option<(Vec<f32>, [usize; 4])>,
+}
+
+impl ProbeBatch {
+    /// DINO's multi-crop views of `images` with a fixed seed (the run's crop sizes).
+    pub fn from_images(images: &[image::RgbImage], augment: &AugmentConfig, seed: u64) -> Self {
+        use rand::SeedableRng;
+        let crops: Vec<crate::augment::MultiCrop> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64));
+                crate::augment::multi_crop(image, augment, augment.local_crops_number, &mut rng)
+            })
+            .collect();
+        let b = crops.len();
+        let (g, l) = (
+            augment.global_crop_size_px as usize,
+            augment.local_crop_size_px as usize,
+        );
+        let globals: Vec<f32> = (0..2)
+            .flat_map(|v| crops.iter().flat_map(move |c| c.globals[v].iter().copied()))
+            .collect();
+        let n_local = augment.local_crops_number;
+        let locals: Vec<f32> = (0..n_local)
+            .flat_map(|v| crops.iter().flat_map(move |c| c.locals[v].iter().copied()))
+            .collect();
+        Self {
+            globals: (globals, [2 * b, 3, g, g]),
+            locals: (n_local > 0).then_some((locals, [n_local * b, 3, l, l])),
+        }
+    }
+
+    fn tensors(&self, device: &Device) -> (Tensor<4>, Option<Tensor<4>>) {
+        let tensor = |(values, shape): &(Vec<f32>, [usize; 4])| {
+            Tensor::<4>::from_data(TensorData::new(values.clone(), *shape), device)
+        };
+        (tensor(&self.globals), self.locals.as_ref().map(tensor))
+    }
+}
+
+/// What one poll found.
+#[derive(Clone, Debug)]
+pub enum WatchEvent {
+    /// A new line of `log.txt`.
+    Log(OfficialLogRow),
+    /// A checkpoint evaluated on the probe batch.
+    Evaluated {
+        file: PathBuf,
+        epoch: usize,
+        teacher_temp: f64,
+        stats: LossStats,
+        regime: Regime,
+        secs: f64,
+    },
+    /// Complete checkpoints passed over because a newer one arrived first.
+    Skipped(Vec<PathBuf>),
+    /// A checkpoint that could not be read (named in the message); the watch goes on.
+    Warning(String),
+}
+
+pub struct Watcher {
+    dir: PathBuf,
+    out: PathBuf,
+    settings: WatchSettings,
+    probe: ProbeBatch,
+    device: Device,
+    stable: StableFiles,
+    /// (size, modification time) of each checkpoint when it was evaluated.
+    evaluated: HashMap<PathBuf, (u64, SystemTime)>,
+    log: Vec<OfficialLogRow>,
+    rows: Vec<MetricsRow>,
+    writer: Option<RunWriter>,
+}
+
+impl Watcher {
+    pub fn new(
+        dir: &Path,
+        out: &Path,
+        settings: WatchSettings,
+        probe: ProbeBatch,
+        device: Device,
+    ) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            out: out.to_path_buf(),
+            settings,
+            probe,
+            device,
+            stable: StableFiles::default(),
+            evaluated: HashMap::new(),
+            log: Vec::new(),
+            rows: Vec::new(),
+            writer: None,
+        }
+    }
+
+    /// Reads new log lines and evaluates complete checkpoints that are new or rewritten. With
+    /// `all` every such checkpoint is evaluated (`--once`); otherwise only the newest, the
+    /// others reported as skipped, so a slow probe never falls behind a fast run.
+    pub fn poll(&mut self, all: bool) -> Vec<WatchEvent> {
+        let mut events = Vec::new();
+        let log = read_official_log(&self.dir.join(LOG_FILE));
+        for row in log.iter().skip(self.log.len()) {
+            events.push(WatchEvent::Log(row.clone()));
+        }
+        if log.len() > self.log.len() {
+            self.log = log;
+            self.write_log_csv(&mut events);
+        }
+        let mut ready: Vec<(PathBuf, Option<usize>, (u64, SystemTime))> = Vec::new();
+        for file in checkpoint_files(&self.dir) {
+            if let FileState::Stable(len, modified) = self.stable.poll(&file.path) {
+                if self.evaluated.get(&file.path) != Some(&(len, modified)) {
+                    ready.push((file.path, file.epoch_in_name, (len, modified)));
+                }
+            }
+        }
+        if !all && ready.len() > 1 {
+            ready.sort_by_key(|(_, _, (_, modified))| *modified);
+            let newest = ready.split_off(ready.len() - 1);
+            for (path, _, stamp) in &ready {
+                self.evaluated.insert(path.clone(), *stamp);
+            }
+            events.push(WatchEvent::Skipped(
+                ready.into_iter().map(|(p, ..)| p).collect(),
+            ));
+            ready = newest;
+        }
+        for (path, epoch_in_name, stamp) in ready {
+            self.evaluated.insert(path.clone(), stamp);
+            match self.evaluate(&path, epoch_in_name, stamp.1) {
+                Ok(event) => events.push(event),
+                Err(message) => events.push(WatchEvent::Warning(message)),
+            }
+        }
+        events
+    }
+
+    /// The epoch a checkpoint holds: its pickled `epoch`, else its name, else the log's last
+    /// epoch (the official loop writes `checkpoint.pth` just before that epoch's log line, hence
+    /// + 1 when the file is newer than the log).
+    fn epoch_of(&self, path: &Path, epoch_in_name: Option<usize>, modified: SystemTime) -> usize {
+        if let Some(epoch) = checkpoint_epoch(path).or(epoch_in_name) {
+            return epoch;
+        }
+        let log_modified = std::fs::metadata(self.dir.join(LOG_FILE))
+            .and_then(|m| m.modified())
+            .ok();
+        match (self.log.last(), log_modified) {
+            (Some(row), Some(log_time)) if modified > log_time => row.epoch + 1,
+            (Some(row), _) => row.epoch,
+            (None, _) => 0,
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        path: &Path,
+        epoch_in_name: Option<usize>,
+        modified: SystemTime,
+    ) -> Result<WatchEvent, String> {
+        let started = Instant::now();
+        let overrides = ArchOverrides {
+            num_heads: self.settings.heads,
+            ..Default::default()
+        };
+        let checkpoint =
+            load_training_checkpoint(path, &overrides, &self.device).map_err(|e| e.to_string())?;
+        let epoch = self.epoch_of(path, epoch_in_name, modified);
+        let teacher_temp = self.settings.teacher_temp_at(epoch);
+        let (globals, locals) = self.probe.tensors(&self.device);
+        let options = LossOptions {
+            student_temp: self.settings.student_temp,
+            teacher_temp,
+            centering: true,
+        };
+        let stats = crate::device::on_compute_pool(|| {
+            probe_decomposition(
+                &checkpoint.student,
+                &checkpoint.teacher,
+                globals,
+                locals,
+                &checkpoint.center,
+                options,
+            )
+        })
+        .ok_or_else(|| {
+            format!(
+                "{}: the probe batch does not fit this network",
+                path.display()
+            )
+        })?;
+        let regime = self.record(&checkpoint, epoch, teacher_temp, &stats)?;
+        Ok(WatchEvent::Evaluated {
+            file: path.to_path_buf(),
+            epoch,
+            teacher_temp,
+            stats,
+            regime,
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Appends the epoch's row (once per epoch: `checkpoint.pth` and `checkpoint0002.pth` of
+    /// the same epoch are the same state) and returns its regime.
+    fn record(
+        &mut self,
+        checkpoint: &TrainingCheckpoint,
+        epoch: usize,
+        teacher_temp: f64,
+        stats: &LossStats,
+    ) -> Result<Regime, String> {
+        let ln_k = (checkpoint.head_dims.2 as f64).ln();
+        let log = self.log.iter().find(|r| r.epoch == epoch);
+        let mut row = MetricsRow {
+            step: epoch,
+            epoch,
+            loss: stats.loss,
+            teacher_entropy: stats.teacher_entropy,
+            kl: stats.kl,
+            batch_mean_entropy: stats.batch_mean_entropy,
+            lr: log.and_then(|r| r.train_lr).unwrap_or_default(),
+            weight_decay: log.and_then(|r| r.train_wd).unwrap_or_default(),
+            teacher_temp,
+            local_crops: self.settings.augment.local_crops_number,
+            centering: true,
+            sharpening: true,
+            ln_k,
+            ..MetricsRow::default()
+        };
+        let recent: Vec<&MetricsRow> = self
+            .rows
+            .iter()
+            .rev()
+            .take(WINDOW_STEPS - 1)
+            .chain(std::iter::once(&row))
+            .collect();
+        let n = recent.len() as f64;
+        let mean = |f: fn(&MetricsRow) -> f64| recent.iter().map(|r| f(r)).sum::<f64>() / n;
+        row.regime = classify(&RecentLoss {
+            teacher_entropy: mean(|r| r.teacher_entropy),
+            kl: mean(|r| r.kl),
+            batch_mean_entropy: mean(|r| r.batch_mean_entropy),
+            loss: mean(|r| r.loss),
+            ln_k,
+            // Every checkpoint is at least one epoch into training.
+            steps: MIN_STEPS,
+            effective_rank: None,
+            best_rank: None,
+            embed_dim: checkpoint.vit.arch.embed_dim,
+            teacher_temp,
+            student_temp: self.settings.student_temp,
+            teacher_momentum: 0.996,
+            centering: true,
+            sharpening: true,
+        });
+        let regime = row.regime;
+        if self.rows.iter().any(|r| r.epoch == epoch) {
+            return Ok(regime);
+        }
+        if self.writer.is_none() {
+            let config = self.config_of(checkpoint);
+            self.writer = Some(RunWriter::create(&self.out, &config).map_err(|e| e.to_string())?);
+        }
+        if let Some(writer) = &mut self.writer {
+            writer.append(&row).map_err(|e| e.to_string())?;
+        }
+        self.rows.push(row);
+        Ok(regime)
+    }
+
+    /// The run folder's config.toml: the watched network's sizes and the probe's settings.
+    fn config_of(&self, checkpoint: &TrainingCheckpoint) -> Config {
+        let mut config = Config::default();
+        let (hidden, bottleneck, k) = checkpoint.head_dims;
+        // A named base for the file; the sizes below are the watched network's.
+        config.model.arch = "vit_small".into();
+        config.model.embed_dim = Some(checkpoint.vit.arch.embed_dim);
+        config.model.depth = Some(checkpoint.vit.arch.depth);
+        config.model.num_heads = Some(checkpoint.vit.arch.num_heads);
+        config.model.patch_size = checkpoint.vit.patch_size;
+        config.dino.out_dim = k;
+        config.dino.hidden_dim = hidden;
+        config.dino.bottleneck_dim = bottleneck;
+        config.dino.teacher_temp = self.settings.teacher_temp;
+        config.dino.warmup_teacher_temp = self.settings.warmup_teacher_temp;
+        config.dino.warmup_teacher_temp_epochs = self.settings.warmup_teacher_temp_epochs;
+        config.dino.local_crops_number = self.settings.augment.local_crops_number;
+        config.data.global_crop_size = self.settings.augment.global_crop_size_px;
+        config.data.local_crop_size = self.settings.augment.local_crop_size_px;
+        config.data.knn_every_epochs = 0;
+        config
+    }
+
+    /// `log.csv`: the log's epochs as columns `epoch, train_loss, train_lr, train_wd`.
+    fn write_log_csv(&self, events: &mut Vec<WatchEvent>) {
+        let mut csv = String::from("epoch,train_loss,train_lr,train_wd\n");
+        let cell = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+        for row in &self.log {
+            csv.push_str(&format!(
+                "{},{},{},{}\n",
+                row.epoch,
+                cell(row.train_loss),
+                cell(row.train_lr),
+                cell(row.train_wd)
+            ));
+        }
+        if std::fs::create_dir_all(&self.out).is_ok() {
+            if let Err(err) = write_atomically(&self.out.join("log.csv"), csv.as_bytes()) {
+                events.push(WatchEvent::Warning(err.to_string()));
+            }
+        }
+    }
+}
