@@ -147,6 +147,13 @@ impl DinoscopeApp {
         if self.state.runs.is_empty() {
             ui.label("No runs yet: press Start.");
         }
+        if ui
+            .small_button("Watch run folder...")
+            .on_hover_text("Follow a run another process trains (main_dino.py's --output_dir, on a cluster or in a terminal): each new checkpoint's loss, h(Pt), KL and h(mean Pt) on a fixed probe batch, plotted as one more run.")
+            .clicked()
+        {
+            self.queue(super::UiCommand::PickWatchFolder);
+        }
         if let Some(root) = self.options.runs_root.clone() {
             ui.separator();
             egui::CollapsingHeader::new("Runs on disk")

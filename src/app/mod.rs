@@ -6,6 +6,7 @@ pub mod attention_view;
 pub mod background;
 pub mod collapse;
 mod controls;
+mod events;
 mod feed;
 pub mod overlay_gpu;
 pub mod plots;
@@ -19,6 +20,7 @@ mod status;
 pub mod study;
 mod study_view;
 mod top_bar;
+mod watching;
 mod window;
 
 pub use window::{native_options, run};
@@ -63,6 +65,8 @@ pub struct AppOptions {
     pub attention_short_side_px: Option<u32>,
     /// An ablation study to start at launch (`--study`).
     pub study: Option<crate::config::study::StudySpec>,
+    /// A run folder to follow from launch (`--watch`).
+    pub watch: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +141,11 @@ pub struct DinoscopeApp {
     commands: Vec<UiCommand>,
     /// The ablation study's dialog and comparison view.
     pub study_view: study_view::StudyView,
+    /// Run folders followed on their own threads ("Watch run folder...").
+    pub watches: Vec<crate::worker::watch::WatchHandle>,
+    /// Wakes the UI from background threads; the device loaded weights and watches use.
+    waker: crate::worker::Waker,
+    inference_device: burn::prelude::Device,
 }
 
 /// A request from a click. Drawing code only queues these; `logic` applies them once per frame
@@ -168,6 +177,8 @@ pub enum UiCommand {
     ExportCsv,
     /// Train an ablation study's variants interleaved (ends the current run).
     StartStudy(Box<crate::config::study::StudySpec>),
+    /// Ask for a run folder another process writes, to follow it.
+    PickWatchFolder,
 }
 
 /// What the central area shows.
@@ -219,6 +230,8 @@ impl DinoscopeApp {
         }
         app.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
         app.background = background::Background::new(waker.clone());
+        app.waker = waker.clone();
+        app.inference_device = inference_device.clone();
         app.inference = crate::worker::inference::InferenceHandle::spawn(inference_device, waker)
             .map_err(|err| {
                 tracing::warn!("no inference thread: {err}");
@@ -277,6 +290,9 @@ impl DinoscopeApp {
             background: background::Background::new(Arc::new(|| {})),
             commands: Vec::new(),
             study_view: study_view::StudyView::default(),
+            watches: Vec::new(),
+            waker: Arc::new(|| {}),
+            inference_device: burn::prelude::Device::flex(),
         };
         app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
@@ -392,33 +408,7 @@ impl DinoscopeApp {
                 UiCommand::ExportFigure => self.export_figure(),
                 UiCommand::ExportCsv => self.export_csv(),
                 UiCommand::StartStudy(spec) => self.start_study(*spec),
-            }
-        }
-    }
-
-    /// Results of background jobs (dialogs, exports, the runs listing).
-    fn apply_background(&mut self) {
-        use background::Done;
-        for done in self.background.finished() {
-            match done {
-                Done::Saved(path) => self
-                    .state
-                    .message(Level::Info, format!("saved {}", path.display())),
-                Done::ResumeRun(dir) => self.resume_run(dir),
-                Done::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
-                Done::OpenWeights(path) => self.load_weights(path),
-                Done::OpenImages(paths) => self.attention.add_files(paths, &mut self.state),
-                Done::ExportAttention { path, grid } => {
-                    match self.attention.export(&self.state, &path, grid) {
-                        Ok(()) => self
-                            .state
-                            .message(Level::Info, format!("saved {}", path.display())),
-                        Err(err) => self.state.message(Level::Error, err),
-                    }
-                }
-                Done::RunsListed(runs) => self.disk_runs = runs,
-                Done::Cancelled => {}
-                Done::Failed(message) => self.state.message(Level::Error, message),
+                UiCommand::PickWatchFolder => self.pick_watch_folder(),
             }
         }
     }
@@ -446,34 +436,6 @@ impl DinoscopeApp {
             Err(err) => self.state.message(Level::Error, err.to_string()),
         }
     }
-
-    /// Applies pending worker events within the frame budget.
-    pub fn drain_events(&mut self) {
-        let Some(worker) = &self.worker else { return };
-        let started = Instant::now();
-        let mut events = Vec::new();
-        while started.elapsed() < EVENT_BUDGET {
-            match worker.try_recv() {
-                Some(event) => events.push(event),
-                None => break,
-            }
-        }
-        for event in events {
-            // A new checkpoint or a run's end changes what the runs folder holds.
-            if matches!(
-                event,
-                crate::worker::Event::CheckpointSaved { .. } | crate::worker::Event::Status { .. }
-            ) {
-                self.disk_runs_stale = true;
-            }
-            self.state.apply(event);
-        }
-        if self.first_point_secs.is_none()
-            && self.state.current_run().is_some_and(|run| run.steps() > 0)
-        {
-            self.first_point_secs = Some(self.launched_at.elapsed().as_secs_f64());
-        }
-    }
 }
 
 impl eframe::App for DinoscopeApp {
@@ -492,9 +454,13 @@ impl eframe::App for DinoscopeApp {
         if let Some(path) = self.launch_weights.take() {
             self.request_weights(path);
         }
+        if let Some(dir) = self.options.watch.take() {
+            self.watch_folder(dir);
+        }
         self.apply_commands();
         self.apply_background();
         self.drain_events();
+        self.drain_watches(Instant::now() + EVENT_BUDGET);
         self.drain_inference();
         self.take_dropped_files(ctx);
         self.serve_attention_requests();
@@ -622,6 +588,8 @@ impl eframe::App for DinoscopeApp {
     }
 
     fn on_exit(&mut self) {
+        // Dropping a watch stops and joins its thread.
+        self.watches.clear();
         // Joins the worker (at most one step) so closing never leaves a thread behind.
         if let Some(mut worker) = self.worker.take() {
             worker.shutdown();

@@ -44,6 +44,8 @@ pub struct RunRecord {
     pub evals: Vec<EvalRow>,
     /// The run directory could not be written: the UI offers "Save run to…".
     pub storage_lost: bool,
+    /// A run another process trains, followed from its checkpoints: one row per epoch.
+    pub watched: bool,
     /// The highest effective rank so far (followed as rows arrive, not searched per frame).
     best: Option<crate::store::run::BestRank>,
     /// The newest spectra of the backbone window (step, σ / σ₁ largest first), oldest first.
@@ -86,6 +88,7 @@ impl RunRecord {
             evals: Vec::new(),
             spectra: VecDeque::new(),
             storage_lost: false,
+            watched: false,
             best: None,
         }
     }
@@ -160,7 +163,12 @@ impl RunRecord {
             batch_mean_entropy: mean(Quantity::BatchMeanEntropy),
             loss: mean(Quantity::Loss),
             ln_k: self.ln_k,
-            steps: self.steps(),
+            // A watched run's rows are checkpoints, each at least an epoch into training.
+            steps: if self.watched {
+                self.steps().max(crate::analysis::health::MIN_STEPS)
+            } else {
+                self.steps()
+            },
             effective_rank: self.series(Quantity::EffectiveRank).and_then(|s| s.last()),
             best_rank: self.best_rank().map(|(_, rank)| rank),
             embed_dim: self.embed_dim,

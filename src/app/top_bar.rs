@@ -84,7 +84,10 @@ impl DinoscopeApp {
                 if !run.device.is_empty() {
                     ui.label(&run.device).on_hover_text(&run.dataset);
                 }
-                if let Some(last) = &run.last {
+                if let Some(last) = run.last.as_ref().filter(|_| run.watched) {
+                    ui.separator();
+                    ui.label(format!("watched · epoch {}", last.epoch));
+                } else if let Some(last) = &run.last {
                     ui.separator();
                     ui.label(format!(
                         "step {} / {} · epoch {}",

@@ -50,6 +50,10 @@ pub struct AppArgs {
     /// shown on the Ablation study tab.
     #[arg(long, value_name = "FILE | NAME")]
     study: Option<PathBuf>,
+    /// Follow a run folder another process trains (main_dino.py's --output_dir) from launch,
+    /// with main_dino.py's defaults (`dinoscope watch` takes the run's own settings).
+    #[arg(long, value_name = "DIR")]
+    watch: Option<PathBuf>,
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
@@ -92,6 +96,7 @@ pub fn run(args: AppArgs) -> Result<()> {
         runs_root: Some(args.runs_dir),
         screenshot,
         study,
+        watch: args.watch,
     };
     dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }

@@ -131,7 +131,9 @@ pub fn run(args: WatchArgs) -> Result<()> {
     });
     let mut looks = 0;
     loop {
-        for event in watcher.poll(args.once) {
+        // What is there at the start is all evaluated (a file counts at its second look);
+        // afterwards, when checkpoints come faster than the probe, the newest wins.
+        for event in watcher.poll(args.once || looks < 2) {
             print_event(&mut out, event);
         }
         looks += 1;
@@ -153,21 +155,16 @@ fn print_event(out: &mut Printer, event: WatchEvent) {
             row.train_lr.map_or("–".into(), |v| format!("{v:.3e}")),
             row.train_wd.map_or("–".into(), |v| format!("{v:.4}")),
         )),
-        WatchEvent::Evaluated {
-            file,
-            epoch,
-            teacher_temp,
-            stats,
-            regime,
-            secs,
-        } => out.line(&format!(
-            "{} (epoch {epoch}, τt {teacher_temp:.4}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · {} · {secs:.1} s",
+        WatchEvent::Evaluated { file, row, secs, .. } => out.line(&format!(
+            "{} (epoch {}, τt {:.4}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · {} · {secs:.1} s",
             file.file_name().unwrap_or_default().to_string_lossy(),
-            stats.loss,
-            stats.teacher_entropy,
-            stats.kl,
-            stats.batch_mean_entropy,
-            regime.word()
+            row.epoch,
+            row.teacher_temp,
+            row.loss,
+            row.teacher_entropy,
+            row.kl,
+            row.batch_mean_entropy,
+            row.regime.word()
         )),
         WatchEvent::Skipped(files) => out.line(&format!(
             "skipped (a newer checkpoint came first): {}",

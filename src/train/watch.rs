@@ -4,7 +4,7 @@
 //! a dinoscope run folder (`metrics.csv`, one row per evaluated epoch; `log.csv`), so `plot`,
 //! `knn` and the app read it like any run.
 
-use crate::analysis::health::{classify, RecentLoss, Regime, MIN_STEPS, WINDOW_STEPS};
+use crate::analysis::health::{classify, RecentLoss, MIN_STEPS, WINDOW_STEPS};
 use crate::augment::AugmentConfig;
 use crate::config::Config;
 use crate::store::official_run::{
@@ -30,6 +30,8 @@ pub struct WatchSettings {
     pub teacher_temp: f64,
     pub warmup_teacher_temp_epochs: usize,
     pub student_temp: f64,
+    /// main_dino.py's --momentum_teacher (the rows report it; the checkpoint does not say).
+    pub momentum_teacher: f64,
     pub heads: Option<usize>,
     pub augment: AugmentConfig,
     /// Images in the probe batch and the seed of their crops.
@@ -44,6 +46,7 @@ impl Default for WatchSettings {
             teacher_temp: 0.04,
             warmup_teacher_temp_epochs: 0,
             student_temp: 0.1,
+            momentum_teacher: 0.996,
             heads: None,
             augment: AugmentConfig::default(),
             probe_images: 16,
@@ -121,10 +124,10 @@ pub enum WatchEvent {
     /// A checkpoint evaluated on the probe batch.
     Evaluated {
         file: PathBuf,
-        epoch: usize,
-        teacher_temp: f64,
-        stats: LossStats,
-        regime: Regime,
+        /// The row written for it: epoch, the decomposition, teacher temperature, regime.
+        row: Box<MetricsRow>,
+        /// Width of the backbone (for the plots' rank ceiling).
+        embed_dim: usize,
         secs: f64,
     },
     /// Complete checkpoints passed over because a newer one arrived first.
@@ -265,26 +268,24 @@ impl Watcher {
                 path.display()
             )
         })?;
-        let regime = self.record(&checkpoint, epoch, teacher_temp, &stats)?;
+        let row = self.record(&checkpoint, epoch, teacher_temp, &stats)?;
         Ok(WatchEvent::Evaluated {
             file: path.to_path_buf(),
-            epoch,
-            teacher_temp,
-            stats,
-            regime,
+            row: Box::new(row),
+            embed_dim: checkpoint.vit.arch.embed_dim,
             secs: started.elapsed().as_secs_f64(),
         })
     }
 
     /// Appends the epoch's row (once per epoch: `checkpoint.pth` and `checkpoint0002.pth` of
-    /// the same epoch are the same state) and returns its regime.
+    /// the same epoch are the same state) and returns it.
     fn record(
         &mut self,
         checkpoint: &TrainingCheckpoint,
         epoch: usize,
         teacher_temp: f64,
         stats: &LossStats,
-    ) -> Result<Regime, String> {
+    ) -> Result<MetricsRow, String> {
         let ln_k = (checkpoint.head_dims.2 as f64).ln();
         let log = self.log.iter().find(|r| r.epoch == epoch);
         let mut row = MetricsRow {
@@ -296,6 +297,7 @@ impl Watcher {
             batch_mean_entropy: stats.batch_mean_entropy,
             lr: log.and_then(|r| r.train_lr).unwrap_or_default(),
             weight_decay: log.and_then(|r| r.train_wd).unwrap_or_default(),
+            teacher_momentum: self.settings.momentum_teacher,
             teacher_temp,
             local_crops: self.settings.augment.local_crops_number,
             centering: true,
@@ -325,13 +327,12 @@ impl Watcher {
             embed_dim: checkpoint.vit.arch.embed_dim,
             teacher_temp,
             student_temp: self.settings.student_temp,
-            teacher_momentum: 0.996,
+            teacher_momentum: self.settings.momentum_teacher,
             centering: true,
             sharpening: true,
         });
-        let regime = row.regime;
         if self.rows.iter().any(|r| r.epoch == epoch) {
-            return Ok(regime);
+            return Ok(row);
         }
         if self.writer.is_none() {
             let config = self.config_of(checkpoint);
@@ -340,8 +341,8 @@ impl Watcher {
         if let Some(writer) = &mut self.writer {
             writer.append(&row).map_err(|e| e.to_string())?;
         }
-        self.rows.push(row);
-        Ok(regime)
+        self.rows.push(row.clone());
+        Ok(row)
     }
 
     /// The run folder's config.toml: the watched network's sizes and the probe's settings.

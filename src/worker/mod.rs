@@ -4,6 +4,7 @@
 
 pub mod inference;
 mod thread;
+pub mod watch;
 
 use crate::config::{Config, Toggle};
 use crate::device::{DeviceChoice, SelectedDevice};

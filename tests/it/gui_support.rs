@@ -24,6 +24,7 @@ pub(crate) fn options(runs_root: Option<PathBuf>) -> AppOptions {
         open_attention: false,
         attention_short_side_px: None,
         study: None,
+        watch: None,
     }
 }
 

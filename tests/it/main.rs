@@ -18,4 +18,5 @@ mod study;
 mod study_gui;
 mod training;
 mod watch;
+mod watch_gui;
 mod worker;

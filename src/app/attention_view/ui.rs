@@ -282,7 +282,7 @@ impl AttentionView {
             let mut custom_heads = self.heads_override.is_some();
             let checkbox = ui
                 .checkbox(&mut custom_heads, "heads")
-                .on_hover_text("Heads of the weights to open. Off: the official convention (192→3, 384→6, 768→12 channels).");
+                .on_hover_text("Heads of the weights to open. Off: the official convention of 64 channels per head (3 heads at width 192, 6 at 384, 12 at 768).");
             if checkbox.changed() {
                 self.heads_override = custom_heads.then_some(6);
             }

@@ -143,7 +143,7 @@ pub enum WeightsError {
         first: String,
     },
     #[error(
-        "{path}: width {embed_dim} has no official head count (192→3, 384→6, 768→12); give the head count (--heads, or the heads box of the attention view)"
+        "{path}: width {embed_dim} has no official head count (64 channels per head: 3 heads at width 192, 6 at 384, 12 at 768); give the head count (--heads, or the heads box of the attention view)"
     )]
     UnknownHeads { path: PathBuf, embed_dim: usize },
     #[error("{path}: tensor `{key}` holds NaN or infinite values; the file is damaged or was saved from a diverged run. Use an earlier checkpoint")]
