@@ -1,4 +1,5 @@
-"""Adds per-layer attention, attention rollout and mean attention distance references to
+"""Adds per-layer attention, attention rollout, mean attention distance, patch similarity and
+token-norm references to
 tests/fixtures/official_vit/, for the model `make_attention_fixture.py` wrote. Run from the
 repository root (needs numpy and safetensors, no torch):
 
@@ -71,8 +72,8 @@ def forward(w, x):
         y = layer_norm(tokens, p("norm2.weight"), p("norm2.bias"))
         y = gelu(y @ p("mlp.fc1.weight").T + p("mlp.fc1.bias")) @ p("mlp.fc2.weight").T + p("mlp.fc2.bias")
         tokens = tokens + y
-    cls = layer_norm(tokens, w["norm.weight"], w["norm.bias"])[0]
-    return attentions, cls, (rows, cols)
+    normed = layer_norm(tokens, w["norm.weight"], w["norm.bias"])
+    return attentions, normed[0], (rows, cols), normed[1:], tokens[1:]
 
 
 def rollout(attentions, discard_ratio, head_fusion):
@@ -108,7 +109,7 @@ def main():
     weights = {k: v.astype(np.float64) for k, v in load_file(FIXTURE / "backbone.safetensors").items()}
     image = Image.open(FIXTURE / "image.png").convert("RGB")
     x = to_input(image)[:, :32, :32]
-    attentions, cls, grid = forward(weights, x)
+    attentions, cls, grid, patch_tokens, pre_norm = forward(weights, x)
     last = attentions[-1][:, 0, 1:].reshape(HEADS, *grid)
     torch_last = np.load(FIXTURE / "attention_32x32.npy")
     torch_cls = np.load(FIXTURE / "cls_32x32.npy")
@@ -124,7 +125,11 @@ def main():
             np.save(FIXTURE / f"rollout_32x32_{fusion}_d{discard}.npy", mask.astype(np.float32))
     distance = np.stack([mean_distance(a, grid, PATCH) for a in attentions])
     np.save(FIXTURE / "distance_32x32.npy", distance.astype(np.float32))
-    print("wrote attention_layers_32x32.npy, rollout_32x32_*.npy, distance_32x32.npy")
+    # Patch (row 1, col 2) = index 6: cosine similarity of its final-norm token to every patch.
+    unit = patch_tokens / np.linalg.norm(patch_tokens, axis=-1, keepdims=True)
+    np.save(FIXTURE / "similarity_32x32_p6.npy", (unit @ unit[6]).reshape(grid).astype(np.float32))
+    np.save(FIXTURE / "token_norms_32x32.npy", np.linalg.norm(pre_norm, axis=-1).reshape(grid).astype(np.float32))
+    print("wrote attention_layers_32x32.npy, rollout_32x32_*.npy, distance_32x32.npy, similarity_32x32_p6.npy, token_norms_32x32.npy")
 
 
 if __name__ == "__main__":

@@ -11,3 +11,4 @@ pub mod knn;
 pub mod layers;
 mod overlay;
 mod pca;
+pub mod tokens;

@@ -61,6 +61,14 @@ pub struct AttentionArgs {
     /// (local heads small, global heads near the image's mean patch distance).
     #[arg(long)]
     distance: bool,
+    /// The cosine similarity of the last layer's token at pixel X,Y (of the image as the
+    /// network sees it, after --size) to every patch: similarity.npy and similarity.png.
+    #[arg(long, value_name = "X,Y")]
+    similarity: Option<String>,
+    /// The norm of every patch token of the last block (before the final norm):
+    /// token_norms.npy and an overlay marking the outliers (above Q3 + 3 IQR).
+    #[arg(long)]
+    token_norms: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -249,6 +257,23 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     let path = args.out.join("masks.npy");
     write_npy_u8(&path, &shape, &all_masks)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    if args.similarity.is_some() || args.token_norms {
+        let tokens = dinoscope::analysis::tokens::patch_tokens(
+            &loaded.backbone,
+            &image,
+            target,
+            &selected.device,
+        )
+        .ok_or_else(|| usage("the image is smaller than one patch at this --size"))?;
+        super::attention_layers::write_tokens(
+            &args.out,
+            &tokens,
+            &shown,
+            args.similarity.as_deref(),
+            args.token_norms,
+            &mut out,
+        )?;
+    }
     if let Some(extra) = &extra {
         super::attention_layers::write(
             &args.out,

@@ -98,3 +98,88 @@ pub fn write(
     out.line("distance: distance.csv");
     Ok(())
 }
+
+/// `--similarity X,Y` and `--token-norms`: from the last layer's patch tokens of the image.
+pub fn write_tokens(
+    out_dir: &Path,
+    tokens: &dinoscope::analysis::tokens::PatchTokens,
+    shown: &image::RgbImage,
+    similarity: Option<&str>,
+    token_norms: bool,
+    out: &mut Printer,
+) -> Result<()> {
+    let (rows, cols, p) = (tokens.grid_rows, tokens.grid_cols, tokens.patch_size);
+    let (w, h) = (shown.width() as usize, shown.height() as usize);
+    if let Some(text) = similarity {
+        let parsed = text.split_once(',').and_then(|(x, y)| {
+            Some((x.trim().parse::<u32>().ok()?, y.trim().parse::<u32>().ok()?))
+        });
+        let (x, y) = parsed.ok_or_else(|| {
+            usage(format!(
+                "--similarity {text}: expected X,Y in pixels, e.g. 120,80"
+            ))
+        })?;
+        let index = tokens.patch_at(x, y).ok_or_else(|| {
+            usage(format!(
+                "--similarity {text}: outside the {w} x {h} px image the network sees (patch grid {rows} x {cols})"
+            ))
+        })?;
+        let values = tokens.similarity_to(index, tokens);
+        let path = out_dir.join("similarity.npy");
+        write_npy_f32(&path, &[rows, cols], &values)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        // The heat map, with the chosen patch outlined in white.
+        let mut heat = heat_image(&upsample_nearest(&values, rows, cols, p), w, h);
+        let (r0, c0) = (index / cols * p, index % cols * p);
+        for i in 0..p {
+            for (xx, yy) in [
+                (c0 + i, r0),
+                (c0 + i, r0 + p - 1),
+                (c0, r0 + i),
+                (c0 + p - 1, r0 + i),
+            ] {
+                if xx < w && yy < h {
+                    heat.put_pixel(xx as u32, yy as u32, image::Rgb([255, 255, 255]));
+                }
+            }
+        }
+        save_png(&out_dir.join("similarity.png"), &heat)?;
+        let similar = values.iter().filter(|v| **v > 0.5).count();
+        out.line(&format!(
+            "similarity to patch ({}, {}): {similar} of {} patches above 0.5 · similarity.npy, similarity.png",
+            index / cols,
+            index % cols,
+            values.len()
+        ));
+    }
+    if token_norms {
+        let path = out_dir.join("token_norms.npy");
+        write_npy_f32(&path, &[rows, cols], &tokens.norms)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let outliers = tokens.norm_outliers();
+        let layers = MapLayers {
+            rows,
+            cols,
+            heat: dinoscope::analysis::attention::min_max_scaled(&tokens.norms),
+            mask: outliers.clone(),
+        };
+        let style = OverlayStyle {
+            colour: [255, 255, 0],
+            ..OverlayStyle::default()
+        };
+        save_png(
+            &out_dir.join("token_norm_outliers.png"),
+            &composite(shown, &layers, &style),
+        )?;
+        let (low, high) = tokens
+            .norms
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), n| (l.min(*n), h.max(*n)));
+        out.line(&format!(
+            "token norms {low:.1} .. {high:.1}: {} of {} tokens are outliers (above Q3 + 3 IQR) · token_norms.npy, token_norm_outliers.png",
+            outliers.iter().filter(|o| **o == 1).count(),
+            outliers.len()
+        ));
+    }
+    Ok(())
+}

@@ -12,6 +12,9 @@ pub struct LayersOutput {
     pub attentions: Vec<(usize, Tensor<4>)>,
     /// Final-norm tokens `[B, 1+N, D]` when asked for (all blocks then run).
     pub tokens: Option<Tensor<3>>,
+    /// The last block's output before the final norm, with `tokens` (where high-norm outlier
+    /// tokens show; the norm equalises them).
+    pub pre_norm_tokens: Option<Tensor<3>>,
     /// Patch grid (rows, cols).
     pub grid: (usize, usize),
 }
@@ -64,10 +67,12 @@ impl VisionTransformer {
             .iter()
             .filter_map(|i| kept.iter().find(|(j, _)| j == i).cloned())
             .collect();
+        let pre_norm_tokens = final_tokens.then(|| x.clone());
         let tokens = final_tokens.then(|| self.norm.forward(x));
         LayersOutput {
             attentions,
             tokens,
+            pre_norm_tokens,
             grid,
         }
     }

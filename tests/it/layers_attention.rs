@@ -159,9 +159,66 @@ fn attention_cli_writes_every_layer_rollout_and_distance() {
     assert_eq!(written.shape, [3, 4, 4]);
     let (_, expected) = reference("attention_layers_32x32.npy");
     assert!(max_abs_diff(&written.to_f32().unwrap(), &expected[..48]) < 1e-5);
+    // The tokens: similarity to the patch under a pixel, and the norms with their outliers.
+    let output = run(&["--similarity", "20,12", "--token-norms"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("similarity to patch (1, 2)"), "{stdout}");
+    let similarity = read_npy(&out.join("similarity.npy")).unwrap();
+    let (_, expected) = reference("similarity_32x32_p6.npy");
+    assert!(max_abs_diff(&similarity.to_f32().unwrap(), &expected) < 1e-5);
+    assert!(out.join("similarity.png").is_file() && out.join("token_norm_outliers.png").is_file());
+    assert_eq!(
+        read_npy(&out.join("token_norms.npy")).unwrap().shape,
+        [4, 4]
+    );
+    let output = run(&["--similarity", "99,1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("outside the 32 x 32 px image"));
     // A block the network does not have.
     let output = run(&["--layer", "5"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("has 2 blocks"), "{stderr}");
+}
+
+#[test]
+fn patch_similarity_and_token_norms_match_the_reference() {
+    let device = Device::flex();
+    let loaded = load_backbone(
+        &fixture("backbone.pth"),
+        Network::Teacher,
+        &ArchOverrides {
+            num_heads: Some(3),
+            ..Default::default()
+        },
+        &device,
+    )
+    .unwrap();
+    let image = dinoscope::data::load_rgb(&fixture("image.png")).unwrap();
+    let square = image::imageops::crop_imm(&image, 0, 0, 32, 32).to_image();
+    let tokens =
+        dinoscope::analysis::tokens::patch_tokens(&loaded.backbone, &square, (32, 32), &device)
+            .unwrap();
+    // Pixel (20, 12) is in patch row 1, column 2: index 6.
+    let index = tokens.patch_at(20, 12).unwrap();
+    assert_eq!(index, 6);
+    let (_, expected) = reference("similarity_32x32_p6.npy");
+    let diff = max_abs_diff(&tokens.similarity_to(index, &tokens), &expected);
+    assert!(diff < 1e-5, "similarity differs by {diff}");
+    let (_, expected) = reference("token_norms_32x32.npy");
+    let relative = tokens
+        .norms
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max);
+    assert!(
+        relative < 1e-5,
+        "token norms differ by {relative} (relative)"
+    );
 }
