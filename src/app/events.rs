@@ -18,6 +18,15 @@ impl DinoscopeApp {
                 Done::ResumeRun(dir) => self.resume_run(dir),
                 Done::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
                 Done::WatchFolder(dir) => self.watch_folder(dir),
+                Done::ExportTimelapse(path) => {
+                    match self.attention.export_timelapse(&self.state, &path, false) {
+                        Ok(frames) => self.state.message(
+                            Level::Info,
+                            format!("saved {} ({frames} frames)", path.display()),
+                        ),
+                        Err(err) => self.state.message(Level::Error, err),
+                    }
+                }
                 Done::OpenWeights(path) => self.load_weights(path),
                 Done::OpenImages(paths) => self.attention.add_files(paths, &mut self.state),
                 Done::ExportAttention { path, grid } => {

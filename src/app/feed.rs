@@ -159,6 +159,12 @@ impl DinoscopeApp {
                     .map_or(Done::Cancelled, Done::OpenWeights)
             });
         }
+        if requests.export_timelapse {
+            self.background.spawn("export-timelapse", || {
+                pick_save_path("attention-timelapse.gif", "GIF", &["gif"])
+                    .map_or(Done::Cancelled, Done::ExportTimelapse)
+            });
+        }
         for grid in [false, true] {
             let wanted = if grid {
                 requests.export_grid

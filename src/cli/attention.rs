@@ -69,6 +69,10 @@ pub struct AttentionArgs {
     /// token_norms.npy and an overlay marking the outliers (above Q3 + 3 IQR).
     #[arg(long)]
     token_norms: bool,
+    /// With a run directory as --weights: the teacher of every checkpoint-<step>/ in it, as
+    /// timelapse.gif (the mean-of-heads mask of the chosen --layer, the step under each frame).
+    #[arg(long)]
+    all_checkpoints: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -102,6 +106,17 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         .transpose()
         .map_err(|err| usage(format!("--size: {err}")))?;
     let selected = select_device(args.device)?;
+    if args.all_checkpoints {
+        return super::attention_layers::write_timelapse(
+            &args.weights,
+            &args.image,
+            size,
+            args.layer.as_deref(),
+            args.threshold,
+            &args.out,
+            &selected.device,
+        );
+    }
     let network = if args.student {
         Network::Student
     } else {

@@ -183,3 +183,73 @@ pub fn write_tokens(
     }
     Ok(())
 }
+
+/// `--all-checkpoints`: the teacher of each checkpoint of a run on one image, as a GIF.
+pub fn write_timelapse(
+    run_dir: &Path,
+    image_path: &Path,
+    size: Option<dinoscope::analysis::attention::ImageSize>,
+    layer: Option<&str>,
+    threshold: f32,
+    out_dir: &Path,
+    device: &burn::prelude::Device,
+) -> Result<()> {
+    use dinoscope::analysis::attention::{resized_crop, HeadFusion, ImageSize};
+    use dinoscope::analysis::layers::{maps_of_layer, MapLayer, RolloutSettings};
+    use dinoscope::store::checkpoint::{list_checkpoints, load_checkpoint_teacher};
+    let checkpoints = list_checkpoints(run_dir);
+    if checkpoints.len() < 2 {
+        return Err(usage(format!(
+            "--all-checkpoints: {} has {} complete checkpoint(s); a time-lapse needs a run directory with at least two (train with --checkpoint-every N --keep-last M)",
+            run_dir.display(),
+            checkpoints.len()
+        )));
+    }
+    let image = dinoscope::data::load_rgb(image_path)?;
+    let mut out = Printer::default();
+    let mut frames = Vec::new();
+    for (step, dir) in &checkpoints {
+        let (model, config) = load_checkpoint_teacher(dir, device)
+            .with_context(|| format!("cannot load the teacher of {}", dir.display()))?;
+        let backbone = model.backbone;
+        let depth = backbone.depth();
+        let choice = match LayerChoice::parse(layer, depth)? {
+            LayerChoice::Last => MapLayer::Last,
+            LayerChoice::One(block) => MapLayer::Block(block),
+            // One map per frame: `all` is shown as rollout over all blocks.
+            LayerChoice::All => MapLayer::Rollout(RolloutSettings::default()),
+        };
+        let target = size
+            .unwrap_or(ImageSize::ShortSide(config.data.global_crop_size))
+            .resolve(image.dimensions());
+        let maps = maps_of_layer(&backbone, &image, target, device, choice).ok_or_else(|| {
+            usage(format!(
+                "{}: smaller than one patch at this --size",
+                image_path.display()
+            ))
+        })?;
+        let shown = resized_crop(&image, maps.resized_px, maps.patch_size);
+        let layers = MapLayers::new(
+            &maps.fused(HeadFusion::Mean),
+            maps.grid_rows,
+            maps.grid_cols,
+            threshold,
+        );
+        frames.push((
+            composite(&shown, &layers, &OverlayStyle::default()),
+            format!("step {step}"),
+        ));
+    }
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let path = out_dir.join("timelapse.gif");
+    dinoscope::store::timelapse::write_gif(&path, &frames, 400)?;
+    out.line(&format!(
+        "{} checkpoints (steps {} .. {}) · {}",
+        frames.len(),
+        checkpoints.first().map_or(0, |c| c.0),
+        checkpoints.last().map_or(0, |c| c.0),
+        path.display()
+    ));
+    Ok(())
+}

@@ -439,6 +439,15 @@ pub fn load_run_student(
     load_model_file(&files.student, &files.config, device)
 }
 
+/// The teacher of one checkpoint directory (`checkpoint-<step>/`), with its config.
+pub fn load_checkpoint_teacher(
+    dir: &Path,
+    device: &Device,
+) -> Result<(DinoModel, Config), CheckpointError> {
+    let files = CheckpointFiles::in_dir(dir);
+    load_model_file(&files.teacher, &files.config, device)
+}
+
 /// A `DinoModel` burnpack next to the config that describes it, without drop path.
 fn load_model_file(
     model_path: &Path,

@@ -8,4 +8,5 @@ pub mod official_run;
 pub mod rows;
 pub mod run;
 pub mod study;
+pub mod timelapse;
 pub mod weights;

@@ -222,3 +222,59 @@ fn patch_similarity_and_token_norms_match_the_reference() {
         "token norms differ by {relative} (relative)"
     );
 }
+
+#[test]
+fn all_checkpoints_of_a_run_become_a_timelapse() {
+    use image::AnimationDecoder;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = crate::cli::train_micro(&run, 6)
+        .args(["--checkpoint-every", "2", "--keep-last", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out = dir.path().join("lapse");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["attention", "--all-checkpoints", "--weights"])
+        .arg(&run)
+        .arg("--image")
+        .arg(fixture("image.png"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 checkpoints (steps 2 .. 6)"), "{stdout}");
+    let gif = std::fs::File::open(out.join("timelapse.gif")).unwrap();
+    let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 3);
+    // A run with one checkpoint cannot make one, and says why.
+    let single = dir.path().join("single");
+    assert!(crate::cli::train_micro(&single, 2)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["attention", "--all-checkpoints", "--weights"])
+        .arg(&single)
+        .arg("--image")
+        .arg(fixture("image.png"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least two"));
+}

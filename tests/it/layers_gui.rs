@@ -77,3 +77,59 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     harness.run_steps(3);
     harness.get_by_label("Rollout over all blocks (one map)");
 }
+
+/// The history scrubber's snapshots as an animated GIF, one frame per snapshot.
+#[test]
+fn the_attention_history_exports_as_a_timelapse() {
+    use dinoscope::analysis::attention::AttentionMaps;
+    use dinoscope::worker::Event;
+    use image::AnimationDecoder;
+    let mut harness = crate::gui_support::harness_built(|app| {
+        let run = app.state.begin_run("run".into(), None);
+        let name = app.attention.images[0].name.clone();
+        for (i, step) in [9usize, 19, 29].into_iter().enumerate() {
+            let maps = AttentionMaps {
+                grid_rows: 4,
+                grid_cols: 4,
+                patch_size: 8,
+                resized_px: (32, 32),
+                heads: vec![(0..16)
+                    .map(|p| if p == 5 * i { 1.0 } else { 0.01 })
+                    .collect()],
+                pca_rgb: Vec::new(),
+                layer: MapLayer::Last,
+                distance_px: Vec::new(),
+            };
+            app.state.apply(Event::Attention {
+                run_id: run,
+                step,
+                network: dinoscope::store::weights::Network::Teacher,
+                maps: vec![(name.clone(), maps)],
+            });
+        }
+        app.central_tab = dinoscope::app::CentralTab::Attention;
+    });
+    harness.run_steps(3);
+    harness.get_by_label("Export time-lapse GIF...");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lapse.gif");
+    let app = harness.state_mut();
+    assert_eq!(
+        app.attention
+            .export_timelapse(&app.state, &path, false)
+            .unwrap(),
+        3
+    );
+    let gif = std::fs::File::open(&path).unwrap();
+    let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 3);
+    assert_ne!(
+        frames[0].buffer(),
+        frames[2].buffer(),
+        "the mask moves between frames"
+    );
+}

@@ -93,6 +93,8 @@ pub struct ViewRequests {
     pub reload_weights: bool,
     pub export_view: bool,
     pub export_grid: bool,
+    /// Export the history scrubber's snapshots as an animated GIF.
+    pub export_timelapse: bool,
 }
 
 /// Panel state that is not run data: images, choices and cached textures.
@@ -310,6 +312,43 @@ impl AttentionView {
     }
 
     /// Writes the large view (`grid == false`) or the per-head grid as PNG.
+    /// The training run's snapshots of the selected image, oldest first, as an animated GIF
+    /// of the large map (or, with `grid`, of the head grid), the step under each frame.
+    pub fn export_timelapse(
+        &mut self,
+        state: &AppState,
+        path: &Path,
+        grid: bool,
+    ) -> Result<usize, String> {
+        let name = self
+            .images
+            .get(self.selected)
+            .map(|i| i.name.clone())
+            .ok_or("no image selected")?;
+        let mut frames = Vec::new();
+        for snapshot in &state.attention_history {
+            let Some((_, maps)) = snapshot.maps.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let picture = if grid {
+                self.render_grid(self.selected, maps)
+            } else {
+                self.render(self.selected, self.head, maps)
+            };
+            if let Some(picture) = picture {
+                frames.push((picture, format!("step {}", snapshot.step + 1)));
+            }
+        }
+        if frames.len() < 2 {
+            return Err(
+                "a time-lapse needs at least two snapshots of this image: train a little longer"
+                    .into(),
+            );
+        }
+        crate::store::timelapse::write_gif(path, &frames, 250).map_err(|err| err.to_string())?;
+        Ok(frames.len())
+    }
+
     pub fn export(&mut self, state: &AppState, path: &Path, grid: bool) -> Result<(), String> {
         let maps = self
             .selected_maps(state)

@@ -371,6 +371,17 @@ impl AttentionView {
             if ui.button("Export grid PNG...").clicked() {
                 self.requests.export_grid = true;
             }
+            let snapshots = state.attention_history.len();
+            if ui
+                .add_enabled(
+                    self.source == MapSource::Training && snapshots > 1,
+                    egui::Button::new("Export time-lapse GIF..."),
+                )
+                .on_hover_text("The history's snapshots of this image as an animated GIF of the large map, the step under each frame: how the masks formed.")
+                .clicked()
+            {
+                self.requests.export_timelapse = true;
+            }
         });
         if self.source == MapSource::Training {
             let count = state.attention_history.len();
