@@ -251,6 +251,33 @@ def bench_attention(args):
     return time_steps(step, args), 1
 
 
+def bench_attention_layers(args):
+    """Every block's attention in one pass, as get_intermediate_layers walks the blocks: the
+    CLS rows of all of them and the 0.6-mass masks per head (what `attention --layer all`
+    writes)."""
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    model = make_vit(384, 12, 6, 16, 224, 0.0).eval()
+    x = torch.randn(1, 3, h, w)
+    x = x[:, :, : h - h % 16, : w - w % 16]
+
+    def step():
+        with torch.no_grad():
+            tokens = model.prepare_tokens(x)
+            masks = []
+            for blk in model.blocks:
+                y, attn = blk.attn(blk.norm1(tokens))
+                tokens = tokens + y
+                tokens = tokens + blk.mlp(blk.norm2(tokens))
+                cls = attn[0, :, 0, 1:]
+                val, idx = torch.sort(cls)
+                val /= torch.sum(val, dim=1, keepdim=True)
+                keep = torch.cumsum(val, dim=1) > (1 - 0.6)
+                masks.append(torch.gather(keep, 1, torch.argsort(idx)))
+        return masks
+
+    return time_steps(step, args), 1
+
+
 def time_steps(step, args):
     for _ in range(args.warmup):
         step()
@@ -265,7 +292,7 @@ def time_steps(step, args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16"], required=True)
+    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16", "attention-layers-vits16"], required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -277,6 +304,8 @@ def main():
     torch.manual_seed(0)
     if args.workload == "attention-vits16":
         times, images = bench_attention(args)
+    elif args.workload == "attention-layers-vits16":
+        times, images = bench_attention_layers(args)
     else:
         times, images = bench_train(args.workload, args)
     median = statistics.median(times) * 1e3

@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Attention workload: also the patch-feature PCA, as the app computes (one full pass).
     #[arg(long)]
     pca: bool,
+    /// Attention workload: the CLS maps of every block and each head's mean attention distance
+    /// (`attention --layer all --distance`), instead of the last block's maps.
+    #[arg(long, conflicts_with = "pca")]
+    all_layers: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +89,27 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
     let mut secs = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps.max(1) {
         let started = Instant::now();
+        if args.all_layers {
+            let layers: Vec<usize> = (0..backbone.depth()).collect();
+            let maps = dinoscope::analysis::layers::layer_maps(
+                &backbone,
+                &image,
+                target,
+                &selected.device,
+                &layers,
+                None,
+            )
+            .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
+            for heads in &maps.cls {
+                for head in heads {
+                    std::hint::black_box(mass_mask(head, 0.6));
+                }
+            }
+            if i >= args.warmup {
+                secs.push(started.elapsed().as_secs_f64());
+            }
+            continue;
+        }
         let maps = if args.pca {
             dinoscope::analysis::attention::attention_and_pca(
                 &backbone,
