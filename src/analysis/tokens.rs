@@ -97,6 +97,67 @@ impl PatchTokens {
     }
 }
 
+/// One image's similarity to the chosen patch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimilarityMap {
+    pub name: String,
+    pub grid_rows: usize,
+    pub grid_cols: usize,
+    pub patch_size: usize,
+    pub resized_px: (u32, u32),
+    /// Cosine similarity per patch, −1 ..= 1, row-major.
+    pub values: Vec<f32>,
+}
+
+/// The patch inspector's answer: where the user clicked and every image's similarity to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Similarity {
+    pub source: String,
+    /// (row, column) of the chosen patch.
+    pub patch: (usize, usize),
+    pub maps: Vec<SimilarityMap>,
+}
+
+/// The token under pixel (x, y) of `images[source]` (the image as the network sees it, sized
+/// by `size_of`) against every patch of every image: one pass per image.
+pub fn similarity_across(
+    backbone: &VisionTransformer,
+    images: &[(String, &RgbImage)],
+    size_of: impl Fn(&RgbImage) -> (u32, u32),
+    source: usize,
+    (x_px, y_px): (u32, u32),
+    device: &Device,
+) -> Option<Similarity> {
+    let (source_name, source_image) = images.get(source)?;
+    let size = size_of(source_image);
+    let query = patch_tokens(backbone, source_image, size, device)?;
+    let index = query.patch_at(x_px, y_px)?;
+    let maps = images
+        .iter()
+        .filter_map(|(name, image)| {
+            let size = size_of(image);
+            let tokens = if name == source_name {
+                query.clone()
+            } else {
+                patch_tokens(backbone, image, size, device)?
+            };
+            Some(SimilarityMap {
+                name: name.clone(),
+                grid_rows: tokens.grid_rows,
+                grid_cols: tokens.grid_cols,
+                patch_size: tokens.patch_size,
+                resized_px: size,
+                values: query.similarity_to(index, &tokens),
+            })
+        })
+        .collect();
+    Some(Similarity {
+        source: source_name.clone(),
+        patch: (index / query.grid_cols, index % query.grid_cols),
+        maps,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
 //! Weights loaded for the attention view (dropped or opened files) and the maps the view asks
 //! of the inference thread or the training worker.
 
+use super::attention_view::MapSource;
 use super::background::{pick_save_path, Done};
 use super::state::Level;
 use super::{is_weights_file, CentralTab, DinoscopeApp};
+use crate::analysis::attention::ImageSize;
 use crate::worker::Command;
 use std::path::PathBuf;
 
@@ -104,6 +106,7 @@ impl DinoscopeApp {
                     }
                     self.attention.loaded_maps(&source, maps, elapsed_secs);
                 }
+                InferenceEvent::Similarity(similarity) => self.state.similarity = Some(*similarity),
                 InferenceEvent::Error(text) => {
                     self.attention.loading = false;
                     self.state.message(Level::Error, text);
@@ -158,6 +161,29 @@ impl DinoscopeApp {
                     .pick_file()
                     .map_or(Done::Cancelled, Done::OpenWeights)
             });
+        }
+        if let Some((image, at)) = requests.similarity {
+            match self.attention.source {
+                MapSource::Training => self.send(Command::Similarity { image, at }),
+                MapSource::Loaded => {
+                    if let Some(inference) = &self.inference {
+                        let sent = inference.send(
+                            crate::worker::inference::InferenceCommand::Similarity {
+                                images: self.attention.followed(),
+                                size: self.attention.short_side_px.map(ImageSize::ShortSide),
+                                image,
+                                at,
+                            },
+                        );
+                        if !sent {
+                            self.state.message(
+                                Level::Warning,
+                                "the inference thread is busy; click again",
+                            );
+                        }
+                    }
+                }
+            }
         }
         if requests.export_timelapse {
             self.background.spawn("export-timelapse", || {

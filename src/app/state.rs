@@ -218,6 +218,8 @@ pub struct AppState {
     pub attention_history: VecDeque<AttentionSnapshot>,
     /// The ablation study of this session, if one was started.
     pub study: Option<super::study::StudyState>,
+    /// The patch inspector's latest answer (from the training run or the loaded weights).
+    pub similarity: Option<crate::analysis::tokens::Similarity>,
 }
 
 /// One network's maps for the followed images after one step.
@@ -246,6 +248,7 @@ impl AppState {
             sent_toggles: Vec::new(),
             attention_history: VecDeque::new(),
             study: None,
+            similarity: None,
         }
     }
 
@@ -485,6 +488,7 @@ impl AppState {
                 skipped,
                 complete,
             } => self.study_finished(dir, written, skipped, complete),
+            Event::Similarity(similarity) => self.similarity = Some(*similarity),
             Event::Error(text) => self.message(Level::Error, text),
         }
     }

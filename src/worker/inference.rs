@@ -27,6 +27,13 @@ pub enum InferenceCommand {
         size: Option<ImageSize>,
         layer: MapLayer,
     },
+    /// The patch inspector on the loaded weights (as `Command::Similarity`).
+    Similarity {
+        images: Vec<AttentionImage>,
+        size: Option<ImageSize>,
+        image: usize,
+        at: (u32, u32),
+    },
     Shutdown,
 }
 
@@ -45,6 +52,7 @@ pub enum InferenceEvent {
         skipped: Vec<String>,
         elapsed_secs: f64,
     },
+    Similarity(Box<crate::analysis::tokens::Similarity>),
     Error(String),
 }
 
@@ -143,6 +151,33 @@ fn handle(
                 }
                 Err(err) => Err(err.to_string()),
             })
+        }
+        InferenceCommand::Similarity {
+            images,
+            size,
+            image,
+            at,
+        } => {
+            let Some(model) = loaded.as_ref() else {
+                return Some(Err("no weights loaded; use Open weights... first".into()));
+            };
+            let size = size.unwrap_or(ImageSize::ShortSide(model.info.default_short_side_px));
+            let named: Vec<(String, &image::RgbImage)> = images
+                .iter()
+                .map(|i| (i.name.clone(), i.image.as_ref()))
+                .collect();
+            Some(
+                crate::analysis::tokens::similarity_across(
+                    &model.backbone,
+                    &named,
+                    |img| size.resolve(img.dimensions()),
+                    image,
+                    at,
+                    device,
+                )
+                .map(|s| InferenceEvent::Similarity(Box::new(s)))
+                .ok_or_else(|| "no patch there: click inside the image".to_string()),
+            )
         }
         InferenceCommand::Compute {
             images,

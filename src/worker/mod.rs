@@ -60,6 +60,12 @@ pub enum Command {
     InjectFault(Option<crate::train::guard::Fault>),
     /// Which images the attention view follows, from which network, how often and at what size.
     SetAttention(AttentionSettings),
+    /// The patch inspector: the current network's last-layer token under pixel `at` of
+    /// followed image `image` against every patch of every followed image.
+    Similarity {
+        image: usize,
+        at: (u32, u32),
+    },
     /// Train the arms of an ablation study interleaved, step by step, each as the run
     /// `run_ids[i]` (one per variant, in order) with its directory under `dir`. Ends the
     /// current run; Pause, Resume and Stop then apply to the study.
@@ -200,6 +206,8 @@ pub enum Event {
         skipped: Vec<String>,
         complete: bool,
     },
+    /// The patch inspector's answer (`Command::Similarity`).
+    Similarity(Box<crate::analysis::tokens::Similarity>),
     Warning(String),
     Error(String),
 }

@@ -201,6 +201,7 @@ impl Worker {
                 }
             }
             Command::StartStudy { spec, dir, run_ids } => self.start_study(*spec, dir, run_ids),
+            Command::Similarity { image, at } => self.similarity(image, at),
             Command::Shutdown => {
                 self.stop_study();
                 if self.run.is_some() {
@@ -477,6 +478,51 @@ impl Worker {
             network,
             maps,
         });
+    }
+
+    /// The patch inspector on the current run's chosen network.
+    fn similarity(&mut self, image: usize, at: (u32, u32)) {
+        use crate::store::weights::Network;
+        let Some(run) = &self.run else {
+            self.emit(Event::Warning(
+                "the patch inspector needs a training run: press Start".into(),
+            ));
+            return;
+        };
+        let trainer = run.engine.trainer();
+        let crop = trainer.config().data.global_crop_size;
+        let size = self
+            .attention
+            .size
+            .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
+        let student;
+        let backbone = match self.attention.network {
+            Network::Teacher => &trainer.teacher().backbone,
+            Network::Student => {
+                student = trainer.student().backbone.valid();
+                &student
+            }
+        };
+        let images: Vec<(String, &image::RgbImage)> = self
+            .attention
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.image.as_ref()))
+            .collect();
+        let result = crate::analysis::tokens::similarity_across(
+            backbone,
+            &images,
+            |img| size.resolve(img.dimensions()),
+            image,
+            at,
+            trainer.device(),
+        );
+        match result {
+            Some(similarity) => self.emit(Event::Similarity(Box::new(similarity))),
+            None => self.emit(Event::Warning(
+                "no patch there: click inside the image".into(),
+            )),
+        };
     }
 
     fn finish_run(&mut self, status: WorkerStatus) {

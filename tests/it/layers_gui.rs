@@ -133,3 +133,54 @@ fn the_attention_history_exports_as_a_timelapse() {
         "the mask moves between frames"
     );
 }
+
+/// The patch inspector: clicking the large view asks the network that made the maps for the
+/// similarity of the clicked patch to every patch of every followed image.
+#[test]
+fn clicking_a_patch_shows_every_images_similarity_to_it() {
+    let mut harness = harness_with(None);
+    {
+        let app = harness.state_mut();
+        app.attention.short_side_px = Some(48);
+        app.attention.heads_override = Some(3);
+        app.load_weights(fixture("checkpoint.pth"));
+    }
+    frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
+        app.attention
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+    });
+    harness.run_steps(2);
+    harness.get_by_label(
+        "Click a patch of the large view: every image's similarity to it appears here.",
+    );
+    // The user clicks in the large view (here: the patch at pixel (20, 12) of cat.jpg, as the
+    // click handler maps a position to a pixel).
+    harness.state_mut().attention.requests.similarity = Some((0, (20, 12)));
+    harness.run_steps(1);
+    frames_until(&mut harness, "the similarity", 60, |app| {
+        app.state.similarity.is_some()
+    });
+    let app = harness.state();
+    let similarity = app.state.similarity.as_ref().unwrap();
+    assert_eq!(similarity.source, app.attention.images[0].name);
+    assert_eq!(similarity.patch, (1, 2));
+    assert_eq!(similarity.maps.len(), app.attention.images.len());
+    let own = &similarity.maps[0];
+    let at = own.grid_cols + 2;
+    assert!(
+        (own.values[at] - 1.0).abs() < 1e-5,
+        "a patch is its own most similar"
+    );
+    assert!(own.values.iter().all(|v| (-1.0001..=1.0001).contains(v)));
+    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+        loaded.elapsed_secs = None;
+    }
+    harness.run_steps(3);
+    harness.get_by_label(&format!(
+        "Similarity to patch (1, 2) of {} (cosine of the last layer's tokens)",
+        harness.state().attention.images[0].name
+    ));
+    harness.snapshot("attention_view_similarity");
+}

@@ -1,5 +1,6 @@
 //! The attention view beyond the last block: the layer picker (any block's heads, or rollout
-//! over all blocks) and the chart of each head's mean attention distance per block.
+//! over all blocks), the chart of each head's mean attention distance per block, and the patch
+//! inspector (click a patch of the large view: every followed image's similarity to it).
 
 use super::{AttentionView, MapSource};
 use crate::analysis::attention::{head_colour, AttentionMaps};
@@ -107,5 +108,111 @@ impl AttentionView {
                         .width(1.5),
                 );
             });
+    }
+
+    /// The pixel of the image as the network saw it under `pos` in the large view `rect`.
+    pub(super) fn clicked_pixel(
+        rect: egui::Rect,
+        pos: egui::Pos2,
+        maps: &AttentionMaps,
+    ) -> Option<(u32, u32)> {
+        let (w, h) = (
+            (maps.grid_cols * maps.patch_size) as f32,
+            (maps.grid_rows * maps.patch_size) as f32,
+        );
+        let u = (pos.x - rect.min.x) / rect.width().max(1.0);
+        let v = (pos.y - rect.min.y) / rect.height().max(1.0);
+        ((0.0..1.0).contains(&u) && (0.0..1.0).contains(&v))
+            .then_some(((u * w) as u32, (v * h) as u32))
+    }
+
+    /// The inspector's answer: each followed image's cosine similarity to the clicked patch
+    /// (viridis, −1 dark to 1 bright; the clicked patch outlined in white).
+    pub(super) fn similarity_ui(&mut self, ui: &mut egui::Ui, state: &crate::app::state::AppState) {
+        let Some(similarity) = &state.similarity else {
+            ui.small(
+                "Click a patch of the large view: every image's similarity to it appears here.",
+            );
+            return;
+        };
+        ui.label(format!(
+            "Similarity to patch ({}, {}) of {} (cosine of the last layer's tokens)",
+            similarity.patch.0, similarity.patch.1, similarity.source
+        ))
+        .on_hover_text("As ShirAmir/dino-vit-features' inspect_similarity.py: the final-norm token of the clicked patch against every patch of every followed image. Parts of the same object light up across images once the network has learned them.");
+        ui.horizontal_wrapped(|ui| {
+            for map in &similarity.maps {
+                let key = format!("{}|{:?}|{}", similarity.source, similarity.patch, map.name);
+                let slot = format!("similarity-{}", map.name);
+                let texture = match self.textures.get(&slot) {
+                    Some((k, texture)) if *k == key => texture.clone(),
+                    _ => {
+                        let texture = ui.ctx().load_texture(
+                            slot.clone(),
+                            similarity_picture(similarity, map),
+                            egui::TextureOptions::NEAREST,
+                        );
+                        self.textures.insert(slot, (key, texture.clone()));
+                        texture
+                    }
+                };
+                ui.vertical(|ui| {
+                    let aspect = map.grid_cols as f32 / map.grid_rows.max(1) as f32;
+                    let size =
+                        egui::vec2(120.0 * aspect.min(2.0), 120.0 * aspect.min(2.0) / aspect);
+                    ui.add(egui::Image::new(&texture).fit_to_exact_size(size));
+                    ui.small(&map.name);
+                });
+            }
+        });
+    }
+}
+
+/// One similarity map as a picture, one texel per patch; −1 ..= 1 mapped onto viridis.
+fn similarity_picture(
+    similarity: &crate::analysis::tokens::Similarity,
+    map: &crate::analysis::tokens::SimilarityMap,
+) -> egui::ColorImage {
+    let (rows, cols) = (map.grid_rows, map.grid_cols);
+    let mut pixels: Vec<Color32> = map
+        .values
+        .iter()
+        .map(|v| {
+            let [r, g, b] = crate::analysis::colormap::viridis((v + 1.0) / 2.0);
+            Color32::from_rgb(r, g, b)
+        })
+        .collect();
+    if map.name == similarity.source {
+        let (r, c) = similarity.patch;
+        if let Some(p) = pixels.get_mut(r * cols + c) {
+            *p = Color32::WHITE;
+        }
+    }
+    egui::ColorImage::new([cols, rows], pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_click_maps_to_the_pixel_the_network_saw() {
+        let maps = AttentionMaps {
+            grid_rows: 4,
+            grid_cols: 8,
+            patch_size: 8,
+            resized_px: (64, 32),
+            heads: Vec::new(),
+            pca_rgb: Vec::new(),
+            layer: MapLayer::Last,
+            distance_px: Vec::new(),
+        };
+        // The 64 × 32 image drawn at 2× from (10, 20).
+        let rect = egui::Rect::from_min_size(egui::pos2(10.0, 20.0), egui::vec2(128.0, 64.0));
+        let at = |x, y| AttentionView::clicked_pixel(rect, egui::pos2(x, y), &maps);
+        assert_eq!(at(10.0, 20.0), Some((0, 0)));
+        assert_eq!(at(10.0 + 2.0 * 41.0, 20.0 + 2.0 * 13.5), Some((41, 13)));
+        assert_eq!(at(9.0, 30.0), None, "outside the image");
+        assert_eq!(at(138.0, 30.0), None);
     }
 }

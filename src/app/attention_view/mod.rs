@@ -95,6 +95,8 @@ pub struct ViewRequests {
     pub export_grid: bool,
     /// Export the history scrubber's snapshots as an animated GIF.
     pub export_timelapse: bool,
+    /// The patch inspector: (followed image, pixel of the image as the network sees it).
+    pub similarity: Option<(usize, (u32, u32))>,
 }
 
 /// Panel state that is not run data: images, choices and cached textures.

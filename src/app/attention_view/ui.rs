@@ -184,7 +184,7 @@ impl AttentionView {
         // Three tiles per row in what the large view leaves.
         let tile = ((available.x - large.x - 16.0 - 2.0 * 6.0) / 3.0).clamp(60.0, 220.0);
         ui.horizontal_top(|ui| {
-            self.overlay_ui(
+            let large_response = self.overlay_ui(
                 ui,
                 "large",
                 self.selected,
@@ -193,6 +193,14 @@ impl AttentionView {
                 &step_key,
                 large,
             );
+            if let (true, Some(m), Some(pos)) = (
+                large_response.clicked(),
+                &maps,
+                large_response.interact_pointer_pos(),
+            ) {
+                self.requests.similarity =
+                    Self::clicked_pixel(large_response.rect, pos, m).map(|at| (self.selected, at));
+            }
             ui.vertical(|ui| {
                 let Some(m) = &maps else {
                     ui.label("Per head (click to show large)");
@@ -260,6 +268,7 @@ impl AttentionView {
                 Self::distance_chart_ui(ui, m, 3.0 * tile + 12.0);
             });
         });
+        self.similarity_ui(ui, state);
     }
 
     /// Long: the toolbar's widgets in screen order.
