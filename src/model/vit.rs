@@ -306,14 +306,9 @@ impl VisionTransformer {
     /// The final-norm CLS feature `[B, D]` alone (training, k-NN): every block uses fused
     /// attention, since no attention map is wanted.
     pub fn forward_cls(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<2> {
-        let [batch, _, height, width] = images.dims();
-        let p = self.patch_size();
-        let grid = (height / p, width / p);
+        let [batch, ..] = images.dims();
         let dim = self.embed_dim();
-        let patches = self.patch_embed.forward(images);
-        let cls = self.cls_token.val().expand([batch, 1, dim]);
-        let mut x =
-            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let (mut x, _) = self.prepare_tokens(images);
         for block in &self.blocks {
             x = block.forward_fused(x, rng.as_deref_mut());
         }
@@ -324,14 +319,9 @@ impl VisionTransformer {
 
     /// Tokens → blocks → final norm. `rng` enables stochastic depth (student only).
     pub fn forward(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> BackboneOutput {
-        let [batch, _, height, width] = images.dims();
-        let p = self.patch_size();
-        let grid = (height / p, width / p);
-        let patches = self.patch_embed.forward(images);
+        let [batch, ..] = images.dims();
         let dim = self.embed_dim();
-        let cls = self.cls_token.val().expand([batch, 1, dim]);
-        let mut x =
-            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let (mut x, grid) = self.prepare_tokens(images);
         // Only the last block's probabilities are returned: the others use fused attention.
         let mut last_attention = None;
         let last = self.blocks.len().saturating_sub(1);
@@ -364,14 +354,8 @@ impl VisionTransformer {
     /// as its softmax, and only for the CLS query (a 480-px image with patch 8 would otherwise
     /// need 6 × 3601² probabilities).
     pub fn last_cls_attention(&self, images: Tensor<4>) -> (Tensor<3>, (usize, usize)) {
-        let [batch, _, height, width] = images.dims();
-        let p = self.patch_size();
-        let grid = (height / p, width / p);
-        let dim = self.embed_dim();
-        let patches = self.patch_embed.forward(images);
-        let cls = self.cls_token.val().expand([batch, 1, dim]);
-        let mut x =
-            Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let [batch, ..] = images.dims();
+        let (mut x, grid) = self.prepare_tokens(images);
         let Some((last, earlier)) = self.blocks.split_last() else {
             let tokens = 1 + grid.0 * grid.1;
             return (

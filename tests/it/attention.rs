@@ -9,7 +9,7 @@ use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::{load_backbone, ArchOverrides, Network, WeightsFormat};
 use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/official_vit")
         .join(name)
@@ -22,13 +22,13 @@ fn three_heads() -> ArchOverrides {
     }
 }
 
-fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
+pub(crate) fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
     let array = read_npy(&fixture(name)).unwrap();
     let values = array.to_f32().unwrap();
     (array.shape, values)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)

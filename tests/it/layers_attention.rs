@@ -4,32 +4,12 @@
 //! from `scripts/make_layers_fixture.py`, a float64 numpy forward of the official code that
 //! first reproduces PyTorch's fixture (`attention_32x32.npy`, `cls_32x32.npy`) to 1e-7.
 
+use crate::attention::{fixture, max_abs_diff, reference};
 use burn::prelude::*;
 use dinoscope::analysis::attention::HeadFusion;
 use dinoscope::analysis::layers::{layer_maps, RolloutSettings};
 use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/official_vit")
-        .join(name)
-}
-
-fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let array = read_npy(&fixture(name)).unwrap();
-    let values = array.to_f32().unwrap();
-    (array.shape, values)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn every_layer_rollout_and_distance_match_the_reference() {

@@ -2,15 +2,10 @@
 //! loaded weights' maps for an earlier block (with every head's distance charted) and for
 //! rollout; snapshot of the block view.
 
+use crate::attention::fixture;
 use crate::gui_support::{frames_until, harness_with};
 use dinoscope::analysis::layers::MapLayer;
 use egui_kittest::kittest::Queryable;
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/official_vit")
-        .join(name)
-}
 
 #[test]
 fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
