@@ -33,6 +33,10 @@ pub struct AttentionMaps {
     /// `[block][head]` mean attention distance in pixels, when another layer than the last was
     /// asked for (the pass that computes it runs every block in full); empty otherwise.
     pub distance_px: Vec<Vec<f32>>,
+    /// ℓ2 norm of each patch token before the final norm, row-major (where the high-norm
+    /// outlier tokens of Darcet et al. 2024 show); empty unless computed by
+    /// [`attention_and_pca`].
+    pub token_norms: Vec<f32>,
 }
 
 /// How several heads are combined into one map.
@@ -238,11 +242,13 @@ pub fn attention_maps(
         pca_rgb: Vec::new(),
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
+        token_norms: Vec::new(),
     })
 }
 
-/// The attention maps and the patch-feature PCA from one full forward pass (the last block's
-/// attention is the same as [`attention_maps`]'; the final-norm patch tokens give the PCA).
+/// The attention maps, the patch-feature PCA and the token norms from one full forward pass
+/// (the last block's attention is the same as [`attention_maps`]'; the final-norm patch
+/// tokens give the PCA, the tokens before the final norm their norms).
 pub fn attention_and_pca(
     backbone: &VisionTransformer,
     image: &RgbImage,
@@ -251,17 +257,31 @@ pub fn attention_and_pca(
 ) -> Option<AttentionMaps> {
     let patch = backbone.patch_size();
     let input = image_input(image, size, patch, device)?;
-    let out = crate::device::on_compute_pool(|| backbone.forward(input, None));
-    let [_, heads, tokens, _] = out.last_attention.dims();
+    let last = backbone.depth().saturating_sub(1);
+    let out = crate::device::on_compute_pool(|| backbone.attention_of_layers(input, &[last], true));
+    let (attention, tokens_out, pre_norm) = match (
+        out.attentions.into_iter().next(),
+        out.tokens,
+        out.pre_norm_tokens,
+    ) {
+        (Some((_, attention)), Some(tokens), Some(pre_norm)) => (attention, tokens, pre_norm),
+        _ => return None,
+    };
+    let [_, heads, tokens, _] = attention.dims();
     let patches = tokens - 1;
-    let cls_rows = out.last_attention.slice(s![0..1, .., 0..1, 1..tokens]);
+    let cls_rows = attention.slice(s![0..1, .., 0..1, 1..tokens]);
     let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
-    let features = out
-        .tokens
+    let features = tokens_out
         .slice(s![0..1, 1..tokens, ..])
         .into_data_as::<f32>();
     let features = features.as_slice::<f32>().ok()?;
+    let norms = pre_norm
+        .slice(s![0..1, 1..tokens, ..])
+        .powi_scalar(2)
+        .sum_dim(2)
+        .sqrt()
+        .into_data_as::<f32>();
     if values.len() != heads * patches || patches != out.grid.0 * out.grid.1 {
         return None;
     }
@@ -274,6 +294,7 @@ pub fn attention_and_pca(
         pca_rgb: pca_rgb(features, patches, backbone.embed_dim()),
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
+        token_norms: norms.as_slice::<f32>().ok()?.to_vec(),
     })
 }
 

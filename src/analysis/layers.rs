@@ -49,29 +49,38 @@ impl MapLayer {
 
 /// [`attention_and_pca`](super::attention::attention_and_pca)'s maps (the PCA always of the
 /// final tokens), with `heads` of the chosen block, or the rollout as the one map, and the
-/// distance of every head of every block. The last block costs what it costs today.
+/// distance of every head of every block. The last block without `distances` costs what it
+/// costs today; `distances` (the live run's chart over training) adds one pass.
 pub fn maps_of_layer(
     backbone: &VisionTransformer,
     image: &RgbImage,
     size: (u32, u32),
     device: &Device,
     layer: MapLayer,
+    distances: bool,
 ) -> Option<super::attention::AttentionMaps> {
     let mut maps = super::attention::attention_and_pca(backbone, image, size, device)?;
     let last = backbone.depth().saturating_sub(1);
     let (blocks, rollout) = match layer {
-        MapLayer::Last => return Some(maps),
-        MapLayer::Block(block) if block >= last => return Some(maps),
-        MapLayer::Block(block) => (vec![block], None),
+        MapLayer::Block(block) if block < last => (vec![block], None),
         MapLayer::Rollout(settings) => (Vec::new(), Some(settings)),
+        MapLayer::Last | MapLayer::Block(_) => (Vec::new(), None),
     };
+    let last_only = blocks.is_empty() && rollout.is_none();
+    if last_only && !distances {
+        return Some(maps);
+    }
     let layers = layer_maps(backbone, image, size, device, &blocks, rollout)?;
-    maps.heads = match (layers.rollout, layers.cls.into_iter().next()) {
-        (Some(rollout), _) => vec![rollout],
-        (None, Some(heads)) => heads,
+    match (layers.rollout, layers.cls.into_iter().next()) {
+        (Some(rollout), _) => maps.heads = vec![rollout],
+        (None, Some(heads)) => maps.heads = heads,
+        // The last block's heads are already there.
+        (None, None) if last_only => {}
         (None, None) => return None,
-    };
-    maps.layer = layer;
+    }
+    if !last_only {
+        maps.layer = layer;
+    }
     maps.distance_px = layers.distance_px;
     Some(maps)
 }

@@ -82,18 +82,30 @@ impl PatchTokens {
             .collect()
     }
 
-    /// Tokens whose norm is far above the rest: more than the upper quartile plus 3 times the
-    /// interquartile range (Tukey's far-out fence). 0/1 per patch.
+    /// Tokens whose norm is far above the rest (see [`norm_outliers`]). 0/1 per patch.
     pub fn norm_outliers(&self) -> Vec<u8> {
-        let mut sorted = self.norms.clone();
-        sorted.sort_by(f32::total_cmp);
-        if sorted.len() < 4 {
-            return vec![0; self.norms.len()];
-        }
-        let quartile = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize];
-        let (q1, q3) = (quartile(0.25), quartile(0.75));
-        let fence = q3 + 3.0 * (q3 - q1);
-        self.norms.iter().map(|&n| u8::from(n > fence)).collect()
+        norm_outliers(&self.norms)
+    }
+}
+
+/// Tukey's far-out fence of the norms: the upper quartile plus 3 times the interquartile
+/// range. `None` for fewer than 4 tokens (no quartiles to speak of).
+pub fn norm_fence(norms: &[f32]) -> Option<f32> {
+    let mut sorted = norms.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    if sorted.len() < 4 {
+        return None;
+    }
+    let quartile = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize];
+    let (q1, q3) = (quartile(0.25), quartile(0.75));
+    Some(q3 + 3.0 * (q3 - q1))
+}
+
+/// Tokens whose norm is above [`norm_fence`]: 0/1 per token, all 0 without a fence.
+pub fn norm_outliers(norms: &[f32]) -> Vec<u8> {
+    match norm_fence(norms) {
+        Some(fence) => norms.iter().map(|&n| u8::from(n > fence)).collect(),
+        None => vec![0; norms.len()],
     }
 }
 
@@ -179,6 +191,10 @@ mod tests {
         );
         assert!((sim[4] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
         assert_eq!(tokens.norm_outliers(), vec![0, 0, 0, 0, 0, 1]);
+        // Sorted 9.5 10 10.2 10.5 11 90: Q1 10, Q3 11, fence 11 + 3 · 1.
+        assert_eq!(norm_fence(&tokens.norms), Some(14.0));
+        assert_eq!(norm_fence(&[1.0, 2.0, 3.0]), None);
+        assert_eq!(norm_outliers(&[1.0, 2.0, 300.0]), vec![0, 0, 0]);
         assert_eq!(tokens.patch_at(17, 9), Some(5));
         assert_eq!(tokens.patch_at(24, 0), None);
     }

@@ -4,10 +4,26 @@ use super::state::Level;
 use super::top_bar::status_text;
 use super::DinoscopeApp;
 use crate::config::live::{LiveSettings, LOCAL_CROPS, LR_SCALE, MOMENTUM_TEACHER, TEACHER_TEMP};
-use crate::config::Toggle;
+use crate::config::{Config, Toggle};
 use crate::worker::Command;
 
 impl DinoscopeApp {
+    /// A preset picked in the top bar: its controls now, its config at the next Start.
+    pub(super) fn select_preset(&mut self, name: &str) {
+        match Config::preset(name) {
+            Ok(config) => {
+                self.prefs.preset = name.to_string();
+                self.state.controls = LiveSettings::from_config(&config);
+                self.base_config = config;
+                self.state.message(
+                    Level::Info,
+                    format!("preset {name} selected; it applies at the next Start"),
+                );
+            }
+            Err(err) => self.state.message(Level::Error, err.to_string()),
+        }
+    }
+
     /// A control changed (by the user or a scripted toggle): the controls take the value as
     /// the trainer will (a constant teacher temperature also ends its warm-up) and the
     /// running job gets the toggle.

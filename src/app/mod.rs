@@ -15,6 +15,7 @@ pub mod representation;
 mod runs;
 mod script;
 pub mod series;
+mod soak;
 pub mod state;
 mod status;
 pub mod study;
@@ -67,6 +68,8 @@ pub struct AppOptions {
     pub study: Option<crate::config::study::StudySpec>,
     /// A run folder to follow from launch (`--watch`).
     pub watch: Option<PathBuf>,
+    /// Append what could grow in a long session to this CSV every 10 s (`--soak-log`).
+    pub soak_log: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +149,7 @@ pub struct DinoscopeApp {
     /// Wakes the UI from background threads; the device loaded weights and watches use.
     waker: crate::worker::Waker,
     inference_device: burn::prelude::Device,
+    soak: Option<soak::SoakLog>,
 }
 
 /// A request from a click. Drawing code only queues these; `logic` applies them once per frame
@@ -293,7 +297,17 @@ impl DinoscopeApp {
             watches: Vec::new(),
             waker: Arc::new(|| {}),
             inference_device: burn::prelude::Device::flex(),
+            soak: None,
         };
+        if let Some(path) = app.options.soak_log.clone() {
+            match soak::SoakLog::create(path.clone()) {
+                Ok(log) => app.soak = Some(log),
+                Err(err) => app.state.message(
+                    Level::Error,
+                    format!("cannot write the soak log {}: {err}", path.display()),
+                ),
+            }
+        }
         app.send_checkpointing();
         app.launch_weights = app.options.weights.clone();
         if app.options.open_attention {
@@ -323,28 +337,6 @@ impl DinoscopeApp {
             self.state.worker_status,
             WorkerStatus::Running | WorkerStatus::Paused | WorkerStatus::Starting
         ) && self.state.current.is_some()
-    }
-
-    /// Starts a new run from the preset and the current controls.
-    pub fn start(&mut self, paused: bool) {
-        let mut config = self.base_config.clone();
-        self.state.controls.fold_into(&mut config);
-        self.attention.training_depth = config.vit_arch().depth;
-        let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
-        let dir = self
-            .options
-            .runs_root
-            .as_ref()
-            .map(|root| crate::store::run::new_run_dir(root, &self.prefs.preset));
-        let run_id = self.state.begin_run(label, dir.clone());
-        self.state.worker_status = WorkerStatus::Starting;
-        self.send(Command::Start {
-            run_id,
-            config: Box::new(config),
-            run_dir: dir,
-            total_steps: None,
-            paused,
-        });
     }
 
     fn send_checkpointing(&mut self) {
@@ -412,30 +404,6 @@ impl DinoscopeApp {
             }
         }
     }
-
-    pub fn reset(&mut self) {
-        if self.is_active() {
-            self.send(Command::Stop);
-        }
-        self.state.reset();
-        self.state.worker_status = WorkerStatus::Idle;
-        self.first_point_secs = None;
-    }
-
-    fn select_preset(&mut self, name: &str) {
-        match Config::preset(name) {
-            Ok(config) => {
-                self.prefs.preset = name.to_string();
-                self.state.controls = LiveSettings::from_config(&config);
-                self.base_config = config;
-                self.state.message(
-                    Level::Info,
-                    format!("preset {name} selected; it applies at the next Start"),
-                );
-            }
-            Err(err) => self.state.message(Level::Error, err.to_string()),
-        }
-    }
 }
 
 impl eframe::App for DinoscopeApp {
@@ -468,6 +436,7 @@ impl eframe::App for DinoscopeApp {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         self.run_script();
+        self.sample_soak();
         self.handle_screenshot(ctx);
         if self.is_active() && self.state.worker_status == WorkerStatus::Running {
             // The worker wakes us per event; this is a floor for the ETA/clock read-outs.

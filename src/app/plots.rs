@@ -41,13 +41,21 @@ pub(super) fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
     runs
 }
 
-pub(super) fn base_plot(id: &str, height: f32, log_y: bool) -> Plot<'static> {
+/// What x counts: a watched run's rows are its checkpoints' epochs.
+pub(super) fn x_label(state: &AppState) -> &'static str {
+    match state.current_run() {
+        Some(run) if run.watched => "epoch",
+        _ => "step",
+    }
+}
+
+pub(super) fn base_plot(id: &str, height: f32, log_y: bool, x_label: &str) -> Plot<'static> {
     let plot = Plot::new(id.to_string())
         .height(height)
         .link_axis(link_group(), [true, false])
         .link_cursor(link_group(), [true, false])
         .allow_scroll(false)
-        .x_axis_label("step");
+        .x_axis_label(x_label.to_string());
     if log_y {
         plot.y_axis_formatter(|mark, _range| format!("{:.3e}", 10f64.powf(mark.value)))
             .label_formatter(|position| hover_text(position, true))
@@ -149,7 +157,7 @@ pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     let runs = runs_to_draw(state);
     let ln_k = runs.iter().map(|(run, _)| run.ln_k).find(|v| *v > 0.0);
     let transform = |y: f64| state.view.transform(y);
-    let mut plot = base_plot("decomposition", height, log_y)
+    let mut plot = base_plot("decomposition", height, log_y, x_label(state))
         .legend(Legend::default().position(egui_plot::Corner::RightTop))
         .y_axis_label(if log_y { "nats (log)" } else { "nats" });
     if !log_y {
@@ -176,6 +184,24 @@ pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
         for (run, is_current) in &runs {
             for quantity in Quantity::DECOMPOSITION {
                 add_series(plot_ui, run, *is_current, quantity);
+            }
+            // A watched run's own training loss (mean over each epoch's crops), beside the
+            // probe's loss of the same checkpoint.
+            if !run.log_loss.is_empty() {
+                let points: Vec<[f64; 2]> = run
+                    .log_loss
+                    .iter()
+                    .map(|[epoch, loss]| [*epoch, transform(*loss)])
+                    .collect();
+                plot_ui.line(
+                    Line::new(
+                        format!("{} · train_loss (log.txt)", run.label),
+                        PlotPoints::from(points),
+                    )
+                    .color(colour(Quantity::Loss.rgb()).gamma_multiply(0.8))
+                    .style(LineStyle::dotted_dense())
+                    .width(2.0),
+                );
             }
             if *is_current {
                 add_markers(plot_ui, run, ln_k.map(|v| transform(v * 1.04)));
@@ -204,7 +230,7 @@ pub fn schedules_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 ui.set_width(width);
                 ui.label(egui::RichText::new(quantity.name()).color(colour(quantity.rgb())))
                     .on_hover_text(quantity.explanation());
-                let mut plot = base_plot(quantity.name(), height, state.view.log_y);
+                let mut plot = base_plot(quantity.name(), height, state.view.log_y, x_label(state));
                 // A constant schedule would autoscale to float noise: give it a ±5 % band.
                 if let Some(series) = state.current_run().and_then(|r| r.series(quantity)) {
                     let values = series.raw();
@@ -234,7 +260,7 @@ pub fn schedules_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
 
 pub fn throughput_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     let runs = runs_to_draw(state);
-    base_plot("throughput", height, state.view.log_y)
+    base_plot("throughput", height, state.view.log_y, x_label(state))
         .include_y(0.0)
         .y_axis_label("img/s")
         .show(ui, |plot_ui| {
@@ -258,7 +284,7 @@ pub fn features_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     const JACCARD: [u8; 3] = [80, 170, 220];
     const STUDENT: [u8; 3] = [200, 120, 200];
     let runs = runs_to_draw(state);
-    base_plot("features", height, false)
+    base_plot("features", height, false, x_label(state))
         .include_y(0.0)
         .include_y(100.0)
         .y_axis_label("%")

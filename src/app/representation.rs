@@ -79,7 +79,7 @@ fn rank_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f3
     }
     key_ui(ui, &key);
     let top = (run.embed_dim.max(2) as f64).log10();
-    base_plot("effective rank", height, true)
+    base_plot("effective rank", height, true, super::plots::x_label(state))
         .y_axis_label("rank (log)")
         .y_axis_formatter(|mark, _range| power_of_ten_label(mark.value))
         .y_grid_spacer(egui_plot::uniform_grid_spacer(|_| [0.5, 1.0, 2.0]))
@@ -187,7 +187,13 @@ fn std_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f32
         key.push((format!("- - 1/√d = {line:.3} (isotropic)"), Color32::GRAY));
     }
     key_ui(ui, &key);
-    let mut plot = base_plot("std of normalised", height, view.log_y).y_axis_label("std");
+    let mut plot = base_plot(
+        "std of normalised",
+        height,
+        view.log_y,
+        super::plots::x_label(state),
+    )
+    .y_axis_label("std");
     if !view.log_y {
         plot = plot.include_y(0.0);
     }

@@ -46,6 +46,8 @@ pub struct RunRecord {
     pub storage_lost: bool,
     /// A run another process trains, followed from its checkpoints: one row per epoch.
     pub watched: bool,
+    /// A watched run's `log.txt`: (epoch, mean training loss), oldest first.
+    pub log_loss: Vec<[f64; 2]>,
     /// The highest effective rank so far (followed as rows arrive, not searched per frame).
     best: Option<crate::store::run::BestRank>,
     /// The newest spectra of the backbone window (step, σ / σ₁ largest first), oldest first.
@@ -89,6 +91,7 @@ impl RunRecord {
             spectra: VecDeque::new(),
             storage_lost: false,
             watched: false,
+            log_loss: Vec::new(),
             best: None,
         }
     }
@@ -216,6 +219,9 @@ pub struct AppState {
     pub sent_toggles: Vec<Toggle>,
     /// Attention maps of the current run over time (for the scrubber), oldest first.
     pub attention_history: VecDeque<AttentionSnapshot>,
+    /// Every snapshot's mean attention distance (never dropped: a few floats each), for the
+    /// chart of heads moving from local to global over training.
+    pub distance_history: Vec<DistanceSnapshot>,
     /// The ablation study of this session, if one was started.
     pub study: Option<super::study::StudyState>,
     /// The patch inspector's latest answer (from the training run or the loaded weights).
@@ -229,6 +235,49 @@ pub struct AttentionSnapshot {
     pub network: crate::store::weights::Network,
     pub maps: Vec<(String, crate::analysis::attention::AttentionMaps)>,
 }
+
+/// The mean attention distance of every head of every block after one step, averaged over
+/// the followed images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistanceSnapshot {
+    pub step: usize,
+    pub network: crate::store::weights::Network,
+    /// `[block][head]` pixels.
+    pub distance_px: Vec<Vec<f32>>,
+}
+
+impl DistanceSnapshot {
+    /// The images' mean; `None` when no map carries distances or their shapes differ.
+    fn of(snapshot: &AttentionSnapshot) -> Option<Self> {
+        let mut maps = snapshot.maps.iter().map(|(_, m)| &m.distance_px);
+        let first = maps.next().filter(|d| !d.is_empty())?;
+        let shape: Vec<usize> = first.iter().map(Vec::len).collect();
+        let mut sum: Vec<Vec<f32>> = first.clone();
+        let mut count = 1.0;
+        for distance in maps {
+            if distance.iter().map(Vec::len).collect::<Vec<_>>() != shape {
+                return None;
+            }
+            for (block, heads) in sum.iter_mut().zip(distance) {
+                for (total, d) in block.iter_mut().zip(heads) {
+                    *total += d;
+                }
+            }
+            count += 1.0;
+        }
+        for value in sum.iter_mut().flatten() {
+            *value /= count;
+        }
+        Some(Self {
+            step: snapshot.step,
+            network: snapshot.network,
+            distance_px: sum,
+        })
+    }
+}
+
+/// Distance points kept per run before they are thinned.
+pub const MAX_DISTANCE_POINTS: usize = 4096;
 
 /// Attention snapshots kept per run (at one per 10 steps: the last 1000 steps).
 pub const MAX_ATTENTION_SNAPSHOTS: usize = 100;
@@ -247,6 +296,7 @@ impl AppState {
             messages: VecDeque::new(),
             sent_toggles: Vec::new(),
             attention_history: VecDeque::new(),
+            distance_history: Vec::new(),
             study: None,
             similarity: None,
         }
@@ -284,6 +334,7 @@ impl AppState {
         self.runs.push(RunRecord::new(id, label, dir, self.view));
         self.current = Some(id);
         self.attention_history.clear();
+        self.distance_history.clear();
         id
     }
 
@@ -329,6 +380,7 @@ impl AppState {
         self.runs.retain(|run| run.pinned);
         self.current = None;
         self.attention_history.clear();
+        self.distance_history.clear();
         self.study = None;
     }
 
@@ -438,16 +490,38 @@ impl AppState {
                 maps,
             } => {
                 if Some(run_id) == self.current {
-                    self.attention_history.push_back(AttentionSnapshot {
+                    let snapshot = AttentionSnapshot {
                         step,
                         network,
                         maps,
-                    });
+                    };
+                    self.distance_history
+                        .extend(DistanceSnapshot::of(&snapshot));
+                    // Bounded over any session: past the cap, every other point goes (the
+                    // whole run stays on the chart, at half the density).
+                    if self.distance_history.len() > MAX_DISTANCE_POINTS {
+                        let mut keep = false;
+                        self.distance_history.retain(|_| {
+                            keep = !keep;
+                            keep
+                        });
+                    }
+                    self.attention_history.push_back(snapshot);
                     while self.attention_history.len() > MAX_ATTENTION_SNAPSHOTS {
                         self.attention_history.pop_front();
                     }
                 }
             }
+            Event::TrainLog {
+                run_id,
+                epoch,
+                train_loss,
+            } => {
+                if let Some(run) = self.run_mut(run_id) {
+                    run.log_loss.push([epoch as f64, train_loss]);
+                }
+            }
+            Event::Info(text) => self.message(Level::Info, text),
             Event::Warning(text) => self.message(Level::Warning, text),
             Event::StorageLost { run_id, message } => {
                 if let Some(run) = self.run_mut(run_id) {
@@ -497,6 +571,43 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshots_distance_is_the_mean_over_images() {
+        use crate::analysis::attention::AttentionMaps;
+        let maps = |distance_px: Vec<Vec<f32>>| AttentionMaps {
+            grid_rows: 1,
+            grid_cols: 1,
+            patch_size: 8,
+            resized_px: (8, 8),
+            heads: vec![vec![1.0]],
+            pca_rgb: Vec::new(),
+            layer: crate::analysis::layers::MapLayer::Last,
+            distance_px,
+            token_norms: Vec::new(),
+        };
+        let snapshot = |distances: Vec<Vec<Vec<f32>>>| AttentionSnapshot {
+            step: 9,
+            network: crate::store::weights::Network::Teacher,
+            maps: distances
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| (format!("image {i}"), maps(d)))
+                .collect(),
+        };
+        let two = snapshot(vec![
+            vec![vec![2.0, 4.0], vec![10.0, 20.0]],
+            vec![vec![4.0, 8.0], vec![30.0, 40.0]],
+        ]);
+        assert_eq!(
+            DistanceSnapshot::of(&two).map(|d| d.distance_px),
+            Some(vec![vec![3.0, 6.0], vec![20.0, 30.0]])
+        );
+        // Without distances, or with shapes that do not agree: no point.
+        assert_eq!(DistanceSnapshot::of(&snapshot(vec![Vec::new()])), None);
+        let mixed = snapshot(vec![vec![vec![1.0]], vec![vec![1.0, 2.0]]]);
+        assert_eq!(DistanceSnapshot::of(&mixed), None);
+    }
 
     pub fn metrics(step: usize, h: f64, kl: f64) -> MetricsRow {
         MetricsRow {

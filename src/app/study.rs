@@ -73,6 +73,7 @@ impl AppState {
         }
         self.current = arms.first().map(|arm| arm.run_id);
         self.attention_history.clear();
+        self.distance_history.clear();
         let ids = arms.iter().map(|arm| arm.run_id).collect();
         self.study = Some(StudyState {
             name: spec.name.clone(),

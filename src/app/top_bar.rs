@@ -3,9 +3,41 @@
 use super::collapse::{rgb, CollapseState};
 use super::{DinoscopeApp, UiCommand};
 use crate::config::PRESETS;
-use crate::worker::WorkerStatus;
+use crate::worker::{Command, WorkerStatus};
 
 impl DinoscopeApp {
+    /// Starts a new run from the preset and the current controls.
+    pub fn start(&mut self, paused: bool) {
+        let mut config = self.base_config.clone();
+        self.state.controls.fold_into(&mut config);
+        self.attention.training_depth = config.vit_arch().depth;
+        let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
+        let dir = self
+            .options
+            .runs_root
+            .as_ref()
+            .map(|root| crate::store::run::new_run_dir(root, &self.prefs.preset));
+        let run_id = self.state.begin_run(label, dir.clone());
+        self.state.worker_status = WorkerStatus::Starting;
+        self.send(Command::Start {
+            run_id,
+            config: Box::new(config),
+            run_dir: dir,
+            total_steps: None,
+            paused,
+        });
+    }
+
+    /// Reset: stop the current run and forget every run that is not pinned.
+    pub fn reset(&mut self) {
+        if self.is_active() {
+            self.send(Command::Stop);
+        }
+        self.state.reset();
+        self.state.worker_status = WorkerStatus::Idle;
+        self.first_point_secs = None;
+    }
+
     /// Long: the top bar's widgets in screen order.
     pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {

@@ -6,7 +6,8 @@ use super::background::Done;
 use super::state::Level;
 use super::DinoscopeApp;
 use crate::store::official_run::is_official_run;
-use crate::train::watch::WatchSettings;
+use crate::train::watch::WatchOverrides;
+use crate::worker::follow::is_dinoscope_run;
 use crate::worker::watch::WatchHandle;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,20 +27,22 @@ impl DinoscopeApp {
     /// written beside it in `DIR.dinoscope`.
     pub fn watch_folder(&mut self, dir: PathBuf) {
         // The heads box of the attention view serves widths without an official head count.
-        let settings = WatchSettings {
+        let given = WatchOverrides {
             heads: self.attention.heads_override,
-            ..WatchSettings::default()
+            ..WatchOverrides::default()
         };
-        self.watch_folder_with(dir, settings);
+        self.watch_folder_with(dir, given);
     }
 
-    /// As [`Self::watch_folder`] with the run's own settings (temperatures, crop sizes).
-    pub fn watch_folder_with(&mut self, dir: PathBuf, settings: WatchSettings) {
-        if !is_official_run(&dir) {
+    /// As [`Self::watch_folder`] with settings the user gives (temperatures, crop sizes);
+    /// the rest come from the run's `args`.
+    pub fn watch_folder_with(&mut self, dir: PathBuf, given: WatchOverrides) {
+        let dinoscope_run = is_dinoscope_run(&dir);
+        if !dinoscope_run && !is_official_run(&dir) {
             self.state.message(
                 Level::Error,
                 format!(
-                    "{} is not a run folder: it has no log.txt and no checkpoint*.pth (pick main_dino.py's --output_dir)",
+                    "{} is not a run folder: it has no log.txt and no checkpoint*.pth (pick main_dino.py's --output_dir), and no config.toml (a dinoscope run)",
                     dir.display()
                 ),
             );
@@ -50,37 +53,34 @@ impl DinoscopeApp {
                 .message(Level::Info, format!("already watching {}", dir.display()));
             return;
         }
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".dinoscope");
-        let out = dir.with_file_name(name);
-        let label = format!(
-            "watch: {}",
-            dir.file_name().unwrap_or_default().to_string_lossy()
-        );
-        let run_id = self.state.add_watched_run(label, out.clone());
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // A dinoscope run is read where it is; an official run's results go beside it.
+        let (out, label) = if dinoscope_run {
+            (dir.clone(), format!("follow: {name}"))
+        } else {
+            (
+                dir.with_file_name(format!("{name}.dinoscope")),
+                format!("watch: {name}"),
+            )
+        };
+        let run_id = self
+            .state
+            .add_watched_run(label, out.clone(), !dinoscope_run);
         let ctx_waker = self.waker.clone();
         match WatchHandle::spawn(
             run_id,
             &dir,
             &out,
-            settings.clone(),
+            given,
+            self.attention.followed(),
             self.inference_device.clone(),
             ctx_waker,
         ) {
-            Ok(handle) => {
-                self.watches.push(handle);
-                self.state.message(
-                    Level::Info,
-                    format!(
-                        "watching {}: each new checkpoint on the bundled photos, teacher temperature {}, crops {}/{} px, {} locals (`dinoscope watch` takes the run's own)",
-                        dir.display(),
-                        describe_temp(&settings),
-                        settings.augment.global_crop_size_px,
-                        settings.augment.local_crop_size_px,
-                        settings.augment.local_crops_number
-                    ),
-                );
-            }
+            Ok(handle) => self.watches.push(handle),
             Err(err) => self
                 .state
                 .message(Level::Error, format!("cannot start watching: {err}")),
@@ -102,33 +102,23 @@ impl DinoscopeApp {
 
 impl super::state::AppState {
     /// Registers a watched run: pinned (Reset keeps following it), current only when no other
-    /// run is, so a run training here keeps the chip.
-    pub fn add_watched_run(&mut self, label: String, dir: PathBuf) -> crate::worker::RunId {
+    /// run is, so a run training here keeps the chip. `per_epoch`: its rows are checkpoints'
+    /// epochs (an official run), not steps (a followed dinoscope run).
+    pub fn add_watched_run(
+        &mut self,
+        label: String,
+        dir: PathBuf,
+        per_epoch: bool,
+    ) -> crate::worker::RunId {
         let id = self.next_run_id;
         self.next_run_id += 1;
         let mut run = super::state::RunRecord::new(id, label, Some(dir), self.view);
         run.pinned = true;
-        run.watched = true;
+        run.watched = per_epoch;
         self.runs.push(run);
         if self.current.is_none() {
             self.current = Some(id);
         }
         id
-    }
-}
-
-/// "0.04", or "0.04 to 0.07 over 30 epochs" with a warm-up.
-fn describe_temp(settings: &WatchSettings) -> String {
-    if settings.warmup_teacher_temp_epochs > 0
-        && settings.warmup_teacher_temp != settings.teacher_temp
-    {
-        format!(
-            "{} to {} over {} epochs",
-            settings.warmup_teacher_temp,
-            settings.teacher_temp,
-            settings.warmup_teacher_temp_epochs
-        )
-    } else {
-        format!("{}", settings.teacher_temp)
     }
 }

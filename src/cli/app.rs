@@ -50,10 +50,15 @@ pub struct AppArgs {
     /// shown on the Ablation study tab.
     #[arg(long, value_name = "FILE | NAME")]
     study: Option<PathBuf>,
-    /// Follow a run folder another process trains (main_dino.py's --output_dir) from launch,
-    /// with main_dino.py's defaults (`dinoscope watch` takes the run's own settings).
+    /// Follow a run folder another process trains from launch: main_dino.py's --output_dir
+    /// (each checkpoint evaluated, with the settings in its pickled args) or a dinoscope run
+    /// folder a `dinoscope train` elsewhere writes (its rows as they are flushed).
     #[arg(long, value_name = "DIR")]
     watch: Option<PathBuf>,
+    /// Append what could grow in a long session (memory, frame time, queues, caches) to this
+    /// CSV every 10 s: the soak RELIABILITY.md reports (`dinoscope plot --soak FILE`).
+    #[arg(long, value_name = "FILE")]
+    soak_log: Option<PathBuf>,
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
@@ -97,6 +102,7 @@ pub fn run(args: AppArgs) -> Result<()> {
         screenshot,
         study,
         watch: args.watch,
+        soak_log: args.soak_log,
     };
     dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }

@@ -58,7 +58,8 @@ pub struct AttentionArgs {
     #[arg(long, value_enum, default_value = "mean", requires = "rollout")]
     fusion: Fusion,
     /// Write distance.csv: the mean attention distance in pixels of every head of every block
-    /// (local heads small, global heads near the image's mean patch distance).
+    /// (local heads small, global heads near the image's mean patch distance); with
+    /// --all-checkpoints, distance_over_training.csv: the same at every checkpoint.
     #[arg(long)]
     distance: bool,
     /// The cosine similarity of the last layer's token at pixel X,Y (of the image as the
@@ -113,6 +114,7 @@ pub fn run(args: AttentionArgs) -> Result<()> {
             size,
             args.layer.as_deref(),
             args.threshold,
+            args.distance,
             &args.out,
             &selected.device,
         );

@@ -184,13 +184,17 @@ pub fn write_tokens(
     Ok(())
 }
 
-/// `--all-checkpoints`: the teacher of each checkpoint of a run on one image, as a GIF.
+/// `--all-checkpoints`: the teacher of each checkpoint of a run on one image, as a GIF; with
+/// `distance`, every head's mean attention distance at every checkpoint as a CSV (heads
+/// moving from local to global over training).
+#[allow(clippy::too_many_arguments)]
 pub fn write_timelapse(
     run_dir: &Path,
     image_path: &Path,
     size: Option<dinoscope::analysis::attention::ImageSize>,
     layer: Option<&str>,
     threshold: f32,
+    distance: bool,
     out_dir: &Path,
     device: &burn::prelude::Device,
 ) -> Result<()> {
@@ -208,6 +212,7 @@ pub fn write_timelapse(
     let image = dinoscope::data::load_rgb(image_path)?;
     let mut out = Printer::default();
     let mut frames = Vec::new();
+    let mut distance_csv = String::from("step,layer,head,mean_distance_px\n");
     for (step, dir) in &checkpoints {
         let (model, config) = load_checkpoint_teacher(dir, device)
             .with_context(|| format!("cannot load the teacher of {}", dir.display()))?;
@@ -222,12 +227,19 @@ pub fn write_timelapse(
         let target = size
             .unwrap_or(ImageSize::ShortSide(config.data.global_crop_size))
             .resolve(image.dimensions());
-        let maps = maps_of_layer(&backbone, &image, target, device, choice).ok_or_else(|| {
-            usage(format!(
-                "{}: smaller than one patch at this --size",
-                image_path.display()
-            ))
-        })?;
+        let maps = maps_of_layer(&backbone, &image, target, device, choice, distance).ok_or_else(
+            || {
+                usage(format!(
+                    "{}: smaller than one patch at this --size",
+                    image_path.display()
+                ))
+            },
+        )?;
+        for (layer, heads) in maps.distance_px.iter().enumerate() {
+            for (head, px) in heads.iter().enumerate() {
+                distance_csv.push_str(&format!("{step},{layer},{head},{px:.4}\n"));
+            }
+        }
         let shown = resized_crop(&image, maps.resized_px, maps.patch_size);
         let layers = MapLayers::new(
             &maps.fused(HeadFusion::Mean),
@@ -244,6 +256,15 @@ pub fn write_timelapse(
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let path = out_dir.join("timelapse.gif");
     dinoscope::store::timelapse::write_gif(&path, &frames, 400)?;
+    if distance {
+        let csv_path = out_dir.join("distance_over_training.csv");
+        dinoscope::store::run::write_atomically(&csv_path, distance_csv.as_bytes())
+            .with_context(|| format!("cannot write {}", csv_path.display()))?;
+        out.line(&format!(
+            "distance: {} (step, layer, head, mean_distance_px)",
+            csv_path.display()
+        ));
+    }
     out.line(&format!(
         "{} checkpoints (steps {} .. {}) · {}",
         frames.len(),

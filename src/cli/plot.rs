@@ -8,8 +8,12 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct PlotArgs {
     /// Run directories, or folders of run directories (e.g. runs/).
-    #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
+    #[arg(long, value_name = "DIR", num_args = 1.., required_unless_present = "soak")]
     runs: Vec<PathBuf>,
+    /// A soak log instead (the app's --soak-log CSV): memory, frame time and the queues and
+    /// caches over time, as PNG.
+    #[arg(long, value_name = "CSV", conflicts_with = "runs")]
+    soak: Option<PathBuf>,
     /// Output file; .png or .svg.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -22,6 +26,9 @@ pub struct PlotArgs {
 
 pub fn run(args: PlotArgs) -> Result<()> {
     use dinoscope::store::figure::{render_figure, FigureKind, PlotRun};
+    if let Some(log) = &args.soak {
+        return soak(log, &args.out);
+    }
     // Before reading any run: a typo in --size is the cheaper thing to report.
     let size = match &args.size {
         Some(text) => figure_size(text)?,
@@ -59,6 +66,29 @@ pub fn run(args: PlotArgs) -> Result<()> {
             .map(|r| r.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    ));
+    Ok(())
+}
+
+/// `--soak FILE`: the soak log as a figure.
+fn soak(log: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    use dinoscope::store::soak_figure::{render_soak, SoakRow};
+    let text = std::fs::read_to_string(log)
+        .map_err(|err| usage(format!("--soak {}: {err}", log.display())))?;
+    let rows: Vec<SoakRow> = dinoscope::store::rows::read_rows(text.as_bytes());
+    if rows.is_empty() {
+        return Err(usage(format!(
+            "--soak {}: no rows (expected the CSV `dinoscope --soak-log` writes)",
+            log.display()
+        )));
+    }
+    let minutes = rows.last().map_or(0.0, |r| r.elapsed_secs / 60.0);
+    let name = log.file_name().unwrap_or_default().to_string_lossy();
+    render_soak(&rows, &format!("{name}: {minutes:.0} minutes"), out)?;
+    Printer::default().line(&format!(
+        "wrote {} ({} samples over {minutes:.1} minutes)",
+        out.display(),
+        rows.len()
     ));
     Ok(())
 }

@@ -5,10 +5,9 @@
 use super::output::{note, usage, Printer};
 use anyhow::{Context, Result};
 use clap::Args;
-use dinoscope::augment::AugmentConfig;
 use dinoscope::device::{select_device, DeviceChoice};
 use dinoscope::store::official_run::is_official_run;
-use dinoscope::train::watch::{ProbeBatch, WatchEvent, WatchSettings, Watcher};
+use dinoscope::train::watch::{ProbeBatch, WatchEvent, WatchOverrides, WatchSettings, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,18 +25,38 @@ pub struct WatchArgs {
     /// photos].
     #[arg(long, value_name = "FOLDER")]
     probe: Option<PathBuf>,
+    /// Images whose teacher attention is drawn for every checkpoint, as
+    /// attention/epochNNNN-NAME.png in the run folder (repeatable) [default: the bundled
+    /// photos].
+    #[arg(long, value_name = "IMAGE")]
+    image: Vec<PathBuf>,
+    /// Labelled splits (ImageFolder: one subfolder per class) for the k-NN top-1/top-5 of
+    /// every checkpoint's teacher and student, written to knn.csv.
+    #[arg(long, value_name = "FOLDER", requires = "knn_val")]
+    knn_train: Option<PathBuf>,
+    #[arg(long, value_name = "FOLDER", requires = "knn_train")]
+    knn_val: Option<PathBuf>,
+    /// Images of each split used (evenly spread): memory, queries.
+    #[arg(long, default_value_t = 1000)]
+    knn_max_train: usize,
+    #[arg(long, default_value_t = 500)]
+    knn_max_val: usize,
     /// Where the dinoscope run folder goes [default: DIR.dinoscope next to DIR].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// The run's --teacher_temp, --warmup_teacher_temp, --warmup_teacher_temp_epochs
-    /// [default: main_dino.py's 0.04, 0.04, 0].
+    /// The run's --teacher_temp, --warmup_teacher_temp, --warmup_teacher_temp_epochs,
+    /// --momentum_teacher [default: the checkpoint's pickled args, else main_dino.py's 0.04,
+    /// 0.04, 0, 0.996].
     #[arg(long)]
     teacher_temp: Option<f64>,
     #[arg(long)]
     warmup_teacher_temp: Option<f64>,
     #[arg(long)]
     warmup_teacher_temp_epochs: Option<usize>,
-    /// Crop sizes and local crops of the probe's views [default: 224, 96, 8].
+    #[arg(long)]
+    momentum_teacher: Option<f64>,
+    /// Crop sizes and local crops of the probe's views [default: main_dino.py's fixed 224 and
+    /// 96 px; local crops from args, else 8].
     #[arg(long, value_name = "PX")]
     global_crop: Option<u32>,
     #[arg(long, value_name = "PX")]
@@ -56,6 +75,14 @@ pub struct WatchArgs {
 
 /// Long: settings (and what was assumed), the probe, then the poll loop printing each event.
 pub fn run(args: WatchArgs) -> Result<()> {
+    if dinoscope::worker::follow::is_dinoscope_run(&args.dir) {
+        return Err(usage(format!(
+            "{} is a dinoscope run folder: follow it live in the app (Watch run folder... or `dinoscope --watch {}`), or plot it with `dinoscope plot --runs {}`",
+            args.dir.display(),
+            args.dir.display(),
+            args.dir.display()
+        )));
+    }
     if !args.dir.is_dir() || !is_official_run(&args.dir) {
         return Err(usage(format!(
             "{} is not a run folder: it has no log.txt and no checkpoint*.pth (pass main_dino.py's --output_dir)",
@@ -65,43 +92,39 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if !(args.poll_secs > 0.0 && args.poll_secs.is_finite()) {
         return Err(usage("--poll-secs must be a positive number of seconds"));
     }
-    let defaults = WatchSettings::default();
-    let mut assumed = Vec::new();
-    let mut value = |given: Option<f64>, default: f64, name: &str| {
-        given.unwrap_or_else(|| {
-            assumed.push(format!("{name} {default}"));
-            default
-        })
-    };
-    let settings = WatchSettings {
-        teacher_temp: value(args.teacher_temp, defaults.teacher_temp, "--teacher-temp"),
-        warmup_teacher_temp: value(
-            args.warmup_teacher_temp,
-            defaults.warmup_teacher_temp,
-            "--warmup-teacher-temp",
-        ),
-        warmup_teacher_temp_epochs: value(
-            args.warmup_teacher_temp_epochs.map(|e| e as f64),
-            defaults.warmup_teacher_temp_epochs as f64,
-            "--warmup-teacher-temp-epochs",
-        ) as usize,
-        augment: AugmentConfig {
-            global_crop_size_px: value(args.global_crop.map(f64::from), 224.0, "--global-crop")
-                as u32,
-            local_crop_size_px: value(args.local_crop.map(f64::from), 96.0, "--local-crop") as u32,
-            local_crops_number: value(args.local_crops.map(|n| n as f64), 8.0, "--local-crops")
-                as usize,
-            ..AugmentConfig::default()
-        },
+    let given = WatchOverrides {
+        teacher_temp: args.teacher_temp,
+        warmup_teacher_temp: args.warmup_teacher_temp,
+        warmup_teacher_temp_epochs: args.warmup_teacher_temp_epochs,
+        momentum_teacher: args.momentum_teacher,
+        global_crop_px: args.global_crop,
+        local_crop_px: args.local_crop,
+        local_crops: args.local_crops,
         heads: args.heads,
-        ..defaults
     };
-    if !assumed.is_empty() {
+    let stop = Arc::new(AtomicBool::new(false));
+    if !args.once {
+        let flag = stop.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .context("cannot install the signal handler")?;
+        wait_for_a_checkpoint(&args.dir, args.poll_secs, &stop);
+    }
+    let run_args = dinoscope::store::official_run::run_args(&args.dir);
+    let resolved = WatchSettings::resolve(&given, run_args.as_ref().map(|(_, a)| a));
+    if let (Some((file, _)), false) = (&run_args, resolved.from_args.is_empty()) {
         note(&format!(
-            "assumed (main_dino.py's defaults; give the run's own if they differ): {}",
-            assumed.join(", ")
+            "from the run's args ({}): {}",
+            file.file_name().unwrap_or_default().to_string_lossy(),
+            resolved.from_args.join(", ")
         ));
     }
+    if !resolved.assumed.is_empty() {
+        note(&format!(
+            "assumed (main_dino.py's defaults; give the run's own if they differ): {}",
+            resolved.assumed.join(", ")
+        ));
+    }
+    let settings = resolved.settings;
     let probe = probe_batch(args.probe.as_deref(), &settings)?;
     let selected = select_device(args.device)?;
     let out_dir = args.out.clone().unwrap_or_else(|| {
@@ -115,12 +138,12 @@ pub fn run(args: WatchArgs) -> Result<()> {
         probe.globals.1[0] / 2,
         out_dir.display()
     ));
-    let mut watcher = Watcher::new(&args.dir, &out_dir, settings, probe, selected.device);
-    let stop = Arc::new(AtomicBool::new(false));
-    if !args.once {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("cannot install the signal handler")?;
+    let images = attention_images(&args.image)?;
+    let knn = knn_data(&args, &settings)?;
+    let mut watcher = Watcher::new(&args.dir, &out_dir, settings, probe, selected.device)
+        .with_attention_images(images);
+    if let Some(data) = knn {
+        watcher = watcher.with_knn(data);
     }
     let mut out = Printer::default();
     // A file is read once it has kept its size across two looks: the first only registers.
@@ -146,6 +169,24 @@ pub fn run(args: WatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A run that has only just started has no checkpoint yet; its first one holds the `args`
+/// that say how it trains, so following starts there (Ctrl-C still ends the wait).
+fn wait_for_a_checkpoint(dir: &Path, poll_secs: f64, stop: &AtomicBool) {
+    use dinoscope::store::official_run::{checkpoint_files, zip_is_complete};
+    let complete = || {
+        checkpoint_files(dir)
+            .iter()
+            .any(|f| zip_is_complete(&f.path))
+    };
+    if complete() {
+        return;
+    }
+    note("waiting for the run's first checkpoint (its args say how the run trains)...");
+    while !complete() && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs_f64(poll_secs.min(1.0)));
+    }
+}
+
 fn print_event(out: &mut Printer, event: WatchEvent) {
     match event {
         WatchEvent::Log(row) => out.line(&format!(
@@ -155,8 +196,15 @@ fn print_event(out: &mut Printer, event: WatchEvent) {
             row.train_lr.map_or("–".into(), |v| format!("{v:.3e}")),
             row.train_wd.map_or("–".into(), |v| format!("{v:.4}")),
         )),
-        WatchEvent::Evaluated { file, row, secs, .. } => out.line(&format!(
-            "{} (epoch {}, τt {:.4}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · {} · {secs:.1} s",
+        WatchEvent::Evaluated {
+            file,
+            row,
+            secs,
+            maps,
+            eval,
+            ..
+        } => out.line(&format!(
+            "{} (epoch {}, τt {:.4}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · {}{} · attention of {} images · {secs:.1} s",
             file.file_name().unwrap_or_default().to_string_lossy(),
             row.epoch,
             row.teacher_temp,
@@ -164,7 +212,14 @@ fn print_event(out: &mut Printer, event: WatchEvent) {
             row.teacher_entropy,
             row.kl,
             row.batch_mean_entropy,
-            row.regime.word()
+            row.regime.word(),
+            eval.map(|e| format!(
+                " · k-NN top-1 {:.1} % (student {:.1} %)",
+                e.top1.unwrap_or_default(),
+                e.student_top1.unwrap_or_default()
+            ))
+            .unwrap_or_default(),
+            maps.len()
         )),
         WatchEvent::Skipped(files) => out.line(&format!(
             "skipped (a newer checkpoint came first): {}",
@@ -176,6 +231,48 @@ fn print_event(out: &mut Printer, event: WatchEvent) {
         )),
         WatchEvent::Warning(message) => note(&format!("warning: {message}")),
     }
+}
+
+/// `--knn-train`/`--knn-val` as k-NN splits at the probe's global crop size.
+fn knn_data(
+    args: &WatchArgs,
+    settings: &WatchSettings,
+) -> Result<Option<dinoscope::analysis::knn::EvalData>> {
+    use dinoscope::analysis::knn::{EvalData, KnnSettings};
+    use dinoscope::data::ImageFolder;
+    let (Some(train), Some(val)) = (&args.knn_train, &args.knn_val) else {
+        return Ok(None);
+    };
+    let open = |flag: &str, dir: &Path| {
+        ImageFolder::open(dir).map_err(|err| usage(format!("{flag} {}: {err}", dir.display())))
+    };
+    Ok(Some(EvalData {
+        train: Arc::new(open("--knn-train", train)?),
+        val: Arc::new(open("--knn-val", val)?),
+        masked: Vec::new(),
+        max_train: args.knn_max_train.max(1),
+        max_val: args.knn_max_val.max(1),
+        settings: KnnSettings::for_crop(settings.augment.global_crop_size_px),
+    }))
+}
+
+/// `--image` files (each named by its file name), or the bundled photos.
+fn attention_images(paths: &[PathBuf]) -> Result<Vec<(String, image::RgbImage)>> {
+    if paths.is_empty() {
+        return Ok(dinoscope::data::sample_photos());
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let image = dinoscope::data::load_rgb(path)
+                .map_err(|err| usage(format!("--image {}: {err}", path.display())))?;
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            Ok((name, image))
+        })
+        .collect()
 }
 
 /// Fixed crops from `.npy` files, or the multi-crop views of a folder's images (default: the

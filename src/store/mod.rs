@@ -4,9 +4,12 @@
 pub mod checkpoint;
 pub mod figure;
 pub mod npy;
+pub mod official_args;
 pub mod official_run;
 pub mod rows;
 pub mod run;
+pub mod soak_figure;
 pub mod study;
+pub mod tail;
 pub mod timelapse;
 pub mod weights;

@@ -83,6 +83,21 @@ pub fn checkpoint_files(dir: &Path) -> Vec<CheckpointFile> {
     files
 }
 
+/// The `args` of the run: from the newest complete checkpoint that has them (the same
+/// Namespace is saved in every one), with the file they came from.
+pub fn run_args(dir: &Path) -> Option<(PathBuf, super::official_args::OfficialArgs)> {
+    checkpoint_files(dir)
+        .into_iter()
+        .rev()
+        .filter(|f| zip_is_complete(&f.path))
+        .find_map(|f| {
+            Some((
+                f.path.clone(),
+                super::official_args::read_official_args(&f.path)?,
+            ))
+        })
+}
+
 /// Whether the folder looks like an official run (a log or a checkpoint in it).
 pub fn is_official_run(dir: &Path) -> bool {
     dir.join(LOG_FILE).is_file() || !checkpoint_files(dir).is_empty()

@@ -4,14 +4,17 @@
 //! a dinoscope run folder (`metrics.csv`, one row per evaluated epoch; `log.csv`), so `plot`,
 //! `knn` and the app read it like any run.
 
+use crate::analysis::attention::AttentionMaps;
 use crate::analysis::health::{classify, RecentLoss, MIN_STEPS, WINDOW_STEPS};
+use crate::analysis::knn::EvalData;
+use crate::analysis::layers::{maps_of_layer, MapLayer};
 use crate::augment::AugmentConfig;
 use crate::config::Config;
 use crate::store::official_run::{
     checkpoint_epoch, checkpoint_files, read_official_log, FileState, OfficialLogRow, StableFiles,
     LOG_FILE,
 };
-use crate::store::rows::MetricsRow;
+use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::{write_atomically, RunWriter};
 use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoint};
 use crate::store::weights::ArchOverrides;
@@ -22,53 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-/// What the checkpoints cannot tell (the pickled `args` is not read): main_dino.py's
-/// defaults unless given. `assumed` lists what was not given, for the user to check.
-#[derive(Clone, Debug)]
-pub struct WatchSettings {
-    pub warmup_teacher_temp: f64,
-    pub teacher_temp: f64,
-    pub warmup_teacher_temp_epochs: usize,
-    pub student_temp: f64,
-    /// main_dino.py's --momentum_teacher (the rows report it; the checkpoint does not say).
-    pub momentum_teacher: f64,
-    pub heads: Option<usize>,
-    pub augment: AugmentConfig,
-    /// Images in the probe batch and the seed of their crops.
-    pub probe_images: usize,
-    pub seed: u64,
-}
-
-impl Default for WatchSettings {
-    fn default() -> Self {
-        Self {
-            warmup_teacher_temp: 0.04,
-            teacher_temp: 0.04,
-            warmup_teacher_temp_epochs: 0,
-            student_temp: 0.1,
-            momentum_teacher: 0.996,
-            heads: None,
-            augment: AugmentConfig::default(),
-            probe_images: 16,
-            seed: 0,
-        }
-    }
-}
-
-impl WatchSettings {
-    /// `DINOLoss.teacher_temp_schedule[epoch]`: linear warm-up, then constant.
-    pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
-        let n = self.warmup_teacher_temp_epochs;
-        if epoch >= n || n == 0 {
-            return self.teacher_temp;
-        }
-        if n == 1 {
-            return self.warmup_teacher_temp;
-        }
-        let t = epoch as f64 / (n - 1) as f64;
-        self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
-    }
-}
+pub use super::watch_settings::{ResolvedSettings, WatchOverrides, WatchSettings};
 
 /// Fixed crops every checkpoint is evaluated on: `globals` `[2·B, 3, g, g]` and `locals`
 /// `[L·B, 3, l, l]`, crop-major, as host floats.
@@ -126,6 +83,10 @@ pub enum WatchEvent {
         file: PathBuf,
         /// The row written for it: epoch, the decomposition, teacher temperature, regime.
         row: Box<MetricsRow>,
+        /// The teacher's attention maps of the followed images (each head's distance too).
+        maps: Vec<(String, AttentionMaps)>,
+        /// k-NN of the teacher and the student, when labelled splits were given.
+        eval: Option<EvalRow>,
         /// Width of the backbone (for the plots' rank ceiling).
         embed_dim: usize,
         secs: f64,
@@ -148,6 +109,13 @@ pub struct Watcher {
     log: Vec<OfficialLogRow>,
     rows: Vec<MetricsRow>,
     writer: Option<RunWriter>,
+    /// Images whose teacher attention is computed for every checkpoint (and written as
+    /// `attention/epoch0002-NAME.png` in the run folder).
+    images: Vec<(String, image::RgbImage)>,
+    /// Labelled splits: every checkpoint's k-NN (appended to `knn.csv`).
+    knn: Option<EvalData>,
+    /// Epochs whose k-NN is in `knn.csv`.
+    evaluated_epochs: Vec<usize>,
 }
 
 impl Watcher {
@@ -169,7 +137,22 @@ impl Watcher {
             log: Vec::new(),
             rows: Vec::new(),
             writer: None,
+            images: Vec::new(),
+            knn: None,
+            evaluated_epochs: Vec::new(),
         }
+    }
+
+    /// Evaluates every checkpoint's teacher and student by k-NN on these splits.
+    pub fn with_knn(mut self, data: EvalData) -> Self {
+        self.knn = Some(data);
+        self
+    }
+
+    /// Follows these images' teacher attention at every checkpoint.
+    pub fn with_attention_images(mut self, images: Vec<(String, image::RgbImage)>) -> Self {
+        self.images = images;
+        self
     }
 
     /// Reads new log lines and evaluates complete checkpoints that are new or rewritten. With
@@ -269,12 +252,102 @@ impl Watcher {
             )
         })?;
         let row = self.record(&checkpoint, epoch, teacher_temp, &stats)?;
+        let maps = self.attention(&checkpoint, epoch);
+        let eval = self.knn(&checkpoint, epoch)?;
         Ok(WatchEvent::Evaluated {
             file: path.to_path_buf(),
             row: Box::new(row),
+            maps,
+            eval,
             embed_dim: checkpoint.vit.arch.embed_dim,
             secs: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The teacher's maps of the followed images at the probe's global crop size, each
+    /// written as the mean-of-heads overlay (a failed write is logged: the maps still go to
+    /// the caller).
+    fn attention(
+        &self,
+        checkpoint: &TrainingCheckpoint,
+        epoch: usize,
+    ) -> Vec<(String, AttentionMaps)> {
+        use crate::analysis::attention::{
+            composite, resized_crop, HeadFusion, ImageSize, MapLayers, OverlayStyle,
+        };
+        let short_side = ImageSize::ShortSide(self.settings.augment.global_crop_size_px);
+        let mut out = Vec::new();
+        for (name, image) in &self.images {
+            let size = short_side.resolve(image.dimensions());
+            let Some(maps) = crate::device::on_compute_pool(|| {
+                maps_of_layer(
+                    &checkpoint.teacher.backbone,
+                    image,
+                    size,
+                    &self.device,
+                    MapLayer::Last,
+                    true,
+                )
+            }) else {
+                continue;
+            };
+            let shown = resized_crop(image, maps.resized_px, maps.patch_size);
+            let layers = MapLayers::new(
+                &maps.fused(HeadFusion::Mean),
+                maps.grid_rows,
+                maps.grid_cols,
+                0.6,
+            );
+            let picture = composite(&shown, &layers, &OverlayStyle::default());
+            let path = self
+                .out
+                .join("attention")
+                .join(format!("epoch{epoch:04}-{}.png", file_stem(name)));
+            if let Err(err) = write_png(&path, &picture) {
+                tracing::warn!("{}: {err}", path.display());
+            }
+            out.push((name.clone(), maps));
+        }
+        out
+    }
+
+    /// k-NN top-1/top-5 of the teacher and the student (the paper's Fig. 6 pair), appended to
+    /// `knn.csv` once per epoch; `None` without labelled splits.
+    fn knn(
+        &mut self,
+        checkpoint: &TrainingCheckpoint,
+        epoch: usize,
+    ) -> Result<Option<EvalRow>, String> {
+        let Some(data) = &self.knn else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let device = &self.device;
+        let (teacher, student) = crate::device::on_compute_pool(|| {
+            Ok::<_, String>((
+                data.knn(&checkpoint.teacher.backbone, device)
+                    .map_err(|e| e.to_string())?,
+                data.knn(&checkpoint.student.backbone, device)
+                    .map_err(|e| e.to_string())?,
+            ))
+        })?;
+        let row = EvalRow {
+            step: epoch,
+            epoch,
+            top1: Some(teacher.top1),
+            top5: Some(teacher.top5),
+            student_top1: Some(student.top1),
+            student_top5: Some(student.top5),
+            eval_secs: Some(started.elapsed().as_secs_f64()),
+            ..EvalRow::default()
+        };
+        if !self.evaluated_epochs.contains(&epoch) {
+            self.evaluated_epochs.push(epoch);
+            if let Some(writer) = &self.writer {
+                writer.append_eval(&row).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(Some(row))
     }
 
     /// Appends the epoch's row (once per epoch: `checkpoint.pth` and `checkpoint0002.pth` of
@@ -387,4 +460,29 @@ impl Watcher {
             }
         }
     }
+}
+
+/// A name fit for a file: letters, digits, `-` and `_`; the rest as `_`.
+fn file_stem(name: &str) -> String {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn write_png(path: &Path, picture: &image::RgbImage) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(std::io::Error::other)?;
+    write_atomically(path, png.get_ref()).map_err(std::io::Error::other)
 }

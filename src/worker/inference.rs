@@ -193,7 +193,7 @@ fn handle(
             let mut skipped = Vec::new();
             for image in &images {
                 let target = size.resolve(image.image.dimensions());
-                match maps_of_layer(&model.backbone, &image.image, target, device, layer) {
+                match maps_of_layer(&model.backbone, &image.image, target, device, layer, false) {
                     Some(m) => maps.push((image.name.clone(), m)),
                     None => skipped.push(image.name.clone()),
                 }

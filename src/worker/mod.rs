@@ -2,6 +2,7 @@
 //! the UI only through bounded channels of plain data. It never touches egui; the UI never
 //! touches tensors. Commands take effect at the next step boundary.
 
+pub mod follow;
 pub mod inference;
 mod thread;
 pub mod watch;
@@ -208,6 +209,14 @@ pub enum Event {
     },
     /// The patch inspector's answer (`Command::Similarity`).
     Similarity(Box<crate::analysis::tokens::Similarity>),
+    /// A line of a watched official run's `log.txt`: the epoch's mean training loss.
+    TrainLog {
+        run_id: RunId,
+        epoch: usize,
+        train_loss: f64,
+    },
+    /// Something worth saying in the status line (e.g. the settings a watch resolved).
+    Info(String),
     Warning(String),
     Error(String),
 }
@@ -251,6 +260,11 @@ impl WorkerHandle {
             TrySendError::Full(_) => "the training worker is busy; try again".to_string(),
             TrySendError::Disconnected(_) => "the training worker has stopped".to_string(),
         })
+    }
+
+    /// Events waiting for the UI (the soak log watches this stay bounded).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
     }
 
     /// Next pending event, if any (never blocks).

@@ -467,6 +467,7 @@ impl Worker {
                     target,
                     device,
                     self.attention.layer,
+                    true,
                 )
                 .map(|maps| (img.name.clone(), maps))
             })

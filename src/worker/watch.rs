@@ -4,7 +4,7 @@
 //! egui; dropping the handle stops and joins the thread.
 
 use super::{Event, RunId, Waker, WorkerStatus};
-use crate::train::watch::{ProbeBatch, WatchEvent, WatchSettings, Watcher};
+use crate::train::watch::{ProbeBatch, WatchEvent, WatchOverrides, WatchSettings, Watcher};
 use burn::prelude::Device;
 use crossbeam_channel::{bounded, Receiver};
 use std::path::{Path, PathBuf};
@@ -25,13 +25,17 @@ pub struct WatchHandle {
 }
 
 impl WatchHandle {
-    /// Follows `dir`, writing its dinoscope run folder to `out`; the probe batch is the
-    /// bundled photos' multi-crop views with `settings`' crop sizes.
+    /// Follows `dir`: a dinoscope run folder's rows as they are written, or an official run
+    /// folder's checkpoints, evaluated into the dinoscope run folder `out`; the probe batch is
+    /// the bundled photos' multi-crop views. The settings are resolved on the thread (the user's
+    /// `given`, else the first checkpoint's `args`, else main_dino.py's defaults) and said in
+    /// an info event.
     pub fn spawn(
         run_id: RunId,
         dir: &Path,
         out: &Path,
-        settings: WatchSettings,
+        given: WatchOverrides,
+        images: Vec<super::AttentionImage>,
         device: Device,
         waker: Waker,
     ) -> std::io::Result<Self> {
@@ -46,9 +50,20 @@ impl WatchHandle {
         let thread = std::thread::Builder::new()
             .name("dinoscope-watch".into())
             .spawn(move || {
-                follow(
-                    run_id, &dir_owned, &out_owned, settings, device, send, &stop_flag,
-                )
+                if super::follow::is_dinoscope_run(&dir_owned) {
+                    return super::follow::follow_run_folder(run_id, &dir_owned, send, &stop_flag);
+                }
+                let images = images
+                    .into_iter()
+                    .map(|i| (i.name, (*i.image).clone()))
+                    .collect();
+                let followed = Followed {
+                    run_id,
+                    dir: &dir_owned,
+                    out: &out_owned,
+                    images,
+                };
+                follow(followed, given, device, send, &stop_flag)
             })?;
         Ok(Self {
             run_id,
@@ -82,22 +97,39 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Long: the thread's life: probe, then poll and translate until stopped.
-fn follow(
+/// What one watch follows.
+struct Followed<'a> {
     run_id: RunId,
-    dir: &Path,
-    out: &Path,
-    settings: WatchSettings,
+    dir: &'a Path,
+    out: &'a Path,
+    /// The app's followed images: their teacher attention at every checkpoint.
+    images: Vec<(String, image::RgbImage)>,
+}
+
+/// Long: the thread's life: settings, probe, then poll and translate until stopped.
+fn follow(
+    followed: Followed<'_>,
+    given: WatchOverrides,
     device: Device,
     send: impl Fn(Event),
     stop: &AtomicBool,
 ) {
+    let Followed {
+        run_id,
+        dir,
+        out,
+        images: attention_images,
+    } = followed;
+    let Some(settings) = settings_of(dir, &given, &send, stop) else {
+        return;
+    };
     let images: Vec<image::RgbImage> = crate::data::sample_photos()
         .into_iter()
         .map(|(_, image)| image)
         .collect();
     let probe = ProbeBatch::from_images(&images, &settings.augment, settings.seed);
-    let mut watcher = Watcher::new(dir, out, settings, probe, device);
+    let mut watcher =
+        Watcher::new(dir, out, settings, probe, device).with_attention_images(attention_images);
     send(Event::Status {
         run_id: Some(run_id),
         status: WorkerStatus::Running,
@@ -113,6 +145,8 @@ fn follow(
             match event {
                 WatchEvent::Evaluated {
                     row,
+                    maps,
+                    eval,
                     embed_dim,
                     file,
                     secs,
@@ -130,17 +164,44 @@ fn follow(
                         });
                     }
                     tracing::info!("watch: {} evaluated in {secs:.1} s", file.display());
+                    let epoch = row.step;
                     send(Event::Metrics {
                         run_id,
                         metrics: row,
                     });
+                    if let Some(row) = eval {
+                        send(Event::Eval {
+                            run_id,
+                            evaluation: Box::new(crate::train::engine::Evaluation {
+                                row,
+                                knn: None,
+                                jaccard: None,
+                            }),
+                        });
+                    }
+                    if !maps.is_empty() {
+                        send(Event::Attention {
+                            run_id,
+                            step: epoch,
+                            network: crate::store::weights::Network::Teacher,
+                            maps,
+                        });
+                    }
                 }
                 WatchEvent::Skipped(files) => send(Event::Warning(format!(
                     "watch: skipped {} checkpoint(s) a newer one replaced",
                     files.len()
                 ))),
                 WatchEvent::Warning(message) => send(Event::Warning(format!("watch: {message}"))),
-                WatchEvent::Log(_) => {}
+                WatchEvent::Log(row) => {
+                    if let Some(train_loss) = row.train_loss {
+                        send(Event::TrainLog {
+                            run_id,
+                            epoch: row.epoch,
+                            train_loss,
+                        });
+                    }
+                }
             }
         }
         let until = Instant::now() + WATCH_POLL;
@@ -152,4 +213,67 @@ fn follow(
         run_id: Some(run_id),
         status: WorkerStatus::Finished,
     });
+}
+
+/// The run's settings once its first checkpoint is complete (a run that has only just started
+/// has none yet: its `args` are worth the wait), said in an info event; `None` when stopped
+/// first.
+fn settings_of(
+    dir: &Path,
+    given: &WatchOverrides,
+    send: &impl Fn(Event),
+    stop: &AtomicBool,
+) -> Option<WatchSettings> {
+    use crate::store::official_run::{checkpoint_files, run_args, zip_is_complete};
+    while !checkpoint_files(dir)
+        .iter()
+        .any(|f| zip_is_complete(&f.path))
+    {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let args = run_args(dir);
+    let resolved = WatchSettings::resolve(given, args.as_ref().map(|(_, a)| a));
+    let settings = resolved.settings;
+    let mut said = format!(
+        "watching {}: each new checkpoint on the bundled photos, teacher temperature {}, crops {}/{} px, {} locals",
+        dir.display(),
+        describe_temp(&settings),
+        settings.augment.global_crop_size_px,
+        settings.augment.local_crop_size_px,
+        settings.augment.local_crops_number
+    );
+    if let (Some((file, _)), false) = (&args, resolved.from_args.is_empty()) {
+        said.push_str(&format!(
+            " · from the run's args ({}): {}",
+            file.file_name().unwrap_or_default().to_string_lossy(),
+            resolved.from_args.join(", ")
+        ));
+    }
+    if !resolved.assumed.is_empty() {
+        said.push_str(&format!(
+            " · assumed (main_dino.py's defaults): {}",
+            resolved.assumed.join(", ")
+        ));
+    }
+    send(Event::Info(said));
+    Some(settings)
+}
+
+/// "0.04", or "0.04 to 0.07 over 30 epochs" with a warm-up.
+fn describe_temp(settings: &WatchSettings) -> String {
+    if settings.warmup_teacher_temp_epochs > 0
+        && settings.warmup_teacher_temp != settings.teacher_temp
+    {
+        format!(
+            "{} to {} over {} epochs",
+            settings.warmup_teacher_temp,
+            settings.teacher_temp,
+            settings.warmup_teacher_temp_epochs
+        )
+    } else {
+        format!("{}", settings.teacher_temp)
+    }
 }

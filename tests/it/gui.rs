@@ -286,6 +286,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 pca_rgb: Vec::new(),
                 layer: dinoscope::analysis::layers::MapLayer::Last,
                 distance_px: Vec::new(),
+                token_norms: Vec::new(),
                 heads: (0..3)
                     .map(|h| {
                         (0..256)

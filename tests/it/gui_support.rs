@@ -25,6 +25,7 @@ pub(crate) fn options(runs_root: Option<PathBuf>) -> AppOptions {
         attention_short_side_px: None,
         study: None,
         watch: None,
+        soak_log: None,
     }
 }
 

@@ -201,6 +201,15 @@ fn patch_similarity_and_token_norms_match_the_reference() {
         relative < 1e-5,
         "token norms differ by {relative} (relative)"
     );
+    // The view's maps carry the same norms from their one pass.
+    let maps = dinoscope::analysis::attention::attention_and_pca(
+        &loaded.backbone,
+        &square,
+        (32, 32),
+        &device,
+    )
+    .unwrap();
+    assert!(max_abs_diff(&maps.token_norms, &tokens.norms) < 1e-6);
 }
 
 #[test]
@@ -219,7 +228,7 @@ fn all_checkpoints_of_a_run_become_a_timelapse() {
     );
     let out = dir.path().join("lapse");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(["attention", "--all-checkpoints", "--weights"])
+        .args(["attention", "--all-checkpoints", "--distance", "--weights"])
         .arg(&run)
         .arg("--image")
         .arg(fixture("image.png"))
@@ -234,6 +243,24 @@ fn all_checkpoints_of_a_run_become_a_timelapse() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("3 checkpoints (steps 2 .. 6)"), "{stdout}");
+    // With --distance: every head of every block at every checkpoint.
+    let csv = std::fs::read_to_string(out.join("distance_over_training.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let micro = crate::worker::micro_config().vit_arch();
+    assert_eq!(rows.len(), 3 * micro.depth * micro.num_heads, "{csv}");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r[0])
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["2", "4", "6"].into_iter().collect()
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r[3].parse::<f32>().is_ok_and(|d| d.is_finite() && d >= 0.0)));
     let gif = std::fs::File::open(out.join("timelapse.gif")).unwrap();
     let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif))
         .unwrap()

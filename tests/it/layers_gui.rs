@@ -94,6 +94,7 @@ fn the_attention_history_exports_as_a_timelapse() {
                 pca_rgb: Vec::new(),
                 layer: MapLayer::Last,
                 distance_px: Vec::new(),
+                token_norms: Vec::new(),
             };
             app.state.apply(Event::Attention {
                 run_id: run,
@@ -178,4 +179,66 @@ fn clicking_a_patch_shows_every_images_similarity_to_it() {
         harness.state().attention.images[0].name
     ));
     harness.snapshot("attention_view_similarity");
+}
+
+/// A training run's snapshots carry every head's distance (the chart over training grows
+/// with them) and the last layer's token norms (the histogram and the outlined outliers).
+#[test]
+fn training_charts_distance_over_steps_and_shows_token_norms() {
+    use egui::accesskit::Role;
+    let mut harness = harness_with(None);
+    {
+        let app = harness.state_mut();
+        app.attention.every_steps = 2;
+        app.attention.requests.training_settings = true;
+    }
+    harness.run_steps(6);
+    harness.get_by_label("Start").click();
+    frames_until(&mut harness, "three snapshots with distances", 90, |app| {
+        app.state.distance_history.len() >= 3
+    });
+    harness.get_by_label("Pause").click();
+    harness.run_steps(2);
+    let app = harness.state();
+    let config = crate::worker::micro_config();
+    let (depth, heads) = (config.vit_arch().depth, config.vit_arch().num_heads);
+    let history = &app.state.distance_history;
+    for pair in history.windows(2) {
+        assert!(
+            pair[0].step < pair[1].step,
+            "one point per snapshot, in order"
+        );
+    }
+    for snapshot in history {
+        assert_eq!(snapshot.distance_px.len(), depth);
+        assert!(snapshot
+            .distance_px
+            .iter()
+            .all(|block| block.len() == heads && block.iter().all(|d| d.is_finite() && *d >= 0.0)));
+    }
+    let latest = app.state.attention_history.back().unwrap();
+    for (_, maps) in &latest.maps {
+        assert_eq!(maps.token_norms.len(), maps.grid_rows * maps.grid_cols);
+        assert!(maps.token_norms.iter().all(|n| n.is_finite() && *n > 0.0));
+    }
+
+    harness.state_mut().central_tab = dinoscope::app::CentralTab::Attention;
+    harness.run_steps(3);
+    harness.get_by_label(&format!(
+        "Attention distance over training (block {depth} of {depth})"
+    ));
+    harness
+        .get_by_role_and_label(Role::ComboBox, "large map")
+        .click();
+    harness.run_steps(2);
+    harness
+        .get_by_label("token norms (outliers outlined)")
+        .click();
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().attention.head,
+        dinoscope::app::attention_view::HeadChoice::TokenNorms
+    );
+    harness.get_by_label_contains("Patch-token norms: ");
+    harness.get_by_label_contains("tokens are outliers (outlined)");
 }

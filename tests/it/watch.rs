@@ -77,6 +77,35 @@ fn probe_decomposition_of_official_checkpoints_matches_pytorch() {
     );
 }
 
+/// main_dino.py's `args` Namespace, as the fixture script saved it, read from the pickle.
+#[test]
+fn the_pickled_args_of_an_official_checkpoint_are_read() {
+    use dinoscope::store::official_args::{read_official_args, ArgValue};
+    for file in ["checkpoint.pth", "checkpoint0000.pth", "checkpoint0002.pth"] {
+        let args = read_official_args(&fixture(file)).unwrap();
+        assert_eq!(args["arch"].as_str(), Some("vit_small"), "{file}");
+        assert_eq!(args["patch_size"].as_usize(), Some(4));
+        assert_eq!(args["out_dim"].as_usize(), Some(64));
+        assert_eq!(args["norm_last_layer"], ArgValue::Bool(true));
+        assert_eq!(args["teacher_temp"].as_f64(), Some(0.07));
+        assert_eq!(args["warmup_teacher_temp"].as_f64(), Some(0.04));
+        assert_eq!(args["warmup_teacher_temp_epochs"].as_usize(), Some(2));
+        assert_eq!(args["momentum_teacher"].as_f64(), Some(0.9));
+        assert_eq!(args["local_crops_number"].as_usize(), Some(2));
+        assert_eq!(args["global_crops_scale"].as_pair(), Some((0.4, 1.0)));
+        assert_eq!(args["local_crops_scale"].as_pair(), Some((0.05, 0.4)));
+        // A key memoised earlier in the file (by the optimizer state) and reused here.
+        assert_eq!(args["weight_decay"].as_f64(), Some(0.04));
+        assert_eq!(args["optimizer"].as_str(), Some("adamw"));
+        assert_eq!(args["data_path"].as_str(), Some("/path/to/imagenet/train/"));
+    }
+    // A file without a Namespace (a flat backbone), or not a zip: none, not a guess.
+    let backbone =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/official_vit/backbone.pth");
+    assert_eq!(read_official_args(&backbone), None);
+    assert_eq!(read_official_args(&fixture("log.txt")), None);
+}
+
 #[test]
 fn a_backbone_only_file_is_not_a_training_checkpoint() {
     let device = Device::flex();
@@ -152,6 +181,23 @@ fn watch_once_writes_a_run_folder_plot_reads() {
         assert!((row.kl - reference(file, "kl")).abs() < 1e-5, "{row:?}");
         assert!((row.teacher_temp - reference(file, "teacher_temp")).abs() < 1e-9);
     }
+    // Every evaluated checkpoint drew the teacher's attention of each bundled photo.
+    let photos = dinoscope::data::sample_photos().len();
+    for epoch in ["epoch0000", "epoch0002"] {
+        let drawn = std::fs::read_dir(out.join("attention"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(epoch) && name.ends_with(".png")
+            })
+            .count();
+        assert_eq!(drawn, photos, "{epoch}");
+    }
+    assert!(
+        stdout.contains(&format!("attention of {photos} images")),
+        "{stdout}"
+    );
     let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
     let figure = dir.path().join("fig.png");
@@ -168,7 +214,8 @@ fn watch_once_writes_a_run_folder_plot_reads() {
         String::from_utf8_lossy(&plot.stderr)
     );
 
-    // Without the run's settings, the defaults are used and said.
+    // Without the run's settings, those in the checkpoints' pickled args are used and said;
+    // what args do not hold (main_dino.py's fixed crop sizes) is said as assumed.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("watch")
         .arg(&run)
@@ -179,9 +226,17 @@ fn watch_once_writes_a_run_folder_plot_reads() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("assumed") && stderr.contains("--teacher-temp 0.04"),
+        stderr.contains("from the run's args (checkpoint.pth)")
+            && stderr.contains("teacher_temp 0.07")
+            && stderr.contains("warmup_teacher_temp_epochs 2")
+            && stderr.contains("local_crops_number 2"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("assumed") && stderr.contains("--global-crop 224"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--teacher-temp 0.04"), "{stderr}");
     // Not a run folder.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("watch")
@@ -280,4 +335,67 @@ fn a_half_written_checkpoint_is_never_read() {
     assert!(events.iter().any(
         |e| matches!(e, WatchEvent::Skipped(files) if files.iter().any(|f| f.ends_with("checkpoint0002.pth")))
     ));
+}
+
+/// With labelled splits, every checkpoint's teacher and student are evaluated by k-NN and the
+/// rows land in knn.csv beside metrics.csv (one per epoch).
+#[test]
+fn watch_with_labelled_splits_writes_each_checkpoints_knn() {
+    use dinoscope::data::{Dataset, SyntheticShapes};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    copy_fixture(&run, &["checkpoint.pth"]);
+    // An ImageFolder per split: the embedded shapes, one subfolder per class.
+    for (split, seed, count) in [("train", 1, 24), ("val", 2, 12)] {
+        let shapes = SyntheticShapes::new(seed, 32, count);
+        for i in 0..shapes.len() {
+            let sample = shapes.get(i).unwrap();
+            let class = dir
+                .path()
+                .join(split)
+                .join(SyntheticShapes::CLASS_NAMES[sample.label]);
+            std::fs::create_dir_all(&class).unwrap();
+            sample.image.save(class.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let out = dir.path().join("watched");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .arg("watch")
+        .arg(&run)
+        .args(["--once", "--probe"])
+        .arg(&run)
+        .arg("--knn-train")
+        .arg(dir.path().join("train"))
+        .arg("--knn-val")
+        .arg(dir.path().join("val"))
+        .arg("--out")
+        .arg(&out)
+        .args(RUN_SETTINGS)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches("k-NN top-1").count(), 2, "{stdout}");
+    let rows = dinoscope::store::run::read_eval_rows(&out.join("knn.csv"));
+    assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [0, 2]);
+    for row in rows {
+        for top in [row.top1, row.top5, row.student_top1, row.student_top5] {
+            assert!(top.is_some_and(|t| (0.0..=100.0).contains(&t)), "{row:?}");
+        }
+        assert!(row.top5 >= row.top1);
+    }
+    // One split alone is refused before any work.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .arg("watch")
+        .arg(&run)
+        .arg("--once")
+        .arg("--knn-train")
+        .arg(dir.path().join("train"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
 }

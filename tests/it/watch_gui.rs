@@ -20,18 +20,12 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
     // The button is there for a user; the dialog it opens is the system's, so the test hands
     // the folder over as the dialog would.
     harness.get_by_label("Watch run folder...");
-    // The fixture's run: a 16-wide ViT (2 heads), 16/8-px crops, teacher temperature warm-up.
-    let settings = dinoscope::train::watch::WatchSettings {
+    // The fixture's run: a 16-wide ViT (2 heads) on 16/8-px crops (neither is in main_dino.py's
+    // args); its temperatures and local crops come from the checkpoints' pickled args.
+    let settings = dinoscope::train::watch::WatchOverrides {
         heads: Some(2),
-        teacher_temp: 0.07,
-        warmup_teacher_temp: 0.04,
-        warmup_teacher_temp_epochs: 2,
-        augment: dinoscope::augment::AugmentConfig {
-            global_crop_size_px: 16,
-            local_crop_size_px: 8,
-            local_crops_number: 2,
-            ..Default::default()
-        },
+        global_crop_px: Some(16),
+        local_crop_px: Some(8),
         ..Default::default()
     };
     harness.state_mut().watch_folder_with(run.clone(), settings);
@@ -54,6 +48,22 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
     assert_eq!(last.epoch, 2);
     assert!((watched.ln_k - 64f64.ln()).abs() < 1e-9);
     assert!((last.loss - (last.teacher_entropy + last.kl)).abs() < 1e-9);
+    // log.txt's three epochs, as the run's own training-loss curve.
+    let log = dinoscope::store::official_run::read_official_log(&run.join("log.txt"));
+    assert_eq!(
+        watched.log_loss,
+        log.iter()
+            .map(|r| [r.epoch as f64, r.train_loss.unwrap()])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(watched.log_loss.len(), 3);
+    // Each checkpoint's teacher attention of the followed images, in the history.
+    let snapshots: Vec<usize> = app.state.attention_history.iter().map(|s| s.step).collect();
+    assert_eq!(snapshots, [0, 2]);
+    assert_eq!(
+        app.state.attention_history[1].maps.len(),
+        app.attention.images.len()
+    );
     assert!(dir.path().join("run.dinoscope/metrics.csv").is_file());
     // The status line names the temporary folder and the time of the first point: fixed
     // for the picture.
@@ -61,7 +71,9 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
         let app = harness.state_mut();
         assert!(app.state.messages.iter().any(|m| m
             .text
-            .contains("teacher temperature 0.04 to 0.07 over 2 epochs")));
+            .contains("teacher temperature 0.04 to 0.07 over 2 epochs")
+            && m.text.contains("from the run's args (checkpoint0002.pth)")
+            && m.text.contains("2 locals")));
         app.state.messages.clear();
         app.first_point_secs = Some(1.0);
     }
@@ -77,5 +89,60 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
         .messages
         .iter()
         .any(|m| m.text.contains("is not a run folder")));
+    harness.state_mut().watches.clear();
+}
+
+/// A `dinoscope train` in another process (a terminal, an ssh session): the app follows its
+/// run folder, every row as it is flushed, and the k-NN evaluations too.
+#[test]
+fn a_dinoscope_run_trained_elsewhere_is_followed_row_by_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut trainer = crate::cli::train_micro(&run, 40)
+        .args(["--set", "data.knn_every_epochs=1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its config comes first; follow from then on, as a user would pick the folder.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !run.join("config.toml").is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut harness = harness_with(None);
+    harness.run_steps(2);
+    harness.state_mut().watch_folder(run.clone());
+    let followed = |app: &dinoscope::app::DinoscopeApp| {
+        app.state
+            .runs
+            .iter()
+            .find(|r| r.label == "follow: run")
+            .map(|r| (r.steps(), r.evals.len(), r.watched))
+    };
+    frames_until(&mut harness, "the first rows", 120, |app| {
+        followed(app).is_some_and(|(steps, ..)| steps > 0)
+    });
+    assert!(trainer.wait().unwrap().success());
+    frames_until(&mut harness, "every row and evaluation", 60, |app| {
+        followed(app).is_some_and(|(steps, evals, _)| steps == 40 && evals >= 2)
+    });
+    let app = harness.state();
+    let rows = dinoscope::store::run::read_step_metrics(&run.join("metrics.csv")).unwrap();
+    let record = app
+        .state
+        .runs
+        .iter()
+        .find(|r| r.label == "follow: run")
+        .unwrap();
+    assert!(!record.watched, "a dinoscope run's rows are steps");
+    assert_eq!(
+        record.last.as_ref().unwrap(),
+        rows.last().unwrap(),
+        "the rows as written"
+    );
     harness.state_mut().watches.clear();
 }

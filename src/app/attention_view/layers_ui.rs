@@ -110,6 +110,155 @@ impl AttentionView {
             });
     }
 
+    /// How far each head looks over the training run: the chosen block's heads as curves (for
+    /// rollout, each block's mean over heads), x = step. Heads moving from local to global
+    /// show as rising curves.
+    pub(super) fn distance_over_training_ui(
+        &self,
+        ui: &mut egui::Ui,
+        history: &[crate::app::state::DistanceSnapshot],
+        x_label: &str,
+        width: f32,
+    ) {
+        let snapshots: Vec<_> = history
+            .iter()
+            .filter(|s| s.network == self.network)
+            .collect();
+        if self.source != MapSource::Training || snapshots.len() < 2 {
+            return;
+        }
+        let depth = snapshots[0].distance_px.len();
+        let block = match self.layer {
+            MapLayer::Block(block) => Some(block.min(depth.saturating_sub(1))),
+            MapLayer::Last => Some(depth.saturating_sub(1)),
+            MapLayer::Rollout(_) => None,
+        };
+        let title = match block {
+            Some(b) => format!(
+                "Attention distance over training (block {} of {depth})",
+                b + 1
+            ),
+            None => "Attention distance over training (mean of heads per block)".into(),
+        };
+        ui.label(title).on_hover_text(
+            "The mean attention distance of each head at every attention snapshot of this run (averaged over the followed images). Heads that start local and learn to look across the image rise.",
+        );
+        // Steps count from 1 (after the step); a watched run's epochs as they are.
+        let x_of = |step: usize| {
+            if x_label == "epoch" {
+                step as f64
+            } else {
+                (step + 1) as f64
+            }
+        };
+        // (name, colour, [step, px] points) per curve.
+        let curves: Vec<(String, Color32, Vec<[f64; 2]>)> = match block {
+            Some(b) => {
+                let heads = snapshots[0].distance_px.get(b).map_or(0, Vec::len);
+                (0..heads)
+                    .map(|head| {
+                        let [r, g, bl] = head_colour(Some(head));
+                        let points = snapshots
+                            .iter()
+                            .filter_map(|s| {
+                                Some([x_of(s.step), *s.distance_px.get(b)?.get(head)? as f64])
+                            })
+                            .collect();
+                        (format!("head {head}"), Color32::from_rgb(r, g, bl), points)
+                    })
+                    .collect()
+            }
+            None => (0..depth)
+                .map(|b| {
+                    let [r, g, bl] = head_colour(Some(b));
+                    let points = snapshots
+                        .iter()
+                        .filter_map(|s| {
+                            let heads = s.distance_px.get(b)?;
+                            let mean = heads.iter().map(|d| *d as f64).sum::<f64>()
+                                / heads.len().max(1) as f64;
+                            Some([x_of(s.step), mean])
+                        })
+                        .collect();
+                    (
+                        format!("block {}", b + 1),
+                        Color32::from_rgb(r, g, bl),
+                        points,
+                    )
+                })
+                .collect(),
+        };
+        Plot::new("attention_distance_over_training")
+            .width(width)
+            .height(150.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .include_y(0.0)
+            .x_axis_label(x_label.to_string())
+            .y_axis_label("px")
+            .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+            .show(ui, |plot_ui| {
+                for (name, colour, points) in curves {
+                    plot_ui.line(
+                        Line::new(name, PlotPoints::from(points))
+                            .color(colour)
+                            .width(1.5),
+                    );
+                }
+            });
+    }
+
+    /// The histogram of the last layer's patch-token norms (pre final norm) with the far-out
+    /// fence the outliers lie beyond: whether high-norm artifact tokens appear is measured,
+    /// not assumed.
+    pub(super) fn token_norms_chart_ui(ui: &mut egui::Ui, maps: &AttentionMaps, width: f32) {
+        let norms = &maps.token_norms;
+        let Some(histogram) = NormHistogram::of(norms, 24) else {
+            return;
+        };
+        let fence = crate::analysis::tokens::norm_fence(norms);
+        let outliers = crate::analysis::tokens::norm_outliers(norms)
+            .iter()
+            .filter(|o| **o == 1)
+            .count();
+        ui.label(format!(
+            "Patch-token norms: {outliers} of {} above the fence{}",
+            norms.len(),
+            fence.map(|f| format!(" ({f:.1})")).unwrap_or_default()
+        ))
+        .on_hover_text("The norm of each patch token leaving the last block (before the final norm). Darcet et al. 2024 (Vision Transformers Need Registers) found a few background tokens with norms far above the rest in large, long-trained ViTs. Outliers here are tokens above the upper quartile plus 3 interquartile ranges; they are outlined in yellow on the image.");
+        let [r, g, b] = super::TOKEN_NORM_COLOUR;
+        let bars: Vec<egui_plot::Bar> = histogram
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                egui_plot::Bar::new(histogram.centre(i), *count as f64).width(histogram.bin_width)
+            })
+            .collect();
+        Plot::new("token_norms")
+            .width(width)
+            .height(120.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .include_y(0.0)
+            .x_axis_label("norm")
+            .y_axis_label("tokens")
+            .show(ui, |plot_ui| {
+                plot_ui.bar_chart(
+                    egui_plot::BarChart::new("tokens", bars)
+                        .color(Color32::from_rgb(160, 170, 190)),
+                );
+                if let Some(fence) = fence {
+                    plot_ui.vline(
+                        egui_plot::VLine::new("fence", fence as f64)
+                            .color(Color32::from_rgb(r, g, b))
+                            .style(egui_plot::LineStyle::dashed_dense()),
+                    );
+                }
+            });
+    }
+
     /// The pixel of the image as the network saw it under `pos` in the large view `rect`.
     pub(super) fn clicked_pixel(
         rect: egui::Rect,
@@ -168,6 +317,40 @@ impl AttentionView {
     }
 }
 
+/// Equal-width bins from the smallest to the largest norm.
+struct NormHistogram {
+    low: f64,
+    bin_width: f64,
+    counts: Vec<usize>,
+}
+
+impl NormHistogram {
+    /// `None` without finite norms.
+    fn of(norms: &[f32], bins: usize) -> Option<Self> {
+        let finite = norms.iter().filter(|n| n.is_finite()).map(|n| *n as f64);
+        let (low, high) = finite.fold(None, |range: Option<(f64, f64)>, n| {
+            Some(range.map_or((n, n), |(l, h)| (l.min(n), h.max(n))))
+        })?;
+        // One token value (or all equal): one bin a unit wide around it.
+        let bin_width = ((high - low) / bins as f64).max(1e-6);
+        let bins = bins.max(1);
+        let mut counts = vec![0; bins];
+        for n in norms.iter().filter(|n| n.is_finite()) {
+            let bin = ((*n as f64 - low) / bin_width) as usize;
+            counts[bin.min(bins - 1)] += 1;
+        }
+        Some(Self {
+            low,
+            bin_width,
+            counts,
+        })
+    }
+
+    fn centre(&self, bin: usize) -> f64 {
+        self.low + (bin as f64 + 0.5) * self.bin_width
+    }
+}
+
 /// One similarity map as a picture, one texel per patch; −1 ..= 1 mapped onto viridis.
 fn similarity_picture(
     similarity: &crate::analysis::tokens::Similarity,
@@ -206,6 +389,7 @@ mod tests {
             pca_rgb: Vec::new(),
             layer: MapLayer::Last,
             distance_px: Vec::new(),
+            token_norms: Vec::new(),
         };
         // The 64 × 32 image drawn at 2× from (10, 20).
         let rect = egui::Rect::from_min_size(egui::pos2(10.0, 20.0), egui::vec2(128.0, 64.0));
@@ -214,5 +398,16 @@ mod tests {
         assert_eq!(at(10.0 + 2.0 * 41.0, 20.0 + 2.0 * 13.5), Some((41, 13)));
         assert_eq!(at(9.0, 30.0), None, "outside the image");
         assert_eq!(at(138.0, 30.0), None);
+    }
+
+    #[test]
+    fn the_norm_histogram_counts_every_finite_token_once() {
+        let histogram = NormHistogram::of(&[1.0, 2.0, 2.0, 5.0, f32::NAN], 4).unwrap();
+        assert_eq!(histogram.counts, vec![1, 2, 0, 1]);
+        assert_eq!(histogram.bin_width, 1.0);
+        assert_eq!(histogram.centre(0), 1.5);
+        let flat = NormHistogram::of(&[3.0, 3.0], 4).unwrap();
+        assert_eq!(flat.counts.iter().sum::<usize>(), 2);
+        assert!(NormHistogram::of(&[], 4).is_none());
     }
 }

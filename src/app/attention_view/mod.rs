@@ -26,6 +26,8 @@ use std::sync::Arc;
 pub enum HeadChoice {
     Head(usize),
     Fused(HeadFusion),
+    /// The last layer's patch-token norms as the heat, the outlier tokens outlined.
+    TokenNorms,
 }
 
 impl HeadChoice {
@@ -35,6 +37,7 @@ impl HeadChoice {
             HeadChoice::Fused(HeadFusion::Mean) => "mean of heads".into(),
             HeadChoice::Fused(HeadFusion::Min) => "min of heads".into(),
             HeadChoice::Fused(HeadFusion::Max) => "max of heads".into(),
+            HeadChoice::TokenNorms => "token norms".into(),
         }
     }
 
@@ -44,6 +47,7 @@ impl HeadChoice {
             HeadChoice::Fused(HeadFusion::Mean) => "mean".into(),
             HeadChoice::Fused(HeadFusion::Min) => "min".into(),
             HeadChoice::Fused(HeadFusion::Max) => "max".into(),
+            HeadChoice::TokenNorms => "token-norms".into(),
         }
     }
 
@@ -51,9 +55,13 @@ impl HeadChoice {
         match self {
             HeadChoice::Head(h) => head_colour(Some(h)),
             HeadChoice::Fused(_) => head_colour(None),
+            HeadChoice::TokenNorms => TOKEN_NORM_COLOUR,
         }
     }
 }
+
+/// Outliers of the token norms are outlined in yellow, as `attention --token-norms` draws them.
+pub const TOKEN_NORM_COLOUR: [u8; 3] = [255, 255, 0];
 
 /// Where the maps come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,14 +291,21 @@ impl AttentionView {
                     Some(i) => state.attention_history.get(i),
                     None => state.attention_history.back(),
                 }?;
-                Some((
-                    format!(
+                // A watched run's snapshots are its checkpoints' epochs.
+                let caption = match state.current_run() {
+                    Some(run) if run.watched => format!(
+                        "{} · {} at epoch {}",
+                        run.label,
+                        snapshot.network.label(),
+                        snapshot.step
+                    ),
+                    _ => format!(
                         "training run · {} after step {}",
                         snapshot.network.label(),
                         snapshot.step + 1
                     ),
-                    snapshot.maps.as_slice(),
-                ))
+                };
+                Some((caption, snapshot.maps.as_slice()))
             }
             MapSource::Loaded => {
                 let loaded = self.loaded.as_ref()?;
@@ -366,6 +381,11 @@ impl AttentionView {
             .write_to(&mut png, image::ImageFormat::Png)
             .map_err(|err| format!("cannot encode {}: {err}", path.display()))?;
         crate::store::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
+    }
+
+    /// Cached textures (one per slot: bounded by the images and tiles on screen).
+    pub fn texture_count(&self) -> usize {
+        self.textures.len()
     }
 
     /// File name offered by the export dialog.

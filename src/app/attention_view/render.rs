@@ -14,12 +14,42 @@ impl AttentionView {
         match choice {
             HeadChoice::Head(h) => maps.heads.get(h).cloned().unwrap_or_default(),
             HeadChoice::Fused(fusion) => maps.fused(fusion),
+            HeadChoice::TokenNorms => maps.token_norms.clone(),
+        }
+    }
+
+    /// Heat and mask of one choice: the attention's mass mask at the view's threshold, or the
+    /// token norms with their outliers as the mask.
+    pub(super) fn layers(&self, maps: &AttentionMaps, choice: HeadChoice) -> MapLayers {
+        let values = Self::values(maps, choice);
+        match choice {
+            HeadChoice::TokenNorms if values.len() == maps.grid_rows * maps.grid_cols => {
+                MapLayers {
+                    rows: maps.grid_rows,
+                    cols: maps.grid_cols,
+                    heat: crate::analysis::attention::min_max_scaled(&values),
+                    mask: crate::analysis::tokens::norm_outliers(&values),
+                }
+            }
+            // Maps without norms (made before they were computed): the mean instead.
+            HeadChoice::TokenNorms => MapLayers::new(
+                &maps.fused(HeadFusion::Mean),
+                maps.grid_rows,
+                maps.grid_cols,
+                self.threshold,
+            ),
+            _ => MapLayers::new(&values, maps.grid_rows, maps.grid_cols, self.threshold),
         }
     }
 
     pub(super) fn style(&self, choice: HeadChoice) -> OverlayStyle {
         OverlayStyle {
-            heat_opacity: self.heat_opacity,
+            // The norms are the heat: never invisible.
+            heat_opacity: if choice == HeadChoice::TokenNorms {
+                self.heat_opacity.max(0.6)
+            } else {
+                self.heat_opacity
+            },
             contour: self.contour,
             colour: choice.colour(),
             ..OverlayStyle::default()
@@ -49,12 +79,7 @@ impl AttentionView {
     ) -> Option<RgbImage> {
         let image = self.images.get(image_index)?.clone();
         let crop = self.crop(&image, maps);
-        let layers = MapLayers::new(
-            &Self::values(maps, choice),
-            maps.grid_rows,
-            maps.grid_cols,
-            self.threshold,
-        );
+        let layers = self.layers(maps, choice);
         Some(composite(&crop, &layers, &self.style(choice)))
     }
 

@@ -3,7 +3,7 @@
 //! by the WGSL shader when possible.
 
 use super::{AttentionView, HeadChoice, MapSource};
-use crate::analysis::attention::{AttentionMaps, HeadFusion, MapLayers};
+use crate::analysis::attention::{AttentionMaps, HeadFusion};
 use crate::app::overlay_gpu::OverlayCallback;
 use crate::app::state::AppState;
 use crate::store::weights::Network;
@@ -37,12 +37,7 @@ impl AttentionView {
             (true, Some(maps)) => {
                 let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
                 let crop = self.crop(&image, maps);
-                let layers = MapLayers::new(
-                    &Self::values(maps, choice),
-                    maps.grid_rows,
-                    maps.grid_cols,
-                    self.threshold,
-                );
+                let layers = self.layers(maps, choice);
                 let callback = OverlayCallback {
                     slot: slot.to_string(),
                     // The crop changes with the resize target: fold it into the key.
@@ -161,7 +156,18 @@ impl AttentionView {
             .as_ref()
             .and_then(|(_, maps)| maps.iter().find(|(n, _)| *n == image.name))
             .map(|(_, m)| m.clone());
-        if let Some(m) = &maps {
+        if let (Some(m), HeadChoice::TokenNorms) = (&maps, self.head) {
+            let outliers = crate::analysis::tokens::norm_outliers(&m.token_norms);
+            ui.small(format!(
+                "{} · grid {} × {} (patch {} px) · token norms: {} of {} tokens are outliers (outlined)",
+                image.name,
+                m.grid_rows,
+                m.grid_cols,
+                m.patch_size,
+                outliers.iter().filter(|o| **o == 1).count(),
+                outliers.len()
+            ));
+        } else if let Some(m) = &maps {
             let coverage = |values: &[f32]| {
                 let mask = crate::analysis::attention::mass_mask(values, self.threshold);
                 100.0 * mask.iter().filter(|v| **v == 1).count() as f64 / mask.len().max(1) as f64
@@ -264,8 +270,40 @@ impl AttentionView {
                                 );
                             });
                         }
+                        if m.token_norms.len() == m.grid_rows * m.grid_cols {
+                            ui.vertical(|ui| {
+                                let response = self.overlay_ui(
+                                    ui,
+                                    "grid-norms",
+                                    self.selected,
+                                    HeadChoice::TokenNorms,
+                                    Some(m),
+                                    &step_key,
+                                    egui::vec2(tile, tile),
+                                );
+                                if response.clicked() {
+                                    self.head = HeadChoice::TokenNorms;
+                                }
+                                let text = egui::RichText::new("token norms");
+                                let text = if self.head == HeadChoice::TokenNorms {
+                                    text.strong()
+                                } else {
+                                    text
+                                };
+                                ui.label(text).on_hover_text("The norm of each patch token leaving the last block; the outliers (high-norm tokens) outlined in yellow.");
+                            });
+                        }
                     });
                 Self::distance_chart_ui(ui, m, 3.0 * tile + 12.0);
+                self.distance_over_training_ui(
+                    ui,
+                    &state.distance_history,
+                    crate::app::plots::x_label(state),
+                    3.0 * tile + 12.0,
+                );
+                if self.head == HeadChoice::TokenNorms {
+                    Self::token_norms_chart_ui(ui, m, 3.0 * tile + 12.0);
+                }
             });
         });
         self.similarity_ui(ui, state);
@@ -337,6 +375,7 @@ impl AttentionView {
                     for h in 0..heads {
                         ui.selectable_value(&mut self.head, HeadChoice::Head(h), HeadChoice::Head(h).label());
                     }
+                    ui.selectable_value(&mut self.head, HeadChoice::TokenNorms, "token norms (outliers outlined)");
                 });
             self.layer_picker_ui(ui);
             ui.add(egui::Slider::new(&mut self.heat_opacity, 0.0..=1.0).text("heat map"))

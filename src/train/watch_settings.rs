@@ -1,0 +1,225 @@
+//! How a watched run was trained, as the probe needs it: the temperatures, the teacher momentum
+//! and the crops. The user's values win; then the `args` Namespace `main_dino.py` pickles into
+//! every checkpoint; then `main_dino.py`'s defaults, each one named as assumed so the user can
+//! check it.
+
+use crate::augment::AugmentConfig;
+use crate::store::official_args::OfficialArgs;
+
+/// How the watched run was trained, as far as the probe needs it: from the user, else from the
+/// checkpoint's pickled `args`, else main_dino.py's defaults (see [`WatchSettings::resolve`]).
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp_epochs: usize,
+    pub student_temp: f64,
+    /// main_dino.py's --momentum_teacher (the rows report it; the checkpoint does not say).
+    pub momentum_teacher: f64,
+    pub heads: Option<usize>,
+    pub augment: AugmentConfig,
+    /// Images in the probe batch and the seed of their crops.
+    pub probe_images: usize,
+    pub seed: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            student_temp: 0.1,
+            momentum_teacher: 0.996,
+            heads: None,
+            augment: AugmentConfig::default(),
+            probe_images: 16,
+            seed: 0,
+        }
+    }
+}
+
+impl WatchSettings {
+    /// `DINOLoss.teacher_temp_schedule[epoch]`: linear warm-up, then constant.
+    pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
+        let n = self.warmup_teacher_temp_epochs;
+        if epoch >= n || n == 0 {
+            return self.teacher_temp;
+        }
+        if n == 1 {
+            return self.warmup_teacher_temp;
+        }
+        let t = epoch as f64 / (n - 1) as f64;
+        self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
+    }
+}
+
+/// Values the user gave (CLI flags, the app's fields); `None` = the run's own.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOverrides {
+    pub teacher_temp: Option<f64>,
+    pub warmup_teacher_temp: Option<f64>,
+    pub warmup_teacher_temp_epochs: Option<usize>,
+    pub momentum_teacher: Option<f64>,
+    pub global_crop_px: Option<u32>,
+    pub local_crop_px: Option<u32>,
+    pub local_crops: Option<usize>,
+    pub heads: Option<usize>,
+}
+
+/// The settings and where each came from, for the user to read.
+#[derive(Clone, Debug)]
+pub struct ResolvedSettings {
+    pub settings: WatchSettings,
+    /// `name value` read from the checkpoint's `args`.
+    pub from_args: Vec<String>,
+    /// `flag value` taken from main_dino.py because neither the user nor `args` said.
+    pub assumed: Vec<String>,
+}
+
+impl WatchSettings {
+    /// The user's values, else the run's `args`, else main_dino.py's defaults. The crop sizes
+    /// are not in `args` (main_dino.py fixes 224 and 96 px): they are assumed unless given.
+    pub fn resolve(given: &WatchOverrides, args: Option<&OfficialArgs>) -> ResolvedSettings {
+        let defaults = WatchSettings::default();
+        let mut from_args = Vec::new();
+        let mut assumed = Vec::new();
+        let mut number = |given: Option<f64>, key: &str, flag: &str, default: f64| -> f64 {
+            if let Some(value) = given {
+                return value;
+            }
+            match args.and_then(|a| a.get(key)).and_then(|v| v.as_f64()) {
+                Some(value) => {
+                    from_args.push(format!("{key} {value}"));
+                    value
+                }
+                None => {
+                    assumed.push(format!("{flag} {default}"));
+                    default
+                }
+            }
+        };
+        let teacher_temp = number(
+            given.teacher_temp,
+            "teacher_temp",
+            "--teacher-temp",
+            defaults.teacher_temp,
+        );
+        let warmup_teacher_temp = number(
+            given.warmup_teacher_temp,
+            "warmup_teacher_temp",
+            "--warmup-teacher-temp",
+            defaults.warmup_teacher_temp,
+        );
+        let warmup_teacher_temp_epochs = number(
+            given.warmup_teacher_temp_epochs.map(|e| e as f64),
+            "warmup_teacher_temp_epochs",
+            "--warmup-teacher-temp-epochs",
+            defaults.warmup_teacher_temp_epochs as f64,
+        ) as usize;
+        let momentum_teacher = number(
+            given.momentum_teacher,
+            "momentum_teacher",
+            "--momentum-teacher",
+            defaults.momentum_teacher,
+        );
+        let augment_defaults = AugmentConfig::default();
+        let local_crops_number = number(
+            given.local_crops.map(|n| n as f64),
+            "local_crops_number",
+            "--local-crops",
+            augment_defaults.local_crops_number as f64,
+        ) as usize;
+        let mut crop = |given: Option<u32>, flag: &str, default: u32| {
+            given.unwrap_or_else(|| {
+                assumed.push(format!("{flag} {default}"));
+                default
+            })
+        };
+        let global_crop_size_px = crop(given.global_crop_px, "--global-crop", 224);
+        let local_crop_size_px = crop(given.local_crop_px, "--local-crop", 96);
+        // The scales only shape the probe's crops: the run's when known, silently the
+        // official defaults otherwise.
+        let mut scale = |key: &str, default: (f32, f32)| match args
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.as_pair())
+        {
+            Some((low, high)) => {
+                from_args.push(format!("{key} ({low}, {high})"));
+                (low as f32, high as f32)
+            }
+            None => default,
+        };
+        let global_crops_scale = scale("global_crops_scale", augment_defaults.global_crops_scale);
+        let local_crops_scale = scale("local_crops_scale", augment_defaults.local_crops_scale);
+        ResolvedSettings {
+            settings: WatchSettings {
+                teacher_temp,
+                warmup_teacher_temp,
+                warmup_teacher_temp_epochs,
+                momentum_teacher,
+                heads: given.heads,
+                augment: AugmentConfig {
+                    global_crop_size_px,
+                    local_crop_size_px,
+                    global_crops_scale,
+                    local_crops_scale,
+                    local_crops_number,
+                },
+                ..defaults
+            },
+            from_args,
+            assumed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::official_args::ArgValue;
+
+    #[test]
+    fn the_users_values_win_then_args_then_defaults() {
+        let args: OfficialArgs = [
+            ("teacher_temp", ArgValue::Float(0.07)),
+            ("warmup_teacher_temp_epochs", ArgValue::Int(30)),
+            ("local_crops_number", ArgValue::Int(10)),
+            (
+                "local_crops_scale",
+                ArgValue::Seq(vec![ArgValue::Float(0.05), ArgValue::Float(0.4)]),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let given = WatchOverrides {
+            warmup_teacher_temp_epochs: Some(5),
+            global_crop_px: Some(160),
+            ..WatchOverrides::default()
+        };
+        let resolved = WatchSettings::resolve(&given, Some(&args));
+        let s = &resolved.settings;
+        assert_eq!(s.teacher_temp, 0.07);
+        assert_eq!(s.warmup_teacher_temp_epochs, 5, "given beats args");
+        assert_eq!(s.augment.local_crops_number, 10);
+        assert_eq!(s.augment.local_crops_scale, (0.05, 0.4));
+        assert_eq!(s.augment.global_crop_size_px, 160);
+        assert_eq!(s.momentum_teacher, 0.996);
+        assert!(resolved
+            .from_args
+            .contains(&"teacher_temp 0.07".to_string()));
+        assert!(resolved
+            .assumed
+            .contains(&"--momentum-teacher 0.996".to_string()));
+        assert!(resolved.assumed.contains(&"--local-crop 96".to_string()));
+        assert!(!resolved
+            .assumed
+            .iter()
+            .any(|a| a.starts_with("--global-crop")));
+        // Without args everything not given is assumed.
+        let bare = WatchSettings::resolve(&WatchOverrides::default(), None);
+        assert!(bare.from_args.is_empty());
+        assert_eq!(bare.assumed.len(), 7);
+    }
+}
