@@ -16,6 +16,8 @@ pub enum Done {
     OpenWeights(PathBuf),
     /// The user picked images to follow.
     OpenImages(Vec<PathBuf>),
+    /// Images decoded off the UI thread: each picked or dropped file, or why it is not one.
+    ImagesDecoded(Vec<(PathBuf, Result<image::RgbImage, String>)>),
     /// The user picked where to save the attention view (`grid`: the head grid).
     ExportAttention {
         path: PathBuf,

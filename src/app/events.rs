@@ -28,7 +28,10 @@ impl DinoscopeApp {
                     }
                 }
                 Done::OpenWeights(path) => self.load_weights(path),
-                Done::OpenImages(paths) => self.attention.add_files(paths, &mut self.state),
+                Done::OpenImages(paths) => self.open_images(paths),
+                Done::ImagesDecoded(decoded) => {
+                    self.attention.add_decoded(decoded, &mut self.state)
+                }
                 Done::ExportAttention { path, grid } => {
                     match self.attention.export(&self.state, &path, grid) {
                         Ok(()) => self

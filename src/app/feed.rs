@@ -9,7 +9,74 @@ use crate::analysis::attention::ImageSize;
 use crate::worker::Command;
 use std::path::PathBuf;
 
+/// Images the attention view follows at most: each is recomputed every N steps on the worker
+/// and drawn in the strip, so fifty dropped at once must not all be taken.
+pub const MAX_FOLLOWED_IMAGES: usize = 16;
+
 impl DinoscopeApp {
+    /// Picked or dropped paths to follow: a run folder is watched, another folder gives the
+    /// images in it, and the files are decoded on a background thread (a huge or slow file
+    /// never stalls the frame), up to [`MAX_FOLLOWED_IMAGES`] in all.
+    pub(super) fn open_images(&mut self, paths: Vec<PathBuf>) {
+        use crate::store::official_run::is_official_run;
+        use crate::worker::follow::is_dinoscope_run;
+        let mut files = Vec::new();
+        for path in paths {
+            if !path.is_dir() {
+                files.push(path);
+            } else if is_dinoscope_run(&path) || is_official_run(&path) {
+                self.watch_folder(path);
+            } else {
+                let mut inside: Vec<PathBuf> = std::fs::read_dir(&path)
+                    .map(|entries| {
+                        entries
+                            .filter_map(Result::ok)
+                            .map(|e| e.path())
+                            .filter(|p| p.is_file() && crate::data::is_image_file(p))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if inside.is_empty() {
+                    self.state.message(
+                        Level::Warning,
+                        format!(
+                            "{} is a folder without images in it: drop image files (or a folder of them), weights, or a run folder to watch",
+                            path.display()
+                        ),
+                    );
+                }
+                inside.sort();
+                files.append(&mut inside);
+            }
+        }
+        let room = MAX_FOLLOWED_IMAGES.saturating_sub(self.attention.images.len());
+        if files.len() > room {
+            self.state.message(
+                Level::Warning,
+                format!(
+                    "the attention view follows at most {MAX_FOLLOWED_IMAGES} images (each is recomputed every few steps): {} of the {} given were left out; right-click a thumbnail to stop following one",
+                    files.len() - room,
+                    files.len()
+                ),
+            );
+            files.truncate(room);
+        }
+        if files.is_empty() {
+            return;
+        }
+        self.background.spawn("decode-images", move || {
+            Done::ImagesDecoded(
+                files
+                    .into_iter()
+                    .map(|path| {
+                        let image = crate::data::load_rgb(&path).map_err(|e| e.to_string());
+                        (path, image)
+                    })
+                    .collect(),
+            )
+        });
+    }
+
     /// Takes dropped files (images to follow, or weights to load).
     pub(super) fn take_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped: Vec<PathBuf> = ctx.input(|input| {
@@ -24,7 +91,7 @@ impl DinoscopeApp {
         let (weights, images): (Vec<PathBuf>, Vec<PathBuf>) =
             dropped.into_iter().partition(|p| is_weights_file(p));
         if !images.is_empty() {
-            self.attention.add_files(images, &mut self.state);
+            self.open_images(images);
         }
         if let Some(path) = weights.into_iter().next() {
             self.load_weights(path);

@@ -195,8 +195,10 @@ pub enum CentralTab {
 }
 
 /// Files dropped on the window that are weights rather than images.
+/// Weights files, and the folders `load_backbone` reads (a dinoscope run, whose teacher is
+/// shown, or one of its `checkpoint-<step>/`); other folders are opened for their images.
 fn is_weights_file(path: &std::path::Path) -> bool {
-    path.is_dir()
+    (path.is_dir() && (path.join("config.toml").is_file() || path.join("state.toml").is_file()))
         || path.extension().is_some_and(|e| {
             let e = e.to_string_lossy().to_ascii_lowercase();
             matches!(e.as_str(), "pth" | "pt" | "safetensors" | "bpk")
@@ -316,7 +318,7 @@ impl DinoscopeApp {
         app.attention.short_side_px = app.options.attention_short_side_px;
         let images = app.options.images.clone();
         if !images.is_empty() {
-            app.attention.add_files(images, &mut app.state);
+            app.open_images(images);
         }
         app
     }

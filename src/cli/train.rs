@@ -93,7 +93,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .context("cannot start training")?;
         if engine.run_dir().is_none() {
             let why = events.iter().find_map(|e| match e {
-                EngineEvent::Warning(message) => Some(message.clone()),
+                EngineEvent::StorageLost(message) | EngineEvent::Warning(message) => {
+                    Some(message.clone())
+                }
                 _ => None,
             });
             bail!(

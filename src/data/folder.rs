@@ -24,7 +24,7 @@ pub struct ImageFolder {
 }
 
 /// Whether the `image` crate (with the features compiled in) can decode this extension.
-fn is_image_file(path: &Path) -> bool {
+pub fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(image::ImageFormat::from_extension)
         .is_some_and(|format| format.reading_enabled())

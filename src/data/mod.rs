@@ -10,7 +10,7 @@ mod folder;
 mod stl10;
 mod synthetic;
 
-pub use folder::{load_rgb, sample_photos, ImageFolder};
+pub use folder::{is_image_file, load_rgb, sample_photos, ImageFolder};
 pub(crate) use synthetic::hsv_to_rgb;
 pub use synthetic::SyntheticShapes;
 

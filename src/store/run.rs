@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot create run directory {path}: {source}. Pick another --out directory")]
+    #[error("cannot create run directory {path}: {source}. Pick another directory (--out; in the app, Save run to…)")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,

@@ -129,7 +129,7 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the trainer and, with `run_dir`, creates the run directory. A run directory that
-    /// cannot be created leaves the run in memory with a warning (see [`Engine::run_dir`]).
+    /// cannot be created leaves the run in memory with `StorageLost` (see [`Engine::run_dir`]).
     pub fn start(
         config: Config,
         device: Device,
@@ -141,9 +141,9 @@ impl Engine {
         let writer = match run_dir.map(|dir| RunWriter::create(dir, trainer.config())) {
             Some(Ok(writer)) => Some(writer),
             Some(Err(err)) => {
-                events.push(EngineEvent::Warning(format!(
-                    "{err}; metrics are not saved"
-                )));
+                // Kept in memory, said as a lost folder: the app pauses and offers another
+                // folder, the CLI stops naming this one.
+                events.push(EngineEvent::StorageLost(err.to_string()));
                 None
             }
             None => None,
@@ -175,9 +175,9 @@ impl Engine {
                 }
             },
             Err(err) => {
-                events.push(EngineEvent::Warning(format!(
-                    "{err}; metrics are not saved"
-                )));
+                // Kept in memory, said as a lost folder: the app pauses and offers another
+                // folder, the CLI stops naming this one.
+                events.push(EngineEvent::StorageLost(err.to_string()));
                 (None, Vec::new(), Vec::new())
             }
         };

@@ -310,6 +310,11 @@ impl Worker {
                 rows: resumed.evals,
             });
         }
+        // No folder to write to from the start: held, as when one is lost mid-run.
+        let paused = paused
+            || events
+                .iter()
+                .any(|e| matches!(e, EngineEvent::StorageLost(_)));
         self.forward(run_id, events);
         self.run = Some(ActiveRun {
             id: run_id,

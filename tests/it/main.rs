@@ -4,6 +4,7 @@ mod attention;
 mod bad_input;
 mod checkpoint;
 mod cli;
+mod drop_gui;
 mod faults;
 mod fuzz;
 mod golden;

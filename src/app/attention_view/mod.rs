@@ -204,12 +204,16 @@ impl AttentionView {
         self.requests.recompute_loaded = self.loaded.is_some();
     }
 
-    /// Adds user images (file dialog or drop) and selects the first new one; unreadable files
-    /// become status messages and change nothing else.
-    pub fn add_files(&mut self, paths: Vec<PathBuf>, state: &mut AppState) {
+    /// Adds user images (decoded off the UI thread) and selects the first new one; files that
+    /// are not images become status messages and change nothing else.
+    pub fn add_decoded(
+        &mut self,
+        decoded: Vec<(PathBuf, Result<RgbImage, String>)>,
+        state: &mut AppState,
+    ) {
         let before = self.images.len();
-        for path in paths {
-            match crate::data::load_rgb(&path) {
+        for (path, image) in decoded {
+            match image {
                 Ok(image) => {
                     let name = path
                         .file_name()
@@ -217,7 +221,7 @@ impl AttentionView {
                         .unwrap_or_else(|| path.display().to_string());
                     self.push_image(name, image);
                 }
-                Err(err) => state.message(Level::Warning, err.to_string()),
+                Err(err) => state.message(Level::Warning, err),
             }
         }
         if self.images.len() > before {
