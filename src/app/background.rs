@@ -27,8 +27,11 @@ pub enum Done {
     RunsListed(Vec<DiskRun>),
     /// The user picked a directory to continue saving the current run in.
     SaveRunTo(PathBuf),
-    /// The user picked where to save the attention time-lapse GIF.
-    ExportTimelapse(PathBuf),
+    /// The user picked where to save the attention time-lapse GIF (`grid`: of the head grid).
+    ExportTimelapse {
+        path: PathBuf,
+        grid: bool,
+    },
     /// The user picked a run folder another process writes, to follow.
     WatchFolder(PathBuf),
     /// The user closed a dialog without choosing.

@@ -18,8 +18,8 @@ impl DinoscopeApp {
                 Done::ResumeRun(dir) => self.resume_run(dir),
                 Done::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
                 Done::WatchFolder(dir) => self.watch_folder(dir),
-                Done::ExportTimelapse(path) => {
-                    match self.attention.export_timelapse(&self.state, &path, false) {
+                Done::ExportTimelapse { path, grid } => {
+                    match self.attention.export_timelapse(&self.state, &path, grid) {
                         Ok(frames) => self.state.message(
                             Level::Info,
                             format!("saved {} ({frames} frames)", path.display()),

@@ -252,10 +252,15 @@ impl DinoscopeApp {
                 }
             }
         }
-        if requests.export_timelapse {
-            self.background.spawn("export-timelapse", || {
-                pick_save_path("attention-timelapse.gif", "GIF", &["gif"])
-                    .map_or(Done::Cancelled, Done::ExportTimelapse)
+        if let Some(grid) = requests.export_timelapse {
+            self.background.spawn("export-timelapse", move || {
+                let name = if grid {
+                    "attention-heads-timelapse.gif"
+                } else {
+                    "attention-timelapse.gif"
+                };
+                pick_save_path(name, "GIF", &["gif"])
+                    .map_or(Done::Cancelled, |path| Done::ExportTimelapse { path, grid })
             });
         }
         for grid in [false, true] {

@@ -178,13 +178,24 @@ fn soak(steps: usize) -> (f64, f64) {
         .spawn()
         .unwrap();
     let mut samples = Vec::new();
+    let started = std::time::Instant::now();
+    let mut csv = String::from("elapsed_secs,rss_mib\n");
     while matches!(child.try_wait(), Ok(None)) {
         if let Some(kib) = rss_kib(child.id()) {
             samples.push(kib as f64 / 1024.0);
+            csv.push_str(&format!(
+                "{:.2},{:.2}\n",
+                started.elapsed().as_secs_f64(),
+                kib as f64 / 1024.0
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(child.wait().unwrap().success());
+    // The samples for the figure (`dinoscope plot --soak FILE`), when asked for.
+    if let Some(path) = std::env::var_os("DINOSCOPE_SOAK_CSV") {
+        std::fs::write(path, csv).unwrap();
+    }
     assert!(samples.len() >= 8, "too few samples: {samples:?}");
     let quarter = samples.len() / 4;
     let median = |part: &[f64]| {
@@ -212,7 +223,8 @@ fn resident_memory_levels_off_over_a_long_run() {
 }
 
 /// The full soak (RELIABILITY.md): 20 000 steps, same bound.
-/// `cargo test --release --test it soak_20000 -- --ignored --nocapture`
+/// `DINOSCOPE_SOAK_CSV=soak-cli.csv cargo test --release --test it soak_20000 -- --ignored --nocapture`
+/// (the variable also writes the samples, for `dinoscope plot --soak soak-cli.csv`)
 #[test]
 #[ignore = "about 5 minutes on 2 cores; run by hand (RELIABILITY.md)"]
 fn soak_20000_steps() {

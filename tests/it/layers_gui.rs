@@ -71,6 +71,22 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     });
     harness.run_steps(3);
     harness.get_by_label("Rollout over all blocks (one map)");
+    // Its settings, as vit_rollout.py takes them: another head fusion recomputes the maps.
+    harness.get_by_role_and_label(egui::accesskit::Role::Slider, "discard");
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "head fusion")
+        .click();
+    harness.run_steps(2);
+    harness.get_by_label("max").click();
+    harness.run_steps(1);
+    frames_until(&mut harness, "the max-fused rollout", 60, |app| {
+        app.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.attention.images.len()
+                && l.maps.iter().all(|(_, m)| {
+                    matches!(m.layer, MapLayer::Rollout(s) if s.fusion == dinoscope::analysis::attention::HeadFusion::Max)
+                })
+        })
+    });
 }
 
 /// The history scrubber's snapshots as an animated GIF, one frame per snapshot.
@@ -128,6 +144,24 @@ fn the_attention_history_exports_as_a_timelapse() {
         frames[2].buffer(),
         "the mask moves between frames"
     );
+    // The head grid's time-lapse: the grid (one head and the mean here) in every frame.
+    let grid_path = dir.path().join("grid.gif");
+    assert_eq!(
+        app.attention
+            .export_timelapse(&app.state, &grid_path, true)
+            .unwrap(),
+        3
+    );
+    let gif = std::fs::File::open(&grid_path).unwrap();
+    let grid_frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(grid_frames.len(), 3);
+    // Two tiles side by side: a wider picture than the one map.
+    let aspect = |b: &image::RgbaImage| b.width() as f32 / b.height() as f32;
+    assert!(aspect(grid_frames[0].buffer()) > 1.5 * aspect(frames[0].buffer()));
 }
 
 /// The patch inspector: clicking the large view asks the network that made the maps for the

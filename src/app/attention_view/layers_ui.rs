@@ -3,7 +3,7 @@
 //! inspector (click a patch of the large view: every followed image's similarity to it).
 
 use super::{AttentionView, MapSource};
-use crate::analysis::attention::{head_colour, AttentionMaps};
+use crate::analysis::attention::{head_colour, AttentionMaps, HeadFusion};
 use crate::analysis::layers::{MapLayer, RolloutSettings};
 use egui::Color32;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
@@ -29,13 +29,50 @@ impl AttentionView {
                     let choice = MapLayer::Block(block);
                     ui.selectable_value(&mut self.layer, choice, choice.label(depth));
                 }
-                let rollout = MapLayer::Rollout(RolloutSettings::default());
+                // Picking rollout again keeps its settings.
+                let rollout = match self.layer {
+                    MapLayer::Rollout(settings) => MapLayer::Rollout(settings),
+                    _ => MapLayer::Rollout(RolloutSettings::default()),
+                };
                 ui.selectable_value(&mut self.layer, rollout, rollout.label(depth))
-                    .on_hover_text("Attention rollout (Abnar & Zuidema 2020) as jacobgil/vit-explain computes it: each block's heads averaged, the weakest 90 % of the weights dropped, the identity added, multiplied through all blocks; the CLS row, divided by its maximum.");
+                    .on_hover_text("Attention rollout (Abnar & Zuidema 2020) as jacobgil/vit-explain computes it: each block's heads fused (head fusion), the weakest share of the weights dropped (discard, 90 % by default), the identity added, multiplied through all blocks; the CLS row, divided by its maximum.");
             })
             .response
             .on_hover_text("Which block's CLS attention the maps show. Earlier blocks look more locally; the chart below shows how far each head looks.");
-        if self.layer != before {
+        let picked = self.layer != before;
+        // Rollout's own settings, as vit_rollout.py takes them.
+        if let MapLayer::Rollout(settings) = &mut self.layer {
+            let mut changed = false;
+            egui::ComboBox::from_label("head fusion")
+                .selected_text(match settings.fusion {
+                    HeadFusion::Mean => "mean",
+                    HeadFusion::Min => "min",
+                    HeadFusion::Max => "max",
+                })
+                .show_ui(ui, |ui| {
+                    for (fusion, name) in [
+                        (HeadFusion::Mean, "mean"),
+                        (HeadFusion::Min, "min"),
+                        (HeadFusion::Max, "max"),
+                    ] {
+                        changed |= ui
+                            .selectable_value(&mut settings.fusion, fusion, name)
+                            .changed();
+                    }
+                })
+                .response
+                .on_hover_text("How each block's heads are combined before the blocks are multiplied through (vit_rollout.py's head_fusion).");
+            // Applied when the drag ends: each change recomputes every image's rollout.
+            let discard = ui
+                .add(egui::Slider::new(&mut settings.discard_ratio, 0.0..=0.99).text("discard"))
+                .on_hover_text("Share of each block's weakest fused attention set to 0 before the identity is added (vit_rollout.py's discard_ratio, 0.9 by default).");
+            changed |= discard.drag_stopped() || (discard.changed() && !discard.dragged());
+            if changed {
+                self.requests.training_settings = true;
+                self.requests.recompute_loaded = self.loaded.is_some();
+            }
+        }
+        if picked {
             // Rollout is one map: show it, not a head it does not have.
             if matches!(self.layer, MapLayer::Rollout(_)) {
                 self.head = super::HeadChoice::Fused(crate::analysis::attention::HeadFusion::Mean);

@@ -101,8 +101,9 @@ pub struct ViewRequests {
     pub reload_weights: bool,
     pub export_view: bool,
     pub export_grid: bool,
-    /// Export the history scrubber's snapshots as an animated GIF.
-    pub export_timelapse: bool,
+    /// Export the history scrubber's snapshots as an animated GIF (`Some(true)`: of the head
+    /// grid, `Some(false)`: of the large map).
+    pub export_timelapse: Option<bool>,
     /// The patch inspector: (followed image, pixel of the image as the network sees it).
     pub similarity: Option<(usize, (u32, u32))>,
 }

@@ -420,15 +420,20 @@ impl AttentionView {
                 self.requests.export_grid = true;
             }
             let snapshots = state.attention_history.len();
+            let can_lapse = self.source == MapSource::Training && snapshots > 1;
             if ui
-                .add_enabled(
-                    self.source == MapSource::Training && snapshots > 1,
-                    egui::Button::new("Export time-lapse GIF..."),
-                )
+                .add_enabled(can_lapse, egui::Button::new("Export time-lapse GIF..."))
                 .on_hover_text("The history's snapshots of this image as an animated GIF of the large map, the step under each frame: how the masks formed.")
                 .clicked()
             {
-                self.requests.export_timelapse = true;
+                self.requests.export_timelapse = Some(false);
+            }
+            if ui
+                .add_enabled(can_lapse, egui::Button::new("Grid time-lapse..."))
+                .on_hover_text("The same as an animated GIF of every head's map and the mean.")
+                .clicked()
+            {
+                self.requests.export_timelapse = Some(true);
             }
         });
         if self.source == MapSource::Training {
