@@ -71,7 +71,8 @@ impl DinoscopeApp {
         if self.first_point_secs.is_none()
             && self.state.current_run().is_some_and(|run| run.steps() > 0)
         {
-            self.first_point_secs = Some(self.launched_at.elapsed().as_secs_f64());
+            let since = self.start_pressed.unwrap_or(self.launched_at);
+            self.first_point_secs = Some(since.elapsed().as_secs_f64());
         }
     }
 }

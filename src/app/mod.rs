@@ -120,7 +120,9 @@ pub struct DinoscopeApp {
     /// CPU time of the recent frames (egui's own rolling window).
     frame_secs: egui::util::History<f32>,
     launched_at: Instant,
-    /// Seconds from launch to the first plotted point.
+    /// When Start (or Resume run…, or a study) was last pressed.
+    start_pressed: Option<Instant>,
+    /// Seconds from pressing Start to the run's first plotted point.
     pub first_point_secs: Option<f64>,
     screenshot_requested: bool,
     /// Set by the screenshot callback (on eframe's thread) once the PNG is written.
@@ -278,6 +280,7 @@ impl DinoscopeApp {
             options,
             frame_secs: egui::util::History::new(0..FRAME_WINDOW, f32::INFINITY),
             launched_at: Instant::now(),
+            start_pressed: None,
             first_point_secs: None,
             screenshot_requested: false,
             screenshot_done: Arc::new(std::sync::Mutex::new(None)),

@@ -82,6 +82,7 @@ impl DinoscopeApp {
 
     /// Continues a run from its newest checkpoint (or the checkpoint `path` names).
     pub fn resume_run(&mut self, path: PathBuf) {
+        self.pressed_start();
         let label = format!(
             "run-{} · resumed {}",
             self.state.next_run_id,

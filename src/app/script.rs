@@ -61,7 +61,7 @@ impl DinoscopeApp {
             // The UI-under-load numbers BENCHMARKS.md reports, measured while training ran.
             if let Some((median, p95)) = self.frame_time_ms() {
                 eprintln!(
-                    "ui: frame CPU time median {median:.1} ms, p95 {p95:.1} ms over the last {} frames; first point after {}",
+                    "ui: frame CPU time median {median:.1} ms, p95 {p95:.1} ms over the last {} frames; first point {} after Start",
                     self.frame_secs.len(),
                     self.first_point_secs
                         .map(|s| format!("{s:.1} s"))

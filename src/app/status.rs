@@ -79,7 +79,8 @@ impl DinoscopeApp {
                         .on_hover_text("CPU time per UI frame over the last 240 frames.");
                 }
                 if let Some(secs) = self.first_point_secs {
-                    ui.label(format!("first point after {secs:.1} s"));
+                    ui.label(format!("first point {secs:.1} s after Start"))
+                        .on_hover_text("From pressing Start to the first plotted step: building the model, the data loader's first batch and the first step.");
                 }
             });
         });

@@ -368,6 +368,7 @@ fn table_ui(ui: &mut egui::Ui, state: &AppState, arms: &[StudyArmState]) {
 impl DinoscopeApp {
     /// Starts the study: its runs in the state, the worker told, the comparison shown.
     pub(super) fn start_study(&mut self, spec: StudySpec) {
+        self.pressed_start();
         let root = self
             .options
             .runs_root

@@ -6,8 +6,15 @@ use crate::config::PRESETS;
 use crate::worker::{Command, WorkerStatus};
 
 impl DinoscopeApp {
+    /// A run is being started: its first point is timed from now.
+    pub(super) fn pressed_start(&mut self) {
+        self.start_pressed = Some(std::time::Instant::now());
+        self.first_point_secs = None;
+    }
+
     /// Starts a new run from the preset and the current controls.
     pub fn start(&mut self, paused: bool) {
+        self.pressed_start();
         let mut config = self.base_config.clone();
         self.state.controls.fold_into(&mut config);
         self.attention.training_depth = config.vit_arch().depth;
