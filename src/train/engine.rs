@@ -537,7 +537,8 @@ impl Engine {
         };
         // A run shorter than the evaluation period still gets its random-init row, the line
         // the learned features are compared with.
-        if !self.eval_baseline_done && self.eval.is_some() {
+        // Not after a failure: the device may be gone.
+        if save && !self.eval_baseline_done && self.eval.is_some() {
             let mut evals = Vec::new();
             self.evaluate_baseline(&mut evals);
             events.extend(evals);

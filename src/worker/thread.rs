@@ -430,7 +430,16 @@ impl Worker {
                 self.status(WorkerStatus::Paused);
             }
             Err(err) => {
-                self.emit(Event::Error(err.to_string()));
+                // A lost device (or a failed kernel) cannot go on here; the run's newest
+                // checkpoint is untouched, and Resume run… continues it on any device.
+                let resume = run.engine.run_dir().and_then(|dir| {
+                    let (step, _) = crate::store::checkpoint::list_checkpoints(dir).pop()?;
+                    Some(format!(
+                        ". The checkpoint of step {step} is intact: Resume run… with {} continues from it (on the CPU if the GPU is gone)",
+                        dir.display()
+                    ))
+                });
+                self.emit(Event::Error(format!("{err}{}", resume.unwrap_or_default())));
                 self.finish_run(WorkerStatus::Failed);
             }
         }

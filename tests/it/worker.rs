@@ -522,3 +522,66 @@ fn a_lost_run_directory_pauses_and_the_run_continues_in_another() {
     // The header and steps 0..=6 at least (more may land before the pause).
     assert!(csv.lines().count() > 7, "{csv}");
 }
+
+/// Issue 14 §4: a device lost mid-run (injected: no GPU here) ends the run with a message that
+/// names the step and the intact checkpoint; resuming it on the CPU continues the run.
+#[test]
+fn a_lost_device_names_the_intact_checkpoint_and_resume_on_the_cpu_continues() {
+    use dinoscope::train::guard::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let worker = spawn();
+    worker
+        .send(Command::SetCheckpointing {
+            every_steps: 2,
+            keep_last: 3,
+        })
+        .unwrap();
+    worker
+        .send(Command::Start {
+            run_id: 1,
+            config: Box::new(micro_config()),
+            run_dir: Some(run.clone()),
+            total_steps: Some(10_000),
+            paused: true,
+        })
+        .unwrap();
+    worker
+        .send(Command::InjectFault(Some(Fault::DeviceLost { step: 5 })))
+        .unwrap();
+    worker.send(Command::Resume).unwrap();
+    let events = until(&worker, |e| matches!(e, Event::Error(_)));
+    let Some(Event::Error(message)) = events.last() else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("device lost at step 5")
+            && message.contains("checkpoint of step 4 is intact")
+            && message.contains(&run.display().to_string()),
+        "{message}"
+    );
+    until(&worker, |e| {
+        matches!(
+            e,
+            Event::Status {
+                status: WorkerStatus::Failed,
+                ..
+            }
+        )
+    });
+    // The checkpoints are as they were; the run continues from step 4 on the CPU.
+    let kept = dinoscope::store::checkpoint::list_checkpoints(&run);
+    assert_eq!(kept.last().map(|(step, _)| *step), Some(4));
+    worker
+        .send(Command::ResumeFrom {
+            run_id: 2,
+            path: run.clone(),
+            paused: false,
+        })
+        .unwrap();
+    let events = until(&worker, |e| metrics_step(e) == Some(6));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Resumed { first_step: 4, .. })));
+    worker.send(Command::Stop).unwrap();
+}
