@@ -22,7 +22,7 @@ pub struct WatchArgs {
     once: bool,
     /// The probe batch: a folder of images (ImageFolder or flat), or one holding
     /// probe_globals.npy (+ probe_locals.npy) crops to use as they are [default: the bundled
-    /// photos].
+    /// photos and embedded shapes, 16 images].
     #[arg(long, value_name = "FOLDER")]
     probe: Option<PathBuf>,
     /// Images whose teacher attention is drawn for every checkpoint, as
@@ -276,7 +276,7 @@ fn attention_images(paths: &[PathBuf]) -> Result<Vec<(String, image::RgbImage)>>
 }
 
 /// Fixed crops from `.npy` files, or the multi-crop views of a folder's images (default: the
-/// bundled photos), seeded so every checkpoint sees the same batch.
+/// bundled photos and embedded shapes), seeded so every checkpoint sees the same batch.
 fn probe_batch(folder: Option<&Path>, settings: &WatchSettings) -> Result<ProbeBatch> {
     if let Some(dir) = folder {
         if dir.join("probe_globals.npy").is_file() {
@@ -292,10 +292,7 @@ fn probe_batch(folder: Option<&Path>, settings: &WatchSettings) -> Result<ProbeB
                 .filter_map(|i| dataset.get(i).ok().map(|s| s.image))
                 .collect()
         }
-        None => dinoscope::data::sample_photos()
-            .into_iter()
-            .map(|(_, image)| image)
-            .collect(),
+        None => dinoscope::train::watch::default_probe_images(),
     };
     if images.is_empty() {
         return Err(usage("--probe: no readable images in the folder"));

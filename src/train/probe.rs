@@ -40,3 +40,16 @@ pub fn probe_decomposition(
     let values = out.stats.into_data_as::<f32>();
     LossStats::from_values(values.as_slice::<f32>().ok()?)
 }
+
+/// The teacher's CLS features and ℓ2-normalised bottleneck of the global crops, as host rows
+/// (`[rows, embed_dim]`, `[rows, bottleneck_dim]`): the representation readings of a
+/// checkpoint that was not trained here.
+pub fn probe_features(teacher: &DinoModel, globals: Tensor<4>) -> Option<(Vec<f32>, Vec<f32>)> {
+    let out = teacher.forward_multi_crop_with_features(vec![globals], None);
+    let features = out.features?.into_data_as::<f32>();
+    let bottleneck = out.bottleneck?.into_data_as::<f32>();
+    Some((
+        features.as_slice::<f32>().ok()?.to_vec(),
+        bottleneck.as_slice::<f32>().ok()?.to_vec(),
+    ))
+}

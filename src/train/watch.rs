@@ -5,6 +5,7 @@
 //! `knn` and the app read it like any run.
 
 use crate::analysis::attention::AttentionMaps;
+use crate::analysis::geometry::EmbeddingWindow;
 use crate::analysis::health::{classify, RecentLoss, MIN_STEPS, WINDOW_STEPS};
 use crate::analysis::knn::EvalData;
 use crate::analysis::layers::{maps_of_layer, MapLayer};
@@ -20,12 +21,34 @@ use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoi
 use crate::store::weights::ArchOverrides;
 use crate::train::loss::{LossOptions, LossStats};
 use crate::train::probe::probe_decomposition;
+use crate::train::representation::Reading;
 use burn::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 pub use super::watch_settings::{ResolvedSettings, WatchOverrides, WatchSettings};
+
+/// Probe rows (2 global crops per image) below which no representation readings are made:
+/// the rank of a handful of rows says little.
+pub const MIN_PROBE_ROWS_FOR_RANK: usize = 16;
+
+/// Images in the default probe batch: the bundled photos, then the embedded shapes.
+pub const DEFAULT_PROBE_IMAGES: usize = 16;
+
+/// The default probe: the bundled photos and embedded shapes up to [`DEFAULT_PROBE_IMAGES`]
+/// (enough rows for the representation readings), the same for every checkpoint.
+pub fn default_probe_images() -> Vec<image::RgbImage> {
+    use crate::data::{Dataset, SyntheticShapes};
+    let mut images: Vec<image::RgbImage> = crate::data::sample_photos()
+        .into_iter()
+        .map(|(_, image)| image)
+        .collect();
+    let shapes = SyntheticShapes::new(0, 224, DEFAULT_PROBE_IMAGES);
+    let missing = DEFAULT_PROBE_IMAGES.saturating_sub(images.len());
+    images.extend((0..missing).filter_map(|i| shapes.get(i).ok().map(|s| s.image)));
+    images
+}
 
 /// Fixed crops every checkpoint is evaluated on: `globals` `[2·B, 3, g, g]` and `locals`
 /// `[L·B, 3, l, l]`, crop-major, as host floats.
@@ -251,7 +274,8 @@ impl Watcher {
                 path.display()
             )
         })?;
-        let row = self.record(&checkpoint, epoch, teacher_temp, &stats)?;
+        let reading = self.reading(&checkpoint);
+        let row = self.record(&checkpoint, epoch, teacher_temp, &stats, reading.as_ref())?;
         let maps = self.attention(&checkpoint, epoch);
         let eval = self.knn(&checkpoint, epoch)?;
         Ok(WatchEvent::Evaluated {
@@ -261,6 +285,28 @@ impl Watcher {
             eval,
             embed_dim: checkpoint.vit.arch.embed_dim,
             secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The representation readings of the teacher on the probe's global crops (effective
+    /// rank, std of normalised features, near-zero directions), as the trainer reports them
+    /// over its window; `None` for a probe too small to say anything.
+    fn reading(&self, checkpoint: &TrainingCheckpoint) -> Option<Reading> {
+        let rows = self.probe.globals.1[0];
+        if rows < MIN_PROBE_ROWS_FOR_RANK {
+            return None;
+        }
+        let (globals, _) = self.probe.tensors(&self.device);
+        let (features, bottleneck) = crate::device::on_compute_pool(|| {
+            crate::train::probe::probe_features(&checkpoint.teacher, globals)
+        })?;
+        let mut backbone = EmbeddingWindow::new(checkpoint.vit.arch.embed_dim, rows);
+        backbone.push(&features);
+        let mut head = EmbeddingWindow::new(checkpoint.head_dims.1, rows);
+        head.push(&bottleneck);
+        Some(Reading {
+            backbone: backbone.geometry()?,
+            head: head.geometry(),
         })
     }
 
@@ -358,6 +404,7 @@ impl Watcher {
         epoch: usize,
         teacher_temp: f64,
         stats: &LossStats,
+        reading: Option<&Reading>,
     ) -> Result<MetricsRow, String> {
         let ln_k = (checkpoint.head_dims.2 as f64).ln();
         let log = self.log.iter().find(|r| r.epoch == epoch);
@@ -378,6 +425,9 @@ impl Watcher {
             ln_k,
             ..MetricsRow::default()
         };
+        if let Some(reading) = reading {
+            reading.fill(&mut row);
+        }
         let recent: Vec<&MetricsRow> = self
             .rows
             .iter()

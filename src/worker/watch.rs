@@ -27,7 +27,7 @@ pub struct WatchHandle {
 impl WatchHandle {
     /// Follows `dir`: a dinoscope run folder's rows as they are written, or an official run
     /// folder's checkpoints, evaluated into the dinoscope run folder `out`; the probe batch is
-    /// the bundled photos' multi-crop views. The settings are resolved on the thread (the user's
+    /// the multi-crop views of the default probe (bundled photos and embedded shapes). The settings are resolved on the thread (the user's
     /// `given`, else the first checkpoint's `args`, else main_dino.py's defaults) and said in
     /// an info event.
     pub fn spawn(
@@ -123,10 +123,7 @@ fn follow(
     let Some(settings) = settings_of(dir, &given, &send, stop) else {
         return;
     };
-    let images: Vec<image::RgbImage> = crate::data::sample_photos()
-        .into_iter()
-        .map(|(_, image)| image)
-        .collect();
+    let images = crate::train::watch::default_probe_images();
     let probe = ProbeBatch::from_images(&images, &settings.augment, settings.seed);
     let mut watcher =
         Watcher::new(dir, out, settings, probe, device).with_attention_images(attention_images);
@@ -238,7 +235,7 @@ fn settings_of(
     let resolved = WatchSettings::resolve(given, args.as_ref().map(|(_, a)| a));
     let settings = resolved.settings;
     let mut said = format!(
-        "watching {}: each new checkpoint on the bundled photos, teacher temperature {}, crops {}/{} px, {} locals",
+        "watching {}: each new checkpoint on a probe of the bundled photos and embedded shapes, teacher temperature {}, crops {}/{} px, {} locals",
         dir.display(),
         describe_temp(&settings),
         settings.augment.global_crop_size_px,

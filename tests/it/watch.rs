@@ -219,7 +219,7 @@ fn watch_once_writes_a_run_folder_plot_reads() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("watch")
         .arg(&run)
-        .args(["--once", "--heads", "2", "--out"])
+        .args(["--once", "--heads", "2", "--global-crop", "32", "--out"])
         .arg(dir.path().join("defaults"))
         .output()
         .unwrap();
@@ -233,10 +233,19 @@ fn watch_once_writes_a_run_folder_plot_reads() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("assumed") && stderr.contains("--global-crop 224"),
+        stderr.contains("assumed") && stderr.contains("--local-crop 96"),
         "{stderr}"
     );
     assert!(!stderr.contains("--teacher-temp 0.04"), "{stderr}");
+    // The default probe (16 images, 32 global rows) also gives the representation readings.
+    let rows =
+        dinoscope::store::run::read_step_metrics(&dir.path().join("defaults/metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let rank = row.effective_rank.unwrap();
+        assert!(rank > 1.0 && rank <= 16.0, "{row:?}");
+        assert!(row.std_normalized.is_some() && row.effective_rank_head.is_some());
+    }
     // Not a run folder.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("watch")

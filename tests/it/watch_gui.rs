@@ -48,6 +48,11 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
     assert_eq!(last.epoch, 2);
     assert!((watched.ln_k - 64f64.ln()).abs() < 1e-9);
     assert!((last.loss - (last.teacher_entropy + last.kl)).abs() < 1e-9);
+    // The default probe's 32 global rows give the teacher's representation readings.
+    assert!(
+        last.effective_rank.is_some_and(|r| r > 1.0 && r <= 16.0),
+        "{last:?}"
+    );
     // log.txt's three epochs, as the run's own training-loss curve.
     let log = dinoscope::store::official_run::read_official_log(&run.join("log.txt"));
     assert_eq!(
