@@ -63,7 +63,10 @@ pub struct WatchArgs {
     local_crop: Option<u32>,
     #[arg(long, value_name = "N")]
     local_crops: Option<usize>,
-    /// Heads of the ViT (default: the official convention, width / 64).
+    /// Heads of the ViT (default: the official convention, width / 64). Every setting here
+    /// can also live in DIR.watch.toml beside the folder (keys teacher_temp,
+    /// warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, global_crop_px,
+    /// local_crop_px, local_crops, heads), which the app reads too.
     #[arg(long, value_name = "H")]
     heads: Option<usize>,
     /// Seconds between looks at the folder when following.
@@ -92,7 +95,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if !(args.poll_secs > 0.0 && args.poll_secs.is_finite()) {
         return Err(usage("--poll-secs must be a positive number of seconds"));
     }
-    let given = WatchOverrides {
+    let flags = WatchOverrides {
         teacher_temp: args.teacher_temp,
         warmup_teacher_temp: args.warmup_teacher_temp,
         warmup_teacher_temp_epochs: args.warmup_teacher_temp_epochs,
@@ -102,6 +105,14 @@ pub fn run(args: WatchArgs) -> Result<()> {
         local_crops: args.local_crops,
         heads: args.heads,
     };
+    let file = WatchOverrides::read_file(&args.dir).map_err(usage)?;
+    if file.is_some() {
+        note(&format!(
+            "settings from {} (flags win over it)",
+            WatchOverrides::file_for(&args.dir).display()
+        ));
+    }
+    let given = flags.or(file.unwrap_or_default());
     let stop = Arc::new(AtomicBool::new(false));
     if !args.once {
         let flag = stop.clone();

@@ -5,6 +5,7 @@
 
 use crate::augment::AugmentConfig;
 use crate::store::official_args::OfficialArgs;
+use std::path::{Path, PathBuf};
 
 /// How the watched run was trained, as far as the probe needs it: from the user, else from the
 /// checkpoint's pickled `args`, else main_dino.py's defaults (see [`WatchSettings::resolve`]).
@@ -54,8 +55,10 @@ impl WatchSettings {
     }
 }
 
-/// Values the user gave (CLI flags, the app's fields); `None` = the run's own.
-#[derive(Clone, Debug, Default)]
+/// Values the user gave (CLI flags, the app's fields, or `DIR.watch.toml` beside the run
+/// folder with these keys); `None` = the run's own.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchOverrides {
     pub teacher_temp: Option<f64>,
     pub warmup_teacher_temp: Option<f64>,
@@ -65,6 +68,47 @@ pub struct WatchOverrides {
     pub local_crop_px: Option<u32>,
     pub local_crops: Option<usize>,
     pub heads: Option<usize>,
+}
+
+impl WatchOverrides {
+    /// The user's settings file for a watched folder: `DIR.watch.toml` beside it (the
+    /// training job's folder is never written to).
+    pub fn file_for(dir: &Path) -> PathBuf {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".watch.toml");
+        dir.with_file_name(name)
+    }
+
+    /// That file's values; `Ok(None)` without one, an error naming the file and the key
+    /// otherwise.
+    pub fn read_file(dir: &Path) -> Result<Option<Self>, String> {
+        let path = Self::file_for(dir);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        toml::from_str(&text).map(Some).map_err(|err| {
+            format!(
+                "{}: {err}; keys: teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, global_crop_px, local_crop_px, local_crops, heads",
+                path.display()
+            )
+        })
+    }
+
+    /// These values, and `fallback`'s where these have none.
+    pub fn or(self, fallback: WatchOverrides) -> WatchOverrides {
+        WatchOverrides {
+            teacher_temp: self.teacher_temp.or(fallback.teacher_temp),
+            warmup_teacher_temp: self.warmup_teacher_temp.or(fallback.warmup_teacher_temp),
+            warmup_teacher_temp_epochs: self
+                .warmup_teacher_temp_epochs
+                .or(fallback.warmup_teacher_temp_epochs),
+            momentum_teacher: self.momentum_teacher.or(fallback.momentum_teacher),
+            global_crop_px: self.global_crop_px.or(fallback.global_crop_px),
+            local_crop_px: self.local_crop_px.or(fallback.local_crop_px),
+            local_crops: self.local_crops.or(fallback.local_crops),
+            heads: self.heads.or(fallback.heads),
+        }
+    }
 }
 
 /// The settings and where each came from, for the user to read.
@@ -221,5 +265,30 @@ mod tests {
         let bare = WatchSettings::resolve(&WatchOverrides::default(), None);
         assert!(bare.from_args.is_empty());
         assert_eq!(bare.assumed.len(), 7);
+    }
+
+    #[test]
+    fn the_settings_file_beside_the_folder_fills_what_flags_leave_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("output_dir");
+        std::fs::create_dir(&run).unwrap();
+        assert_eq!(WatchOverrides::read_file(&run), Ok(None));
+        let file = WatchOverrides::file_for(&run);
+        assert_eq!(file, dir.path().join("output_dir.watch.toml"));
+        std::fs::write(&file, "teacher_temp = 0.07\nglobal_crop_px = 160\n").unwrap();
+        let from_file = WatchOverrides::read_file(&run).unwrap().unwrap();
+        let flags = WatchOverrides {
+            teacher_temp: Some(0.05),
+            ..WatchOverrides::default()
+        };
+        let merged = flags.or(from_file);
+        assert_eq!(merged.teacher_temp, Some(0.05), "a flag beats the file");
+        assert_eq!(merged.global_crop_px, Some(160));
+        std::fs::write(&file, "teacher_tmp = 0.07\n").unwrap();
+        let err = WatchOverrides::read_file(&run).unwrap_err();
+        assert!(
+            err.contains("output_dir.watch.toml") && err.contains("teacher_tmp"),
+            "{err}"
+        );
     }
 }

@@ -231,8 +231,16 @@ fn settings_of(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The user's file beside the folder fills what the app's fields leave open.
+    let given = match WatchOverrides::read_file(dir) {
+        Ok(file) => given.clone().or(file.unwrap_or_default()),
+        Err(message) => {
+            send(Event::Warning(format!("watch: {message}; not used")));
+            given.clone()
+        }
+    };
     let args = run_args(dir);
-    let resolved = WatchSettings::resolve(given, args.as_ref().map(|(_, a)| a));
+    let resolved = WatchSettings::resolve(&given, args.as_ref().map(|(_, a)| a));
     let settings = resolved.settings;
     let mut said = format!(
         "watching {}: each new checkpoint on a probe of the bundled photos and embedded shapes, teacher temperature {}, crops {}/{} px, {} locals",

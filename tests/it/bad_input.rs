@@ -1075,3 +1075,28 @@ fn bad_inputs_exit_2_with_a_message_naming_them() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Issue 14 §4: `--device gpu` without a hardware adapter (llvmpipe does not count) is a usage
+/// error naming the way out, before any run directory exists. Skipped where a GPU exists.
+#[test]
+fn device_gpu_without_a_hardware_adapter_exits_2_and_says_what_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["train", "--device", "gpu", "--steps", "1", "--out"])
+        .arg(&run)
+        .args(crate::cli::MICRO)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        eprintln!("skipped: this machine has a hardware GPU");
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no hardware GPU adapter") && stderr.contains("--device cpu"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "nothing written");
+}

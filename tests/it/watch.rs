@@ -246,6 +246,31 @@ fn watch_once_writes_a_run_folder_plot_reads() {
         assert!(rank > 1.0 && rank <= 16.0, "{row:?}");
         assert!(row.std_normalized.is_some() && row.effective_rank_head.is_some());
     }
+    // The same settings from run.watch.toml beside the folder (what the app reads too).
+    std::fs::write(
+        dir.path().join("run.watch.toml"),
+        "heads = 2\nglobal_crop_px = 32\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .arg("watch")
+        .arg(&run)
+        .args(["--once", "--out"])
+        .arg(dir.path().join("from-file"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("settings from") && stderr.contains("run.watch.toml"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("from-file/metrics.csv")).unwrap(),
+        std::fs::read_to_string(dir.path().join("defaults/metrics.csv")).unwrap(),
+        "the file's values, as the flags gave them"
+    );
+    std::fs::remove_file(dir.path().join("run.watch.toml")).unwrap();
     // Not a run folder.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("watch")
