@@ -215,6 +215,17 @@ impl AttentionView {
         let before = self.images.len();
         for (path, image) in decoded {
             match image {
+                // Two drops decoded at once can ask for more than there is room for.
+                Ok(_) if self.images.len() >= crate::app::feed::MAX_FOLLOWED_IMAGES => {
+                    state.message(
+                        Level::Warning,
+                        format!(
+                            "{}: the attention view already follows {} images",
+                            path.display(),
+                            self.images.len()
+                        ),
+                    );
+                }
                 Ok(image) => {
                     let name = path
                         .file_name()
