@@ -84,7 +84,7 @@ fn soak(log: &std::path::Path, out: &std::path::Path) -> Result<()> {
     }
     let minutes = rows.last().map_or(0.0, |r| r.elapsed_secs / 60.0);
     let name = log.file_name().unwrap_or_default().to_string_lossy();
-    render_soak(&rows, &format!("{name}: {minutes:.0} minutes"), out)?;
+    render_soak(&rows, &format!("{name}: {minutes:.1} minutes"), out)?;
     Printer::default().line(&format!(
         "wrote {} ({} samples over {minutes:.1} minutes)",
         out.display(),
