@@ -263,11 +263,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut file = tempfile::Builder::new()
-        .prefix(".dinoscope-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".dinoscope-").suffix(".partial");
+    // The mode `File::create` gives (0666 less the umask), not a temporary file's 0600: a
+    // figure or CSV the user shares must stay readable once renamed.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut file = builder.tempfile_in(dir).map_err(err)?;
     file.write_all(bytes).map_err(err)?;
     file.as_file().sync_all().map_err(err)?;
     file.persist(path).map_err(|e| err(e.error))?;
@@ -303,6 +305,20 @@ pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn atomically_written_files_get_the_mode_file_create_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let atomic = dir.path().join("fig.png");
+        write_atomically(&atomic, b"png").unwrap();
+        let plain = dir.path().join("plain.png");
+        std::fs::File::create(&plain).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain));
+        assert_eq!(std::fs::read(&atomic).unwrap(), b"png");
+    }
 
     #[test]
     fn the_best_step_is_the_highest_effective_rank_earliest_on_a_tie() {
