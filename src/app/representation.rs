@@ -40,6 +40,15 @@ fn key_ui(ui: &mut egui::Ui, entries: &[(String, Color32)]) {
     });
 }
 
+/// What a run's x counts: a watched run's rows are its checkpoints' epochs.
+fn x_word(run: &RunRecord) -> &'static str {
+    if run.watched {
+        "epoch"
+    } else {
+        "step"
+    }
+}
+
 /// One line under the heading: the newest reading and the best step so far.
 pub fn summary_text(run: &RunRecord) -> Option<String> {
     let rank = run.series(Quantity::EffectiveRank)?.last()?;
@@ -52,7 +61,8 @@ pub fn summary_text(run: &RunRecord) -> Option<String> {
     }
     if let Some((step, best)) = run.best_rank() {
         text.push_str(&format!(
-            " · best without labels: step {step} (rank {best:.1})"
+            " · best without labels: {} {step} (rank {best:.1})",
+            x_word(run)
         ));
     }
     Some(text)
@@ -104,7 +114,7 @@ fn rank_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f3
                     Text::new(
                         "",
                         PlotPoint::new(x, top),
-                        format!(" best: step {step} ({rank:.1})"),
+                        format!(" best: {} {step} ({rank:.1})", x_word(run)),
                     )
                     .anchor(egui::Align2::LEFT_TOP)
                     .color(Color32::from_rgb(230, 230, 230)),
@@ -228,7 +238,7 @@ fn spectrum_plot_ui(ui: &mut egui::Ui, run: &RunRecord, height: f32) {
         ui,
         &[
             (
-                format!("singular values σ / σ₁ at step {newest_step}"),
+                format!("singular values σ / σ₁ at {} {newest_step}", x_word(run)),
                 colour(rgb),
             ),
             (
