@@ -276,6 +276,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// `picture` as a PNG, written with [`write_atomically`]: the file whole or not at all.
+pub fn write_png(path: &Path, picture: &image::RgbImage) -> Result<(), RunError> {
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|err| RunError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
+    write_atomically(path, png.get_ref())
+}
+
 /// tempfile words its I/O errors "<OS error> at path \"<dir>/.dinoscope-XXXX.partial\"" (and
 /// hides the OS error from `source()`); the user knows only the file they asked for, which
 /// the caller names, so keep the OS error alone.

@@ -94,11 +94,7 @@ pub fn render_soak(rows: &[SoakRow], title: &str, path: &Path) -> Result<(), Fig
     }
     let image = image::RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| draw_error("bitmap size mismatch".into()))?;
-    let mut png = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| draw_error(e.to_string()))?;
-    super::run::write_atomically(path, png.get_ref()).map_err(|e| draw_error(e.to_string()))
+    super::run::write_png(path, &image).map_err(|e| draw_error(e.to_string()))
 }
 
 const COLOURS: [RGBColor; 3] = [

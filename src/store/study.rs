@@ -207,13 +207,7 @@ pub fn write_study(
     match attention_grid(attention, 192) {
         Ok(grid) => {
             let path = dir.join(ATTENTION_GRID);
-            let mut png = std::io::Cursor::new(Vec::new());
-            grid.write_to(&mut png, image::ImageFormat::Png)
-                .map_err(|err| RunError::Write {
-                    path: path.clone(),
-                    source: std::io::Error::other(err.to_string()),
-                })?;
-            write_atomically(&path, png.get_ref())?;
+            super::run::write_png(&path, &grid)?;
             files.written.push(path);
         }
         Err(err) => files.skipped.push(format!("{ATTENTION_GRID}: {err}")),

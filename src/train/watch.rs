@@ -526,13 +526,10 @@ fn file_stem(name: &str) -> String {
         .collect()
 }
 
+/// The PNG, in a folder made for it.
 fn write_png(path: &Path, picture: &image::RgbImage) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut png = std::io::Cursor::new(Vec::new());
-    picture
-        .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(std::io::Error::other)?;
-    write_atomically(path, png.get_ref()).map_err(std::io::Error::other)
+    crate::store::run::write_png(path, picture).map_err(std::io::Error::other)
 }
