@@ -183,17 +183,12 @@ pub fn run(args: WatchArgs) -> Result<()> {
 /// A run that has only just started has no checkpoint yet; its first one holds the `args`
 /// that say how it trains, so following starts there (Ctrl-C still ends the wait).
 fn wait_for_a_checkpoint(dir: &Path, poll_secs: f64, stop: &AtomicBool) {
-    use dinoscope::store::official_run::{checkpoint_files, zip_is_complete};
-    let complete = || {
-        checkpoint_files(dir)
-            .iter()
-            .any(|f| zip_is_complete(&f.path))
-    };
-    if complete() {
+    use dinoscope::store::official_run::has_complete_checkpoint;
+    if has_complete_checkpoint(dir) {
         return;
     }
     note("waiting for the run's first checkpoint (its args say how the run trains)...");
-    while !complete() && !stop.load(Ordering::SeqCst) {
+    while !has_complete_checkpoint(dir) && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_secs_f64(poll_secs.min(1.0)));
     }
 }

@@ -83,6 +83,14 @@ pub fn checkpoint_files(dir: &Path) -> Vec<CheckpointFile> {
     files
 }
 
+/// Whether any checkpoint in the folder is complete (a run that has only just started has
+/// none yet).
+pub fn has_complete_checkpoint(dir: &Path) -> bool {
+    checkpoint_files(dir)
+        .iter()
+        .any(|f| zip_is_complete(&f.path))
+}
+
 /// The `args` of the run: from the newest complete checkpoint that has them (the same
 /// Namespace is saved in every one), with the file they came from.
 pub fn run_args(dir: &Path) -> Option<(PathBuf, super::official_args::OfficialArgs)> {

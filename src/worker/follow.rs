@@ -10,7 +10,7 @@ use crate::store::run::{EVAL_FILE, METRICS_FILE};
 use crate::store::tail::CsvTail;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the files are looked at: they are local and cheap to read.
 pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
@@ -92,10 +92,7 @@ pub(super) fn follow_run_folder(
                 rows: evals.clone(),
             });
         }
-        let until = Instant::now() + FOLLOW_POLL;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::watch::sleep_unless_stopped(FOLLOW_POLL, stop);
     }
     send(Event::Status {
         run_id: Some(run_id),

@@ -201,15 +201,27 @@ fn follow(
                 }
             }
         }
-        let until = Instant::now() + WATCH_POLL;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        sleep_unless_stopped(WATCH_POLL, stop);
     }
     send(Event::Status {
         run_id: Some(run_id),
         status: WorkerStatus::Finished,
     });
+}
+
+/// Sleeps `duration` in short naps, waking early when `stop` is set (so dropping the handle
+/// joins quickly); `false` when stopped.
+pub(super) fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
+    !stop.load(Ordering::SeqCst)
 }
 
 /// The run's settings once its first checkpoint is complete (a run that has only just started
@@ -221,15 +233,11 @@ fn settings_of(
     send: &impl Fn(Event),
     stop: &AtomicBool,
 ) -> Option<WatchSettings> {
-    use crate::store::official_run::{checkpoint_files, run_args, zip_is_complete};
-    while !checkpoint_files(dir)
-        .iter()
-        .any(|f| zip_is_complete(&f.path))
-    {
-        if stop.load(Ordering::SeqCst) {
+    use crate::store::official_run::{has_complete_checkpoint, run_args};
+    while !has_complete_checkpoint(dir) {
+        if !sleep_unless_stopped(Duration::from_millis(200), stop) {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
     // The user's file beside the folder fills what the app's fields leave open.
     let given = match WatchOverrides::read_file(dir) {
