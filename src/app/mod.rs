@@ -6,6 +6,7 @@ pub mod attention_view;
 pub mod background;
 pub mod collapse;
 mod controls;
+mod distance_history;
 mod events;
 mod feed;
 pub mod overlay_gpu;

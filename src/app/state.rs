@@ -236,48 +236,7 @@ pub struct AttentionSnapshot {
     pub maps: Vec<(String, crate::analysis::attention::AttentionMaps)>,
 }
 
-/// The mean attention distance of every head of every block after one step, averaged over
-/// the followed images.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DistanceSnapshot {
-    pub step: usize,
-    pub network: crate::store::weights::Network,
-    /// `[block][head]` pixels.
-    pub distance_px: Vec<Vec<f32>>,
-}
-
-impl DistanceSnapshot {
-    /// The images' mean; `None` when no map carries distances or their shapes differ.
-    fn of(snapshot: &AttentionSnapshot) -> Option<Self> {
-        let mut maps = snapshot.maps.iter().map(|(_, m)| &m.distance_px);
-        let first = maps.next().filter(|d| !d.is_empty())?;
-        let shape: Vec<usize> = first.iter().map(Vec::len).collect();
-        let mut sum: Vec<Vec<f32>> = first.clone();
-        let mut count = 1.0;
-        for distance in maps {
-            if distance.iter().map(Vec::len).collect::<Vec<_>>() != shape {
-                return None;
-            }
-            for (block, heads) in sum.iter_mut().zip(distance) {
-                for (total, d) in block.iter_mut().zip(heads) {
-                    *total += d;
-                }
-            }
-            count += 1.0;
-        }
-        for value in sum.iter_mut().flatten() {
-            *value /= count;
-        }
-        Some(Self {
-            step: snapshot.step,
-            network: snapshot.network,
-            distance_px: sum,
-        })
-    }
-}
-
-/// Distance points kept per run before they are thinned.
-pub const MAX_DISTANCE_POINTS: usize = 4096;
+pub use super::distance_history::{DistanceSnapshot, MAX_DISTANCE_POINTS};
 
 /// Attention snapshots kept per run (at one per 10 steps: the last 1000 steps).
 pub const MAX_ATTENTION_SNAPSHOTS: usize = 100;
@@ -495,16 +454,8 @@ impl AppState {
                         network,
                         maps,
                     };
-                    self.distance_history
-                        .extend(DistanceSnapshot::of(&snapshot));
-                    // Bounded over any session: past the cap, every other point goes (the
-                    // whole run stays on the chart, at half the density).
-                    if self.distance_history.len() > MAX_DISTANCE_POINTS {
-                        let mut keep = false;
-                        self.distance_history.retain(|_| {
-                            keep = !keep;
-                            keep
-                        });
+                    if let Some(point) = DistanceSnapshot::of(&snapshot) {
+                        super::distance_history::push_thinned(&mut self.distance_history, point);
                     }
                     self.attention_history.push_back(snapshot);
                     while self.attention_history.len() > MAX_ATTENTION_SNAPSHOTS {
@@ -571,43 +522,6 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_snapshots_distance_is_the_mean_over_images() {
-        use crate::analysis::attention::AttentionMaps;
-        let maps = |distance_px: Vec<Vec<f32>>| AttentionMaps {
-            grid_rows: 1,
-            grid_cols: 1,
-            patch_size: 8,
-            resized_px: (8, 8),
-            heads: vec![vec![1.0]],
-            pca_rgb: Vec::new(),
-            layer: crate::analysis::layers::MapLayer::Last,
-            distance_px,
-            token_norms: Vec::new(),
-        };
-        let snapshot = |distances: Vec<Vec<Vec<f32>>>| AttentionSnapshot {
-            step: 9,
-            network: crate::store::weights::Network::Teacher,
-            maps: distances
-                .into_iter()
-                .enumerate()
-                .map(|(i, d)| (format!("image {i}"), maps(d)))
-                .collect(),
-        };
-        let two = snapshot(vec![
-            vec![vec![2.0, 4.0], vec![10.0, 20.0]],
-            vec![vec![4.0, 8.0], vec![30.0, 40.0]],
-        ]);
-        assert_eq!(
-            DistanceSnapshot::of(&two).map(|d| d.distance_px),
-            Some(vec![vec![3.0, 6.0], vec![20.0, 30.0]])
-        );
-        // Without distances, or with shapes that do not agree: no point.
-        assert_eq!(DistanceSnapshot::of(&snapshot(vec![Vec::new()])), None);
-        let mixed = snapshot(vec![vec![vec![1.0]], vec![vec![1.0, 2.0]]]);
-        assert_eq!(DistanceSnapshot::of(&mixed), None);
-    }
 
     pub fn metrics(step: usize, h: f64, kl: f64) -> MetricsRow {
         MetricsRow {
