@@ -41,12 +41,18 @@ pub(super) fn runs_to_draw(state: &AppState) -> Vec<(&RunRecord, bool)> {
     runs
 }
 
-/// What x counts: a watched run's rows are its checkpoints' epochs.
-pub(super) fn x_label(state: &AppState) -> &'static str {
-    match state.current_run() {
-        Some(run) if run.watched => "epoch",
-        _ => "step",
+/// What a run's x counts: a watched run's rows are its checkpoints' epochs.
+pub(super) fn x_word(run: &RunRecord) -> &'static str {
+    if run.watched {
+        "epoch"
+    } else {
+        "step"
     }
+}
+
+/// The x axis of the plots: what the current run's x counts.
+pub(super) fn x_label(state: &AppState) -> &'static str {
+    state.current_run().map_or("step", x_word)
 }
 
 pub(super) fn base_plot(id: &str, height: f32, log_y: bool, x_label: &str) -> Plot<'static> {

@@ -3,7 +3,7 @@
 //! singular-value spectrum of the teacher's recent features (one faint line per older
 //! reading, so its motion shows). The first two share the step axis with every other plot.
 
-use super::plots::{add_markers, add_series, base_plot, colour, runs_to_draw, tinted};
+use super::plots::{add_markers, add_series, base_plot, colour, runs_to_draw, tinted, x_word};
 use super::state::{AppState, Quantity, RunRecord};
 use crate::analysis::geometry::NEAR_ZERO_FRACTION;
 use egui::Color32;
@@ -38,15 +38,6 @@ fn key_ui(ui: &mut egui::Ui, entries: &[(String, Color32)]) {
             ui.label(egui::RichText::new(text).small().color(*colour));
         }
     });
-}
-
-/// What a run's x counts: a watched run's rows are its checkpoints' epochs.
-fn x_word(run: &RunRecord) -> &'static str {
-    if run.watched {
-        "epoch"
-    } else {
-        "step"
-    }
 }
 
 /// One line under the heading: the newest reading and the best step so far.
