@@ -143,7 +143,7 @@ fn normal_pdf(x: f32) -> f32 {
 /// Cephes `expf` without branches (relative error < 1e-7): 2ⁿ · e^r with |r| ≤ ln2/2. Inputs
 /// below −87.3 (results under f32's normal range) are clamped, which GELU never notices.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits: n and 2ⁿ come from
     // plain float and integer lane arithmetic (`as i32` would be converted lane by lane).
     const ROUNDING_BIAS: f32 = 12_582_912.0;

@@ -61,6 +61,8 @@ impl HostInit {
     }
 
     pub fn layer_norm(&mut self, dim: usize, device: &Device) -> LayerNorm {
-        LayerNormConfig::new(dim).with_epsilon(1e-6).init(device)
+        LayerNormConfig::new(dim)
+            .with_epsilon(super::fused::layer_norm::LAYER_NORM_EPSILON)
+            .init(device)
     }
 }

@@ -4,6 +4,7 @@
 //! tokens are wanted too.
 
 use super::vit::VisionTransformer;
+use crate::model::fused::layer_norm::layer_norm;
 use burn::prelude::*;
 
 /// What [`VisionTransformer::attention_of_layers`] returns.
@@ -68,7 +69,7 @@ impl VisionTransformer {
             .filter_map(|i| kept.iter().find(|(j, _)| j == i).cloned())
             .collect();
         let pre_norm_tokens = final_tokens.then(|| x.clone());
-        let tokens = final_tokens.then(|| self.norm.forward(x));
+        let tokens = final_tokens.then(|| layer_norm(&self.norm, x));
         LayersOutput {
             attentions,
             tokens,

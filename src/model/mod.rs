@@ -1,9 +1,11 @@
 //! The networks: the Vision Transformer backbone (`vit`), the DINO head and the
 //! backbone + head pair (`head`), and the GELU kernel they share (`activation`), as in
-//! facebookresearch/dino's `vision_transformer.py` (reference §1–§2). `init`: the seeded
+//! facebookresearch/dino's `vision_transformer.py` (reference §1–§2); `fused`: attention and
+//! LayerNorm as single CPU ops with their own backward. `init`: the seeded
 //! host-side initialisers; `interpolate`: the position table's bicubic resize.
 
 pub mod activation;
+pub mod fused;
 pub mod head;
 mod init;
 mod interpolate;

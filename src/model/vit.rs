@@ -5,6 +5,8 @@
 //! same network on the CPU and the GPU backends.
 
 use crate::model::activation::gelu;
+use crate::model::fused::attention::{attention, attention_with_probabilities};
+use crate::model::fused::layer_norm::layer_norm;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -87,33 +89,9 @@ pub struct Attention {
 impl Attention {
     /// Returns the output and the post-softmax attention `[B, heads, N, N]`.
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let [batch, tokens, dim] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = dim / heads;
-        // Reference layout: the 3D outputs are [q | k | v], each head-major.
-        let qkv = linear_tokens(&self.qkv, x)
-            .reshape([batch, tokens, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let q = qkv
-            .clone()
-            .slice(s![0..1])
-            .reshape([batch, heads, tokens, head_dim]);
-        let k = qkv
-            .clone()
-            .slice(s![1..2])
-            .reshape([batch, heads, tokens, head_dim]);
-        let v = qkv
-            .slice(s![2..3])
-            .reshape([batch, heads, tokens, head_dim]);
-        let scale = (head_dim as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        let attn = softmax(scores, 3);
-        let out = attn
-            .clone()
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, dim]);
-        (linear_tokens(&self.proj, out), attn)
+        let qkv = linear_tokens(&self.qkv, x);
+        let (out, probs) = attention_with_probabilities(qkv, self.num_heads);
+        (linear_tokens(&self.proj, out), probs)
     }
 }
 
@@ -165,11 +143,11 @@ fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) ->
 impl Block {
     /// As [`Block::forward`] without the attention probabilities (fused attention).
     pub fn forward_fused(&self, x: Tensor<3>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
-        let attended = self.attn.forward_fused(self.norm1.forward(x.clone()));
+        let attended = self.attn.forward_fused(layer_norm(&self.norm1, x.clone()));
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
         x.clone()
             + drop_path(
-                self.mlp.forward(self.norm2.forward(x)),
+                self.mlp.forward(layer_norm(&self.norm2, x)),
                 self.drop_path_prob,
                 rng,
             )
@@ -180,11 +158,11 @@ impl Block {
         x: Tensor<3>,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (attended, attn) = self.attn.forward(self.norm1.forward(x.clone()));
+        let (attended, attn) = self.attn.forward(layer_norm(&self.norm1, x.clone()));
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
         let x = x.clone()
             + drop_path(
-                self.mlp.forward(self.norm2.forward(x)),
+                self.mlp.forward(layer_norm(&self.norm2, x)),
                 self.drop_path_prob,
                 rng,
             );
@@ -334,7 +312,7 @@ impl VisionTransformer {
                 last_attention = Some(attn);
             }
         }
-        let x = self.norm.forward(x);
+        let x = layer_norm(&self.norm, x);
         let tokens = x.clone();
         let cls = x.slice(s![.., 0..1, ..]).reshape([batch, dim]);
         let last_attention = last_attention
@@ -366,7 +344,7 @@ impl VisionTransformer {
         for block in earlier {
             x = block.forward_fused(x, None);
         }
-        (last.attn.cls_attention(last.norm1.forward(x)), grid)
+        (last.attn.cls_attention(layer_norm(&last.norm1, x)), grid)
     }
 }
 
@@ -375,27 +353,7 @@ impl Attention {
     /// fused scaled-dot-product attention (flash or naive kernels on the CPU backend, no
     /// materialised score matrix per block), for passes that need no attention map.
     pub fn forward_fused(&self, x: Tensor<3>) -> Tensor<3> {
-        use burn::tensor::module::attention;
-        use burn::tensor::ops::AttentionModuleOptions;
-        let [batch, tokens, dim] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = dim / heads;
-        let qkv = linear_tokens(&self.qkv, x)
-            .reshape([batch, tokens, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| {
-            qkv.clone()
-                .slice(s![i..i + 1])
-                .reshape([batch, heads, tokens, head_dim])
-        };
-        let options = AttentionModuleOptions {
-            scale: Some((head_dim as f64).powf(-0.5)),
-            softcap: None,
-            is_causal: false,
-        };
-        let out = attention(part(0), part(1), part(2), None, None, options)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, dim]);
+        let out = attention(linear_tokens(&self.qkv, x), self.num_heads);
         linear_tokens(&self.proj, out)
     }
 

@@ -1,0 +1,81 @@
+//! Attention and LayerNorm as single CPU ops, forward and backward.
+//!
+//! burn composes both from a dozen tensor ops, and under autodiff differentiates each: on the
+//! CPU backend every one allocates (zero-filled, then copied to an aligned buffer), and the
+//! permutes around attention copy the Q, K, V and output tensors once more. Here each runs as
+//! one kernel over host slices: attention reads Q, K and V in place from the QKV projection's
+//! output with strided `gemm` calls and writes its output already in the heads-merged layout;
+//! LayerNorm keeps its normalised input and per-row scale for a one-pass backward. Under
+//! autodiff each is one node of burn's graph with a hand-written backward (`Backward`), so
+//! nothing else of the training step changes.
+//!
+//! Only float32 tensors of the CPU backend (`Flex`, with or without autodiff) take this path;
+//! every other device or dtype runs burn's own ops, which give the same values up to rounding.
+//! Work is split into fixed chunks and reduced in chunk order, so a seeded run gives the same
+//! numbers on any thread count.
+
+pub mod attention;
+pub mod layer_norm;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+
+/// A float32 tensor of the CPU backend, unwrapped to its primitive.
+pub(crate) enum Host {
+    /// No autodiff: the plain buffer.
+    Plain(FlexTensor),
+    /// Under autodiff: the graph node and its buffer.
+    Tracked(FloatTensor<Autodiff<Flex>>),
+}
+
+/// `tensor` as a CPU-backend primitive (sharing its buffer), or `None` where the fused kernels
+/// do not apply.
+pub(crate) fn host<const D: usize>(tensor: &Tensor<D>) -> Option<Host> {
+    if tensor.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    // The conversions consume their input: a clone is a reference count.
+    if tensor.is_autodiff() {
+        tensor
+            .clone()
+            .try_into_primitive::<Autodiff<Flex>>()
+            .ok()
+            .map(Host::Tracked)
+    } else {
+        tensor
+            .clone()
+            .try_into_primitive::<Flex>()
+            .ok()
+            .map(Host::Plain)
+    }
+}
+
+/// The float32 values of a CPU tensor, row-major (copied only when it is a strided view).
+pub(crate) fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => std::borrow::Cow::Borrowed(values),
+        None => std::borrow::Cow::Owned(tensor.clone().into_data().iter::<f32>().collect()),
+    }
+}
+
+/// A CPU tensor that owns `values` (no copy).
+pub(crate) fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A constant (never differentiated) autodiff tensor over `tensor`'s buffer.
+pub(crate) fn untracked(tensor: FlexTensor) -> FloatTensor<Autodiff<Flex>> {
+    FloatTensor::<Autodiff<Flex>>::new(tensor)
+}
+
+/// How `gemm` may use threads inside one task: the tasks themselves run in parallel, so the
+/// products run single-threaded unless there are fewer tasks than threads.
+pub(crate) fn gemm_parallelism(tasks: usize) -> gemm::Parallelism {
+    if tasks >= rayon::current_num_threads() {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    }
+}
