@@ -8,7 +8,7 @@
 //! `dK = scale·dSᵀ·Q`, written straight into `dqkv`'s columns. `P` is kept from the forward
 //! pass (the decomposed graph keeps it too).
 
-use super::{flex, gemm_parallelism, host, untracked, values, Host};
+use super::{flex, gemm_parallelism, host, lane_dot, lane_sum, untracked, values, Host};
 use crate::model::activation::exp;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -448,42 +448,6 @@ impl pulp::WithSimd for SoftmaxBackwardRows<'_> {
             }
         }
     }
-}
-
-/// Lanes of the partial sums below: 16 independent accumulators vectorise (one AVX-512
-/// register, two AVX2 ones) where a single running sum is a serial chain.
-const LANES: usize = 16;
-
-#[inline(always)]
-fn lane_sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += v;
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let mut a_chunks = a.chunks_exact(LANES);
-    let mut b_chunks = b.chunks_exact(LANES);
-    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((l, u), v) in lanes.iter_mut().zip(x).zip(y) {
-            *l = u.mul_add(*v, *l);
-        }
-    }
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(u, v)| u * v)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// The backward step registered in burn's autodiff graph.

@@ -6,7 +6,7 @@
 //! The column sums are taken per fixed block of rows and added in block order, so they do
 //! not depend on how rayon splits the work.
 
-use super::{flex, host, values, Host};
+use super::{flex, host, lane_dot, lane_square_sum, lane_sum, values, vectorized, Host};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -99,30 +99,6 @@ fn forward_host(
     let mut normalised = vec![0.0f32; if keep { x.len() } else { 0 }];
     let mut inverse_std = vec![0.0f32; rows];
     let block = ROWS_PER_BLOCK * width;
-    let row_of = |x: &[f32], y: &mut [f32], xhat: Option<&mut [f32]>| -> f32 {
-        let mean = lane_sum(x) / width as f32;
-        let variance = lane_square_sum(x, mean) / width as f32;
-        let r = 1.0 / (variance + epsilon).sqrt();
-        match xhat {
-            Some(xhat) => {
-                for (((h, y), &v), (&g, &b)) in xhat
-                    .iter_mut()
-                    .zip(y.iter_mut())
-                    .zip(x)
-                    .zip(gamma.iter().zip(beta))
-                {
-                    *h = (v - mean) * r;
-                    *y = g.mul_add(*h, b);
-                }
-            }
-            None => {
-                for ((y, &v), (&g, &b)) in y.iter_mut().zip(x).zip(gamma.iter().zip(beta)) {
-                    *y = g.mul_add((v - mean) * r, b);
-                }
-            }
-        }
-        r
-    };
     let blocks = y
         .par_chunks_mut(block)
         .zip(x.par_chunks(block))
@@ -131,21 +107,31 @@ fn forward_host(
         blocks
             .zip(normalised.par_chunks_mut(block))
             .for_each(|(((y_b, x_b), r_b), xhat_b)| {
-                let rows = y_b
-                    .chunks_exact_mut(width)
-                    .zip(x_b.chunks_exact(width))
-                    .zip(xhat_b.chunks_exact_mut(width));
-                for (((y, x), xhat), r) in rows.zip(r_b.iter_mut()) {
-                    *r = row_of(x, y, Some(xhat));
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let rows = y_b
+                            .chunks_exact_mut(width)
+                            .zip(x_b.chunks_exact(width))
+                            .zip(xhat_b.chunks_exact_mut(width));
+                        for (((y, x), xhat), r) in rows.zip(r_b.iter_mut()) {
+                            *r = normalise_row(x, y, Some(xhat), gamma, beta, epsilon);
+                        }
+                    },
+                )
             });
         (y, Some((normalised, inverse_std)))
     } else {
         blocks.for_each(|((y_b, x_b), r_b)| {
-            let rows = y_b.chunks_exact_mut(width).zip(x_b.chunks_exact(width));
-            for ((y, x), r) in rows.zip(r_b.iter_mut()) {
-                *r = row_of(x, y, None);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    let rows = y_b.chunks_exact_mut(width).zip(x_b.chunks_exact(width));
+                    for ((y, x), r) in rows.zip(r_b.iter_mut()) {
+                        *r = normalise_row(x, y, None, gamma, beta, epsilon);
+                    }
+                },
+            )
         });
         (y, None)
     }
@@ -171,29 +157,10 @@ fn backward_host(
         .zip(inverse_std.par_chunks(ROWS_PER_BLOCK))
         .zip(partials.par_chunks_mut(2 * width))
         .for_each(|((((dx_b, dy_b), xhat_b), r_b), partial)| {
-            let (dgamma, dbeta) = partial.split_at_mut(width);
-            let mut g = vec![0.0f32; width];
-            let rows = dx_b
-                .chunks_exact_mut(width)
-                .zip(dy_b.chunks_exact(width))
-                .zip(xhat_b.chunks_exact(width));
-            for (((dx, dy), xhat), &r) in rows.zip(r_b) {
-                for (((g, &d), &gm), ((dg, db), &h)) in g
-                    .iter_mut()
-                    .zip(dy)
-                    .zip(gamma)
-                    .zip(dgamma.iter_mut().zip(dbeta.iter_mut()).zip(xhat))
-                {
-                    *g = d * gm;
-                    *dg = d.mul_add(h, *dg);
-                    *db += d;
-                }
-                let mean_g = lane_sum(&g) / width as f32;
-                let mean_gx = lane_dot(&g, xhat) / width as f32;
-                for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
-                    *dx = r * (g - mean_g - h * mean_gx);
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || backward_block(dx_b, dy_b, xhat_b, r_b, partial, gamma),
+            )
         });
     let mut grad_gamma = vec![0.0f32; width];
     let mut grad_beta = vec![0.0f32; width];
@@ -209,51 +176,73 @@ fn backward_host(
     (grad_x, grad_gamma, grad_beta)
 }
 
-/// Sum with 8 independent accumulators (a vectorisable loop; rows are 96–384 wide).
-fn lane_sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = values.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += v;
+/// One row of the forward pass: `y` (and `x̂`), returning `r`.
+#[inline(always)]
+fn normalise_row(
+    x: &[f32],
+    y: &mut [f32],
+    xhat: Option<&mut [f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f32,
+) -> f32 {
+    let width = x.len() as f32;
+    let mean = lane_sum(x) / width;
+    let variance = lane_square_sum(x, mean) / width;
+    let r = 1.0 / (variance + epsilon).sqrt();
+    let params = gamma.iter().zip(beta);
+    match xhat {
+        Some(xhat) => {
+            let rows = xhat.iter_mut().zip(y.iter_mut()).zip(x);
+            for (((h, y), &v), (&g, &b)) in rows.zip(params) {
+                *h = (v - mean) * r;
+                *y = g.mul_add(*h, b);
+            }
+        }
+        None => {
+            for ((y, &v), (&g, &b)) in y.iter_mut().zip(x).zip(params) {
+                *y = g.mul_add((v - mean) * r, b);
+            }
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    r
 }
 
-fn lane_square_sum(values: &[f32], mean: f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = values.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            let d = v - mean;
-            *l = d.mul_add(d, *l);
+/// One block of rows of the backward pass: `dx`, and this block's `dγ`, `dβ` partials
+/// (`partial` = `[dγ | dβ]`).
+#[inline(always)]
+fn backward_block(
+    dx_b: &mut [f32],
+    dy_b: &[f32],
+    xhat_b: &[f32],
+    r_b: &[f32],
+    partial: &mut [f32],
+    gamma: &[f32],
+) {
+    let width = gamma.len();
+    let (dgamma, dbeta) = partial.split_at_mut(width);
+    let mut g = vec![0.0f32; width];
+    let rows = dx_b
+        .chunks_exact_mut(width)
+        .zip(dy_b.chunks_exact(width))
+        .zip(xhat_b.chunks_exact(width));
+    for (((dx, dy), xhat), &r) in rows.zip(r_b) {
+        for (((g, &d), &gm), ((dg, db), &h)) in g
+            .iter_mut()
+            .zip(dy)
+            .zip(gamma)
+            .zip(dgamma.iter_mut().zip(dbeta.iter_mut()).zip(xhat))
+        {
+            *g = d * gm;
+            *dg = d.mul_add(h, *dg);
+            *db += d;
+        }
+        let mean_g = lane_sum(&g) / width as f32;
+        let mean_gx = lane_dot(&g, xhat) / width as f32;
+        for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
+            *dx = r * (g - mean_g - h * mean_gx);
         }
     }
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut a_chunks = a.chunks_exact(8);
-    let mut b_chunks = b.chunks_exact(8);
-    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((l, u), v) in lanes.iter_mut().zip(x).zip(y) {
-            *l = u.mul_add(*v, *l);
-        }
-    }
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(u, v)| u * v)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// What the backward pass needs from the forward one.

@@ -79,3 +79,75 @@ pub(crate) fn gemm_parallelism(tasks: usize) -> gemm::Parallelism {
         gemm::Parallelism::Rayon(0)
     }
 }
+
+/// Runs `f` compiled for the CPU found at run time (AVX2 or AVX-512, through `pulp`): mark the
+/// closure `#[inline(always)]` so it is inlined into pulp's `#[target_feature]` entry point,
+/// where its loops vectorise and `mul_add` is one FMA instruction (compiled for baseline
+/// x86-64 it stays scalar and `mul_add` is a libm call).
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    struct Run<F>(F);
+    impl<R, F: FnOnce() -> R> pulp::WithSimd for Run<F> {
+        type Output = R;
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> R {
+            (self.0)()
+        }
+    }
+    pulp::Arch::new().dispatch(Run(f))
+}
+
+/// Lanes of the partial sums below: 16 independent accumulators vectorise (one AVX-512
+/// register, two AVX2 ones) where a single running sum is a serial chain. Inlined into
+/// [`vectorized`] callers.
+const LANES: usize = 16;
+
+#[inline(always)]
+pub(crate) fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ (v − mean)²`.
+#[inline(always)]
+pub(crate) fn lane_square_sum(values: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            let d = v - mean;
+            *l = d.mul_add(d, *l);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+pub(crate) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut a_chunks = a.chunks_exact(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((l, u), v) in lanes.iter_mut().zip(x).zip(y) {
+            *l = u.mul_add(*v, *l);
+        }
+    }
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(u, v)| u * v)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
