@@ -2,6 +2,7 @@
 
 use super::vit::{HostInit, VisionTransformer, VitConfig};
 use crate::model::activation::gelu;
+use crate::model::fused::linear::linear;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -68,7 +69,7 @@ impl DinoHead {
         let last = self.mlp.len().saturating_sub(1);
         let mut x = x;
         for (i, layer) in self.mlp.iter().enumerate() {
-            x = layer.forward(x);
+            x = linear(layer, x);
             if i < last {
                 x = gelu(x);
             }

@@ -7,6 +7,7 @@
 use crate::model::activation::gelu;
 use crate::model::fused::attention::{attention, attention_with_probabilities};
 use crate::model::fused::layer_norm::layer_norm;
+use crate::model::fused::linear::linear as fused_linear;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -67,13 +68,13 @@ impl PatchEmbed {
     }
 }
 
-/// A `Linear` over every token as one `[B·N, D] × [D, O]` matmul. burn's `linear` keeps a 3-D
-/// input as a batched matmul unless merging makes the output squarer, which for ViT widths it
-/// never does; the CPU backend then runs one small gemm per image and packs the weight again
-/// for each, which cost more than the multiply itself.
+/// A `Linear` over every token as one `[B·N, D] × [D, O]` matmul (the fused op on the CPU
+/// backend). burn's `linear`, which other devices run, keeps a 3-D input as a batched matmul
+/// unless merging makes the output squarer, which for ViT widths it never does; the CPU
+/// backend then ran one small gemm per image and packed the weight again for each.
 fn linear_tokens(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, tokens, dim] = x.dims();
-    let out = layer.forward(x.reshape([batch * tokens, dim]));
+    let out = fused_linear(layer, x.reshape([batch * tokens, dim]));
     let [_, out_dim] = out.dims();
     out.reshape([batch, tokens, out_dim])
 }

@@ -1,11 +1,13 @@
-//! Attention and LayerNorm as single CPU ops, forward and backward.
+//! Attention, LayerNorm and Linear as single CPU ops, forward and backward.
 //!
 //! burn composes both from a dozen tensor ops, and under autodiff differentiates each: on the
 //! CPU backend every one allocates (zero-filled, then copied to an aligned buffer), and the
 //! permutes around attention copy the Q, K, V and output tensors once more. Here each runs as
 //! one kernel over host slices: attention reads Q, K and V in place from the QKV projection's
 //! output with strided `gemm` calls and writes its output already in the heads-merged layout;
-//! LayerNorm keeps its normalised input and per-row scale for a one-pass backward. Under
+//! LayerNorm keeps its normalised input and per-row scale for a one-pass backward; Linear
+//! writes its bias once and lets `gemm` accumulate onto it, and reads transposes through
+//! strides in its backward. Under
 //! autodiff each is one node of burn's graph with a hand-written backward (`Backward`), so
 //! nothing else of the training step changes.
 //!
@@ -16,6 +18,7 @@
 
 pub mod attention;
 pub mod layer_norm;
+pub mod linear;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;

@@ -1,0 +1,399 @@
+//! `Linear` over the last dimension as one op: `y = x·W + b` (burn's `[d_in, d_out]` weight).
+//!
+//! burn runs it as a matmul into a zero-filled buffer that its CPU backend then copies to an
+//! aligned one, plus a separate bias add; its backward does the same for each product and
+//! sums the bias gradient as another op. Here the output starts as the bias rows (one write)
+//! and `gemm` accumulates `x·W` onto it; the backward computes `dx = dy·Wᵀ` and
+//! `dW = xᵀ·dy` straight into fresh buffers, with `W` and `x` read transposed through their
+//! strides, and `db` as column sums by fixed row blocks added in block order.
+
+use super::{flex, host, values, vectorized, Host};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::Linear;
+use burn::prelude::*;
+use rayon::prelude::*;
+
+/// Rows per partial sum of `db`.
+const ROWS_PER_BLOCK: usize = 256;
+
+/// Below this many multiply-adds one product runs on one thread (burn's CPU backend uses the
+/// same threshold): splitting a small product costs more than it saves.
+const PARALLEL_MULTIPLY_ADDS: usize = 192 * 192 * 192;
+
+/// `layer` applied to `x` (`[..., d_in]` → `[..., d_out]`); burn's own op where the fused
+/// kernel does not apply.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let weight = layer.weight.val();
+    let [d_in, d_out] = weight.dims();
+    let shape = x.dims();
+    if shape[D - 1] != d_in || d_in == 0 || d_out == 0 {
+        // burn's op says what does not fit.
+        return layer.forward(x);
+    }
+    let rows = shape[..D - 1].iter().product::<usize>();
+    let mut out_shape = shape.to_vec();
+    out_shape[D - 1] = d_out;
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let sizes = Sizes { rows, d_in, d_out };
+    let (Some(x_host), Some(w_host)) = (host(&x), host(&weight)) else {
+        return layer.forward(x);
+    };
+    let b_host = match bias.as_ref().map(host) {
+        None => None,
+        Some(Some(b)) => Some(b),
+        Some(None) => return layer.forward(x),
+    };
+    match (x_host, w_host, b_host) {
+        (Host::Plain(x), Host::Plain(w), b @ (None | Some(Host::Plain(_)))) => {
+            let b = b.map(primitive);
+            let b = b.as_ref().map(values);
+            let y = forward_host(&values(&x), &values(&w), b.as_deref(), sizes);
+            Tensor::from_primitive::<Flex>(flex(y, out_shape))
+        }
+        (Host::Tracked(x), Host::Tracked(w), None) => {
+            let (x, x_guard) = x.into_parts();
+            let (w, w_guard) = w.into_parts();
+            let y = flex(
+                forward_host(&values(&x), &values(&w), None, sizes),
+                out_shape,
+            );
+            let out = match LinearBackward
+                .prepare::<NoCheckpointing>([x_guard, w_guard])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((x, w, sizes), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Tensor::from_primitive::<Autodiff<Flex>>(out)
+        }
+        (Host::Tracked(x), Host::Tracked(w), Some(Host::Tracked(b))) => {
+            let (x, x_guard) = x.into_parts();
+            let (w, w_guard) = w.into_parts();
+            let (b, b_guard) = b.into_parts();
+            let y = forward_host(&values(&x), &values(&w), Some(&values(&b)), sizes);
+            let y = flex(y, out_shape);
+            let out = match LinearBackward
+                .prepare::<NoCheckpointing>([x_guard, w_guard, b_guard])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((x, w, sizes), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Tensor::from_primitive::<Autodiff<Flex>>(out)
+        }
+        // Tracked and plain operands mixed: not in the model; burn's op handles it.
+        _ => layer.forward(x),
+    }
+}
+
+fn primitive(x: Host) -> FlexTensor {
+    match x {
+        Host::Plain(x) => x,
+        Host::Tracked(x) => x.into_primitive(),
+    }
+}
+
+/// The sizes of one call: `x` is `[rows, d_in]`, `W` `[d_in, d_out]`.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `y = x·W (+ b)`, `[rows, d_out]`.
+fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f32> {
+    let Sizes { rows, d_in, d_out } = sizes;
+    let (mut y, read_dst) = match b {
+        // The bias rows, written once; gemm adds the product onto them.
+        Some(b) => {
+            let mut y = Vec::with_capacity(rows * d_out);
+            for _ in 0..rows {
+                y.extend_from_slice(b);
+            }
+            (y, true)
+        }
+        None => (vec![0.0f32; rows * d_out], false),
+    };
+    // SAFETY: `x` is `[rows, d_in]`, `w` `[d_in, d_out]` and `y` `[rows, d_out]`, all
+    // row-major and read or written within those extents; `y` is a fresh buffer.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d_out,
+            d_in,
+            y.as_mut_ptr(),
+            1,
+            d_out as isize,
+            read_dst,
+            x.as_ptr(),
+            1,
+            d_in as isize,
+            w.as_ptr(),
+            1,
+            d_out as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(rows, d_out, d_in),
+        );
+    }
+    y
+}
+
+/// `dx = dy·Wᵀ` (`[rows, d_in]`), when wanted.
+fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
+    let Sizes { rows, d_in, d_out } = sizes;
+    let mut dx = vec![0.0f32; rows * d_in];
+    // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·d_out + o]`, inside `w`.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d_in,
+            d_out,
+            dx.as_mut_ptr(),
+            1,
+            d_in as isize,
+            false,
+            dy.as_ptr(),
+            1,
+            d_out as isize,
+            w.as_ptr(),
+            d_out as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(rows, d_in, d_out),
+        );
+    }
+    dx
+}
+
+/// `dW = xᵀ·dy` (`[d_in, d_out]`).
+fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
+    let Sizes { rows, d_in, d_out } = sizes;
+    let mut dw = vec![0.0f32; d_in * d_out];
+    // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`.
+    unsafe {
+        gemm::gemm(
+            d_in,
+            d_out,
+            rows,
+            dw.as_mut_ptr(),
+            1,
+            d_out as isize,
+            false,
+            x.as_ptr(),
+            d_in as isize,
+            1,
+            dy.as_ptr(),
+            1,
+            d_out as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(d_in, d_out, rows),
+        );
+    }
+    dw
+}
+
+/// `db = Σ_rows dy` (`[d_out]`), by fixed blocks of rows added in block order.
+fn grad_bias(dy: &[f32], d_out: usize) -> Vec<f32> {
+    let block = ROWS_PER_BLOCK * d_out;
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(block)
+        .map(|rows| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let mut sum = vec![0.0f32; d_out];
+                    for row in rows.chunks_exact(d_out) {
+                        for (s, v) in sum.iter_mut().zip(row) {
+                            *s += v;
+                        }
+                    }
+                    sum
+                },
+            )
+        })
+        .collect();
+    let mut total = vec![0.0f32; d_out];
+    for partial in &partials {
+        for (t, v) in total.iter_mut().zip(partial) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// The backward step registered in burn's autodiff graph; parents `[x, W]` or `[x, W, b]`.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<const N: usize> Backward<Flex, N> for LinearBackward {
+    /// The forward's `x` and `W` (shared buffers, not copies) and its sizes.
+    type State = (FlexTensor, FlexTensor, Sizes);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, sizes) = ops.state;
+        let grad_y = grads.consume::<Flex>(&ops.node);
+        let dy = values(&grad_y);
+        let mut parents = ops.parents.into_iter();
+        let (x_node, w_node, b_node) = (
+            parents.next().flatten(),
+            parents.next().flatten(),
+            parents.next().flatten(),
+        );
+        if let Some(node) = x_node {
+            let shape = x.layout().shape().to_vec();
+            grads.register::<Flex>(node.id, flex(grad_input(&dy, &values(&w), sizes), shape));
+        }
+        if let Some(node) = w_node {
+            let dw = grad_weight(&values(&x), &dy, sizes);
+            grads.register::<Flex>(node.id, flex(dw, vec![sizes.d_in, sizes.d_out]));
+        }
+        if let Some(node) = b_node {
+            let db = grad_bias(&dy, sizes.d_out);
+            grads.register::<Flex>(node.id, flex(db, vec![sizes.d_out]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::LinearConfig;
+
+    fn layer(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+        let mut init = crate::model::HostInit::new(5);
+        let mut layer = LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+        layer.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(init.trunc_normal(d_in * d_out, 0.5), [d_in, d_out]),
+            device,
+        ));
+        if bias {
+            layer.bias = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(init.trunc_normal(d_out, 0.5), [d_out]),
+                device,
+            )));
+        }
+        layer
+    }
+
+    fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    fn assert_close(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(ours.len(), reference.len(), "{what}: length");
+        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    fn input(shape: [usize; 3]) -> TensorData {
+        let mut init = crate::model::HostInit::new(6);
+        TensorData::new(init.trunc_normal(shape.iter().product(), 1.0), shape)
+    }
+
+    #[test]
+    fn forward_matches_burns_linear_with_and_without_bias() {
+        let device = Device::flex();
+        for bias in [true, false] {
+            let layer = layer(23, 17, bias, &device);
+            let x = Tensor::<3>::from_data(input([3, 9, 23]), &device);
+            let ours = linear(&layer, x.clone());
+            assert_eq!(ours.dims(), [3, 9, 17]);
+            assert_close(
+                &host_values(ours),
+                &host_values(layer.forward(x)),
+                1e-5,
+                "y",
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_match_burns_autodiff() {
+        let device = Device::flex().autodiff();
+        // 600 rows: three bias blocks, the last one partial.
+        let data = input([4, 150, 13]);
+        for bias in [true, false] {
+            let run = |fused: bool| {
+                let layer = layer(13, 11, bias, &device);
+                let x = Tensor::<3>::from_data(data.clone(), &device).require_grad();
+                let y = if fused {
+                    linear(&layer, x.clone())
+                } else {
+                    layer.forward(x.clone())
+                };
+                let upstream = y.clone().sin();
+                let grads = (y.clone() * upstream.detach()).sum().backward();
+                let dx = x.grad(&grads).map(host_values).unwrap_or_default();
+                let dw = layer.weight.val().grad(&grads).map(host_values);
+                let db = layer
+                    .bias
+                    .as_ref()
+                    .and_then(|b| b.val().grad(&grads))
+                    .map(host_values);
+                (host_values(y), dx, dw.unwrap_or_default(), db)
+            };
+            let (y, dx, dw, db) = run(true);
+            let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+            assert_close(&y, &y_ref, 1e-5, "y");
+            assert_close(&dx, &dx_ref, 1e-5, "dx");
+            assert_close(&dw, &dw_ref, 1e-4, "dW");
+            assert_eq!(db.is_some(), bias);
+            assert_close(
+                &db.unwrap_or_default(),
+                &db_ref.unwrap_or_default(),
+                1e-4,
+                "db",
+            );
+            assert_eq!(dw.len(), 13 * 11);
+            assert!(dx.iter().any(|g| g.abs() > 1e-2), "a gradient flows");
+        }
+    }
+
+    #[test]
+    fn bias_gradient_does_not_depend_on_the_thread_count() {
+        let dy: Vec<f32> = (0..1000 * 7)
+            .map(|i| ((i * 13) % 17) as f32 * 0.37)
+            .collect();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| grad_bias(&dy, 7))
+        };
+        assert_eq!(run(1), run(4));
+    }
+}
