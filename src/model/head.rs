@@ -2,7 +2,7 @@
 
 use super::vit::{HostInit, VisionTransformer, VitConfig};
 use crate::model::activation::gelu;
-use crate::model::fused::linear::linear;
+use crate::model::fused::linear::{linear, matmul_transposed};
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -21,7 +21,7 @@ impl WeightNormLinear {
         let v = self.weight_v.val();
         let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
         let weight = v.mul(self.weight_g.val().div(norm));
-        x.matmul(weight.transpose())
+        matmul_transposed(x, weight)
     }
 }
 

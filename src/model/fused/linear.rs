@@ -1,4 +1,5 @@
-//! `Linear` over the last dimension as one op: `y = x·W + b` (burn's `[d_in, d_out]` weight).
+//! `Linear` over the last dimension as one op: `y = x·W + b` (burn's `[d_in, d_out]` weight,
+//! or a `[d_out, d_in]` one read transposed: [`matmul_transposed`]).
 //!
 //! burn runs it as a matmul into a zero-filled buffer that its CPU backend then copies to an
 //! aligned one, plus a separate bias add; its backward does the same for each product and
@@ -30,25 +31,52 @@ const PARALLEL_MULTIPLY_ADDS: usize = 192 * 192 * 192;
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
     let [d_in, d_out] = weight.dims();
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let layout = WeightLayout::InOut;
+    fused(x, weight, bias, (d_in, d_out), layout).unwrap_or_else(|x| layer.forward(*x))
+}
+
+/// `x · weightᵀ` for a weight stored `[d_out, d_in]` (PyTorch's layout, as the head's
+/// weight-normed last layer keeps it); burn's matmul where the fused kernel does not apply.
+pub fn matmul_transposed(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    let [d_out, d_in] = weight.dims();
+    let layout = WeightLayout::OutIn;
+    fused(x, weight.clone(), None, (d_in, d_out), layout)
+        .unwrap_or_else(|x| (*x).matmul(weight.transpose()))
+}
+
+/// The fused op, or `x` back where it does not apply.
+fn fused<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    (d_in, d_out): (usize, usize),
+    layout: WeightLayout,
+) -> Result<Tensor<D>, Box<Tensor<D>>> {
     let shape = x.dims();
-    if shape[D - 1] != d_in || d_in == 0 || d_out == 0 {
+    let bias_fits = bias.as_ref().is_none_or(|b| b.dims() == [d_out]);
+    if shape[D - 1] != d_in || d_in == 0 || d_out == 0 || !bias_fits {
         // burn's op says what does not fit.
-        return layer.forward(x);
+        return Err(Box::new(x));
     }
     let rows = shape[..D - 1].iter().product::<usize>();
     let mut out_shape = shape.to_vec();
     out_shape[D - 1] = d_out;
-    let bias = layer.bias.as_ref().map(|b| b.val());
-    let sizes = Sizes { rows, d_in, d_out };
+    let sizes = Sizes {
+        rows,
+        d_in,
+        d_out,
+        layout,
+    };
     let (Some(x_host), Some(w_host)) = (host(&x), host(&weight)) else {
-        return layer.forward(x);
+        return Err(Box::new(x));
     };
     let b_host = match bias.as_ref().map(host) {
         None => None,
         Some(Some(b)) => Some(b),
-        Some(None) => return layer.forward(x),
+        Some(None) => return Err(Box::new(x)),
     };
-    match (x_host, w_host, b_host) {
+    Ok(match (x_host, w_host, b_host) {
         (Host::Plain(x), Host::Plain(w), b @ (None | Some(Host::Plain(_)))) => {
             let b = b.map(primitive);
             let b = b.as_ref().map(values);
@@ -89,8 +117,8 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
             Tensor::from_primitive::<Autodiff<Flex>>(out)
         }
         // Tracked and plain operands mixed: not in the model; burn's op handles it.
-        _ => layer.forward(x),
-    }
+        _ => return Err(Box::new(x)),
+    })
 }
 
 fn primitive(x: Host) -> FlexTensor {
@@ -100,12 +128,39 @@ fn primitive(x: Host) -> FlexTensor {
     }
 }
 
-/// The sizes of one call: `x` is `[rows, d_in]`, `W` `[d_in, d_out]`.
+/// How the weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WeightLayout {
+    /// `[d_in, d_out]`: burn's `Linear`.
+    InOut,
+    /// `[d_out, d_in]`: PyTorch's.
+    OutIn,
+}
+
+/// The sizes of one call: `x` is `[rows, d_in]`, `W` holds `d_in × d_out` as `layout` says.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
     rows: usize,
     d_in: usize,
     d_out: usize,
+    layout: WeightLayout,
+}
+
+impl Sizes {
+    /// Strides of `W`'s (input, output) indices: W(i, o) is at `i·si + o·so`.
+    fn weight_strides(&self) -> (isize, isize) {
+        match self.layout {
+            WeightLayout::InOut => (self.d_out as isize, 1),
+            WeightLayout::OutIn => (1, self.d_in as isize),
+        }
+    }
+
+    fn weight_shape(&self) -> Vec<usize> {
+        match self.layout {
+            WeightLayout::InOut => vec![self.d_in, self.d_out],
+            WeightLayout::OutIn => vec![self.d_out, self.d_in],
+        }
+    }
 }
 
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
@@ -118,7 +173,10 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 
 /// `y = x·W (+ b)`, `[rows, d_out]`.
 fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f32> {
-    let Sizes { rows, d_in, d_out } = sizes;
+    let Sizes {
+        rows, d_in, d_out, ..
+    } = sizes;
+    let (si, so) = sizes.weight_strides();
     let (mut y, read_dst) = match b {
         // The bias rows, written once; gemm adds the product onto them.
         Some(b) => {
@@ -130,8 +188,9 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
         }
         None => (vec![0.0f32; rows * d_out], false),
     };
-    // SAFETY: `x` is `[rows, d_in]`, `w` `[d_in, d_out]` and `y` `[rows, d_out]`, all
-    // row-major and read or written within those extents; `y` is a fresh buffer.
+    // SAFETY: `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major, and `w` holds
+    // d_in × d_out at the strides `(si, so)`: each is read or written within its extent; `y`
+    // is a fresh buffer.
     unsafe {
         gemm::gemm(
             rows,
@@ -145,8 +204,8 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
             1,
             d_in as isize,
             w.as_ptr(),
-            1,
-            d_out as isize,
+            so,
+            si,
             1.0,
             1.0,
             false,
@@ -160,9 +219,12 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
 
 /// `dx = dy·Wᵀ` (`[rows, d_in]`), when wanted.
 fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
-    let Sizes { rows, d_in, d_out } = sizes;
+    let Sizes {
+        rows, d_in, d_out, ..
+    } = sizes;
+    let (si, so) = sizes.weight_strides();
     let mut dx = vec![0.0f32; rows * d_in];
-    // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·d_out + o]`, inside `w`.
+    // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
     unsafe {
         gemm::gemm(
             rows,
@@ -176,8 +238,8 @@ fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
             1,
             d_out as isize,
             w.as_ptr(),
-            d_out as isize,
-            1,
+            si,
+            so,
             0.0,
             1.0,
             false,
@@ -189,19 +251,23 @@ fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
     dx
 }
 
-/// `dW = xᵀ·dy` (`[d_in, d_out]`).
+/// `dW = xᵀ·dy`, in the weight's layout.
 fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
-    let Sizes { rows, d_in, d_out } = sizes;
+    let Sizes {
+        rows, d_in, d_out, ..
+    } = sizes;
+    let (si, so) = sizes.weight_strides();
     let mut dw = vec![0.0f32; d_in * d_out];
-    // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`.
+    // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`; dW is
+    // written in the weight's own layout, inside its d_in × d_out elements.
     unsafe {
         gemm::gemm(
             d_in,
             d_out,
             rows,
             dw.as_mut_ptr(),
-            1,
-            d_out as isize,
+            so,
+            si,
             false,
             x.as_ptr(),
             d_in as isize,
@@ -273,7 +339,7 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
         }
         if let Some(node) = w_node {
             let dw = grad_weight(&values(&x), &dy, sizes);
-            grads.register::<Flex>(node.id, flex(dw, vec![sizes.d_in, sizes.d_out]));
+            grads.register::<Flex>(node.id, flex(dw, sizes.weight_shape()));
         }
         if let Some(node) = b_node {
             let db = grad_bias(&dy, sizes.d_out);
@@ -380,6 +446,33 @@ mod tests {
             assert_eq!(dw.len(), 13 * 11);
             assert!(dx.iter().any(|g| g.abs() > 1e-2), "a gradient flows");
         }
+    }
+
+    #[test]
+    fn transposed_weight_matches_burns_matmul_and_its_gradients() {
+        let device = Device::flex().autodiff();
+        let mut init = crate::model::HostInit::new(8);
+        let x_data = TensorData::new(init.trunc_normal(37 * 19, 1.0), [37, 19]);
+        let w_data = TensorData::new(init.trunc_normal(29 * 19, 1.0), [29, 19]);
+        let run = |fused: bool| {
+            let x = Tensor::<2>::from_data(x_data.clone(), &device).require_grad();
+            let w = Tensor::<2>::from_data(w_data.clone(), &device).require_grad();
+            let y = if fused {
+                matmul_transposed(x.clone(), w.clone())
+            } else {
+                x.clone().matmul(w.clone().transpose())
+            };
+            let grads = (y.clone() * y.clone().cos().detach()).sum().backward();
+            let grad = |t: &Tensor<2>| t.grad(&grads).map(host_values).unwrap_or_default();
+            (host_values(y), grad(&x), grad(&w))
+        };
+        let (y, dx, dw) = run(true);
+        let (y_ref, dx_ref, dw_ref) = run(false);
+        assert_eq!(y.len(), 37 * 29);
+        assert_close(&y, &y_ref, 1e-5, "y");
+        assert_close(&dx, &dx_ref, 1e-5, "dx");
+        assert_close(&dw, &dw_ref, 1e-5, "dW");
+        assert_eq!(dw.len(), 29 * 19);
     }
 
     #[test]
