@@ -6,11 +6,16 @@
 //! AVX-512, picked at run time by `pulp`), on all cores. On other devices burn's own kernel is
 //! used.
 //!
-//! Under autodiff the kernel returns the value `g(x)` and the slope `g'(x)` in one pass, and the
-//! output is built as `x·g'(x) + (g(x) − x·g'(x))` with both factors constant: the value is
-//! `g(x)` and the gradient reaching `x` is exactly `g'(x)·dy`, so burn's autodiff needs no custom
-//! op (one multiply forward, one backward).
+//! Under autodiff it is one node of burn's graph (`Backward`): the forward pass writes `g(x)`
+//! and keeps `g'(x)` from the same pass; the backward pass multiplies `dy` by it.
 
+use crate::model::fused::{flex, host, unique_values_mut, values, Host};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
@@ -19,10 +24,13 @@ const CHUNK_ELEMENTS: usize = 1 << 15;
 
 /// `x · Φ(x)`, Φ the standard normal CDF; shape and device are kept.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.device() != Device::flex() || x.dtype() != burn::tensor::DType::F32 {
-        return burn::tensor::activation::gelu(x);
-    }
-    if !x.is_autodiff() {
+    // The plain buffer's handle is dropped before `into_data`, which copies a shared buffer.
+    let tracked = match host(&x) {
+        None => return burn::tensor::activation::gelu(x),
+        Some(Host::Plain(_)) => None,
+        Some(Host::Tracked(tracked)) => Some(tracked),
+    };
+    let Some(tracked) = tracked else {
         let device = x.device();
         // In place and zero-copy when `x` is not shared (a fresh matmul output usually is not).
         let mut data = x.into_data();
@@ -31,18 +39,30 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
             return Tensor::from_data(data, &device);
         }
         return burn::tensor::activation::gelu(Tensor::from_data(data, &device));
-    }
-    let shape = x.shape();
-    let plain = x.clone().inner();
-    let device = plain.device();
-    let data = plain.into_data();
-    let Ok(values) = data.as_slice::<f32>() else {
-        return burn::tensor::activation::gelu(x);
     };
-    let (slope, offset) = gelu_linearised(values);
-    let slope = Tensor::<D>::from_data(TensorData::new(slope, shape.clone()), &device);
-    let offset = Tensor::<D>::from_data(TensorData::new(offset, shape), &device);
-    x.mul(slope).add(offset)
+    let shape = x.dims().to_vec();
+    let (input, guard) = tracked.into_parts();
+    let (y, slope) = gelu_and_slope(&values(&input));
+    let y = flex(y, shape.clone());
+    let out = match GeluBackward
+        .prepare::<NoCheckpointing>([guard])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(flex(slope, shape), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(out)
+}
+
+/// `(g(x), g'(x))` per element, in one pass (Φ(x) serves both).
+pub fn gelu_and_slope(values: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut y = values.to_vec();
+    let mut slope = values.to_vec();
+    y.par_chunks_mut(CHUNK_ELEMENTS)
+        .zip(slope.par_chunks_mut(CHUNK_ELEMENTS))
+        .for_each(|(ys, slopes)| pulp::Arch::new().dispatch(GeluAndSlope { ys, slopes }));
+    (y, slope)
 }
 
 /// `values[i] ← gelu(values[i])`.
@@ -52,22 +72,35 @@ pub fn gelu_in_place(values: &mut [f32]) {
         .for_each(|chunk| pulp::Arch::new().dispatch(GeluInPlace(chunk)));
 }
 
-/// Per element `(g'(x), g(x) − x·g'(x))`: the slope and the offset of GELU's tangent at x.
-pub fn gelu_linearised(values: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut slope = vec![0.0f32; values.len()];
-    let mut offset = vec![0.0f32; values.len()];
-    values
-        .par_chunks(CHUNK_ELEMENTS)
-        .zip(slope.par_chunks_mut(CHUNK_ELEMENTS))
-        .zip(offset.par_chunks_mut(CHUNK_ELEMENTS))
-        .for_each(|((xs, slopes), offsets)| {
-            pulp::Arch::new().dispatch(GeluTangent {
-                xs,
-                slopes,
-                offsets,
-            })
-        });
-    (slope, offset)
+/// GELU's step in burn's autodiff graph; its state is `g'(x)` from the forward pass.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let slope = ops.state;
+        let mut grad = grads.consume::<Flex>(&ops.node);
+        let [parent] = ops.parents;
+        let Some(parent) = parent else { return };
+        let slope = values(&slope);
+        let times_slope = |grad: &mut [f32]| {
+            grad.par_chunks_mut(CHUNK_ELEMENTS)
+                .zip(slope.par_chunks(CHUNK_ELEMENTS))
+                .for_each(|(g, s)| g.iter_mut().zip(s).for_each(|(g, s)| *g *= s));
+        };
+        // In place when the incoming gradient's buffer is ours alone, as burn's `mul` does.
+        if let Some(in_place) = unique_values_mut(&mut grad) {
+            times_slope(in_place);
+            grads.register::<Flex>(parent.id, grad);
+        } else {
+            let mut copy = values(&grad).into_owned();
+            times_slope(&mut copy);
+            let shape = grad.layout().shape().to_vec();
+            grads.register::<Flex>(parent.id, flex(copy, shape));
+        }
+    }
 }
 
 // The loops live in `WithSimd::with_simd` (inlined into pulp's `#[target_feature]` entry
@@ -87,24 +120,23 @@ impl pulp::WithSimd for GeluInPlace<'_> {
     }
 }
 
-struct GeluTangent<'a> {
-    xs: &'a [f32],
+/// `ys` holds x on entry and g(x) on exit; `slopes` holds x on entry and g'(x) on exit.
+struct GeluAndSlope<'a> {
+    ys: &'a mut [f32],
     slopes: &'a mut [f32],
-    offsets: &'a mut [f32],
 }
 
-impl pulp::WithSimd for GeluTangent<'_> {
+impl pulp::WithSimd for GeluAndSlope<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let elements = self.xs.iter().zip(self.slopes.iter_mut());
-        for ((&x, s), o) in elements.zip(self.offsets.iter_mut()) {
+        for (y, s) in self.ys.iter_mut().zip(self.slopes.iter_mut()) {
+            let x = *y;
             let cdf = normal_cdf(x);
+            *y = x * cdf;
             // g'(x) = Φ(x) + x·φ(x)
-            let d = cdf + x * normal_pdf(x);
-            *s = d;
-            *o = x * cdf - x * d;
+            *s = cdf + x * normal_pdf(x);
         }
     }
 }
@@ -212,7 +244,8 @@ mod tests {
         assert_eq!(slopes.len(), xs.len());
         let mut ours = xs.clone();
         gelu_in_place(&mut ours);
-        let (our_slopes, offsets) = gelu_linearised(&xs);
+        let (both, our_slopes) = gelu_and_slope(&xs);
+        assert_eq!(both, ours, "one pass gives the in-place values");
         for i in 0..xs.len() {
             let tolerance = 3e-7 * (1.0 + values[i].abs());
             assert!(
@@ -229,8 +262,6 @@ mod tests {
                 our_slopes[i],
                 slopes[i]
             );
-            let rebuilt = xs[i] * our_slopes[i] + offsets[i];
-            assert!((rebuilt as f64 - values[i]).abs() < tolerance);
         }
         // The left tail keeps relative precision: GELU(−8) ≈ −8·6.2e-16.
         let mut tail = [-8.0f32];

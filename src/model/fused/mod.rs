@@ -63,6 +63,18 @@ pub(crate) fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// The values of a CPU tensor to overwrite in place: `Some` when its buffer is not shared and
+/// its elements are contiguous (a gradient handed to a backward step usually is).
+pub(crate) fn unique_values_mut(tensor: &mut FlexTensor) -> Option<&mut [f32]> {
+    if tensor.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let (start, end) = tensor.layout().contiguous_offsets()?;
+    tensor
+        .try_storage_mut::<f32>()
+        .and_then(|storage| storage.get_mut(start..end))
+}
+
 /// A CPU tensor that owns `values` (no copy).
 pub(crate) fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
