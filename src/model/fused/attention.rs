@@ -8,7 +8,9 @@
 //! `dK = scale·dSᵀ·Q`, written straight into `dqkv`'s columns. `P` is kept from the forward
 //! pass (the decomposed graph keeps it too).
 
-use super::{flex, gemm_parallelism, host, lane_dot, lane_sum, untracked, values, Host};
+use super::{
+    flex, gemm_parallelism, host, lane_dot, lane_sum, matmul, untracked, values, Host, Strided,
+};
 use crate::model::activation::exp;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -181,7 +183,7 @@ fn forward_host(qkv: &[f32], dims: Dims, keep: bool) -> (Vec<f32>, Vec<f32>) {
         heads,
         head_dim,
     } = dims;
-    let (dim, row) = (dims.dim(), dims.qkv_row() as isize);
+    let (dim, row) = (dims.dim(), dims.qkv_row());
     let scale = dims.scale();
     let parallelism = gemm_parallelism(batch);
     let mut out = vec![0.0f32; batch * n * dim];
@@ -197,58 +199,21 @@ fn forward_host(qkv: &[f32], dims: Dims, keep: bool) -> (Vec<f32>, Vec<f32>) {
             let q = qkv_b[h * head_dim..].as_ptr();
             let k = qkv_b[dim + h * head_dim..].as_ptr();
             let v = qkv_b[2 * dim + h * head_dim..].as_ptr();
-            // SAFETY (all `gemm` calls here): every operand is read at (i·rs + j·cs) for i, j
-            // within its m/n/k extent, which stays inside the slice its pointer came from
-            // (one image's rows of `qkv`, `out`, or an N × N block), and the destination does
-            // not alias an input.
+            // SAFETY (both products): each operand's extent at its strides stays inside the
+            // slice its pointer came from (one image's rows of `qkv` or `out`, or an N × N
+            // block), and the destination is neither input.
             unsafe {
-                // S = scale · Q Kᵀ; Kᵀ's (d, j) is K's (j, d).
-                gemm::gemm(
-                    n,
-                    n,
-                    head_dim,
-                    p.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q,
-                    1,
-                    row,
-                    k,
-                    row,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
+                // S = scale · Q Kᵀ
+                let s = Strided::rows(p.as_mut_ptr(), n);
+                let (q, kt) = (Strided::rows(q, row), Strided::transposed(k, row));
+                matmul((n, n, head_dim), s, false, q, kt, scale, parallelism);
             }
             softmax_rows(p, n);
             unsafe {
                 // O_h = P V, into head h's columns of the merged output.
-                gemm::gemm(
-                    n,
-                    head_dim,
-                    n,
-                    out_b[h * head_dim..].as_mut_ptr(),
-                    1,
-                    dim as isize,
-                    false,
-                    p.as_ptr(),
-                    1,
-                    n as isize,
-                    v,
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
+                let o = Strided::rows(out_b[h * head_dim..].as_mut_ptr(), dim);
+                let (p, v) = (Strided::rows(p.as_ptr(), n), Strided::rows(v, row));
+                matmul((n, head_dim, n), o, false, p, v, 1.0, parallelism);
             }
         }
     };
@@ -274,7 +239,7 @@ fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Ve
         heads,
         head_dim,
     } = dims;
-    let (dim, row) = (dims.dim(), dims.qkv_row() as isize);
+    let (dim, row) = (dims.dim(), dims.qkv_row());
     let scale = dims.scale();
     let parallelism = gemm_parallelism(batch);
     let mut grad_qkv = vec![0.0f32; batch * n * dims.qkv_row()];
@@ -297,96 +262,29 @@ fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Ve
                     // and the three destinations are disjoint column blocks of `dqkv_b`.
                     unsafe {
                         // dP = dO Vᵀ
-                        gemm::gemm(
-                            n,
-                            n,
-                            head_dim,
-                            ds.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            false,
-                            dout,
-                            1,
-                            dim as isize,
-                            v,
-                            row,
-                            1,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
+                        let dp = Strided::rows(ds.as_mut_ptr(), n);
+                        let (dout, vt) = (Strided::rows(dout, dim), Strided::transposed(v, row));
+                        matmul((n, n, head_dim), dp, false, dout, vt, 1.0, parallelism);
                     }
                     softmax_backward_rows(p, ds, n);
+                    let mut grad =
+                        |offset: usize| Strided::rows(dqkv_b[offset..].as_mut_ptr(), row);
+                    let (ds_m, ds_t) = (
+                        Strided::rows(ds.as_ptr(), n),
+                        Strided::transposed(ds.as_ptr(), n),
+                    );
+                    let pt = Strided::transposed(p.as_ptr(), n);
+                    let (q, k, dout) = (
+                        Strided::rows(q, row),
+                        Strided::rows(k, row),
+                        Strided::rows(dout, dim),
+                    );
+                    let size = (n, head_dim, n);
                     unsafe {
-                        // dQ = scale · dS K
-                        gemm::gemm(
-                            n,
-                            head_dim,
-                            n,
-                            dqkv_b[col..].as_mut_ptr(),
-                            1,
-                            row,
-                            false,
-                            ds.as_ptr(),
-                            1,
-                            n as isize,
-                            k,
-                            1,
-                            row,
-                            0.0,
-                            scale,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                        // dK = scale · dSᵀ Q
-                        gemm::gemm(
-                            n,
-                            head_dim,
-                            n,
-                            dqkv_b[dim + col..].as_mut_ptr(),
-                            1,
-                            row,
-                            false,
-                            ds.as_ptr(),
-                            n as isize,
-                            1,
-                            q,
-                            1,
-                            row,
-                            0.0,
-                            scale,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                        // dV = Pᵀ dO
-                        gemm::gemm(
-                            n,
-                            head_dim,
-                            n,
-                            dqkv_b[2 * dim + col..].as_mut_ptr(),
-                            1,
-                            row,
-                            false,
-                            p.as_ptr(),
-                            n as isize,
-                            1,
-                            dout,
-                            1,
-                            dim as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
+                        // dQ = scale · dS K, dK = scale · dSᵀ Q, dV = Pᵀ dO
+                        matmul(size, grad(col), false, ds_m, k, scale, parallelism);
+                        matmul(size, grad(dim + col), false, ds_t, q, scale, parallelism);
+                        matmul(size, grad(2 * dim + col), false, pt, dout, 1.0, parallelism);
                     }
                 }
             },

@@ -8,7 +8,7 @@
 //! `dW = xᵀ·dy` straight into fresh buffers, with `W` and `x` read transposed through their
 //! strides, and `db` as column sums by fixed row blocks added in block order.
 
-use super::{flex, host, values, vectorized, Host};
+use super::{flex, host, matmul, values, vectorized, Host, Strided};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -188,29 +188,21 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
         }
         None => (vec![0.0f32; rows * d_out], false),
     };
+    let w = Strided {
+        ptr: w.as_ptr(),
+        row: si,
+        col: so,
+    };
     // SAFETY: `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major, and `w` holds
-    // d_in × d_out at the strides `(si, so)`: each is read or written within its extent; `y`
-    // is a fresh buffer.
+    // d_in × d_out at the strides `(si, so)`; `y` is a fresh buffer.
     unsafe {
-        gemm::gemm(
-            rows,
-            d_out,
-            d_in,
-            y.as_mut_ptr(),
-            1,
-            d_out as isize,
+        matmul(
+            (rows, d_out, d_in),
+            Strided::rows(y.as_mut_ptr(), d_out),
             read_dst,
-            x.as_ptr(),
-            1,
-            d_in as isize,
-            w.as_ptr(),
-            so,
-            si,
+            Strided::rows(x.as_ptr(), d_in),
+            w,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism(rows, d_out, d_in),
         );
     }
@@ -224,27 +216,20 @@ fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
     } = sizes;
     let (si, so) = sizes.weight_strides();
     let mut dx = vec![0.0f32; rows * d_in];
+    let w_t = Strided {
+        ptr: w.as_ptr(),
+        row: so,
+        col: si,
+    };
     // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
     unsafe {
-        gemm::gemm(
-            rows,
-            d_in,
-            d_out,
-            dx.as_mut_ptr(),
-            1,
-            d_in as isize,
+        matmul(
+            (rows, d_in, d_out),
+            Strided::rows(dx.as_mut_ptr(), d_in),
             false,
-            dy.as_ptr(),
-            1,
-            d_out as isize,
-            w.as_ptr(),
-            si,
-            so,
-            0.0,
+            Strided::rows(dy.as_ptr(), d_out),
+            w_t,
             1.0,
-            false,
-            false,
-            false,
             parallelism(rows, d_in, d_out),
         );
     }
@@ -258,28 +243,21 @@ fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
     } = sizes;
     let (si, so) = sizes.weight_strides();
     let mut dw = vec![0.0f32; d_in * d_out];
+    let dw_strided = Strided {
+        ptr: dw.as_mut_ptr(),
+        row: si,
+        col: so,
+    };
     // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`; dW is
     // written in the weight's own layout, inside its d_in × d_out elements.
     unsafe {
-        gemm::gemm(
-            d_in,
-            d_out,
-            rows,
-            dw.as_mut_ptr(),
-            so,
-            si,
+        matmul(
+            (d_in, d_out, rows),
+            dw_strided,
             false,
-            x.as_ptr(),
-            d_in as isize,
-            1,
-            dy.as_ptr(),
-            1,
-            d_out as isize,
-            0.0,
+            Strided::transposed(x.as_ptr(), d_in),
+            Strided::rows(dy.as_ptr(), d_out),
             1.0,
-            false,
-            false,
-            false,
             parallelism(d_in, d_out, rows),
         );
     }

@@ -85,6 +85,77 @@ pub(crate) fn untracked(tensor: FlexTensor) -> FloatTensor<Autodiff<Flex>> {
     FloatTensor::<Autodiff<Flex>>::new(tensor)
 }
 
+/// A matrix operand read or written in place: element (i, j) at `ptr + i·row + j·col`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<P> {
+    pub ptr: P,
+    pub row: isize,
+    pub col: isize,
+}
+
+impl<P> Strided<P> {
+    /// Rows `row` elements apart, columns adjacent.
+    pub(crate) fn rows(ptr: P, row: usize) -> Self {
+        Self {
+            ptr,
+            row: row as isize,
+            col: 1,
+        }
+    }
+
+    /// The transpose of [`Strided::rows`]: element (i, j) at `ptr + j·row + i`.
+    pub(crate) fn transposed(ptr: P, row: usize) -> Self {
+        Self {
+            ptr,
+            row: 1,
+            col: row as isize,
+        }
+    }
+}
+
+/// `dst ← scale · lhs · rhs` (`m × k` times `k × n`), or `dst + scale · lhs · rhs` with
+/// `accumulate`.
+///
+/// # Safety
+/// Every element (i, j) within each operand's extent (dst `m × n`, lhs `m × k`, rhs `k × n`)
+/// at its strides must lie inside the allocation its pointer came from, and `dst` must not
+/// overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract is gemm's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col,
+            dst.row,
+            accumulate,
+            lhs.ptr,
+            lhs.col,
+            lhs.row,
+            rhs.ptr,
+            rhs.col,
+            rhs.row,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// How `gemm` may use threads inside one task: the tasks themselves run in parallel, so the
 /// products run single-threaded unless there are fewer tasks than threads.
 pub(crate) fn gemm_parallelism(tasks: usize) -> gemm::Parallelism {
