@@ -278,6 +278,50 @@ def bench_attention_layers(args):
     return time_steps(step, args), 1
 
 
+# The products of `dinoscope bench --workload matmul` (src/cli/bench_matmul.rs), same order.
+MATMUL_SHAPES = [
+    ("tiny qkv (globals)", 64 * 65, 96, 288),
+    ("tiny fc1 (globals)", 64 * 65, 96, 384),
+    ("tiny fc2 (globals)", 64 * 65, 384, 96),
+    ("tiny qkv (locals)", 192 * 17, 96, 288),
+    ("vits qkv (globals)", 16 * 197, 384, 1152),
+    ("vits proj (globals)", 16 * 197, 384, 384),
+    ("vits fc1 (globals)", 16 * 197, 384, 1536),
+    ("vits fc2 (globals)", 16 * 197, 1536, 384),
+    ("vits fc1 (locals)", 64 * 37, 384, 1536),
+    ("vits head 2048", 80, 2048, 2048),
+    ("vits head last (K 65536)", 80, 256, 65536),
+]
+
+
+def bench_matmul(args):
+    """Per shape: F.linear alone (no grad) and forward + backward, medians, as GFLOP/s."""
+    for name, rows, d_in, d_out in MATMUL_SHAPES:
+        layer = torch.nn.Linear(d_in, d_out)
+        x = torch.rand(rows, d_in)
+        forward, both = [], []
+        for i in range(args.warmup + args.steps):
+            started = time.perf_counter()
+            with torch.no_grad():
+                layer(x)
+            forward_s = time.perf_counter() - started
+            xg = x.clone().requires_grad_(True)
+            layer.zero_grad(set_to_none=True)
+            started = time.perf_counter()
+            layer(xg).sum().backward()
+            both_s = time.perf_counter() - started
+            if i >= args.warmup:
+                forward.append(forward_s)
+                both.append(both_s)
+        flop = 2.0 * rows * d_in * d_out
+        f, b = statistics.median(forward), statistics.median(both)
+        print(
+            f'RESULT matmul name="{name}" rows={rows} d_in={d_in} d_out={d_out} '
+            f"forward_ms={f * 1e3:.3f} forward_gflops={flop / f / 1e9:.1f} "
+            f"train_ms={b * 1e3:.3f} train_gflops={3 * flop / b / 1e9:.1f}"
+        )
+
+
 def time_steps(step, args):
     for _ in range(args.warmup):
         step()
@@ -292,7 +336,7 @@ def time_steps(step, args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16", "attention-layers-vits16"], required=True)
+    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16", "attention-layers-vits16", "matmul"], required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -302,6 +346,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.workload == "matmul":
+        bench_matmul(args)
+        return
     if args.workload == "attention-vits16":
         times, images = bench_attention(args)
     elif args.workload == "attention-layers-vits16":

@@ -21,7 +21,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// train: one training step of the config; attention: all maps of one image with a
-    /// ViT-S/16 (random weights unless --weights) at 480 px short side.
+    /// ViT-S/16 (random weights unless --weights) at 480 px short side; matmul: the train
+    /// steps' matrix products alone (GFLOP/s per shape, CPU backend).
     #[arg(long, value_enum, default_value = "train")]
     workload: Workload,
     /// Weights for the attention workload (default: a randomly initialised ViT-S/16).
@@ -43,6 +44,7 @@ pub struct BenchArgs {
 enum Workload {
     Train,
     Attention,
+    Matmul,
 }
 
 fn bench_attention(args: BenchArgs) -> Result<()> {
@@ -145,6 +147,15 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.workload == Workload::Attention {
         return bench_attention(args);
+    }
+    if args.workload == Workload::Matmul {
+        if args.steps == 0 {
+            return Err(usage("--steps must be at least 1"));
+        }
+        // On a compute-pool worker, as the train step runs.
+        return dinoscope::device::on_compute_pool(|| {
+            super::bench_matmul::run(args.steps, args.warmup, &mut Printer::default())
+        });
     }
     let mut out = Printer::default();
     let (config, label) = load_config(&args.common)?;

@@ -6,6 +6,7 @@ mod app;
 mod attention;
 mod attention_layers;
 mod bench;
+mod bench_matmul;
 mod knn;
 mod output;
 mod plot;

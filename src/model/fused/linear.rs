@@ -8,7 +8,7 @@
 //! `dW = xᵀ·dy` straight into fresh buffers, with `W` and `x` read transposed through their
 //! strides, and `db` as column sums by fixed row blocks added in block order.
 
-use super::{flex, host, matmul, values, vectorized, Host, Strided};
+use super::{flex, host, matmul_parallel, values, vectorized, Host, Strided};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -21,10 +21,6 @@ use rayon::prelude::*;
 
 /// Rows per partial sum of `db`.
 const ROWS_PER_BLOCK: usize = 256;
-
-/// Below this many multiply-adds one product runs on one thread (burn's CPU backend uses the
-/// same threshold): splitting a small product costs more than it saves.
-const PARALLEL_MULTIPLY_ADDS: usize = 192 * 192 * 192;
 
 /// `layer` applied to `x` (`[..., d_in]` → `[..., d_out]`); burn's own op where the fused
 /// kernel does not apply.
@@ -163,14 +159,6 @@ impl Sizes {
     }
 }
 
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MULTIPLY_ADDS {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
 /// `y = x·W (+ b)`, `[rows, d_out]`.
 fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f32> {
     let Sizes {
@@ -196,14 +184,13 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
     // SAFETY: `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major, and `w` holds
     // d_in × d_out at the strides `(si, so)`; `y` is a fresh buffer.
     unsafe {
-        matmul(
+        matmul_parallel(
             (rows, d_out, d_in),
             Strided::rows(y.as_mut_ptr(), d_out),
             read_dst,
             Strided::rows(x.as_ptr(), d_in),
             w,
             1.0,
-            parallelism(rows, d_out, d_in),
         );
     }
     y
@@ -223,14 +210,13 @@ fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
     };
     // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
     unsafe {
-        matmul(
+        matmul_parallel(
             (rows, d_in, d_out),
             Strided::rows(dx.as_mut_ptr(), d_in),
             false,
             Strided::rows(dy.as_ptr(), d_out),
             w_t,
             1.0,
-            parallelism(rows, d_in, d_out),
         );
     }
     dx
@@ -251,14 +237,13 @@ fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
     // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`; dW is
     // written in the weight's own layout, inside its d_in × d_out elements.
     unsafe {
-        matmul(
+        matmul_parallel(
             (d_in, d_out, rows),
             dw_strided,
             false,
             Strided::transposed(x.as_ptr(), d_in),
             Strided::rows(dy.as_ptr(), d_out),
             1.0,
-            parallelism(d_in, d_out, rows),
         );
     }
     dw
@@ -423,6 +408,35 @@ mod tests {
             );
             assert_eq!(dw.len(), 13 * 11);
             assert!(dx.iter().any(|g| g.abs() > 1e-2), "a gradient flows");
+        }
+    }
+
+    #[test]
+    fn products_large_enough_to_split_match_burn() {
+        let device = Device::flex().autodiff();
+        // 40 rows × 1000 columns: the columns split over the threads; 600 rows: gemm's own
+        // split. Both above the 192³ multiply-adds that keep a product on one thread.
+        for (rows, d_in, d_out) in [(40, 200, 1000), (600, 128, 128)] {
+            let mut init = crate::model::HostInit::new(rows as u64);
+            let data = TensorData::new(init.trunc_normal(rows * d_in, 1.0), [rows, d_in]);
+            let run = |fused: bool| {
+                let layer = layer(d_in, d_out, true, &device);
+                let x = Tensor::<2>::from_data(data.clone(), &device).require_grad();
+                let y = if fused {
+                    linear(&layer, x.clone())
+                } else {
+                    layer.forward(x.clone())
+                };
+                let grads = (y.clone() * y.clone().sin().detach()).sum().backward();
+                let dx = x.grad(&grads).map(host_values).unwrap_or_default();
+                let dw = layer.weight.val().grad(&grads).map(host_values);
+                (host_values(y), dx, dw.unwrap_or_default())
+            };
+            let ((y, dx, dw), (y_ref, dx_ref, dw_ref)) = (run(true), run(false));
+            assert_close(&y, &y_ref, 1e-4, "y");
+            assert_close(&dx, &dx_ref, 1e-4, "dx");
+            assert_close(&dw, &dw_ref, 1e-4, "dW");
+            assert_eq!(dw.len(), d_in * d_out);
         }
     }
 

@@ -24,6 +24,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
+use rayon::prelude::*;
 
 /// A float32 tensor of the CPU backend, unwrapped to its primitive.
 pub(crate) enum Host {
@@ -154,6 +155,89 @@ pub(crate) unsafe fn matmul(
             parallelism,
         );
     }
+}
+
+/// Below this many multiply-adds one product runs on one thread (burn's CPU backend uses the
+/// same threshold): splitting a small product costs more than it saves.
+const PARALLEL_MULTIPLY_ADDS: usize = 192 * 192 * 192;
+
+/// Products with fewer rows than this split their columns over the threads themselves.
+const SHORT_ROWS: usize = 256;
+
+/// [`matmul`] on all threads when it is large enough. gemm splits a tall product over its
+/// threads itself; a short, wide one (the head's 80 rows × 2048 or 65 536 columns) it left
+/// mostly to one thread (measured: half of PyTorch's GFLOP/s), so there each thread takes one
+/// block of columns.
+///
+/// # Safety
+/// As [`matmul`].
+pub(crate) unsafe fn matmul_parallel(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+) {
+    let threads = rayon::current_num_threads();
+    let size = (m, n, k);
+    if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MULTIPLY_ADDS {
+        // SAFETY: the caller's contract.
+        return unsafe {
+            matmul(
+                size,
+                dst,
+                accumulate,
+                lhs,
+                rhs,
+                scale,
+                gemm::Parallelism::None,
+            )
+        };
+    }
+    if m >= SHORT_ROWS || threads < 2 {
+        let parallelism = gemm::Parallelism::Rayon(0);
+        // SAFETY: the caller's contract.
+        return unsafe { matmul(size, dst, accumulate, lhs, rhs, scale, parallelism) };
+    }
+    /// The operands, shared by the column tasks: each writes its own columns of `dst` and
+    /// only reads the others.
+    struct Operands {
+        dst: Strided<*mut f32>,
+        lhs: Strided<*const f32>,
+        rhs: Strided<*const f32>,
+    }
+    // SAFETY: the tasks write disjoint column blocks of `dst` and read `lhs`, `rhs`, which
+    // the caller keeps alive and unaliased by `dst` for the whole call.
+    unsafe impl Sync for Operands {}
+    let operands = Operands { dst, lhs, rhs };
+    let columns = n.div_ceil(threads).next_multiple_of(16);
+    (0..n.div_ceil(columns)).into_par_iter().for_each(|block| {
+        let Operands { dst, lhs, rhs } = &operands;
+        let first = block * columns;
+        let width = columns.min(n - first);
+        let dst = Strided {
+            ptr: dst.ptr.wrapping_offset(first as isize * dst.col),
+            ..*dst
+        };
+        let rhs = Strided {
+            ptr: rhs.ptr.wrapping_offset(first as isize * rhs.col),
+            ..*rhs
+        };
+        // SAFETY: columns `first .. first + width` of the caller's `dst` and `rhs` (inside
+        // their extents), all rows of `lhs`.
+        unsafe {
+            matmul(
+                (m, width, k),
+                dst,
+                accumulate,
+                *lhs,
+                rhs,
+                scale,
+                gemm::Parallelism::None,
+            )
+        };
+    });
 }
 
 /// How `gemm` may use threads inside one task: the tasks themselves run in parallel, so the
