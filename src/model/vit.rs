@@ -350,9 +350,9 @@ impl VisionTransformer {
 }
 
 impl Attention {
-    /// The same output as [`Attention::forward`] without keeping the probabilities: burn's
-    /// fused scaled-dot-product attention (flash or naive kernels on the CPU backend, no
-    /// materialised score matrix per block), for passes that need no attention map.
+    /// The same output as [`Attention::forward`] without keeping the probabilities (on the
+    /// CPU backend one N × N scratch per task instead of a `[B, heads, N, N]` tensor; burn's
+    /// fused attention elsewhere), for passes that need no attention map.
     pub fn forward_fused(&self, x: Tensor<3>) -> Tensor<3> {
         let out = attention(linear_tokens(&self.qkv, x), self.num_heads);
         linear_tokens(&self.proj, out)

@@ -1,20 +1,20 @@
 //! Attention, LayerNorm and Linear as single CPU ops, forward and backward.
 //!
-//! burn composes both from a dozen tensor ops, and under autodiff differentiates each: on the
+//! burn composes each from several tensor ops, and under autodiff differentiates each: on the
 //! CPU backend every one allocates (zero-filled, then copied to an aligned buffer), and the
 //! permutes around attention copy the Q, K, V and output tensors once more. Here each runs as
 //! one kernel over host slices: attention reads Q, K and V in place from the QKV projection's
 //! output with strided `gemm` calls and writes its output already in the heads-merged layout;
 //! LayerNorm keeps its normalised input and per-row scale for a one-pass backward; Linear
 //! writes its bias once and lets `gemm` accumulate onto it, and reads transposes through
-//! strides in its backward. Under
-//! autodiff each is one node of burn's graph with a hand-written backward (`Backward`), so
-//! nothing else of the training step changes.
+//! strides in its backward. Under autodiff each is one node of burn's graph with a
+//! hand-written backward (`Backward`), so nothing else of the training step changes.
 //!
 //! Only float32 tensors of the CPU backend (`Flex`, with or without autodiff) take this path;
 //! every other device or dtype runs burn's own ops, which give the same values up to rounding.
-//! Work is split into fixed chunks and reduced in chunk order, so a seeded run gives the same
-//! numbers on any thread count.
+//! The sums written here (softmax rows, LayerNorm's and Linear's column sums) are split into
+//! fixed blocks and added in block order, and the products are gemm's, as in burn's matmul: a
+//! seeded run repeats exactly on the same machine and thread count.
 
 pub mod attention;
 pub mod layer_norm;
