@@ -4,6 +4,11 @@ mod cli;
 
 use std::io::{IsTerminal, Write};
 
+/// glibc's allocator, keeping freed blocks of 32 MiB and more for reuse (`device.rs`).
+#[global_allocator]
+static HOST_ALLOCATOR: dinoscope::device::LargeBlockCache =
+    dinoscope::device::LargeBlockCache::new();
+
 fn main() {
     dinoscope::device::quiet_headless_gpu_probe();
     dinoscope::device::tune_host_allocator();
