@@ -371,6 +371,7 @@ impl Backward<Flex, 1> for AttentionBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::{assert_close, host_values};
 
     fn random(shape: [usize; 3], seed: u64, device: &Device) -> Tensor<3> {
         let mut init = crate::model::HostInit::new(seed);
@@ -379,20 +380,6 @@ mod tests {
             TensorData::new(init.trunc_normal(count, 1.0), shape),
             device,
         )
-    }
-
-    fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().iter::<f32>().collect()
-    }
-
-    fn assert_close(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
-        assert_eq!(ours.len(), reference.len(), "{what}: length");
-        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-            assert!(
-                (a - b).abs() <= tolerance * (1.0 + b.abs()),
-                "{what}[{i}]: {a} vs {b}"
-            );
-        }
     }
 
     #[test]

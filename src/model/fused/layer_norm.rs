@@ -41,7 +41,7 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> 
     let epsilon = LAYER_NORM_EPSILON as f32;
     match (x_host, gamma, beta) {
         (Host::Plain(x), gamma, beta) => {
-            let (gamma, beta) = (primitive(gamma), primitive(beta));
+            let (gamma, beta) = (gamma.into_buffer(), beta.into_buffer());
             let (y, _) = forward_host(&values(&x), &values(&gamma), &values(&beta), epsilon, false);
             Tensor::from_primitive::<Flex>(flex(y, shape))
         }
@@ -73,14 +73,6 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> 
         // An autodiff input with plain parameters (or the reverse) does not occur in the
         // model; burn's op handles it.
         _ => layer.forward(x),
-    }
-}
-
-/// The buffer of a parameter, tracked or not (the forward pass only reads it).
-fn primitive(x: Host) -> FlexTensor {
-    match x {
-        Host::Plain(x) => x,
-        Host::Tracked(x) => x.into_primitive(),
     }
 }
 
@@ -286,6 +278,7 @@ impl Backward<Flex, 3> for LayerNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::{assert_close, host_values};
     use burn::module::Param;
     use burn::nn::LayerNormConfig;
 
@@ -312,20 +305,6 @@ mod tests {
             *v += 300.0;
         }
         TensorData::new(values, shape)
-    }
-
-    fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().iter::<f32>().collect()
-    }
-
-    fn assert_close(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
-        assert_eq!(ours.len(), reference.len(), "{what}: length");
-        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-            assert!(
-                (a - b).abs() <= tolerance * (1.0 + b.abs()),
-                "{what}[{i}]: {a} vs {b}"
-            );
-        }
     }
 
     #[test]

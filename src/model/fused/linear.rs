@@ -12,7 +12,7 @@ use super::{flex, host, matmul_parallel, values, vectorized, Host, Strided};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::Linear;
@@ -74,54 +74,47 @@ fn fused<const D: usize>(
     };
     Ok(match (x_host, w_host, b_host) {
         (Host::Plain(x), Host::Plain(w), b @ (None | Some(Host::Plain(_)))) => {
-            let b = b.map(primitive);
+            let b = b.map(Host::into_buffer);
             let b = b.as_ref().map(values);
             let y = forward_host(&values(&x), &values(&w), b.as_deref(), sizes);
             Tensor::from_primitive::<Flex>(flex(y, out_shape))
         }
         (Host::Tracked(x), Host::Tracked(w), None) => {
-            let (x, x_guard) = x.into_parts();
-            let (w, w_guard) = w.into_parts();
-            let y = flex(
-                forward_host(&values(&x), &values(&w), None, sizes),
-                out_shape,
-            );
-            let out = match LinearBackward
-                .prepare::<NoCheckpointing>([x_guard, w_guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish((x, w, sizes), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Tensor::from_primitive::<Autodiff<Flex>>(out)
+            let ((x, x_guard), (w, w_guard)) = (x.into_parts(), w.into_parts());
+            let y = forward_host(&values(&x), &values(&w), None, sizes);
+            record([x_guard, w_guard], (x, w, sizes), flex(y, out_shape))
         }
         (Host::Tracked(x), Host::Tracked(w), Some(Host::Tracked(b))) => {
-            let (x, x_guard) = x.into_parts();
-            let (w, w_guard) = w.into_parts();
+            let ((x, x_guard), (w, w_guard)) = (x.into_parts(), w.into_parts());
             let (b, b_guard) = b.into_parts();
             let y = forward_host(&values(&x), &values(&w), Some(&values(&b)), sizes);
-            let y = flex(y, out_shape);
-            let out = match LinearBackward
-                .prepare::<NoCheckpointing>([x_guard, w_guard, b_guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish((x, w, sizes), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Tensor::from_primitive::<Autodiff<Flex>>(out)
+            record(
+                [x_guard, w_guard, b_guard],
+                (x, w, sizes),
+                flex(y, out_shape),
+            )
         }
         // Tracked and plain operands mixed: not in the model; burn's op handles it.
         _ => return Err(Box::new(x)),
     })
 }
 
-fn primitive(x: Host) -> FlexTensor {
-    match x {
-        Host::Plain(x) => x,
-        Host::Tracked(x) => x.into_primitive(),
-    }
+/// `y` as the output node of a [`LinearBackward`] step over the guarded inputs `[x, W]` or
+/// `[x, W, b]`; the step keeps `x`, `W` and the sizes.
+fn record<const N: usize, const D: usize>(
+    guards: [NodeGuard; N],
+    state: (FlexTensor, FlexTensor, Sizes),
+    y: FlexTensor,
+) -> Tensor<D> {
+    let out = match LinearBackward
+        .prepare::<NoCheckpointing>(guards)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
 
 /// How the weight is stored.
@@ -314,6 +307,7 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::{assert_close, host_values};
     use burn::module::Param;
     use burn::nn::LinearConfig;
 
@@ -331,20 +325,6 @@ mod tests {
             )));
         }
         layer
-    }
-
-    fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().iter::<f32>().collect()
-    }
-
-    fn assert_close(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
-        assert_eq!(ours.len(), reference.len(), "{what}: length");
-        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-            assert!(
-                (a - b).abs() <= tolerance * (1.0 + b.abs()),
-                "{what}[{i}]: {a} vs {b}"
-            );
-        }
     }
 
     fn input(shape: [usize; 3]) -> TensorData {

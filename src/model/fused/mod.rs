@@ -34,6 +34,16 @@ pub(crate) enum Host {
     Tracked(FloatTensor<Autodiff<Flex>>),
 }
 
+impl Host {
+    /// The buffer alone, tracked or not (for operands that are only read).
+    pub(crate) fn into_buffer(self) -> FlexTensor {
+        match self {
+            Host::Plain(x) => x,
+            Host::Tracked(x) => x.into_primitive(),
+        }
+    }
+}
+
 /// `tensor` as a CPU-backend primitive (sharing its buffer), or `None` where the fused kernels
 /// do not apply.
 pub(crate) fn host<const D: usize>(tensor: &Tensor<D>) -> Option<Host> {
@@ -320,4 +330,25 @@ pub(crate) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(u, v)| u * v)
         .sum();
     lanes.iter().sum::<f32>() + tail
+}
+
+/// What the fused ops' tests share: host values and a relative closeness check.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use burn::prelude::*;
+
+    pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    /// Every element within `tolerance · (1 + |reference|)`.
+    pub(crate) fn assert_close(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(ours.len(), reference.len(), "{what}: length");
+        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
 }
