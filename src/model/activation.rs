@@ -9,7 +9,7 @@
 //! Under autodiff it is one node of burn's graph (`Backward`): the forward pass writes `g(x)`
 //! and keeps `g'(x)` from the same pass; the backward pass multiplies `dy` by it.
 
-use crate::model::fused::{flex, host, unique_values_mut, values, Host};
+use crate::model::fused::{flex, host, unique_values_mut, values, written, Host};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -18,6 +18,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
 const CHUNK_ELEMENTS: usize = 1 << 15;
@@ -55,13 +56,25 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
 
-/// `(g(x), g'(x))` per element, in one pass (Φ(x) serves both).
+/// `(g(x), g'(x))` per element, in one pass (Φ(x) serves both), written straight into the
+/// two outputs (copying `x` into them first was 2.5 % of the `tiny` step, on one thread).
 pub fn gelu_and_slope(values: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut y = values.to_vec();
-    let mut slope = values.to_vec();
-    y.par_chunks_mut(CHUNK_ELEMENTS)
-        .zip(slope.par_chunks_mut(CHUNK_ELEMENTS))
-        .for_each(|(ys, slopes)| pulp::Arch::new().dispatch(GeluAndSlope { ys, slopes }));
+    let len = values.len();
+    let mut slope = Vec::new();
+    // SAFETY: the chunks of `ys`, `slopes` and `values` pair up one to one (same length and
+    // chunk size), and each task writes every element of its `ys` and `slopes` chunks.
+    let y = unsafe {
+        written(len, |ys| {
+            slope = written(len, |slopes| {
+                ys.par_chunks_mut(CHUNK_ELEMENTS)
+                    .zip(slopes.par_chunks_mut(CHUNK_ELEMENTS))
+                    .zip(values.par_chunks(CHUNK_ELEMENTS))
+                    .for_each(|((ys, slopes), xs)| {
+                        pulp::Arch::new().dispatch(GeluAndSlope { xs, ys, slopes })
+                    })
+            })
+        })
+    };
     (y, slope)
 }
 
@@ -120,10 +133,11 @@ impl pulp::WithSimd for GeluInPlace<'_> {
     }
 }
 
-/// `ys` holds x on entry and g(x) on exit; `slopes` holds x on entry and g'(x) on exit.
+/// `ys[i] ← g(xs[i])`, `slopes[i] ← g'(xs[i])`.
 struct GeluAndSlope<'a> {
-    ys: &'a mut [f32],
-    slopes: &'a mut [f32],
+    xs: &'a [f32],
+    ys: &'a mut [MaybeUninit<f32>],
+    slopes: &'a mut [MaybeUninit<f32>],
 }
 
 impl pulp::WithSimd for GeluAndSlope<'_> {
@@ -131,12 +145,12 @@ impl pulp::WithSimd for GeluAndSlope<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for (y, s) in self.ys.iter_mut().zip(self.slopes.iter_mut()) {
-            let x = *y;
+        let outputs = self.ys.iter_mut().zip(self.slopes.iter_mut());
+        for ((y, s), &x) in outputs.zip(self.xs) {
             let cdf = normal_cdf(x);
-            *y = x * cdf;
+            y.write(x * cdf);
             // g'(x) = Φ(x) + x·φ(x)
-            *s = cdf + x * normal_pdf(x);
+            s.write(cdf + x * normal_pdf(x));
         }
     }
 }

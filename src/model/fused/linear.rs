@@ -8,7 +8,7 @@
 //! `dW = xᵀ·dy` straight into fresh buffers, with `W` and `x` read transposed through their
 //! strides, and `db` as column sums by fixed row blocks added in block order.
 
-use super::{flex, host, matmul_parallel, values, vectorized, Host, Strided};
+use super::{flex, host, matmul_parallel, out_ptr, values, vectorized, written, Host, Strided};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -158,35 +158,37 @@ fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f3
         rows, d_in, d_out, ..
     } = sizes;
     let (si, so) = sizes.weight_strides();
-    let (mut y, read_dst) = match b {
-        // The bias rows, written once; gemm adds the product onto them.
-        Some(b) => {
-            let mut y = Vec::with_capacity(rows * d_out);
-            for _ in 0..rows {
-                y.extend_from_slice(b);
-            }
-            (y, true)
-        }
-        None => (vec![0.0f32; rows * d_out], false),
-    };
     let w = Strided {
         ptr: w.as_ptr(),
         row: si,
         col: so,
     };
-    // SAFETY: `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major, and `w` holds
-    // d_in × d_out at the strides `(si, so)`; `y` is a fresh buffer.
+    // SAFETY (`written`): with a bias every row is first written with it; gemm then writes
+    // (or, onto the bias, accumulates into) every element of the `rows × d_out` output.
+    // SAFETY (`matmul_parallel`): `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major,
+    // and `w` holds d_in × d_out at the strides `(si, so)`; `y` is a fresh buffer.
     unsafe {
-        matmul_parallel(
-            (rows, d_out, d_in),
-            Strided::rows(y.as_mut_ptr(), d_out),
-            read_dst,
-            Strided::rows(x.as_ptr(), d_in),
-            w,
-            1.0,
-        );
+        written(rows * d_out, |y| {
+            if let Some(b) = b {
+                // The bias rows, on all threads; gemm adds the product onto them.
+                y.par_chunks_mut(ROWS_PER_BLOCK * d_out).for_each(|block| {
+                    for row in block.chunks_exact_mut(d_out) {
+                        for (out, &bias) in row.iter_mut().zip(b) {
+                            out.write(bias);
+                        }
+                    }
+                });
+            }
+            matmul_parallel(
+                (rows, d_out, d_in),
+                Strided::rows(out_ptr(y), d_out),
+                b.is_some(),
+                Strided::rows(x.as_ptr(), d_in),
+                w,
+                1.0,
+            );
+        })
     }
-    y
 }
 
 /// `dx = dy·Wᵀ` (`[rows, d_in]`), when wanted.
@@ -195,24 +197,25 @@ fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
         rows, d_in, d_out, ..
     } = sizes;
     let (si, so) = sizes.weight_strides();
-    let mut dx = vec![0.0f32; rows * d_in];
     let w_t = Strided {
         ptr: w.as_ptr(),
         row: so,
         col: si,
     };
-    // SAFETY: `dy` is `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
+    // SAFETY: gemm writes every element of the fresh `[rows, d_in]` output; `dy` is
+    // `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
     unsafe {
-        matmul_parallel(
-            (rows, d_in, d_out),
-            Strided::rows(dx.as_mut_ptr(), d_in),
-            false,
-            Strided::rows(dy.as_ptr(), d_out),
-            w_t,
-            1.0,
-        );
+        written(rows * d_in, |dx| {
+            matmul_parallel(
+                (rows, d_in, d_out),
+                Strided::rows(out_ptr(dx), d_in),
+                false,
+                Strided::rows(dy.as_ptr(), d_out),
+                w_t,
+                1.0,
+            )
+        })
     }
-    dx
 }
 
 /// `dW = xᵀ·dy`, in the weight's layout.
@@ -221,25 +224,26 @@ fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
         rows, d_in, d_out, ..
     } = sizes;
     let (si, so) = sizes.weight_strides();
-    let mut dw = vec![0.0f32; d_in * d_out];
-    let dw_strided = Strided {
-        ptr: dw.as_mut_ptr(),
-        row: si,
-        col: so,
-    };
-    // SAFETY: xᵀ's (i, r) is `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`; dW is
-    // written in the weight's own layout, inside its d_in × d_out elements.
+    // SAFETY: gemm writes every element of the fresh output (zeros when `rows` is 0), in
+    // the weight's own layout, inside its d_in × d_out elements; xᵀ's (i, r) is
+    // `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`.
     unsafe {
-        matmul_parallel(
-            (d_in, d_out, rows),
-            dw_strided,
-            false,
-            Strided::transposed(x.as_ptr(), d_in),
-            Strided::rows(dy.as_ptr(), d_out),
-            1.0,
-        );
+        written(d_in * d_out, |dw| {
+            let dw = Strided {
+                ptr: out_ptr(dw),
+                row: si,
+                col: so,
+            };
+            matmul_parallel(
+                (d_in, d_out, rows),
+                dw,
+                false,
+                Strided::transposed(x.as_ptr(), d_in),
+                Strided::rows(dy.as_ptr(), d_out),
+                1.0,
+            )
+        })
     }
-    dw
 }
 
 /// `db = Σ_rows dy` (`[d_out]`), by fixed blocks of rows added in block order.

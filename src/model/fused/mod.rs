@@ -25,6 +25,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A float32 tensor of the CPU backend, unwrapped to its primitive.
 pub(crate) enum Host {
@@ -89,6 +90,27 @@ pub(crate) fn unique_values_mut(tensor: &mut FlexTensor) -> Option<&mut [f32]> {
 /// A CPU tensor that owns `values` (no copy).
 pub(crate) fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A fresh buffer of `len` floats filled by `write`, without zero-filling it first: glibc's
+/// `calloc` behind `vec![0.0; len]` clears a reused block (or faults in and clears a fresh
+/// one) on the calling thread alone, and the fused ops overwrite every element anyway. Those
+/// serial clears, with the copies they replaced, were a sixth of the `tiny` step (perf).
+///
+/// # Safety
+/// `write` must initialise every element of the slice it is given (through it or through
+/// its pointer) before it returns.
+pub(crate) unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut buffer = Vec::with_capacity(len);
+    write(&mut buffer.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is `len` and the caller's `write` initialised all of it.
+    unsafe { buffer.set_len(len) };
+    buffer
+}
+
+/// The first element's address of an output slice, for `gemm`.
+pub(crate) fn out_ptr(buffer: &mut [MaybeUninit<f32>]) -> *mut f32 {
+    buffer.as_mut_ptr().cast::<f32>()
 }
 
 /// A constant (never differentiated) autodiff tensor over `tensor`'s buffer.
