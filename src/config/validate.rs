@@ -24,7 +24,7 @@ impl Config {
         in_range_usize("model.depth", arch.depth, 1, 64)?;
         in_range_usize("model.num_heads", arch.num_heads, 1, 128)?;
         check(
-            arch.embed_dim % arch.num_heads == 0,
+            arch.embed_dim.is_multiple_of(arch.num_heads),
             "model.num_heads",
             format!(
                 "= {} does not divide the width {}; pick a divisor",
@@ -124,7 +124,7 @@ impl Config {
             ("data.local_crop_size", data.local_crop_size),
         ] {
             check(
-                size as usize % m.patch_size == 0,
+                (size as usize).is_multiple_of(m.patch_size),
                 key,
                 format!(
                     "= {size} is not a multiple of model.patch_size = {}; pick a multiple",

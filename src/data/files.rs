@@ -59,7 +59,7 @@ pub(super) fn check_record_size(
             archive,
         });
     }
-    if size_bytes % record_bytes as u64 != 0 {
+    if !size_bytes.is_multiple_of(record_bytes as u64) {
         return Err(DataError::RecordSize {
             dataset,
             path: path.to_path_buf(),

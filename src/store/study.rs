@@ -227,7 +227,7 @@ mod tests {
             kl: 1.0,
             ln_k: 6.93,
             regime: Regime::Healthy,
-            effective_rank: (step % 4 == 0).then_some(step as f64),
+            effective_rank: step.is_multiple_of(4).then_some(step as f64),
             ..MetricsRow::default()
         }
     }

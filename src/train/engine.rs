@@ -349,11 +349,11 @@ impl Engine {
         let done = self.trainer.steps_done();
         let per_epoch = self.trainer.iters_per_epoch().max(1);
         let every = self.trainer.config().data.knn_every_epochs;
-        if every > 0 && done % per_epoch == 0 && (done / per_epoch) % every == 0 {
+        if every > 0 && done.is_multiple_of(per_epoch) && (done / per_epoch).is_multiple_of(every) {
             self.evaluate(&mut events);
         }
         let period = self.checkpoints.every_steps;
-        if period > 0 && done % period == 0 && !self.is_done() {
+        if period > 0 && done.is_multiple_of(period) && !self.is_done() {
             events.push(self.checkpoint_event());
         }
         Ok(events)

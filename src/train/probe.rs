@@ -23,7 +23,7 @@ pub fn probe_decomposition(
         return None;
     }
     let local_rows = locals.as_ref().map_or(0, |l| l.dims()[0]);
-    if local_rows % batch != 0 {
+    if !local_rows.is_multiple_of(batch) {
         return None;
     }
     let n_crops = 2 + local_rows / batch;

@@ -61,7 +61,7 @@ impl RepresentationMonitor {
     ) -> Option<Reading> {
         self.backbone.push(features);
         self.head.push(bottleneck);
-        if step % READING_EVERY_STEPS != 0 && !last_step {
+        if !step.is_multiple_of(READING_EVERY_STEPS) && !last_step {
             return None;
         }
         Some(Reading {

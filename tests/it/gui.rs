@@ -203,7 +203,7 @@ fn synthetic(step: usize) -> MetricsRow {
         (-(t - 60.0) / 12.0).exp()
     };
     // Representation readings every 4 steps: the rank falls with the collapse.
-    let reading = step % 4 == 0;
+    let reading = step.is_multiple_of(4);
     let rank = if step < 60 {
         38.0 + 4.0 * (t / 11.0).sin()
     } else {
