@@ -9,7 +9,8 @@
 //! pass (the decomposed graph keeps it too).
 
 use super::{
-    flex, gemm_parallelism, host, lane_dot, lane_sum, matmul, untracked, values, Host, Strided,
+    flex, gemm_parallelism, host, lane_dot, lane_sum, matmul, out_ptr, untracked, values, written,
+    Host, Strided,
 };
 use crate::model::activation::exp;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -22,6 +23,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The sizes of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -186,10 +188,9 @@ fn forward_host(qkv: &[f32], dims: Dims, keep: bool) -> (Vec<f32>, Vec<f32>) {
     let (dim, row) = (dims.dim(), dims.qkv_row());
     let scale = dims.scale();
     let parallelism = gemm_parallelism(batch);
-    let mut out = vec![0.0f32; batch * n * dim];
     // Kept: one [heads, N, N] block per image. Not kept: one N × N scratch per task.
-    let mut probs = vec![0.0f32; if keep { batch * heads * n * n } else { 0 }];
-    let image = |(out_b, qkv_b): (&mut [f32], &[f32]), probs_b: &mut [f32]| {
+    let image = |(out_b, qkv_b): (&mut [MaybeUninit<f32>], &[f32]),
+                 probs_b: &mut [MaybeUninit<f32>]| {
         for h in 0..heads {
             let p = if keep {
                 &mut probs_b[h * n * n..(h + 1) * n * n]
@@ -201,38 +202,70 @@ fn forward_host(qkv: &[f32], dims: Dims, keep: bool) -> (Vec<f32>, Vec<f32>) {
             let v = qkv_b[2 * dim + h * head_dim..].as_ptr();
             // SAFETY (both products): each operand's extent at its strides stays inside the
             // slice its pointer came from (one image's rows of `qkv` or `out`, or an N × N
-            // block), and the destination is neither input.
-            unsafe {
+            // block), and the destination is neither input. gemm writes all of `p` (not
+            // reading it), so `p` is initialised when it is read as floats.
+            let p = unsafe {
                 // S = scale · Q Kᵀ
-                let s = Strided::rows(p.as_mut_ptr(), n);
+                let s = Strided::rows(out_ptr(p), n);
                 let (q, kt) = (Strided::rows(q, row), Strided::transposed(k, row));
                 matmul((n, n, head_dim), s, false, q, kt, scale, parallelism);
-            }
+                p.assume_init_mut()
+            };
             softmax_rows(p, n);
             unsafe {
                 // O_h = P V, into head h's columns of the merged output.
-                let o = Strided::rows(out_b[h * head_dim..].as_mut_ptr(), dim);
+                let o = Strided::rows(out_ptr(&mut out_b[h * head_dim..]), dim);
                 let (p, v) = (Strided::rows(p.as_ptr(), n), Strided::rows(v, row));
                 matmul((n, head_dim, n), o, false, p, v, 1.0, parallelism);
             }
         }
     };
-    let images = out
-        .par_chunks_mut(n * dim)
-        .zip(qkv.par_chunks(n * dims.qkv_row()));
-    if keep {
-        images
-            .zip(probs.par_chunks_mut(heads * n * n))
-            .for_each(|(pair, probs_b)| image(pair, probs_b));
-        (out, probs)
-    } else {
-        images.for_each_init(|| vec![0.0f32; n * n], |scratch, pair| image(pair, scratch));
-        (out, Vec::new())
-    }
+    let mut probs = Vec::new();
+    // SAFETY: each image's task writes head h's `head_dim` columns of all its N output rows
+    // for every h, which covers the image's `[N, D]` block; with `keep` it writes each
+    // head's N × N block of `probs` (`image` above).
+    let out = unsafe {
+        written(batch * n * dim, |out| {
+            let images = out
+                .par_chunks_mut(n * dim)
+                .zip(qkv.par_chunks(n * dims.qkv_row()));
+            if keep {
+                probs = written(batch * heads * n * n, |probs| {
+                    images
+                        .zip(probs.par_chunks_mut(heads * n * n))
+                        .for_each(|(pair, probs_b)| image(pair, probs_b))
+                });
+            } else {
+                images.for_each_init(
+                    || vec![MaybeUninit::uninit(); n * n],
+                    |scratch, pair| image(pair, scratch),
+                );
+            }
+        })
+    };
+    (out, probs)
 }
 
 /// The backward pass over host buffers: `dqkv` `[B, N, 3·D]`.
 fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Vec<f32> {
+    let len = dims.batch * dims.tokens * dims.qkv_row();
+    // SAFETY: each image's task writes dQ, dK and dV's `head_dim` columns of all its N rows
+    // for every head, which covers the image's `[N, 3·D]` block of the output.
+    unsafe {
+        written(len, |grad_qkv| {
+            backward_images(grad_qkv, qkv, probs, grad_out, dims)
+        })
+    }
+}
+
+/// [`backward_host`]'s work, one task per image, into `grad_qkv` (written, never read).
+fn backward_images(
+    grad_qkv: &mut [MaybeUninit<f32>],
+    qkv: &[f32],
+    probs: &[f32],
+    grad_out: &[f32],
+    dims: Dims,
+) {
     let Dims {
         batch,
         tokens: n,
@@ -242,7 +275,6 @@ fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Ve
     let (dim, row) = (dims.dim(), dims.qkv_row());
     let scale = dims.scale();
     let parallelism = gemm_parallelism(batch);
-    let mut grad_qkv = vec![0.0f32; batch * n * dims.qkv_row()];
     grad_qkv
         .par_chunks_mut(n * dims.qkv_row())
         .zip(qkv.par_chunks(n * dims.qkv_row()))
@@ -268,7 +300,7 @@ fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Ve
                     }
                     softmax_backward_rows(p, ds, n);
                     let mut grad =
-                        |offset: usize| Strided::rows(dqkv_b[offset..].as_mut_ptr(), row);
+                        |offset: usize| Strided::rows(out_ptr(&mut dqkv_b[offset..]), row);
                     let (ds_m, ds_t) = (
                         Strided::rows(ds.as_ptr(), n),
                         Strided::transposed(ds.as_ptr(), n),
@@ -289,7 +321,6 @@ fn backward_host(qkv: &[f32], probs: &[f32], grad_out: &[f32], dims: Dims) -> Ve
                 }
             },
         );
-    grad_qkv
 }
 
 /// Row-wise softmax of an `n`-wide matrix, in place.

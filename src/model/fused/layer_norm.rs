@@ -6,7 +6,7 @@
 //! The column sums are taken per fixed block of rows and added in block order, so they do
 //! not depend on how rayon splits the work.
 
-use super::{flex, host, lane_dot, lane_square_sum, lane_sum, values, vectorized, Host};
+use super::{flex, host, lane_dot, lane_square_sum, lane_sum, values, vectorized, written, Host};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -16,6 +16,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::nn::LayerNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// ε of every LayerNorm in the model (the official ViT's `partial(nn.LayerNorm, eps=1e-6)`).
 pub const LAYER_NORM_EPSILON: f64 = 1e-6;
@@ -87,46 +88,52 @@ fn forward_host(
 ) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>) {
     let width = gamma.len();
     let rows = x.len() / width;
-    let mut y = vec![0.0f32; x.len()];
-    let mut normalised = vec![0.0f32; if keep { x.len() } else { 0 }];
     let mut inverse_std = vec![0.0f32; rows];
     let block = ROWS_PER_BLOCK * width;
-    let blocks = y
-        .par_chunks_mut(block)
-        .zip(x.par_chunks(block))
-        .zip(inverse_std.par_chunks_mut(ROWS_PER_BLOCK));
-    if keep {
-        blocks
-            .zip(normalised.par_chunks_mut(block))
-            .for_each(|(((y_b, x_b), r_b), xhat_b)| {
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        let rows = y_b
-                            .chunks_exact_mut(width)
-                            .zip(x_b.chunks_exact(width))
-                            .zip(xhat_b.chunks_exact_mut(width));
-                        for (((y, x), xhat), r) in rows.zip(r_b.iter_mut()) {
-                            *r = normalise_row(x, y, Some(xhat), gamma, beta, epsilon);
-                        }
-                    },
-                )
-            });
-        (y, Some((normalised, inverse_std)))
-    } else {
-        blocks.for_each(|((y_b, x_b), r_b)| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let rows = y_b.chunks_exact_mut(width).zip(x_b.chunks_exact(width));
-                    for ((y, x), r) in rows.zip(r_b.iter_mut()) {
-                        *r = normalise_row(x, y, None, gamma, beta, epsilon);
-                    }
-                },
-            )
-        });
-        (y, None)
-    }
+    let mut normalised = Vec::new();
+    // SAFETY: the blocks of `y`, `x`, `x̂` and `r` pair up one to one (same rows per block),
+    // and `normalise_row` writes every element of its row of `y` and, with `keep`, of `x̂`.
+    let y = unsafe {
+        written(x.len(), |y| {
+            let blocks = y
+                .par_chunks_mut(block)
+                .zip(x.par_chunks(block))
+                .zip(inverse_std.par_chunks_mut(ROWS_PER_BLOCK));
+            if keep {
+                normalised = written(x.len(), |normalised| {
+                    blocks.zip(normalised.par_chunks_mut(block)).for_each(
+                        |(((y_b, x_b), r_b), xhat_b)| {
+                            vectorized(
+                                #[inline(always)]
+                                || {
+                                    let rows = y_b
+                                        .chunks_exact_mut(width)
+                                        .zip(x_b.chunks_exact(width))
+                                        .zip(xhat_b.chunks_exact_mut(width));
+                                    for (((y, x), xhat), r) in rows.zip(r_b.iter_mut()) {
+                                        *r = normalise_row(x, y, Some(xhat), gamma, beta, epsilon);
+                                    }
+                                },
+                            )
+                        },
+                    )
+                });
+            } else {
+                blocks.for_each(|((y_b, x_b), r_b)| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            let rows = y_b.chunks_exact_mut(width).zip(x_b.chunks_exact(width));
+                            for ((y, x), r) in rows.zip(r_b.iter_mut()) {
+                                *r = normalise_row(x, y, None, gamma, beta, epsilon);
+                            }
+                        },
+                    )
+                });
+            }
+        })
+    };
+    (y, keep.then_some((normalised, inverse_std)))
 }
 
 /// `(dx, dγ, dβ)` from `dy`, `x̂`, `r` and `γ`.
@@ -139,21 +146,26 @@ fn backward_host(
     let width = gamma.len();
     let block = ROWS_PER_BLOCK * width;
     let blocks = grad_y.len().div_ceil(block.max(1));
-    let mut grad_x = vec![0.0f32; grad_y.len()];
     // Per block: its dγ partial then its dβ partial.
     let mut partials = vec![0.0f32; blocks * 2 * width];
-    grad_x
-        .par_chunks_mut(block)
-        .zip(grad_y.par_chunks(block))
-        .zip(normalised.par_chunks(block))
-        .zip(inverse_std.par_chunks(ROWS_PER_BLOCK))
-        .zip(partials.par_chunks_mut(2 * width))
-        .for_each(|((((dx_b, dy_b), xhat_b), r_b), partial)| {
-            vectorized(
-                #[inline(always)]
-                || backward_block(dx_b, dy_b, xhat_b, r_b, partial, gamma),
-            )
-        });
+    // SAFETY: the blocks pair up one to one, and `backward_block` writes every element of
+    // its block of `dx`.
+    let grad_x = unsafe {
+        written(grad_y.len(), |grad_x| {
+            grad_x
+                .par_chunks_mut(block)
+                .zip(grad_y.par_chunks(block))
+                .zip(normalised.par_chunks(block))
+                .zip(inverse_std.par_chunks(ROWS_PER_BLOCK))
+                .zip(partials.par_chunks_mut(2 * width))
+                .for_each(|((((dx_b, dy_b), xhat_b), r_b), partial)| {
+                    vectorized(
+                        #[inline(always)]
+                        || backward_block(dx_b, dy_b, xhat_b, r_b, partial, gamma),
+                    )
+                })
+        })
+    };
     let mut grad_gamma = vec![0.0f32; width];
     let mut grad_beta = vec![0.0f32; width];
     for partial in partials.chunks_exact(2 * width) {
@@ -172,8 +184,8 @@ fn backward_host(
 #[inline(always)]
 fn normalise_row(
     x: &[f32],
-    y: &mut [f32],
-    xhat: Option<&mut [f32]>,
+    y: &mut [MaybeUninit<f32>],
+    xhat: Option<&mut [MaybeUninit<f32>]>,
     gamma: &[f32],
     beta: &[f32],
     epsilon: f32,
@@ -187,13 +199,14 @@ fn normalise_row(
         Some(xhat) => {
             let rows = xhat.iter_mut().zip(y.iter_mut()).zip(x);
             for (((h, y), &v), (&g, &b)) in rows.zip(params) {
-                *h = (v - mean) * r;
-                *y = g.mul_add(*h, b);
+                let normalised = (v - mean) * r;
+                h.write(normalised);
+                y.write(g.mul_add(normalised, b));
             }
         }
         None => {
             for ((y, &v), (&g, &b)) in y.iter_mut().zip(x).zip(params) {
-                *y = g.mul_add((v - mean) * r, b);
+                y.write(g.mul_add((v - mean) * r, b));
             }
         }
     }
@@ -204,7 +217,7 @@ fn normalise_row(
 /// (`partial` = `[dγ | dβ]`).
 #[inline(always)]
 fn backward_block(
-    dx_b: &mut [f32],
+    dx_b: &mut [MaybeUninit<f32>],
     dy_b: &[f32],
     xhat_b: &[f32],
     r_b: &[f32],
@@ -232,7 +245,7 @@ fn backward_block(
         let mean_g = lane_sum(&g) / width as f32;
         let mean_gx = lane_dot(&g, xhat) / width as f32;
         for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
-            *dx = r * (g - mean_g - h * mean_gx);
+            dx.write(r * (g - mean_g - h * mean_gx));
         }
     }
 }
