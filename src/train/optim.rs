@@ -2,10 +2,17 @@
 //! iteration from a schedule, no decay on biases and LayerNorm parameters, and gradient
 //! clipping per parameter tensor (reference §5.3–§5.5).
 
+use crate::model::fused::{flex, host, values, vectorized, written, Host};
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
 use burn::module::ParamGroup;
 use burn::optim::grad_clipping::GradientClipping;
-use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
+};
 use burn::prelude::*;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -28,10 +35,17 @@ impl SharedWeightDecay {
 
 /// AdamW whose decoupled weight decay is read per step: `p ← p·(1 − lr·wd)`, then the Adam
 /// update, which is exactly PyTorch's `AdamW` with `param_group["weight_decay"] = wd`.
+/// Without `weight_decay` (the no-decay group) it is plain Adam.
+///
+/// On the CPU backend the whole update is one pass over each parameter (`adamw_host`): burn's
+/// AdamW runs it as about fifteen single-threaded tensor ops, each a pass over the parameter
+/// and most of them a fresh buffer, which made the optimizer the ViT-S/16 step's largest
+/// phase gap to PyTorch. The pass rounds every element in burn's order, so the values (and a
+/// resumed run's state) are the same bit for bit; other devices run burn's AdamW.
 #[derive(Clone)]
 pub struct ScheduledAdamW {
     inner: AdamW,
-    weight_decay: SharedWeightDecay,
+    weight_decay: Option<SharedWeightDecay>,
 }
 
 impl Optimizer for ScheduledAdamW {
@@ -44,7 +58,15 @@ impl Optimizer for ScheduledAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let decay = lr * self.weight_decay.get();
+        let decay = lr
+            * self
+                .weight_decay
+                .as_ref()
+                .map_or(0.0, SharedWeightDecay::get);
+        let (tensor, grad, state) = match fused_step(lr, decay, tensor, grad, state) {
+            Ok(updated) => return updated,
+            Err(operands) => *operands,
+        };
         let tensor = if decay == 0.0 {
             tensor
         } else {
@@ -58,9 +80,16 @@ impl Optimizer for ScheduledAdamW {
     }
 }
 
+/// burn's AdamW defaults that DINO keeps (β₁, β₂), and PyTorch's ε.
+const BETA_1: f32 = 0.9;
+const BETA_2: f32 = 0.999;
+const EPSILON: f32 = 1e-8;
+
 fn adamw_without_decay() -> AdamW {
     AdamWConfig::new()
-        .with_epsilon(1e-8)
+        .with_beta_1(BETA_1)
+        .with_beta_2(BETA_2)
+        .with_epsilon(EPSILON)
         .with_weight_decay(0.0)
         .build()
 }
@@ -73,7 +102,11 @@ pub fn build_optimizer(
     let clipping = (clip_grad > 0.0).then_some(GradientClipping::Norm(clip_grad as f32));
     let decayed = ScheduledAdamW {
         inner: adamw_without_decay(),
-        weight_decay,
+        weight_decay: Some(weight_decay),
+    };
+    let not_decayed = ScheduledAdamW {
+        inner: adamw_without_decay(),
+        weight_decay: None,
     };
     let no_decay_group = ParamGroup::from_any_regexes(NO_WEIGHT_DECAY_PATTERNS.to_vec())
         .map_err(|err| format!("invalid parameter-group pattern: {err:?}"))?;
@@ -82,5 +115,254 @@ pub fn build_optimizer(
         optimizer = optimizer.with_grad_clipping(clip);
     }
     // The last group added wins, so biases and norms land in the no-decay group.
-    Ok(optimizer.with_group(no_decay_group, adamw_without_decay(), clipping))
+    Ok(optimizer.with_group(no_decay_group, not_decayed, clipping))
+}
+
+/// What [`fused_step`] hands back where it does not apply: the step's operands, unchanged.
+type Operands<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<AdamWState<D>>)>;
+
+/// The update on the CPU backend in one pass, or the operands back for burn's AdamW.
+fn fused_step<const D: usize>(
+    lr: LearningRate,
+    decay: f64,
+    tensor: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<AdamWState<D>>,
+) -> Result<(Tensor<D>, Option<AdamWState<D>>), Operands<D>> {
+    let moments = state.as_ref().map(|s| &s.momentum);
+    let fits = is_plain(&tensor)
+        && is_plain(&grad)
+        && grad.dims() == tensor.dims()
+        && moments.is_none_or(|m| {
+            m.max_moment_2.is_none()
+                && [&m.moment_1, &m.moment_2]
+                    .iter()
+                    .all(|t| is_plain(t) && t.dims() == tensor.dims())
+        });
+    if !fits {
+        return Err(Box::new((tensor, grad, state)));
+    }
+    let shape = tensor.dims().to_vec();
+    let time = state.as_ref().map_or(1, |s| s.momentum.time + 1);
+    let coefficients = Coefficients::new(lr, decay, time);
+    let (theta, g) = (buffer(&tensor), buffer(&grad));
+    let previous = state.map(|s| (buffer(&s.momentum.moment_1), buffer(&s.momentum.moment_2)));
+    let previous_values = previous.as_ref().map(|(m, v)| (values(m), values(v)));
+    let previous_slices = previous_values.as_ref().map(|(m, v)| (&m[..], &v[..]));
+    let (theta, m, v) = adamw_host(&values(&theta), &values(&g), previous_slices, coefficients);
+    let plain = |values: Vec<f32>| Tensor::<D>::from_primitive::<Flex>(flex(values, shape.clone()));
+    let momentum = AdaptiveMomentumState {
+        time,
+        moment_1: plain(m),
+        moment_2: plain(v),
+        max_moment_2: None,
+    };
+    Ok((plain(theta), Some(AdamWState { momentum })))
+}
+
+/// Whether `tensor` is a float32 tensor of the CPU backend without autodiff (what the
+/// optimizer is handed: the parameters' inner values and their gradients).
+fn is_plain<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(host(tensor), Some(Host::Plain(_)))
+}
+
+/// The CPU buffer of a tensor [`is_plain`] accepted (shared, not copied); an empty one
+/// otherwise, which the callers rule out first.
+fn buffer<const D: usize>(tensor: &Tensor<D>) -> FlexTensor {
+    match host(tensor) {
+        Some(host) => host.into_buffer(),
+        None => flex(Vec::new(), vec![0]),
+    }
+}
+
+/// The scalars of one update, each rounded to f32 as burn's tensor ops round them.
+#[derive(Clone, Copy, Debug)]
+struct Coefficients {
+    /// `1 − lr·wd`, when the parameter is decayed this step.
+    keep: Option<f32>,
+    lr: f32,
+    /// `1 − β₁ᵗ`, `1 − β₂ᵗ`: the bias corrections.
+    correction_1: f32,
+    correction_2: f32,
+}
+
+impl Coefficients {
+    fn new(lr: f64, decay: f64, time: usize) -> Self {
+        let time = i32::try_from(time).unwrap_or(i32::MAX);
+        Self {
+            keep: (decay != 0.0).then_some((1.0 - decay) as f32),
+            lr: lr as f32,
+            correction_1: 1.0 - BETA_1.powi(time),
+            correction_2: 1.0 - BETA_2.powi(time),
+        }
+    }
+}
+
+/// Elements per parallel task.
+const CHUNK_ELEMENTS: usize = 1 << 14;
+
+/// `(θ', m', v')` from `θ`, the (clipped) gradient and the previous moments (none on the first
+/// step), per element in the order burn's AdamW and our decay round them:
+/// `m' = m·β₁ + g·(1−β₁)`, `v' = v·β₂ + (g·g)·(1−β₂)`,
+/// `θ' = θ·keep − ((m'/c₁) / (√(v'/c₂) + ε))·lr`.
+fn adamw_host(
+    theta: &[f32],
+    grad: &[f32],
+    previous: Option<(&[f32], &[f32])>,
+    c: Coefficients,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let len = theta.len();
+    let (mut m, mut v) = (Vec::new(), Vec::new());
+    // SAFETY: the chunks of the three outputs and of the inputs pair up one to one (same
+    // length and chunk size), and `update_chunk` writes every element of its output chunks.
+    let theta = unsafe {
+        written(len, |theta_out| {
+            m = written(len, |m_out| {
+                v = written(len, |v_out| {
+                    let outputs = theta_out
+                        .par_chunks_mut(CHUNK_ELEMENTS)
+                        .zip(m_out.par_chunks_mut(CHUNK_ELEMENTS))
+                        .zip(v_out.par_chunks_mut(CHUNK_ELEMENTS));
+                    let inputs = theta
+                        .par_chunks(CHUNK_ELEMENTS)
+                        .zip(grad.par_chunks(CHUNK_ELEMENTS))
+                        .enumerate();
+                    outputs.zip(inputs).for_each(|(out, (i, input))| {
+                        let range = i * CHUNK_ELEMENTS..(i * CHUNK_ELEMENTS + input.0.len());
+                        let before = previous.map(|(m, v)| (&m[range.clone()], &v[range]));
+                        vectorized(
+                            #[inline(always)]
+                            || update_chunk(out, input, before, c),
+                        )
+                    })
+                })
+            })
+        })
+    };
+    (theta, m, v)
+}
+
+/// One chunk of [`adamw_host`].
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn update_chunk(
+    ((theta_out, m_out), v_out): (
+        (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]),
+        &mut [MaybeUninit<f32>],
+    ),
+    (theta, grad): (&[f32], &[f32]),
+    previous: Option<(&[f32], &[f32])>,
+    c: Coefficients,
+) {
+    let (factor_1, factor_2) = (1.0 - BETA_1, 1.0 - BETA_2);
+    let finish = |theta: f32, m: f32, v: f32| {
+        let delta = (m / c.correction_1) / ((v / c.correction_2).sqrt() + EPSILON);
+        let decayed = match c.keep {
+            Some(keep) => theta * keep,
+            None => theta,
+        };
+        decayed - delta * c.lr
+    };
+    let outputs = theta_out.iter_mut().zip(m_out.iter_mut()).zip(v_out);
+    let inputs = theta.iter().zip(grad);
+    match previous {
+        Some((m_before, v_before)) => {
+            let before = m_before.iter().zip(v_before);
+            for (((theta_out, m_out), v_out), ((&theta, &g), (&m, &v))) in
+                outputs.zip(inputs.zip(before))
+            {
+                let m = m * BETA_1 + g * factor_1;
+                let v = v * BETA_2 + (g * g) * factor_2;
+                theta_out.write(finish(theta, m, v));
+                m_out.write(m);
+                v_out.write(v);
+            }
+        }
+        None => {
+            for (((theta_out, m_out), v_out), (&theta, &g)) in outputs.zip(inputs) {
+                let (m, v) = (g * factor_1, (g * g) * factor_2);
+                theta_out.write(finish(theta, m, v));
+                m_out.write(m);
+                v_out.write(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: Vec<f32>, device: &Device) -> Tensor<2> {
+        let len = values.len();
+        Tensor::from_data(TensorData::new(values, [len / 8, 8]), device)
+    }
+
+    fn bits(t: Tensor<2>) -> Vec<u32> {
+        t.into_data().iter::<f32>().map(f32::to_bits).collect()
+    }
+
+    /// Three steps of the one-pass update against burn's AdamW (with our decay), bit for bit:
+    /// parameters, both moments and the step count, with and without weight decay, on a
+    /// length that leaves a partial chunk.
+    #[test]
+    fn one_pass_update_equals_burns_adamw_bit_for_bit() {
+        let device = Device::flex();
+        let len = 8 * (2 * CHUNK_ELEMENTS / 8 + 37);
+        let mut init = crate::model::HostInit::new(11);
+        for weight_decay in [0.0, 0.04] {
+            let shared = SharedWeightDecay::default();
+            shared.set(weight_decay);
+            let ours = ScheduledAdamW {
+                inner: adamw_without_decay(),
+                weight_decay: Some(shared.clone()),
+            };
+            let mut theta = tensor(init.trunc_normal(len, 1.0), &device);
+            let mut theta_burn = theta.clone();
+            let (mut state, mut state_burn) = (None, None);
+            for step in 0..3 {
+                let lr = 1e-3 * (step + 1) as f64;
+                let grad = tensor(init.trunc_normal(len, 0.5), &device);
+                let (next, next_state) = ours.step(lr, theta, grad.clone(), state);
+                // burn's path: decay as `ScheduledAdamW` falls back to, then burn's AdamW.
+                let decayed = if lr * weight_decay == 0.0 {
+                    theta_burn
+                } else {
+                    theta_burn.mul_scalar(1.0 - lr * weight_decay)
+                };
+                let (next_burn, next_state_burn) =
+                    adamw_without_decay().step(lr, decayed, grad, state_burn);
+                assert_eq!(
+                    bits(next.clone()),
+                    bits(next_burn.clone()),
+                    "θ, step {step}"
+                );
+                let (Some(a), Some(b)) = (next_state.clone(), next_state_burn.clone()) else {
+                    panic!("no state after step {step}");
+                };
+                assert_eq!(a.momentum.time, b.momentum.time);
+                assert_eq!(bits(a.momentum.moment_1), bits(b.momentum.moment_1), "m");
+                assert_eq!(bits(a.momentum.moment_2), bits(b.momentum.moment_2), "v");
+                (theta, theta_burn, state, state_burn) =
+                    (next, next_burn, next_state, next_state_burn);
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_cpu_tensors_take_the_one_pass_update() {
+        let plain = Device::flex();
+        let (theta, grad) = (tensor(vec![1.0; 16], &plain), tensor(vec![0.5; 16], &plain));
+        assert!(fused_step(1e-3, 0.0, theta, grad, None).is_ok());
+        // Autodiff tensors are not what the optimizer is handed; they fall back unchanged.
+        let tracked = Device::flex().autodiff();
+        let (theta, grad) = (
+            tensor(vec![1.0; 16], &tracked),
+            tensor(vec![0.5; 16], &tracked),
+        );
+        let Err(operands) = fused_step(1e-3, 0.0, theta, grad, None) else {
+            panic!("autodiff tensors took the CPU pass");
+        };
+        assert_eq!(bits(operands.0), vec![1.0f32.to_bits(); 16]);
+    }
 }
