@@ -1,5 +1,6 @@
 //! `dinoscope bench`: step and phase timings (BENCHMARKS.md).
 
+use super::bench_matmul::median_secs;
 use super::output::{usage, Printer};
 use super::{load_config, ConfigArgs};
 use anyhow::Result;
@@ -132,12 +133,12 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
             secs.push(started.elapsed().as_secs_f64());
         }
     }
-    secs.sort_by(f64::total_cmp);
+    let count = secs.len();
+    let min_secs = secs.iter().copied().fold(f64::INFINITY, f64::min);
     out.line(&format!(
-        "attention maps: {:.1} ms (median of {}), {:.1} ms (min)",
-        secs[secs.len() / 2] * 1e3,
-        secs.len(),
-        secs[0] * 1e3
+        "attention maps: {:.1} ms (median of {count}), {:.1} ms (min)",
+        median_secs(secs) * 1e3,
+        min_secs * 1e3
     ));
     Ok(())
 }
@@ -217,8 +218,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         wait_secs += m.data_wait_secs;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    step_secs.sort_by(f64::total_cmp);
-    let median_ms = step_secs[step_secs.len() / 2] * 1e3;
+    let median_ms = median_secs(step_secs) * 1e3;
     let images = (args.steps * config.optim.batch_size_per_gpu) as f64;
     let train_images_per_sec = images / elapsed;
     out.line(&format!(
@@ -233,9 +233,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, (name, _))| {
-            let mut column: Vec<f64> = phase_secs.iter().map(|phases| phases[i].1).collect();
-            column.sort_by(f64::total_cmp);
-            format!("{name} {:.1}", column[column.len() / 2] * 1e3)
+            let column: Vec<f64> = phase_secs.iter().map(|phases| phases[i].1).collect();
+            format!("{name} {:.1}", median_secs(column) * 1e3)
         })
         .collect();
     out.line(&format!(

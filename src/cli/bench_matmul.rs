@@ -44,9 +44,16 @@ fn shapes() -> Vec<Shape> {
     ]
 }
 
-fn median_secs(mut secs: Vec<f64>) -> f64 {
+/// The median as Python's `statistics.median` takes it (the mean of the middle two for an even
+/// count), so both sides of `bench-compare` mean the same thing; 0 for no samples.
+pub(super) fn median_secs(mut secs: Vec<f64>) -> f64 {
     secs.sort_by(f64::total_cmp);
-    secs.get(secs.len() / 2).copied().unwrap_or(0.0)
+    let middle = secs.len() / 2;
+    match secs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => secs[middle],
+        _ => (secs[middle - 1] + secs[middle]) / 2.0,
+    }
 }
 
 /// Per shape: the forward product alone (no autodiff) and forward + backward (the three
@@ -103,4 +110,18 @@ pub fn run(steps: usize, warmup: usize, out: &mut Printer) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_secs;
+
+    #[test]
+    fn median_is_pythons_statistics_median() {
+        // Two timed steps: their mean, not the slower one.
+        assert_eq!(median_secs(vec![3.0, 1.0]), 2.0);
+        assert_eq!(median_secs(vec![5.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_secs(vec![4.0, 1.0, 2.0, 8.0]), 3.0);
+        assert_eq!(median_secs(Vec::new()), 0.0);
+    }
 }
