@@ -1,9 +1,12 @@
 //! The momentum teacher: θ_t ← λ·θ_t + (1 − λ)·θ_s over every parameter of backbone and head,
 //! matched by module path so it never depends on parameter ids.
 
+use crate::model::fused::{flex, host, into_plain, unique_values_mut, values, vectorized, Host};
+use burn::backend::Flex;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::container::TensorContainer;
+use rayon::prelude::*;
 use std::collections::HashSet;
 
 /// Walks a model's float parameters, recording their module paths and, when `params` is
@@ -73,16 +76,66 @@ impl ModuleMapper for Blend {
                 // The schedule ends at λ = 1: the teacher is frozen, exactly.
                 teacher
             } else {
-                // (λ/(1−λ)·θt + θs)·(1−λ): every op writes into the teacher's own buffer when
-                // the teacher holds it alone, where λθt + (1−λ)θs would allocate (1−λ)θs, a
-                // fresh 64 MiB for the paper head's last layer each step.
-                teacher
-                    .mul_scalar(momentum / (1.0 - momentum))
-                    .add(student)
-                    .mul_scalar(1.0 - momentum)
+                blend(teacher, student, momentum)
             }
         })
     }
+}
+
+/// `(λ/(1−λ)·θt + θs)·(1−λ)`, into the teacher's own buffer when the teacher holds it alone,
+/// where `λθt + (1−λ)θs` would allocate `(1−λ)θs`, a fresh 64 MiB for the paper head's last
+/// layer each step. On the CPU backend it is one pass on all threads, rounding as the three
+/// tensor ops do (each single-threaded there); elsewhere the three ops.
+fn blend<const D: usize>(teacher: Tensor<D>, student: Tensor<D>, momentum: f64) -> Tensor<D> {
+    let (scale, weight) = (momentum / (1.0 - momentum), 1.0 - momentum);
+    let teacher = match blend_host(teacher, &student, scale as f32, weight as f32) {
+        Ok(blended) => return blended,
+        Err(teacher) => *teacher,
+    };
+    teacher.mul_scalar(scale).add(student).mul_scalar(weight)
+}
+
+/// Elements per parallel task.
+const CHUNK_ELEMENTS: usize = 1 << 15;
+
+/// [`blend`] over CPU buffers, or the teacher back where it does not apply.
+fn blend_host<const D: usize>(
+    teacher: Tensor<D>,
+    student: &Tensor<D>,
+    scale: f32,
+    weight: f32,
+) -> Result<Tensor<D>, Box<Tensor<D>>> {
+    let (Some(Host::Plain(student)), true) = (host(student), student.dims() == teacher.dims())
+    else {
+        return Err(Box::new(teacher));
+    };
+    let mut teacher = into_plain(teacher)?;
+    let student = values(&student);
+    let blend_chunk = |(t, s): (&mut [f32], &[f32])| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for (t, &s) in t.iter_mut().zip(s) {
+                    *t = (*t * scale + s) * weight;
+                }
+            },
+        )
+    };
+    if let Some(in_place) = unique_values_mut(&mut teacher) {
+        in_place
+            .par_chunks_mut(CHUNK_ELEMENTS)
+            .zip(student.par_chunks(CHUNK_ELEMENTS))
+            .for_each(blend_chunk);
+        return Ok(Tensor::from_primitive::<Flex>(teacher));
+    }
+    // Shared (a checkpoint's teacher still held elsewhere): a fresh buffer.
+    let mut blended = values(&teacher).into_owned();
+    blended
+        .par_chunks_mut(CHUNK_ELEMENTS)
+        .zip(student.par_chunks(CHUNK_ELEMENTS))
+        .for_each(blend_chunk);
+    let shape = teacher.layout().shape().to_vec();
+    Ok(Tensor::from_primitive::<Flex>(flex(blended, shape)))
 }
 
 /// The two models' parameters do not match; the teacher comes back untouched.
@@ -125,4 +178,52 @@ pub fn ema_update<M: Module>(teacher: M, student: &M, momentum: f64) -> Result<M
         momentum,
     };
     Ok(teacher.map(&mut blend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(seed: u64, device: &Device) -> Tensor<2> {
+        let len = 2 * CHUNK_ELEMENTS + 24;
+        let values = crate::model::HostInit::new(seed).trunc_normal(len, 1.0);
+        Tensor::from_data(TensorData::new(values, [len / 8, 8]), device)
+    }
+
+    fn bits(t: Tensor<2>) -> Vec<u32> {
+        t.into_data().iter::<f32>().map(f32::to_bits).collect()
+    }
+
+    /// The one-pass blend equals the three tensor ops bit for bit, in place (the teacher holds
+    /// its buffer alone) and into a fresh buffer (the buffer is shared, and stays untouched).
+    #[test]
+    fn one_pass_blend_equals_the_tensor_ops_bit_for_bit() {
+        let device = Device::flex();
+        let momentum = 0.996;
+        let (scale, weight) = (momentum / (1.0 - momentum), 1.0 - momentum);
+        let student = tensor(2, &device);
+        let want = bits(
+            tensor(1, &device)
+                .mul_scalar(scale)
+                .add(student.clone())
+                .mul_scalar(weight),
+        );
+        assert_eq!(
+            bits(blend(tensor(1, &device), student.clone(), momentum)),
+            want
+        );
+        let shared = tensor(1, &device);
+        let keep = shared.clone();
+        assert_eq!(bits(blend(shared, student, momentum)), want);
+        assert_eq!(
+            bits(keep),
+            bits(tensor(1, &device)),
+            "a shared teacher buffer is kept"
+        );
+        // The fused path applies to plain CPU tensors only.
+        assert!(blend_host(tensor(1, &device), &tensor(2, &device), 1.0, 1.0).is_ok());
+        let tracked = Device::flex().autodiff();
+        let result = blend_host(tensor(1, &tracked), &tensor(2, &tracked), 1.0, 1.0);
+        assert!(result.is_err());
+    }
 }

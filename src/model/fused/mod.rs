@@ -67,6 +67,16 @@ pub(crate) fn host<const D: usize>(tensor: &Tensor<D>) -> Option<Host> {
     }
 }
 
+/// `tensor`'s CPU buffer, taken over (a float32 tensor of the CPU backend without autodiff),
+/// or `tensor` back. The handle given up is dropped here, so the buffer is unique when
+/// `tensor` was its only owner and can be written in place ([`unique_values_mut`]).
+pub(crate) fn into_plain<const D: usize>(tensor: Tensor<D>) -> Result<FlexTensor, Box<Tensor<D>>> {
+    match host(&tensor) {
+        Some(Host::Plain(buffer)) => Ok(buffer),
+        _ => Err(Box::new(tensor)),
+    }
+}
+
 /// The float32 values of a CPU tensor, row-major (copied only when it is a strided view).
 pub(crate) fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match tensor.as_slice::<f32>() {
