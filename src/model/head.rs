@@ -3,6 +3,7 @@
 use super::vit::{HostInit, VisionTransformer, VitConfig};
 use crate::model::activation::gelu;
 use crate::model::fused::linear::{linear, matmul_transposed};
+use crate::model::fused::weight_norm::weight_norm;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -18,9 +19,7 @@ pub struct WeightNormLinear {
 
 impl WeightNormLinear {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let v = self.weight_v.val();
-        let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
-        let weight = v.mul(self.weight_g.val().div(norm));
+        let weight = weight_norm(self.weight_v.val(), self.weight_g.val());
         matmul_transposed(x, weight)
     }
 }

@@ -1,4 +1,5 @@
-//! Attention, LayerNorm and Linear as single CPU ops, forward and backward.
+//! Attention, LayerNorm, Linear and the head's weight normalisation as single CPU ops, forward
+//! and backward.
 //!
 //! burn composes each from several tensor ops, and under autodiff differentiates each: on the
 //! CPU backend every one allocates (zero-filled, then copied to an aligned buffer), and the
@@ -19,6 +20,7 @@
 pub mod attention;
 pub mod layer_norm;
 pub mod linear;
+pub mod weight_norm;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
