@@ -1,6 +1,7 @@
 //! The DINO loss exactly as the official `DINOLoss` (reference §3), plus its decomposition
 //! H(Pt, Ps) = h(Pt) + KL(Pt‖Ps) used by the collapse plots.
 
+use crate::train::cross_entropy::student_cross_entropy;
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
@@ -63,7 +64,6 @@ pub fn dino_loss(
 ) -> LossOutput {
     let [rows, _] = student_logits.dims();
     let batch = rows / n_crops;
-    let student_log_probs = log_softmax(student_logits.div_scalar(options.student_temp), 1);
 
     // The teacher side never needs a graph; keeping it off autodiff also skips its bookkeeping.
     let teacher_logits = teacher_logits.without_autodiff();
@@ -76,32 +76,22 @@ pub fn dino_loss(
     let teacher_probs = softmax(scaled.clone(), 1);
     let teacher_log_probs = log_softmax(scaled, 1);
 
-    let mut total: Option<Tensor<1>> = None;
-    let mut n_terms = 0usize;
-    for iq in 0..2 {
-        let q = teacher_probs
-            .clone()
-            .slice(s![iq * batch..(iq + 1) * batch, ..]);
-        for v in 0..n_crops {
-            if v == iq {
-                // Same view for teacher and student: skipped, as in the reference.
-                continue;
-            }
-            let log_p = student_log_probs
-                .clone()
-                .slice(s![v * batch..(v + 1) * batch, ..]);
-            let term = q.clone().mul(log_p).sum_dim(1).neg().mean();
-            total = Some(match total {
-                Some(sum) => sum + term,
-                None => term,
-            });
-            n_terms += 1;
-        }
-    }
-    let loss = match total {
-        Some(sum) => sum.div_scalar(n_terms.max(1) as f64),
-        None => Tensor::zeros([1], &student_log_probs.device()),
-    };
+    // One CPU op where it applies (`train::cross_entropy`); burn's ops elsewhere.
+    let loss = student_cross_entropy(
+        &student_logits,
+        &teacher_probs,
+        n_crops,
+        options.student_temp,
+    )
+    .unwrap_or_else(|| {
+        composed_cross_entropy(
+            student_logits,
+            teacher_probs.clone(),
+            n_crops,
+            batch,
+            options,
+        )
+    });
 
     let teacher_entropy = teacher_probs
         .clone()
@@ -124,6 +114,45 @@ pub fn dino_loss(
         0,
     );
     LossOutput { loss, stats }
+}
+
+/// The cross-entropy term of [`dino_loss`] from burn's ops, as the reference writes it: per
+/// (teacher global crop `iq`, student crop `v ≠ iq`) the batch mean of −Σ q·log p, averaged
+/// over the terms. Devices other than the CPU backend run this.
+pub(crate) fn composed_cross_entropy(
+    student_logits: Tensor<2>,
+    teacher_probs: Tensor<2>,
+    n_crops: usize,
+    batch: usize,
+    options: LossOptions,
+) -> Tensor<1> {
+    let student_log_probs = log_softmax(student_logits.div_scalar(options.student_temp), 1);
+    let mut total: Option<Tensor<1>> = None;
+    let mut n_terms = 0usize;
+    for iq in 0..2 {
+        let q = teacher_probs
+            .clone()
+            .slice(s![iq * batch..(iq + 1) * batch, ..]);
+        for v in 0..n_crops {
+            if v == iq {
+                // Same view for teacher and student: skipped, as in the reference.
+                continue;
+            }
+            let log_p = student_log_probs
+                .clone()
+                .slice(s![v * batch..(v + 1) * batch, ..]);
+            let term = q.clone().mul(log_p).sum_dim(1).neg().mean();
+            total = Some(match total {
+                Some(sum) => sum + term,
+                None => term,
+            });
+            n_terms += 1;
+        }
+    }
+    match total {
+        Some(sum) => sum.div_scalar(n_terms.max(1) as f64),
+        None => Tensor::zeros([1], &student_log_probs.device()),
+    }
 }
 
 /// `c ← m·c + (1 − m)·mean(raw teacher logits of both global crops)`; runs after the loss.

@@ -2,6 +2,7 @@
 //! pieces of a step: the loss and its decomposition, the schedules, AdamW, the EMA teacher,
 //! and the representation readings taken from the teacher's outputs.
 
+pub mod cross_entropy;
 mod diagnosis;
 pub mod ema;
 pub mod engine;
