@@ -12,7 +12,7 @@
 //! row losses are added in row order, so a seed repeats exactly.
 
 use crate::model::activation::exp;
-use crate::model::fused::{flex, host, values, vectorized, written, Host};
+use crate::model::fused::{flex, host, lane_sum, values, vectorized, written, Host};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -110,7 +110,8 @@ fn log_sum_exp(logits: &[f32], temperature: f32) -> f32 {
     max + sum.ln()
 }
 
-/// A sum in 16 independent lanes (vectorises; the order is fixed).
+/// A sum in 16 independent lanes (vectorises; the order is fixed): `fused::lane_sum` for
+/// values computed on the fly rather than held in a slice.
 #[inline(always)]
 fn sum_in_lanes(values: impl Iterator<Item = f32>) -> f32 {
     let mut lanes = [0.0f32; 16];
@@ -180,8 +181,7 @@ fn backward_host(
                                 });
                                 return;
                             };
-                            let mass = sum_in_lanes(first.iter().copied())
-                                + second.map_or(0.0, |row| sum_in_lanes(row.iter().copied()));
+                            let mass = lane_sum(first) + second.map_or(0.0, lane_sum);
                             let lse_r = lse[r];
                             let p = |s: f32| exp(s / pairing.temperature - lse_r);
                             match second {
@@ -228,21 +228,9 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::{host_values, random};
     use crate::train::loss::{composed_cross_entropy, LossOptions};
     use burn::tensor::activation::softmax;
-
-    fn random(shape: [usize; 2], seed: u64, scale: f64, device: &Device) -> Tensor<2> {
-        let mut init = crate::model::HostInit::new(seed);
-        let count = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(init.trunc_normal(count, scale), shape),
-            device,
-        )
-    }
-
-    fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().iter::<f32>().collect()
-    }
 
     /// Loss and gradient against burn's composition of the reference, for 2 globals alone
     /// (one pairing per row) and with local crops (two), with an upstream factor ≠ 1.

@@ -183,15 +183,10 @@ pub fn ema_update<M: Module>(teacher: M, student: &M, momentum: f64) -> Result<M
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::{bits, random};
 
     fn tensor(seed: u64, device: &Device) -> Tensor<2> {
-        let len = 2 * CHUNK_ELEMENTS + 24;
-        let values = crate::model::HostInit::new(seed).trunc_normal(len, 1.0);
-        Tensor::from_data(TensorData::new(values, [len / 8, 8]), device)
-    }
-
-    fn bits(t: Tensor<2>) -> Vec<u32> {
-        t.into_data().iter::<f32>().map(f32::to_bits).collect()
+        random([(2 * CHUNK_ELEMENTS + 24) / 8, 8], seed, 1.0, device)
     }
 
     /// The one-pass blend equals the three tensor ops bit for bit, in place (the teacher holds

@@ -292,14 +292,11 @@ fn update_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::test_support::bits;
 
     fn tensor(values: Vec<f32>, device: &Device) -> Tensor<2> {
         let len = values.len();
         Tensor::from_data(TensorData::new(values, [len / 8, 8]), device)
-    }
-
-    fn bits(t: Tensor<2>) -> Vec<u32> {
-        t.into_data().iter::<f32>().map(f32::to_bits).collect()
     }
 
     /// Three steps of the one-pass update against burn's AdamW (with our decay), bit for bit:

@@ -402,15 +402,10 @@ impl Backward<Flex, 1> for AttentionBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::test_support::{assert_close, host_values};
+    use crate::model::fused::test_support::{self, assert_close, host_values, on_threads};
 
     fn random(shape: [usize; 3], seed: u64, device: &Device) -> Tensor<3> {
-        let mut init = crate::model::HostInit::new(seed);
-        let count = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(init.trunc_normal(count, 1.0), shape),
-            device,
-        )
+        test_support::random(shape, seed, 1.0, device)
     }
 
     #[test]
@@ -482,11 +477,7 @@ mod tests {
         };
         let grad_out: Vec<f32> = (0..5 * 17 * 16).map(|i| (i % 7) as f32 - 3.0).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let (out, probs) = forward_host(&values, dims, true);
                 let grad = backward_host(&values, &probs, &grad_out, dims);
                 (out, grad)

@@ -291,7 +291,7 @@ impl Backward<Flex, 3> for LayerNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::test_support::{assert_close, host_values};
+    use crate::model::fused::test_support::{assert_close, host_values, on_threads};
     use burn::module::Param;
     use burn::nn::LayerNormConfig;
 
@@ -379,11 +379,7 @@ mod tests {
         let beta = vec![0.1f32; 24];
         let dy: Vec<f32> = (0..x.len()).map(|i| ((i * 5) % 13) as f32 * 0.1).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let (y, saved) = forward_host(&x, &gamma, &beta, 1e-6, true);
                 let (xhat, r) = saved.unwrap();
                 (y, backward_host(&dy, &xhat, &r, &gamma))

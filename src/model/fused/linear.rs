@@ -311,7 +311,7 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::test_support::{assert_close, host_values};
+    use crate::model::fused::test_support::{assert_close, host_values, on_threads};
     use burn::module::Param;
     use burn::nn::LinearConfig;
 
@@ -456,13 +456,7 @@ mod tests {
         let dy: Vec<f32> = (0..1000 * 7)
             .map(|i| ((i * 13) % 17) as f32 * 0.37)
             .collect();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| grad_bias(&dy, 7))
-        };
+        let run = |threads: usize| on_threads(threads, || grad_bias(&dy, 7));
         assert_eq!(run(1), run(4));
     }
 }

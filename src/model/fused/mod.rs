@@ -366,13 +366,40 @@ pub(crate) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// What the fused ops' tests share: host values and a relative closeness check.
+/// What the CPU ops' tests share (here and in `train`): seeded inputs, host values and their
+/// bits, a relative closeness check and a run on a pool of a given size.
 #[cfg(test)]
 pub(crate) mod test_support {
     use burn::prelude::*;
 
+    /// Trunc-normal values (standard deviation `std`) from `seed`, as a tensor of `shape`.
+    pub(crate) fn random<const D: usize>(
+        shape: [usize; D],
+        seed: u64,
+        std: f64,
+        device: &Device,
+    ) -> Tensor<D> {
+        let count = shape.iter().product();
+        let values = crate::model::HostInit::new(seed).trunc_normal(count, std);
+        crate::model::HostInit::tensor(values, shape, device)
+    }
+
     pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().iter::<f32>().collect()
+    }
+
+    /// The values' bit patterns, for comparisons that must be exact.
+    pub(crate) fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+        t.into_data().iter::<f32>().map(f32::to_bits).collect()
+    }
+
+    /// `work` on a rayon pool of `threads` threads (the results must not depend on it).
+    pub(crate) fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(work)
     }
 
     /// Every element within `tolerance · (1 + |reference|)`.

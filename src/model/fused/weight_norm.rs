@@ -167,16 +167,7 @@ impl Backward<Flex, 2> for WeightNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::test_support::{assert_close, host_values};
-
-    fn random(shape: [usize; 2], seed: u64, scale: f64, device: &Device) -> Tensor<2> {
-        let mut init = crate::model::HostInit::new(seed);
-        let count = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(init.trunc_normal(count, scale), shape),
-            device,
-        )
-    }
+    use crate::model::fused::test_support::{assert_close, host_values, on_threads, random};
 
     /// Values and both gradients against burn's composition, over more rows than one block
     /// and a width that is no multiple of the SIMD lanes.
@@ -224,17 +215,6 @@ mod tests {
             let g = Tensor::<2>::ones([shape[0], 1], &device);
             host_values(weight_norm(v, g))
         };
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .map(|pool| pool.install(run));
-        let four = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .map(|pool| pool.install(run));
-        let (Ok(one), Ok(four)) = (one, four) else {
-            panic!("thread pools");
-        };
-        assert_eq!(one, four);
+        assert_eq!(on_threads(1, run), on_threads(4, run));
     }
 }
