@@ -193,7 +193,7 @@ impl EmbeddingWindow {
             / d as f64;
         Some(Geometry {
             effective_rank: effective_rank(&singular_values),
-            near_zero: near_zero(&singular_values),
+            near_zero: near_zero(&singular_values, rows),
             singular_values,
             std_normalized,
             rows,
@@ -255,11 +255,14 @@ pub fn effective_rank(singular_values: &[f64]) -> f64 {
     entropy.exp()
 }
 
-/// Directions below [`NEAR_ZERO_FRACTION`] of the largest singular value.
-pub fn near_zero(singular_values: &[f64]) -> usize {
+/// Directions below [`NEAR_ZERO_FRACTION`] of the largest singular value, among the first
+/// min(rows, d): n rows span at most n directions, so the other d − n are zero by
+/// construction and say nothing about the network.
+pub fn near_zero(singular_values: &[f64], rows: usize) -> usize {
     let largest = singular_values.iter().copied().fold(0.0, f64::max);
     singular_values
         .iter()
+        .take(rows)
         .filter(|&&s| s < NEAR_ZERO_FRACTION * largest)
         .count()
 }
@@ -342,6 +345,37 @@ mod tests {
         );
         // Finite-sample singular values spread (Marchenko-Pastur), so a little under d.
         assert!(g.effective_rank > 0.9 * d as f64, "{}", g.effective_rank);
+    }
+
+    /// The watcher's old probe: 32 rows of a ViT-S's 384-wide features. Random rows span 32
+    /// directions; the other 352 are zero by construction and must not count as collapsed.
+    /// With 2d rows, random features read close to d: the baseline behind
+    /// `health::RANK_ROWS_PER_DIM`.
+    #[test]
+    fn fewer_rows_than_dimensions_cap_the_rank_without_near_zero_directions() {
+        let d = 384;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut rows_of = |n: usize| -> Vec<Vec<f32>> {
+            (0..n)
+                .map(|_| (0..d).map(|_| gaussian(&mut rng)).collect())
+                .collect()
+        };
+        let few = window_of(&rows_of(32), d);
+        assert_eq!(few.near_zero, 0, "{:?}", few.singular_values);
+        assert!(few.effective_rank <= 32.0, "{}", few.effective_rank);
+        let (one_d, two_d) = (window_of(&rows_of(d), d), window_of(&rows_of(2 * d), d));
+        // NumPy, 3 seeds: 0.80 d with d rows, 0.925 d with 2d rows, 0.966 d with 4d rows.
+        assert!(
+            two_d.effective_rank > 0.9 * d as f64,
+            "{}",
+            two_d.effective_rank
+        );
+        assert!(
+            one_d.effective_rank < two_d.effective_rank,
+            "{} {}",
+            one_d.effective_rank,
+            two_d.effective_rank
+        );
     }
 
     #[test]

@@ -157,11 +157,18 @@ pub(super) fn add_markers(
     }
 }
 
-/// Loss, h(Pt), KL, h(mean Pt) with the ln K and 0 reference lines.
+/// Loss, h(Pt), KL, h(mean Pt) and I with the ln K, ln B and 0 reference lines.
 pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     let log_y = state.view.log_y;
     let runs = runs_to_draw(state);
     let ln_k = runs.iter().map(|(run, _)| run.ln_k).find(|v| *v > 0.0);
+    // The most I can be: every image of a batch on its own prototype.
+    let ln_batch = runs
+        .iter()
+        .map(|(run, _)| run.batch_images)
+        .find(|b| *b >= 2)
+        .map(|b| (b as f64).ln())
+        .filter(|ln_b| ln_k.is_none_or(|ln_k| *ln_b < ln_k));
     let transform = |y: f64| state.view.transform(y);
     let mut plot = base_plot("decomposition", height, log_y, x_label(state))
         .legend(Legend::default().position(egui_plot::Corner::RightTop))
@@ -178,6 +185,16 @@ pub fn decomposition_plot_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
                 HLine::new(format!("ln K = {ln_k:.2} (uniform)"), transform(ln_k))
                     .color(Color32::GRAY)
                     .style(LineStyle::dashed_loose()),
+            );
+        }
+        if let Some(ln_b) = ln_batch {
+            plot_ui.hline(
+                HLine::new(
+                    format!("ln B = {ln_b:.2} (most I a batch carries)"),
+                    transform(ln_b),
+                )
+                .color(colour(Quantity::TeacherMi.rgb()).gamma_multiply(0.6))
+                .style(LineStyle::dashed_loose()),
             );
         }
         if !log_y {

@@ -10,6 +10,7 @@ pub enum Quantity {
     TeacherEntropy,
     Kl,
     BatchMeanEntropy,
+    TeacherMi,
     Lr,
     WeightDecay,
     TeacherMomentum,
@@ -21,11 +22,12 @@ pub enum Quantity {
 }
 
 impl Quantity {
-    pub const ALL: [Quantity; 12] = [
+    pub const ALL: [Quantity; 13] = [
         Quantity::Loss,
         Quantity::TeacherEntropy,
         Quantity::Kl,
         Quantity::BatchMeanEntropy,
+        Quantity::TeacherMi,
         Quantity::Lr,
         Quantity::WeightDecay,
         Quantity::TeacherMomentum,
@@ -35,11 +37,12 @@ impl Quantity {
         Quantity::EffectiveRankHead,
         Quantity::StdNormalized,
     ];
-    pub const DECOMPOSITION: [Quantity; 4] = [
+    pub const DECOMPOSITION: [Quantity; 5] = [
         Quantity::Loss,
         Quantity::TeacherEntropy,
         Quantity::Kl,
         Quantity::BatchMeanEntropy,
+        Quantity::TeacherMi,
     ];
     pub const SCHEDULES: [Quantity; 4] = [
         Quantity::Lr,
@@ -54,6 +57,7 @@ impl Quantity {
             Quantity::TeacherEntropy => "h(Pt)",
             Quantity::Kl => "KL(Pt || Ps)",
             Quantity::BatchMeanEntropy => "h(mean Pt)",
+            Quantity::TeacherMi => "I = h(mean Pt) - h(Pt)",
             Quantity::Lr => "learning rate",
             Quantity::WeightDecay => "weight decay",
             Quantity::TeacherMomentum => "teacher momentum",
@@ -72,6 +76,7 @@ impl Quantity {
             Quantity::TeacherEntropy => "Entropy of the teacher's output per image. 0 = one-hot (one dimension wins), ln K = uniform.",
             Quantity::Kl => "How far the student is from the teacher. It falls to 0 in both collapse modes: the target carries no information.",
             Quantity::BatchMeanEntropy => "Entropy of the teacher output averaged over the batch. High if images use different prototypes; 0 only if all use the same one.",
+            Quantity::TeacherMi => "What the teacher's output tells about which image it saw: h(mean Pt) minus h(Pt), the mutual information between the image and the prototype. 0 in every collapse (one prototype for all, or uniform for all); at most ln B, the line where every image of the batch gets its own prototype. The verdict reads it first.",
             Quantity::Lr => "Learning rate: linear warm-up, then cosine decay (times the lr scale).",
             Quantity::WeightDecay => "Weight decay: cosine from 0.04 to 0.4.",
             Quantity::TeacherMomentum => "EMA momentum of the teacher: cosine towards 1. 0 = the teacher is a copy of the student.",
@@ -89,6 +94,7 @@ impl Quantity {
             Quantity::TeacherEntropy => [230, 120, 40],
             Quantity::Kl => [60, 180, 90],
             Quantity::BatchMeanEntropy => [170, 100, 210],
+            Quantity::TeacherMi => [235, 200, 60],
             Quantity::Lr => [90, 140, 230],
             Quantity::WeightDecay => [200, 90, 120],
             Quantity::TeacherMomentum => [60, 170, 170],
@@ -107,6 +113,7 @@ impl Quantity {
             Quantity::TeacherEntropy => m.teacher_entropy,
             Quantity::Kl => m.kl,
             Quantity::BatchMeanEntropy => m.batch_mean_entropy,
+            Quantity::TeacherMi => m.teacher_mi(),
             Quantity::Lr => m.lr,
             Quantity::WeightDecay => m.weight_decay,
             Quantity::TeacherMomentum => m.teacher_momentum,

@@ -6,11 +6,12 @@
 use super::plots::{add_markers, add_series, base_plot, colour, runs_to_draw, tinted, x_word};
 use super::state::{AppState, Quantity, RunRecord};
 use crate::analysis::geometry::NEAR_ZERO_FRACTION;
+use crate::analysis::health::{rank_is_valid, rank_words};
 use egui::Color32;
 use egui_plot::{HLine, Line, LineStyle, Plot, PlotPoint, PlotPoints, Text, VLine};
 
 /// The heading's hover text: what is measured and on which rows.
-pub const ABOUT: &str = "Measured on the teacher's outputs for the last 2048 global crops, every 4 steps. Effective rank (RankMe) counts the directions the features use: at most d, near 1 in any collapse. Its highest value marks the checkpoint to keep without labels. The spectrum shows the singular values of the same rows, largest first, relative to the largest; directions under 1e-3 have collapsed.";
+pub const ABOUT: &str = "Measured on the teacher's outputs: in a run trained here, the last 2048 global crops, every 4 steps; in a watched run, 2 × d global crops of the probe images (topped up with embedded shapes) at every checkpoint. Effective rank (RankMe) counts the directions the features use: near 1 in any collapse, and at most min(rows, d), so a reading over fewer rows than d says 'of at most n rows' and the verdict ignores readings over fewer than 2 × d rows. Its highest valid value marks the checkpoint to keep without labels. The spectrum shows the singular values of the same rows, largest first, relative to the largest; directions under 1e-3 have collapsed (only the min(rows, d) a window can span are counted).";
 
 /// Effective rank and std-of-normalised side by side, then the spectrum.
 pub fn representation_plots_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
@@ -43,9 +44,10 @@ fn key_ui(ui: &mut egui::Ui, entries: &[(String, Color32)]) {
 /// One line under the heading: the newest reading and the best step so far.
 pub fn summary_text(run: &RunRecord) -> Option<String> {
     let rank = run.series(Quantity::EffectiveRank)?.last()?;
-    let mut text = format!("effective rank {rank:.1}");
-    if run.embed_dim > 0 {
-        text.push_str(&format!(" of d = {}", run.embed_dim));
+    let rows = run.last.as_ref().and_then(|m| m.rank_rows);
+    let mut text = rank_words(rank, rows, run.embed_dim).to_lowercase();
+    if !rank_is_valid(rows, run.embed_dim) {
+        text.push_str(" (too few rows for the verdict)");
     }
     if let Some(near_zero) = run.last.as_ref().and_then(|m| m.near_zero_directions) {
         text.push_str(&format!(" · {near_zero} near-zero directions"));

@@ -2,9 +2,10 @@
 //! status line. No egui widgets and no tensors here, so tests can build it with synthetic
 //! history and the worker's events apply to it directly.
 
-use super::collapse::{classify, CollapseState, RecentLoss, WINDOW_STEPS};
+use super::collapse::{CollapseState, RecentLoss};
 pub use super::quantity::Quantity;
 use super::series::{Series, ViewSettings};
+use crate::analysis::health::{rank_is_valid, Cadence, RegimeWindow, RunShape};
 use crate::config::{LiveSettings, Toggle};
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::worker::{Event, RunId, WorkerStatus};
@@ -35,6 +36,11 @@ pub struct RunRecord {
     pub ln_k: f64,
     /// Width of the backbone features (the effective rank's maximum); 0 = unknown.
     pub embed_dim: usize,
+    /// Images per batch (a watched run: the probe's); 0 = unknown. ln B is the most I can be.
+    pub batch_images: usize,
+    pub student_temp: f64,
+    /// The chip's window: the same rules and window as the engine's `regime` column.
+    regime: RegimeWindow,
     pub series: Vec<(Quantity, Series)>,
     pub markers: Vec<Marker>,
     pub last: Option<MetricsRow>,
@@ -80,6 +86,9 @@ impl RunRecord {
             iters_per_epoch: 1,
             ln_k: 0.0,
             embed_dim: 0,
+            batch_images: 0,
+            student_temp: 0.1,
+            regime: RegimeWindow::new(Cadence::STEPS),
             series: Quantity::ALL
                 .iter()
                 .map(|q| (*q, Series::new(view)))
@@ -104,13 +113,19 @@ impl RunRecord {
     }
 
     pub fn push(&mut self, mut metrics: MetricsRow) {
+        let shape = self.shape();
+        self.regime.push(metrics.health_sample(), &shape);
         let x = metrics.step as f64;
         for (quantity, series) in &mut self.series {
             if let Some(value) = quantity.of(&metrics) {
                 series.push(x, value);
             }
         }
-        if let Some(rank) = metrics.effective_rank {
+        // Only a reading over enough rows can be the run's best (the verdict's rule).
+        if let Some(rank) = metrics
+            .effective_rank
+            .filter(|_| rank_is_valid(metrics.rank_rows, self.embed_dim))
+        {
             self.best = crate::store::run::BestRank::with(self.best, metrics.step, rank);
         }
         if !metrics.spectrum.is_empty() {
@@ -149,39 +164,41 @@ impl RunRecord {
     }
 
     pub fn collapse_state(&self) -> CollapseState {
-        classify(&self.recent_loss())
+        self.regime.regime(&self.shape())
     }
 
     /// The decomposition over the chip's window, with what it says.
     pub fn recent_loss(&self) -> RecentLoss {
-        let mean = |q| {
-            self.series(q)
-                .and_then(|s| s.recent_mean(WINDOW_STEPS))
-                .unwrap_or_default()
-        };
-        let last = self.last.clone().unwrap_or_default();
-        RecentLoss {
-            teacher_entropy: mean(Quantity::TeacherEntropy),
-            kl: mean(Quantity::Kl),
-            batch_mean_entropy: mean(Quantity::BatchMeanEntropy),
-            loss: mean(Quantity::Loss),
+        self.regime.recent(&self.shape())
+    }
+
+    /// What the rules read beyond the rows.
+    pub fn shape(&self) -> RunShape {
+        RunShape {
             ln_k: self.ln_k,
-            // A watched run's rows are checkpoints, each at least an epoch into training.
-            steps: if self.watched {
-                self.steps().max(crate::analysis::health::MIN_STEPS)
-            } else {
-                self.steps()
-            },
-            effective_rank: self.series(Quantity::EffectiveRank).and_then(|s| s.last()),
-            best_rank: self.best_rank().map(|(_, rank)| rank),
+            batch_images: self.batch_images,
             embed_dim: self.embed_dim,
-            teacher_temp: last.teacher_temp,
-            // The reference's student temperature; the app's presets never change it.
-            student_temp: 0.1,
-            teacher_momentum: last.teacher_momentum,
-            centering: last.centering,
-            sharpening: last.sharpening,
+            student_temp: self.student_temp,
         }
+    }
+
+    /// Takes a run's shape (from its `Started` event or its config).
+    pub fn set_shape(&mut self, shape: RunShape) {
+        self.ln_k = shape.ln_k;
+        self.batch_images = shape.batch_images;
+        self.embed_dim = shape.embed_dim;
+        self.student_temp = shape.student_temp;
+    }
+
+    /// Rows that are checkpoints (a run trained elsewhere): each is its own verdict, never
+    /// averaged with the one before. Call before the first row.
+    pub fn set_watched(&mut self, watched: bool) {
+        self.watched = watched;
+        self.regime = RegimeWindow::new(if watched {
+            Cadence::CHECKPOINTS
+        } else {
+            Cadence::STEPS
+        });
     }
 
     /// The step with the highest effective rank so far and its value: the checkpoint to keep
@@ -323,9 +340,10 @@ impl AppState {
         run.pinned = true;
         run.status = WorkerStatus::Finished;
         if let Some(config) = &config {
-            run.ln_k = (config.dino.out_dim as f64).ln();
-            run.embed_dim = config.vit_arch().embed_dim;
+            run.set_shape(RunShape::of_config(config));
         }
+        // A watched run's folder holds one row per checkpoint, its step being its epoch.
+        run.set_watched(rows.len() > 1 && rows.iter().all(|r| r.step == r.epoch));
         for metrics in rows {
             run.push(metrics);
         }
@@ -363,16 +381,14 @@ impl AppState {
                 dataset,
                 total_steps,
                 iters_per_epoch,
-                ln_k,
-                embed_dim,
+                shape,
             } => {
                 if let Some(run) = self.run_mut(run_id) {
                     run.device = device;
                     run.dataset = dataset;
                     run.total_steps = total_steps;
                     run.iters_per_epoch = iters_per_epoch.max(1);
-                    run.ln_k = ln_k;
-                    run.embed_dim = embed_dim;
+                    run.set_shape(shape);
                 }
             }
             Event::Metrics { run_id, metrics } => {
@@ -564,8 +580,12 @@ mod tests {
             dataset: "shapes".into(),
             total_steps: 100,
             iters_per_epoch: 10,
-            ln_k: 1024f64.ln(),
-            embed_dim: 96,
+            shape: RunShape {
+                ln_k: 1024f64.ln(),
+                batch_images: 32,
+                embed_dim: 96,
+                student_temp: 0.1,
+            },
         });
         for step in 0..30 {
             state.apply(Event::Metrics {
@@ -588,7 +608,7 @@ mod tests {
                 label: "centering off".into()
             }]
         );
-        assert_eq!(run.collapse_state(), CollapseState::OneDimension);
+        assert_eq!(run.collapse_state(), CollapseState::OnePrototype);
         assert!(run.eta_secs(64).is_some());
 
         state.run_mut(first).unwrap().pinned = true;

@@ -114,7 +114,7 @@ impl super::state::AppState {
         self.next_run_id += 1;
         let mut run = super::state::RunRecord::new(id, label, Some(dir), self.view);
         run.pinned = true;
-        run.watched = per_epoch;
+        run.set_watched(per_epoch);
         self.runs.push(run);
         if self.current.is_none() {
             self.current = Some(id);

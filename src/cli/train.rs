@@ -240,12 +240,13 @@ fn run_engine(
     }
     if let Some(m) = reporter.last.take() {
         reporter.out.line(&format!(
-            "done: {} steps · loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · ln K {:.4}",
+            "done: {} steps · loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · I {:.4} · ln K {:.4}",
             m.step + 1,
             m.loss,
             m.teacher_entropy,
             m.kl,
             m.batch_mean_entropy,
+            m.teacher_mi(),
             ln_k
         ));
     }
@@ -372,11 +373,12 @@ fn eval_line(row: &EvalRow) -> String {
 fn summary_line(m: &MetricsRow, images_per_sec: f64, rank: Option<f64>) -> String {
     let rank = rank.map(|r| format!(" · rank {r:.1}")).unwrap_or_default();
     format!(
-        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3}{rank} · {} · lr {:.2e} · {:.0} img/s",
+        "loss {:.3} h {:.3} KL {:.3} h̄ {:.3} I {:.3}{rank} · {} · lr {:.2e} · {:.0} img/s",
         m.loss,
         m.teacher_entropy,
         m.kl,
         m.batch_mean_entropy,
+        m.teacher_mi(),
         m.regime.word(),
         m.lr,
         images_per_sec

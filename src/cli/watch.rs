@@ -55,6 +55,10 @@ pub struct WatchArgs {
     warmup_teacher_temp_epochs: Option<usize>,
     #[arg(long)]
     momentum_teacher: Option<f64>,
+    /// The run's --epochs: the length of its momentum schedule, so each row reports the
+    /// momentum at its epoch [default: the checkpoint's args, else main_dino.py's 100].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Crop sizes and local crops of the probe's views [default: main_dino.py's fixed 224 and
     /// 96 px; local crops from args, else 8].
     #[arg(long, value_name = "PX")]
@@ -65,7 +69,7 @@ pub struct WatchArgs {
     local_crops: Option<usize>,
     /// Heads of the ViT (default: the official convention, width / 64). Every setting here
     /// can also live in DIR.watch.toml beside the folder (keys teacher_temp,
-    /// warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, global_crop_px,
+    /// warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, epochs, global_crop_px,
     /// local_crop_px, local_crops, heads), which the app reads too.
     #[arg(long, value_name = "H")]
     heads: Option<usize>,
@@ -100,6 +104,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         warmup_teacher_temp: args.warmup_teacher_temp,
         warmup_teacher_temp_epochs: args.warmup_teacher_temp_epochs,
         momentum_teacher: args.momentum_teacher,
+        epochs: args.epochs,
         global_crop_px: args.global_crop,
         local_crop_px: args.local_crop,
         local_crops: args.local_crops,
@@ -136,7 +141,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         ));
     }
     let settings = resolved.settings;
-    let probe = probe_batch(args.probe.as_deref(), &settings)?;
+    let (probe, probe_images) = probe_batch(args.probe.as_deref(), &settings)?;
     let selected = select_device(args.device)?;
     let out_dir = args.out.clone().unwrap_or_else(|| {
         let mut name = args.dir.file_name().unwrap_or_default().to_os_string();
@@ -153,6 +158,9 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let knn = knn_data(&args, &settings)?;
     let mut watcher = Watcher::new(&args.dir, &out_dir, settings, probe, selected.device)
         .with_attention_images(images);
+    if let Some(images) = probe_images {
+        watcher = watcher.with_rank_probe(images);
+    }
     if let Some(data) = knn {
         watcher = watcher.with_knn(data);
     }
@@ -208,17 +216,23 @@ fn print_event(out: &mut Printer, event: WatchEvent) {
             secs,
             maps,
             eval,
-            ..
+            shape,
         } => out.line(&format!(
-            "{} (epoch {}, τt {:.4}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · {}{} · attention of {} images · {secs:.1} s",
+            "{} (epoch {}, τt {:.4}, momentum {:.5}): loss {:.4} = h(Pt) {:.4} + KL {:.4} · h(mean Pt) {:.4} · I {:.4} · {}{}{}{} · attention of {} images · {secs:.1} s",
             file.file_name().unwrap_or_default().to_string_lossy(),
             row.epoch,
             row.teacher_temp,
+            row.teacher_momentum,
             row.loss,
             row.teacher_entropy,
             row.kl,
             row.batch_mean_entropy,
+            row.teacher_mi(),
+            row.effective_rank
+                .map(|rank| dinoscope::analysis::health::rank_words(rank, row.rank_rows, shape.embed_dim).to_lowercase() + " · ")
+                .unwrap_or_default(),
             row.regime.word(),
+            if row.regime.is_collapse() { format!(" ({})", row.regime.label()) } else { String::new() },
             eval.map(|e| format!(
                 " · k-NN top-1 {:.1} % (student {:.1} %)",
                 e.top1.unwrap_or_default(),
@@ -283,10 +297,14 @@ fn attention_images(paths: &[PathBuf]) -> Result<Vec<(String, image::RgbImage)>>
 
 /// Fixed crops from `.npy` files, or the multi-crop views of a folder's images (default: the
 /// bundled photos and embedded shapes), seeded so every checkpoint sees the same batch.
-fn probe_batch(folder: Option<&Path>, settings: &WatchSettings) -> Result<ProbeBatch> {
+/// With the images (for the representation readings' rows); none for fixed crops.
+fn probe_batch(
+    folder: Option<&Path>,
+    settings: &WatchSettings,
+) -> Result<(ProbeBatch, Option<Vec<image::RgbImage>>)> {
     if let Some(dir) = folder {
         if dir.join("probe_globals.npy").is_file() {
-            return npy_probe(dir);
+            return Ok((npy_probe(dir)?, None));
         }
     }
     let images: Vec<image::RgbImage> = match folder {
@@ -303,11 +321,8 @@ fn probe_batch(folder: Option<&Path>, settings: &WatchSettings) -> Result<ProbeB
     if images.is_empty() {
         return Err(usage("--probe: no readable images in the folder"));
     }
-    Ok(ProbeBatch::from_images(
-        &images,
-        &settings.augment,
-        settings.seed,
-    ))
+    let probe = ProbeBatch::from_images(&images, &settings.augment, settings.seed);
+    Ok((probe, Some(images)))
 }
 
 fn npy_probe(dir: &Path) -> Result<ProbeBatch> {

@@ -4,7 +4,7 @@
 //! field. Reading tolerates extra columns (newer or older runs) and skips rows it cannot parse
 //! (a torn last line of a run being written).
 
-use crate::analysis::health::Regime;
+use crate::analysis::health::{HealthSample, Regime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -23,6 +23,10 @@ pub struct MetricsRow {
     pub kl: f64,
     #[serde(serialize_with = "fixed6")]
     pub batch_mean_entropy: f64,
+    /// I = h(mean Pt) − h(Pt): what the teacher's output tells about the image, in nats;
+    /// ≈ 0 in every collapse. Empty in runs written before it existed (derived on reading).
+    #[serde(default, serialize_with = "optional6")]
+    pub teacher_mi: Option<f64>,
     #[serde(serialize_with = "scientific6")]
     pub lr: f64,
     #[serde(serialize_with = "fixed6")]
@@ -62,6 +66,10 @@ pub struct MetricsRow {
     /// Backbone directions whose singular value is under 1e-3 of the largest.
     #[serde(default)]
     pub near_zero_directions: Option<usize>,
+    /// Rows behind the reading: its rank is at most min(rows, embed_dim), and the verdict uses
+    /// it only from `RANK_ROWS_PER_DIM × embed_dim` rows on.
+    #[serde(default)]
+    pub rank_rows: Option<usize>,
     /// The diagnosis after this step, one word (`healthy`, `one-hot`, `uniform`, …).
     #[serde(default)]
     pub regime: Regime,
@@ -73,6 +81,31 @@ pub struct MetricsRow {
     /// reported, not stored.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+impl MetricsRow {
+    /// I = h(mean Pt) − h(Pt) of this row: the stored column, else derived from the two
+    /// entropies (runs written before the column).
+    pub fn teacher_mi(&self) -> f64 {
+        self.teacher_mi
+            .unwrap_or(self.batch_mean_entropy - self.teacher_entropy)
+    }
+
+    /// What the regime rules read from this row.
+    pub fn health_sample(&self) -> HealthSample {
+        HealthSample {
+            teacher_entropy: self.teacher_entropy,
+            kl: self.kl,
+            batch_mean_entropy: self.batch_mean_entropy,
+            loss: self.loss,
+            effective_rank: self.effective_rank,
+            rank_rows: self.rank_rows,
+            teacher_temp: self.teacher_temp,
+            teacher_momentum: self.teacher_momentum,
+            centering: self.centering,
+            sharpening: self.sharpening,
+        }
+    }
 }
 
 /// One evaluation of a network (k-NN and attention Jaccard, percent); a row of `knn.csv`.
@@ -265,6 +298,7 @@ mod tests {
             teacher_entropy: 1.0,
             kl: 0.25,
             batch_mean_entropy: 2.0,
+            teacher_mi: Some(1.0),
             lr: 0.0005,
             weight_decay: 0.04,
             teacher_momentum: 0.996,
@@ -280,6 +314,7 @@ mod tests {
             effective_rank_head: None,
             std_normalized: Some(0.0625),
             near_zero_directions: Some(3),
+            rank_rows: Some(2048),
             regime: Regime::OneHotTargets,
             spectrum: vec![1.0, 0.5],
             warnings: vec!["not stored".into()],
@@ -293,11 +328,11 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
-            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,regime"
+            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,teacher_mi,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime"
         );
         assert_eq!(
             text.lines().nth(1).unwrap(),
-            "0,0,1.250000,1.000000,0.250000,2.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472,41.2500,,0.062500,3,one-hot"
+            "0,0,1.250000,1.000000,0.250000,2.000000,1.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472,41.2500,,0.062500,3,2048,one-hot"
         );
         let back: Vec<MetricsRow> = read_rows(bytes.as_slice());
         let mut want = row(1);

@@ -29,6 +29,8 @@ pub enum RunError {
 /// Evaluations of a run (k-NN, Jaccard), one row per evaluation.
 pub const EVAL_FILE: &str = "knn.csv";
 /// One row per training step.
+/// A run folder's config, with the live settings folded in at its end.
+pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.csv";
 
 /// Writes `config.toml`, `metrics.csv` and `knn.csv` of one run directory.
@@ -45,7 +47,7 @@ impl RunWriter {
             path: dir.to_path_buf(),
             source,
         })?;
-        write_atomically(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
         let metrics_path = dir.join(METRICS_FILE);
         let file = File::create(&metrics_path).map_err(|source| RunError::Write {
             path: metrics_path.clone(),
@@ -172,7 +174,7 @@ impl RunWriter {
 
     /// Rewrites `config.toml` (e.g. with live toggles folded in at the end of a run).
     pub fn write_config(&self, config: &Config) -> Result<(), RunError> {
-        write_atomically(&self.dir.join("config.toml"), config.to_toml().as_bytes())
+        write_atomically(&self.dir.join(CONFIG_FILE), config.to_toml().as_bytes())
     }
 }
 
@@ -225,15 +227,22 @@ impl BestRank {
         }
     }
 
-    pub fn of(rows: &[MetricsRow]) -> Option<Self> {
+    /// The best of the readings over enough rows to be compared (`health::rank_is_valid`)
+    /// for features `embed_dim` wide (0 = unknown: every reading counts).
+    pub fn of(rows: &[MetricsRow], embed_dim: usize) -> Option<Self> {
         rows.iter()
+            .filter(|row| crate::analysis::health::rank_is_valid(row.rank_rows, embed_dim))
             .filter_map(|row| Some((row.step, row.effective_rank?)))
             .fold(None, |best, (step, rank)| Self::with(best, step, rank))
     }
 
-    /// Of a run directory's `metrics.csv`; `None` without readings.
+    /// Of a run directory's `metrics.csv` (the width from its config); `None` without
+    /// readings.
     pub fn of_run(dir: &Path) -> Option<Self> {
-        Self::of(&read_step_metrics(&dir.join(METRICS_FILE)).ok()?)
+        let embed_dim = crate::config::Config::from_file(&dir.join(CONFIG_FILE))
+            .map(|config| config.vit_arch().embed_dim)
+            .unwrap_or(0);
+        Self::of(&read_step_metrics(&dir.join(METRICS_FILE)).ok()?, embed_dim)
     }
 }
 
@@ -348,12 +357,24 @@ mod tests {
             row(16, Some(2.0)),
         ];
         assert_eq!(
-            BestRank::of(&rows),
+            BestRank::of(&rows, 0),
             Some(BestRank {
                 step: 4,
                 effective_rank: 30.5
             })
         );
-        assert_eq!(BestRank::of(&[row(0, None)]), None);
+        assert_eq!(BestRank::of(&[row(0, None)], 0), None);
+        // A reading over fewer than 2d rows is capped by its rows: never the best.
+        let capped = [
+            MetricsRow {
+                rank_rows: Some(32),
+                ..row(0, Some(31.0))
+            },
+            MetricsRow {
+                rank_rows: Some(768),
+                ..row(1, Some(25.0))
+            },
+        ];
+        assert_eq!(BestRank::of(&capped, 384).map(|b| b.step), Some(1));
     }
 }

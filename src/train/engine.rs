@@ -13,6 +13,7 @@
 //! - a failure to write a file is a warning and training goes on (the files already written
 //!   stay valid); a panic inside a step becomes an error, not a crash.
 
+use crate::analysis::health::{Cadence, RegimeWindow};
 use crate::analysis::knn::{EvalData, JaccardResult, KnnResult};
 use crate::config::{Config, Toggle};
 use crate::model::{HostInit, VisionTransformer};
@@ -113,9 +114,9 @@ pub struct Engine {
     /// Toggles applied since the last step, announced as markers with the next one.
     pending_markers: Vec<Toggle>,
     checkpoints: CheckpointPolicy,
-    /// The last [`WINDOW_STEPS`] rows (the regime's window) and the newest rank reading.
-    pub(super) latest_rank: Option<f64>,
-    pub(super) best_rank: Option<f64>,
+    /// The regime's window over the rows (`analysis::health`, shared with the watcher and
+    /// the app).
+    pub(super) regime: RegimeWindow,
     /// Data warnings already reported.
     warned: std::collections::HashSet<String>,
     /// An injected failure (`train::guard`); the engine acts on `WriteError`.
@@ -225,8 +226,7 @@ impl Engine {
             scripted: Vec::new(),
             pending_markers: Vec::new(),
             checkpoints: CheckpointPolicy::default(),
-            latest_rank: None,
-            best_rank: None,
+            regime: RegimeWindow::new(Cadence::STEPS),
             warned: std::collections::HashSet::new(),
             fault: None,
             history: Vec::new(),

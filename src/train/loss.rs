@@ -38,6 +38,11 @@ pub struct LossStats {
 }
 
 impl LossStats {
+    /// I = h(mean Pt) − h(Pt): what the teacher's output tells about the image.
+    pub fn teacher_mi(&self) -> f64 {
+        self.batch_mean_entropy - self.teacher_entropy
+    }
+
     pub fn from_values(values: &[f32]) -> Option<Self> {
         let [loss, teacher_entropy, batch_mean_entropy] = values.get(..3)?.try_into().ok()?;
         let (loss, teacher_entropy) = (loss as f64, teacher_entropy as f64);

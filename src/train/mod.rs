@@ -10,6 +10,7 @@ pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod probe;
+pub mod rank_probe;
 pub mod representation;
 mod resume;
 pub mod schedule;

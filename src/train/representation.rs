@@ -78,6 +78,7 @@ impl Reading {
         row.effective_rank_head = self.head.as_ref().map(|g| g.effective_rank);
         row.std_normalized = Some(self.backbone.std_normalized);
         row.near_zero_directions = Some(self.backbone.near_zero);
+        row.rank_rows = Some(self.backbone.rows);
         let largest = self
             .backbone
             .singular_values

@@ -442,6 +442,7 @@ impl Trainer {
             teacher_entropy: stats.teacher_entropy,
             kl: stats.kl,
             batch_mean_entropy: stats.batch_mean_entropy,
+            teacher_mi: Some(stats.teacher_mi()),
             lr,
             weight_decay: wd,
             teacher_momentum: momentum,

@@ -6,7 +6,7 @@
 
 use crate::analysis::attention::AttentionMaps;
 use crate::analysis::geometry::EmbeddingWindow;
-use crate::analysis::health::{classify, RecentLoss, MIN_STEPS, WINDOW_STEPS};
+use crate::analysis::health::{Cadence, RegimeWindow, RunShape};
 use crate::analysis::knn::EvalData;
 use crate::analysis::layers::{maps_of_layer, MapLayer};
 use crate::augment::AugmentConfig;
@@ -21,6 +21,7 @@ use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoi
 use crate::store::weights::ArchOverrides;
 use crate::train::loss::{LossOptions, LossStats};
 use crate::train::probe::probe_decomposition;
+use crate::train::rank_probe::RankProbe;
 use crate::train::representation::Reading;
 use burn::prelude::*;
 use std::collections::HashMap;
@@ -29,8 +30,9 @@ use std::time::{Instant, SystemTime};
 
 pub use super::watch_settings::{ResolvedSettings, WatchOverrides, WatchSettings};
 
-/// Probe rows (2 global crops per image) below which no representation readings are made:
-/// the rank of a handful of rows says little.
+/// Probe rows (2 global crops per image) below which no representation readings are made
+/// from a probe of fixed crops (one without a [`RankProbe`]): the rank of a handful of rows
+/// says little.
 pub const MIN_PROBE_ROWS_FOR_RANK: usize = 16;
 
 /// Images in the default probe batch: the bundled photos, then the embedded shapes.
@@ -88,7 +90,7 @@ impl ProbeBatch {
         }
     }
 
-    fn tensors(&self, device: &Device) -> (Tensor<4>, Option<Tensor<4>>) {
+    pub(crate) fn tensors(&self, device: &Device) -> (Tensor<4>, Option<Tensor<4>>) {
         let tensor = |(values, shape): &(Vec<f32>, [usize; 4])| {
             Tensor::<4>::from_data(TensorData::new(values.clone(), *shape), device)
         };
@@ -110,8 +112,8 @@ pub enum WatchEvent {
         maps: Vec<(String, AttentionMaps)>,
         /// k-NN of the teacher and the student, when labelled splits were given.
         eval: Option<EvalRow>,
-        /// Width of the backbone (for the plots' rank ceiling).
-        embed_dim: usize,
+        /// ln K, the probe's images, the backbone's width: what the rules read beyond the row.
+        shape: RunShape,
         secs: f64,
     },
     /// Complete checkpoints passed over because a newer one arrived first.
@@ -125,12 +127,16 @@ pub struct Watcher {
     out: PathBuf,
     settings: WatchSettings,
     probe: ProbeBatch,
+    /// The rows of the representation readings (`None`: the probe's own global crops).
+    rank_probe: Option<RankProbe>,
     device: Device,
     stable: StableFiles,
     /// (size, modification time) of each checkpoint when it was evaluated.
     evaluated: HashMap<PathBuf, (u64, SystemTime)>,
     log: Vec<OfficialLogRow>,
     rows: Vec<MetricsRow>,
+    /// Each checkpoint is its own measurement: a window of one row, the bests kept.
+    regime: RegimeWindow,
     writer: Option<RunWriter>,
     /// Images whose teacher attention is computed for every checkpoint (and written as
     /// `attention/epoch0002-NAME.png` in the run folder).
@@ -154,11 +160,13 @@ impl Watcher {
             out: out.to_path_buf(),
             settings,
             probe,
+            rank_probe: None,
             device,
             stable: StableFiles::default(),
             evaluated: HashMap::new(),
             log: Vec::new(),
             rows: Vec::new(),
+            regime: RegimeWindow::new(Cadence::CHECKPOINTS),
             writer: None,
             images: Vec::new(),
             knn: None,
@@ -170,6 +178,27 @@ impl Watcher {
     pub fn with_knn(mut self, data: EvalData) -> Self {
         self.knn = Some(data);
         self
+    }
+
+    /// Reads the representation from 2d rows of these images' global crops (topped up with
+    /// embedded shapes), instead of the probe's own rows.
+    pub fn with_rank_probe(mut self, images: Vec<image::RgbImage>) -> Self {
+        self.rank_probe = Some(RankProbe::new(
+            images,
+            self.settings.augment.clone(),
+            self.settings.seed,
+        ));
+        self
+    }
+
+    /// What the rules read beyond a row, for a checkpoint of this network.
+    fn shape_of(&self, checkpoint: &TrainingCheckpoint) -> RunShape {
+        RunShape {
+            ln_k: (checkpoint.head_dims.2.max(1) as f64).ln(),
+            batch_images: self.probe.globals.1[0] / 2,
+            embed_dim: checkpoint.vit.arch.embed_dim,
+            student_temp: self.settings.student_temp,
+        }
     }
 
     /// Follows these images' teacher attention at every checkpoint.
@@ -283,15 +312,23 @@ impl Watcher {
             row: Box::new(row),
             maps,
             eval,
-            embed_dim: checkpoint.vit.arch.embed_dim,
+            shape: self.shape_of(&checkpoint),
             secs: started.elapsed().as_secs_f64(),
         })
     }
 
-    /// The representation readings of the teacher on the probe's global crops (effective
-    /// rank, std of normalised features, near-zero directions), as the trainer reports them
-    /// over its window; `None` for a probe too small to say anything.
+    /// The representation readings of the teacher (effective rank, std of normalised
+    /// features, near-zero directions), as the trainer reports them over its window: over the
+    /// rank probe's 2d rows, else over the probe's global crops (`None` for a handful).
     fn reading(&self, checkpoint: &TrainingCheckpoint) -> Option<Reading> {
+        if let Some(rank_probe) = &self.rank_probe {
+            return rank_probe.reading(
+                &checkpoint.teacher,
+                checkpoint.vit.arch.embed_dim,
+                checkpoint.head_dims.1,
+                &self.device,
+            );
+        }
         let rows = self.probe.globals.1[0];
         if rows < MIN_PROBE_ROWS_FOR_RANK {
             return None;
@@ -406,7 +443,7 @@ impl Watcher {
         stats: &LossStats,
         reading: Option<&Reading>,
     ) -> Result<MetricsRow, String> {
-        let ln_k = (checkpoint.head_dims.2 as f64).ln();
+        let shape = self.shape_of(checkpoint);
         let log = self.log.iter().find(|r| r.epoch == epoch);
         let mut row = MetricsRow {
             step: epoch,
@@ -415,48 +452,27 @@ impl Watcher {
             teacher_entropy: stats.teacher_entropy,
             kl: stats.kl,
             batch_mean_entropy: stats.batch_mean_entropy,
+            teacher_mi: Some(stats.teacher_mi()),
             lr: log.and_then(|r| r.train_lr).unwrap_or_default(),
             weight_decay: log.and_then(|r| r.train_wd).unwrap_or_default(),
-            teacher_momentum: self.settings.momentum_teacher,
+            teacher_momentum: self.settings.momentum_at(epoch),
             teacher_temp,
             local_crops: self.settings.augment.local_crops_number,
             centering: true,
             sharpening: true,
-            ln_k,
+            ln_k: shape.ln_k,
             ..MetricsRow::default()
         };
         if let Some(reading) = reading {
             reading.fill(&mut row);
         }
-        let recent: Vec<&MetricsRow> = self
-            .rows
-            .iter()
-            .rev()
-            .take(WINDOW_STEPS - 1)
-            .chain(std::iter::once(&row))
-            .collect();
-        let n = recent.len() as f64;
-        let mean = |f: fn(&MetricsRow) -> f64| recent.iter().map(|r| f(r)).sum::<f64>() / n;
-        row.regime = classify(&RecentLoss {
-            teacher_entropy: mean(|r| r.teacher_entropy),
-            kl: mean(|r| r.kl),
-            batch_mean_entropy: mean(|r| r.batch_mean_entropy),
-            loss: mean(|r| r.loss),
-            ln_k,
-            // Every checkpoint is at least one epoch into training.
-            steps: MIN_STEPS,
-            effective_rank: None,
-            best_rank: None,
-            embed_dim: checkpoint.vit.arch.embed_dim,
-            teacher_temp,
-            student_temp: self.settings.student_temp,
-            teacher_momentum: self.settings.momentum_teacher,
-            centering: true,
-            sharpening: true,
-        });
-        if self.rows.iter().any(|r| r.epoch == epoch) {
+        // The same checkpoint evaluated again (rewritten `checkpoint.pth` of an epoch already
+        // seen) is not a new measurement.
+        if let Some(seen) = self.rows.iter().find(|r| r.epoch == epoch) {
+            row.regime = seen.regime;
             return Ok(row);
         }
+        row.regime = self.regime.push(row.health_sample(), &shape);
         if self.writer.is_none() {
             let config = self.config_of(checkpoint);
             self.writer = Some(RunWriter::create(&self.out, &config).map_err(|e| e.to_string())?);

@@ -15,8 +15,10 @@ pub struct WatchSettings {
     pub teacher_temp: f64,
     pub warmup_teacher_temp_epochs: usize,
     pub student_temp: f64,
-    /// main_dino.py's --momentum_teacher (the rows report it; the checkpoint does not say).
+    /// main_dino.py's --momentum_teacher (the base of its cosine schedule to 1).
     pub momentum_teacher: f64,
+    /// main_dino.py's --epochs: the length of that schedule.
+    pub epochs: usize,
     pub heads: Option<usize>,
     pub augment: AugmentConfig,
     /// Images in the probe batch and the seed of their crops.
@@ -32,6 +34,7 @@ impl Default for WatchSettings {
             warmup_teacher_temp_epochs: 0,
             student_temp: 0.1,
             momentum_teacher: 0.996,
+            epochs: 100,
             heads: None,
             augment: AugmentConfig::default(),
             probe_images: 16,
@@ -43,15 +46,21 @@ impl Default for WatchSettings {
 impl WatchSettings {
     /// `DINOLoss.teacher_temp_schedule[epoch]`: linear warm-up, then constant.
     pub fn teacher_temp_at(&self, epoch: usize) -> f64 {
-        let n = self.warmup_teacher_temp_epochs;
-        if epoch >= n || n == 0 {
-            return self.teacher_temp;
-        }
-        if n == 1 {
-            return self.warmup_teacher_temp;
-        }
-        let t = epoch as f64 / (n - 1) as f64;
-        self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
+        crate::train::schedule::teacher_temp_at_epoch(
+            self.warmup_teacher_temp,
+            self.teacher_temp,
+            self.warmup_teacher_temp_epochs,
+            epoch,
+        )
+    }
+
+    /// The teacher momentum of the last update before the checkpoint of `epoch`: main_dino.py's
+    /// `cosine_scheduler(momentum_teacher, 1, epochs, iters)` at the end of that epoch (the
+    /// iteration count cancels out but for the last update's one-iteration offset).
+    pub fn momentum_at(&self, epoch: usize) -> f64 {
+        let epochs = self.epochs.max(1);
+        let done = (epoch + 1).min(epochs) as f64 / epochs as f64;
+        1.0 - (1.0 - self.momentum_teacher) * 0.5 * (1.0 + (std::f64::consts::PI * done).cos())
     }
 }
 
@@ -64,6 +73,7 @@ pub struct WatchOverrides {
     pub warmup_teacher_temp: Option<f64>,
     pub warmup_teacher_temp_epochs: Option<usize>,
     pub momentum_teacher: Option<f64>,
+    pub epochs: Option<usize>,
     pub global_crop_px: Option<u32>,
     pub local_crop_px: Option<u32>,
     pub local_crops: Option<usize>,
@@ -88,7 +98,7 @@ impl WatchOverrides {
         };
         toml::from_str(&text).map(Some).map_err(|err| {
             format!(
-                "{}: {err}; keys: teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, global_crop_px, local_crop_px, local_crops, heads",
+                "{}: {err}; keys: teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, momentum_teacher, epochs, global_crop_px, local_crop_px, local_crops, heads",
                 path.display()
             )
         })
@@ -103,6 +113,7 @@ impl WatchOverrides {
                 .warmup_teacher_temp_epochs
                 .or(fallback.warmup_teacher_temp_epochs),
             momentum_teacher: self.momentum_teacher.or(fallback.momentum_teacher),
+            epochs: self.epochs.or(fallback.epochs),
             global_crop_px: self.global_crop_px.or(fallback.global_crop_px),
             local_crop_px: self.local_crop_px.or(fallback.local_crop_px),
             local_crops: self.local_crops.or(fallback.local_crops),
@@ -167,6 +178,12 @@ impl WatchSettings {
             "--momentum-teacher",
             defaults.momentum_teacher,
         );
+        let epochs = number(
+            given.epochs.map(|e| e as f64),
+            "epochs",
+            "--epochs",
+            defaults.epochs as f64,
+        ) as usize;
         let augment_defaults = AugmentConfig::default();
         let local_crops_number = number(
             given.local_crops.map(|n| n as f64),
@@ -202,6 +219,7 @@ impl WatchSettings {
                 warmup_teacher_temp,
                 warmup_teacher_temp_epochs,
                 momentum_teacher,
+                epochs,
                 heads: given.heads,
                 augment: AugmentConfig {
                     global_crop_size_px,
@@ -264,7 +282,21 @@ mod tests {
         // Without args everything not given is assumed.
         let bare = WatchSettings::resolve(&WatchOverrides::default(), None);
         assert!(bare.from_args.is_empty());
-        assert_eq!(bare.assumed.len(), 7);
+        assert_eq!(bare.assumed.len(), 8);
+    }
+
+    #[test]
+    fn the_momentum_follows_main_dinos_cosine_schedule_by_epoch() {
+        let settings = WatchSettings {
+            momentum_teacher: 0.996,
+            epochs: 100,
+            ..WatchSettings::default()
+        };
+        assert!((settings.momentum_at(49) - 0.998).abs() < 1e-12);
+        assert!((settings.momentum_at(0) - 0.996).abs() < 1e-5);
+        assert!(settings.momentum_at(0) > 0.996);
+        assert_eq!(settings.momentum_at(99), 1.0);
+        assert_eq!(settings.momentum_at(500), 1.0, "past the end it holds");
     }
 
     #[test]

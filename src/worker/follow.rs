@@ -51,8 +51,7 @@ pub(super) fn follow_run_folder(
         dataset: format!("dinoscope run {}", dir.display()),
         total_steps: config.optim.epochs * iters_per_epoch,
         iters_per_epoch,
-        ln_k: (config.dino.out_dim.max(1) as f64).ln(),
-        embed_dim: config.vit_arch().embed_dim,
+        shape: crate::analysis::health::RunShape::of_config(&config),
     };
     send(started(iters_per_epoch));
     send(Event::Status {

@@ -133,9 +133,9 @@ pub enum Event {
         dataset: String,
         total_steps: usize,
         iters_per_epoch: usize,
-        ln_k: f64,
-        /// Width of the backbone features: the effective rank's maximum.
-        embed_dim: usize,
+        /// ln K, the batch, the features' width (the effective rank's maximum) and the
+        /// student's temperature: what the chip's rules need beyond the rows.
+        shape: crate::analysis::health::RunShape,
     },
     Metrics {
         run_id: RunId,

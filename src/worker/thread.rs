@@ -295,8 +295,7 @@ impl Worker {
             dataset: trainer.dataset_description().to_string(),
             total_steps: trainer.total_steps(),
             iters_per_epoch: trainer.iters_per_epoch(),
-            ln_k: trainer.ln_k(),
-            embed_dim: trainer.config().vit_arch().embed_dim,
+            shape: engine.run_shape(),
         });
         if let Some(resumed) = resumed {
             self.emit(Event::Resumed {

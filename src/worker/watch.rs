@@ -125,8 +125,9 @@ fn follow(
     };
     let images = crate::train::watch::default_probe_images();
     let probe = ProbeBatch::from_images(&images, &settings.augment, settings.seed);
-    let mut watcher =
-        Watcher::new(dir, out, settings, probe, device).with_attention_images(attention_images);
+    let mut watcher = Watcher::new(dir, out, settings, probe, device)
+        .with_attention_images(attention_images)
+        .with_rank_probe(images);
     send(Event::Status {
         run_id: Some(run_id),
         status: WorkerStatus::Running,
@@ -144,7 +145,7 @@ fn follow(
                     row,
                     maps,
                     eval,
-                    embed_dim,
+                    shape,
                     file,
                     secs,
                 } => {
@@ -156,8 +157,7 @@ fn follow(
                             dataset: format!("official run {}", dir.display()),
                             total_steps: 0,
                             iters_per_epoch: 1,
-                            ln_k: row.ln_k,
-                            embed_dim,
+                            shape,
                         });
                     }
                     tracing::info!("watch: {} evaluated in {secs:.1} s", file.display());

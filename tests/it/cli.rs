@@ -68,14 +68,14 @@ fn train_writes_metrics_csv_and_resolved_config() {
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
     assert!(header.starts_with(
-        "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec"
+        "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,teacher_mi,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec"
     ), "{header}");
     let rows: Vec<_> = lines.collect();
     assert_eq!(rows.len(), 5);
-    // The 17 numeric columns of the decomposition (the geometry and `regime` follow).
+    // The 18 numeric columns of the decomposition (the geometry and `regime` follow).
     let first: Vec<f64> = rows[0]
         .split(',')
-        .take(17)
+        .take(18)
         .map(|v| v.parse().unwrap())
         .collect();
     assert_eq!(first[0], 0.0);
@@ -84,18 +84,23 @@ fn train_writes_metrics_csv_and_resolved_config() {
         "loss = h + kl: {}",
         rows[0]
     );
-    // The scripted toggle applies from step 2 on (column 14 = centering).
-    let centering: Vec<&str> = rows.iter().map(|r| r.split(',').nth(14).unwrap()).collect();
+    assert!(
+        (first[6] - (first[5] - first[3])).abs() < 2e-6,
+        "I = h(mean Pt) - h(Pt): {}",
+        rows[0]
+    );
+    // The scripted toggle applies from step 2 on (column 15 = centering).
+    let centering: Vec<&str> = rows.iter().map(|r| r.split(',').nth(15).unwrap()).collect();
     assert_eq!(centering, ["1", "1", "0", "0", "0"]);
     // Representation readings every 4 steps (and at the last), within 1 ..= d = 16; the
     // regime column names the diagnosis (too few steps yet).
     assert!(
         header.ends_with(
-            ",ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,regime"
+            ",ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime"
         ),
         "{header}"
     );
-    let rank_of = |row: &str| row.split(',').nth(17).unwrap().to_string();
+    let rank_of = |row: &str| row.split(',').nth(18).unwrap().to_string();
     let ranks: Vec<String> = rows.iter().map(|r| rank_of(r)).collect();
     for (step, rank) in ranks.iter().enumerate() {
         if step % 4 == 0 {
@@ -238,7 +243,7 @@ fn resume_continues_the_csv_and_knn_evaluates_saved_weights() {
         csv.lines()
             .map(|l| {
                 let f: Vec<&str> = l.split(',').collect();
-                [&f[..10], &f[13..]].concat().join(",")
+                [&f[..11], &f[14..]].concat().join(",")
             })
             .collect()
     };

@@ -88,7 +88,7 @@ fn mutated_metrics_csv_never_panics() {
     never_panics("metrics.csv", 2, &valid, |bytes| {
         let rows: Vec<dinoscope::store::rows::MetricsRow> =
             dinoscope::store::rows::read_rows(bytes);
-        let _ = dinoscope::store::run::BestRank::of(&rows);
+        let _ = dinoscope::store::run::BestRank::of(&rows, 0);
         !rows.is_empty()
     });
 }

@@ -227,7 +227,12 @@ fn synthetic(step: usize) -> MetricsRow {
         loss: h + kl,
         teacher_entropy: h,
         kl,
-        batch_mean_entropy: h + 0.8,
+        // The batch's spread over prototypes goes with the collapse: one prototype for all.
+        batch_mean_entropy: h + if step < 60 {
+            0.8
+        } else {
+            0.8 * (-(t - 60.0) / 12.0).exp()
+        },
         lr: 2.5e-4 * (t / 32.0).min(1.0),
         weight_decay: 0.04 + 0.001 * t,
         teacher_momentum: 0.99 + 0.00005 * t,
@@ -258,8 +263,12 @@ fn main_layout_snapshot_with_synthetic_history() {
                 dataset: "synthetic shapes".into(),
                 total_steps: 320,
                 iters_per_epoch: 32,
-                ln_k: 1024f64.ln(),
-                embed_dim: 96,
+                shape: dinoscope::analysis::health::RunShape {
+                    ln_k: 1024f64.ln(),
+                    batch_images: 32,
+                    embed_dim: 96,
+                    student_temp: 0.1,
+                },
             });
             for step in 0..120 {
                 app.state.apply(Event::Metrics {
@@ -341,7 +350,7 @@ fn main_layout_snapshot_with_synthetic_history() {
     harness.run_steps(4);
     assert_eq!(harness.state().state.attention_history.len(), 1);
     assert!(harness
-        .query_all_by_label("collapsing to one dimension")
+        .query_all_by_label("collapsed: one prototype")
         .next()
         .is_some());
     harness.snapshot("main_layout");

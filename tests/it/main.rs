@@ -18,6 +18,7 @@ mod step_parity;
 mod study;
 mod study_gui;
 mod training;
+mod verdict;
 mod watch;
 mod watch_gui;
 mod worker;

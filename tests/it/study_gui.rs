@@ -100,9 +100,9 @@ fn study_comparison_snapshot() {
         // (end h, end KL, k-NN, regime) per arm, in the study's order.
         let outcomes = [
             (4.3, 1.0, 63.0, Regime::Healthy),
-            (0.0005, 0.004, 24.0, Regime::OneDimension),
+            (0.0005, 0.004, 24.0, Regime::OnePrototype),
             (ln_k - 0.02, 0.02, 29.0, Regime::Uniform),
-            (0.3, 0.01, 18.0, Regime::OneDimension),
+            (0.3, 0.01, 18.0, Regime::OnePrototype),
             (4.0, 0.9, 55.0, Regime::Healthy),
         ];
         for ((id, variant), (end_h, end_kl, knn, regime)) in
@@ -114,8 +114,12 @@ fn study_comparison_snapshot() {
                 dataset: "synthetic shapes".into(),
                 total_steps: 128,
                 iters_per_epoch: 32,
-                ln_k,
-                embed_dim: 96,
+                shape: dinoscope::analysis::health::RunShape {
+                    ln_k,
+                    batch_images: 32,
+                    embed_dim: 96,
+                    student_temp: 0.1,
+                },
             });
             for step in 0..128 {
                 app.state.apply(Event::Metrics {

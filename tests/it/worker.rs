@@ -391,7 +391,9 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
         assert!(
             matches!(
                 verdict,
-                CollapseState::OneHotTargets | CollapseState::OneDimension
+                CollapseState::OneHotTargets
+                    | CollapseState::OnePrototype
+                    | CollapseState::Collapsing
             ),
             "step {step}: the chip says {verdict:?}; {verdicts:?}"
         );
