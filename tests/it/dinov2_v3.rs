@@ -12,6 +12,7 @@ use dinoscope::analysis::tokens::patch_tokens;
 use dinoscope::model::Family;
 use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::{load_backbone, ArchOverrides, LoadedBackbone, Network};
+use egui_kittest::kittest::Queryable;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -329,4 +330,60 @@ fn attention_cli_reads_a_dinov3_file() {
     );
     let maps = read_npy(&dir.path().join("maps").join("attention.npy")).unwrap();
     assert_eq!(maps.shape, [2, 4, 7]);
+}
+
+/// The app on a DINOv2 model with registers: Open weights → the maps over the patches and the
+/// registers panel (CLS's share on the registers per block and head, each register's norm).
+#[test]
+fn the_registers_panel_shows_what_cls_gives_each_register() {
+    let mut harness = crate::gui_support::harness_with(None);
+    {
+        let app = harness.state_mut();
+        app.attention.short_side_px = Some(56);
+        app.attention.heads_override = Some(2);
+        app.load_weights(fixture("v2reg.pth"));
+    }
+    crate::gui_support::frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
+        app.attention
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+    });
+    let loaded = harness.state().attention.loaded.as_ref().unwrap();
+    assert_eq!(loaded.info.family, Family::DinoV2 { registers: 4 });
+    let (_, cat) = &loaded.maps[0];
+    // cat.jpg 451 × 300 at 56 px short side: 84 × 56, a 4 × 6 grid of 14-px patches.
+    assert_eq!((cat.grid_rows, cat.grid_cols), (4, 6));
+    assert_eq!(cat.heads[0].len(), 24);
+    let stats = &cat.registers;
+    assert_eq!(
+        (
+            stats.cls_share.len(),
+            stats.cls_share[0].len(),
+            stats.norms.len()
+        ),
+        (2, 2, 4)
+    );
+    // Each head's row: patches + registers + CLS itself sum to 1.
+    for (head, map) in cat.heads.iter().enumerate() {
+        let patches: f32 = map.iter().sum();
+        let registers: f32 = stats.cls_share[1][head].iter().sum();
+        assert!(patches + registers < 1.0 && patches + registers > 0.0);
+    }
+    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+        loaded.elapsed_secs = None;
+    }
+    for message in &mut harness.state_mut().state.messages {
+        if let Some((what, _)) = message.text.rsplit_once(" in ") {
+            message.text = format!("{what} in 0.0 s");
+        }
+    }
+    harness.run_steps(2);
+    for label in ["R1", "R4", "norm"] {
+        assert!(
+            harness.query_all_by_label(label).next().is_some(),
+            "{label} not shown"
+        );
+    }
+    harness.snapshot("attention_view_registers");
 }

@@ -35,7 +35,7 @@ impl AttentionView {
             .include_y(0.0)
             .include_y(1.0)
             .x_axis_label("block")
-            .y_axis_label(format!("CLS → {noun}"))
+            .y_axis_label(format!("CLS to {noun}"))
             .legend(Legend::default())
             .show(ui, |plot_ui| {
                 let heads = totals.first().map_or(0, Vec::len);
@@ -71,7 +71,7 @@ impl AttentionView {
                     }
                 }
                 ui.label("norm").on_hover_text(format!(
-                    "‖token‖ leaving the last block (before the final norm); patches' median {patch_median:.1}"
+                    "The norm of each token leaving the last block (before the final norm); the patches' median is {patch_median:.1}"
                 ));
                 for norm in &stats.norms {
                     ui.monospace(format!("{norm:6.1}"));
