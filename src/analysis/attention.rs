@@ -37,6 +37,9 @@ pub struct AttentionMaps {
     /// outlier tokens of Darcet et al. 2024 show); empty unless computed by
     /// [`attention_and_pca`].
     pub token_norms: Vec<f32>,
+    /// DINOv2/v3's registers: CLS's attention to each in every block, and their norms; empty
+    /// for DINO or unless computed by [`attention_and_pca`].
+    pub registers: super::registers::RegisterStats,
 }
 
 /// How several heads are combined into one map.
@@ -225,11 +228,13 @@ pub fn attention_maps(
     let (cls_attention, grid) =
         crate::device::on_compute_pool(|| backbone.last_cls_attention(input));
     let [_, heads, tokens] = cls_attention.dims();
-    // The CLS key's share is dropped and the rest not renormalised, as the official script.
-    let cls_rows = cls_attention.slice(s![.., .., 1..tokens]);
+    // The CLS key's share (and the registers') is dropped and the rest not renormalised, as
+    // the official script.
+    let prefix = backbone.prefix_tokens();
+    let cls_rows = cls_attention.slice(s![.., .., prefix..tokens]);
     let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
-    let patches = tokens - 1;
+    let patches = tokens - prefix;
     if values.len() != heads * patches || patches != grid.0 * grid.1 {
         return None;
     }
@@ -243,6 +248,7 @@ pub fn attention_maps(
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
         token_norms: Vec::new(),
+        registers: Default::default(),
     })
 }
 
@@ -258,7 +264,11 @@ pub fn attention_and_pca(
     let patch = backbone.patch_size();
     let input = image_input(image, size, patch, device)?;
     let last = backbone.depth().saturating_sub(1);
-    let out = crate::device::on_compute_pool(|| backbone.attention_of_layers(input, &[last], true));
+    let prefix = backbone.prefix_tokens();
+    // Models with registers also give every block's CLS row (the registers panel).
+    let out = crate::device::on_compute_pool(|| {
+        backbone.attention_of_layers_and_cls(input, &[last], true, prefix > 1)
+    });
     let (attention, tokens_out, pre_norm) = match (
         out.attentions.into_iter().next(),
         out.tokens,
@@ -268,16 +278,17 @@ pub fn attention_and_pca(
         _ => return None,
     };
     let [_, heads, tokens, _] = attention.dims();
-    let patches = tokens - 1;
-    let cls_rows = attention.slice(s![0..1, .., 0..1, 1..tokens]);
+    let registers = super::registers::RegisterStats::from_rows(&out.cls_rows, &pre_norm, prefix);
+    let patches = tokens - prefix;
+    let cls_rows = attention.slice(s![0..1, .., 0..1, prefix..tokens]);
     let data = cls_rows.into_data_as::<f32>();
     let values = data.as_slice::<f32>().ok()?;
     let features = tokens_out
-        .slice(s![0..1, 1..tokens, ..])
+        .slice(s![0..1, prefix..tokens, ..])
         .into_data_as::<f32>();
     let features = features.as_slice::<f32>().ok()?;
     let norms = pre_norm
-        .slice(s![0..1, 1..tokens, ..])
+        .slice(s![0..1, prefix..tokens, ..])
         .powi_scalar(2)
         .sum_dim(2)
         .sqrt()
@@ -295,6 +306,7 @@ pub fn attention_and_pca(
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
         token_norms: norms.as_slice::<f32>().ok()?.to_vec(),
+        registers,
     })
 }
 

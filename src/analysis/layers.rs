@@ -118,6 +118,8 @@ pub fn layer_maps(
     let all: Vec<usize> = (0..backbone.depth()).collect();
     let out = crate::device::on_compute_pool(|| backbone.attention_of_layers(input, &all, false));
     let (rows, cols) = out.grid;
+    // CLS and the registers (DINOv2/v3): kept in rollout's product, dropped from every map.
+    let prefix = backbone.prefix_tokens();
     let mut cls = Vec::new();
     let mut distance_px = Vec::new();
     let mut fused = Vec::new();
@@ -127,15 +129,20 @@ pub fn layer_maps(
         if layers.contains(block) {
             let rows_of_cls = attention
                 .clone()
-                .slice(s![0..1, .., 0..1, 1..tokens])
+                .slice(s![0..1, .., 0..1, prefix..tokens])
                 .into_data_as::<f32>();
             let values = rows_of_cls.as_slice::<f32>().ok()?;
             cls.push((
                 *block,
-                values.chunks(tokens - 1).map(<[f32]>::to_vec).collect(),
+                values
+                    .chunks(tokens - prefix)
+                    .map(<[f32]>::to_vec)
+                    .collect(),
             ));
         }
-        distance_px.push(mean_distance_on_device(attention, &distances, device)?);
+        distance_px.push(mean_distance_on_device(
+            attention, prefix, &distances, device,
+        )?);
         if let Some(settings) = rollout {
             let reduced = match settings.fusion {
                 HeadFusion::Mean => attention.clone().slice(s![0..1]).mean_dim(1),
@@ -151,8 +158,15 @@ pub fn layer_maps(
         .iter()
         .filter_map(|l| cls.iter().find(|(b, _)| b == l).cloned())
         .collect();
-    let rollout = rollout
-        .map(|settings| attention_rollout(&fused, 1 + rows * cols, settings.discard_ratio, device));
+    let rollout = rollout.map(|settings| {
+        attention_rollout(
+            &fused,
+            prefix + rows * cols,
+            prefix,
+            settings.discard_ratio,
+            device,
+        )
+    });
     Some(LayerMaps {
         grid_rows: rows,
         grid_cols: cols,
@@ -208,17 +222,19 @@ pub fn mean_attention_distance(attention: &[f32], heads: usize, distances_px: &[
 }
 
 /// [`mean_attention_distance`] on the device (a 480-px ViT-S/8 block holds 6 × 3601² weights):
-/// only the per-head means come back.
+/// only the per-head means come back. Queries and keys are the patches (the `prefix` tokens,
+/// CLS and registers, are not in the image).
 fn mean_distance_on_device(
     attention: &Tensor<4>,
+    prefix: usize,
     distances_px: &[f32],
     device: &Device,
 ) -> Option<Vec<f32>> {
     let [_, heads, tokens, _] = attention.dims();
-    let patches = tokens - 1;
+    let patches = tokens - prefix;
     let keys = attention
         .clone()
-        .slice(s![0..1, .., 1..tokens, 1..tokens])
+        .slice(s![0..1, .., prefix..tokens, prefix..tokens])
         .reshape([heads, patches, patches]);
     let mass = keys.clone().sum_dim(2);
     let distances = Tensor::<3>::from_data(
@@ -234,10 +250,12 @@ fn mean_distance_on_device(
 /// the smallest `discard_ratio` of the weights except index 0, add the identity and halve,
 /// divide as `a / a.sum(dim=-1)` broadcasts (entry (i, j) by row j's sum: the original's
 /// quirk, kept so the maps are the ones people compare with), multiply onto the running
-/// product; return the CLS row over the patches divided by its maximum.
+/// product; return the CLS row over the patches divided by its maximum. The `prefix` tokens
+/// (CLS and any registers) stay in the product and are dropped from the row.
 pub fn attention_rollout(
     fused: &[Vec<f32>],
     tokens: usize,
+    prefix: usize,
     discard_ratio: f32,
     device: &Device,
 ) -> Vec<f32> {
@@ -269,7 +287,7 @@ pub fn attention_rollout(
         let a = Tensor::<2>::from_data(TensorData::new(a, [tokens, tokens]), device);
         result = a.matmul(result);
     }
-    let cls = result.slice(s![0..1, 1..tokens]).into_data_as::<f32>();
+    let cls = result.slice(s![0..1, prefix..tokens]).into_data_as::<f32>();
     let mask = cls
         .as_slice::<f32>()
         .map(<[f32]>::to_vec)
@@ -309,7 +327,7 @@ mod tests {
         );
         let device = Device::flex();
         let tensor = Tensor::<4>::from_data(TensorData::new(attention, [1, heads, t, t]), &device);
-        let on_device = mean_distance_on_device(&tensor, &distances, &device).unwrap();
+        let on_device = mean_distance_on_device(&tensor, 1, &distances, &device).unwrap();
         assert!((on_device[0] - d[0]).abs() < 1e-4 && (on_device[1] - d[1]).abs() < 1e-3);
     }
 
@@ -320,7 +338,7 @@ mod tests {
         let t = 5;
         let uniform = vec![vec![1.0 / t as f32; t * t]; 3];
         let device = Device::flex();
-        let mask = attention_rollout(&uniform, t, 0.0, &device);
+        let mask = attention_rollout(&uniform, t, 1, 0.0, &device);
         assert_eq!(mask.len(), t - 1);
         assert!(mask.iter().all(|v| (v - 1.0).abs() < 1e-6), "{mask:?}");
     }

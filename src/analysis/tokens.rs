@@ -36,9 +36,12 @@ pub fn patch_tokens(
     let tokens = out.tokens?;
     let pre_norm = out.pre_norm_tokens?;
     let [_, count, dim] = tokens.dims();
-    let patches = tokens.slice(s![0..1, 1..count, ..]).into_data_as::<f32>();
+    let prefix = backbone.prefix_tokens();
+    let patches = tokens
+        .slice(s![0..1, prefix..count, ..])
+        .into_data_as::<f32>();
     let norms = pre_norm
-        .slice(s![0..1, 1..count, ..])
+        .slice(s![0..1, prefix..count, ..])
         .powi_scalar(2)
         .sum_dim(2)
         .sqrt()

@@ -77,6 +77,7 @@ mod tests {
             layer: crate::analysis::layers::MapLayer::Last,
             distance_px,
             token_norms: Vec::new(),
+            registers: Default::default(),
         };
         let snapshot = |distances: Vec<Vec<Vec<f32>>>| AttentionSnapshot {
             step: 9,

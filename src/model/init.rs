@@ -61,8 +61,11 @@ impl HostInit {
     }
 
     pub fn layer_norm(&mut self, dim: usize, device: &Device) -> LayerNorm {
-        LayerNormConfig::new(dim)
-            .with_epsilon(super::fused::layer_norm::LAYER_NORM_EPSILON)
-            .init(device)
+        self.layer_norm_eps(dim, super::fused::layer_norm::LAYER_NORM_EPSILON, device)
+    }
+
+    /// A LayerNorm with another ε (DINOv3's 1e-5).
+    pub fn layer_norm_eps(&mut self, dim: usize, epsilon: f64, device: &Device) -> LayerNorm {
+        LayerNormConfig::new(dim).with_epsilon(epsilon).init(device)
     }
 }

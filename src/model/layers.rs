@@ -4,24 +4,29 @@
 //! tokens are wanted too.
 
 use super::vit::VisionTransformer;
-use crate::model::fused::layer_norm::layer_norm;
+use crate::model::fused::layer_norm::layer_norm_eps;
 use burn::prelude::*;
 
 /// What [`VisionTransformer::attention_of_layers`] returns.
 pub struct LayersOutput {
-    /// `(block index, softmax attention [B, heads, 1+N, 1+N])`, in the order asked.
+    /// `(block index, softmax attention [B, heads, T, T])`, in the order asked (T: CLS, the
+    /// registers, then the N patches).
     pub attentions: Vec<(usize, Tensor<4>)>,
-    /// Final-norm tokens `[B, 1+N, D]` when asked for (all blocks then run).
+    /// Final-norm tokens `[B, T, D]` when asked for (all blocks then run).
     pub tokens: Option<Tensor<3>>,
     /// The last block's output before the final norm, with `tokens` (where high-norm outlier
     /// tokens show; the norm equalises them).
     pub pre_norm_tokens: Option<Tensor<3>>,
     /// Patch grid (rows, cols).
     pub grid: (usize, usize),
+    /// Every block's CLS row `[B, heads, T]`, when asked for (the registers panel).
+    pub cls_rows: Vec<Tensor<3>>,
 }
 
 impl VisionTransformer {
-    /// Patch embedding, CLS token and (interpolated) position table: the blocks' input.
+    /// Patch embedding, CLS token and (interpolated) position table, then the registers
+    /// between CLS and the patches (DINOv2's `prepare_tokens_with_masks`; DINOv3 has no table,
+    /// so its order is the same): the blocks' input.
     pub fn prepare_tokens(&self, images: Tensor<4>) -> (Tensor<3>, (usize, usize)) {
         let [batch, _, height, width] = images.dims();
         let p = self.patch_size();
@@ -29,7 +34,21 @@ impl VisionTransformer {
         let dim = self.embed_dim();
         let patches = self.patch_embed.forward(images);
         let cls = self.cls_token.val().expand([batch, 1, dim]);
-        let x = Tensor::cat(vec![cls, patches], 1) + self.interpolate_pos_encoding(grid.0, grid.1);
+        let mut x = Tensor::cat(vec![cls, patches], 1);
+        if let Some(pos) = self.interpolate_pos_encoding(grid.0, grid.1) {
+            x = x + pos;
+        }
+        if let Some(registers) = &self.register_tokens {
+            let [_, count, _] = registers.dims();
+            x = Tensor::cat(
+                vec![
+                    x.clone().slice(s![.., 0..1, ..]),
+                    registers.val().expand([batch, count, dim]),
+                    x.slice(s![.., 1.., ..]),
+                ],
+                1,
+            );
+        }
         (x, grid)
     }
 
@@ -45,22 +64,45 @@ impl VisionTransformer {
         layers: &[usize],
         final_tokens: bool,
     ) -> LayersOutput {
+        self.attention_of_layers_and_cls(images, layers, final_tokens, false)
+    }
+
+    /// [`Self::attention_of_layers`], with `cls_rows` also every block's CLS row (the
+    /// blocks not asked for compute it from their qkv: no `T × T` map is kept).
+    pub fn attention_of_layers_and_cls(
+        &self,
+        images: Tensor<4>,
+        layers: &[usize],
+        final_tokens: bool,
+        cls_rows: bool,
+    ) -> LayersOutput {
         let (mut x, grid) = self.prepare_tokens(images);
+        let rope = self.rope_tables(grid);
         let wanted = |i: usize| layers.contains(&i);
         let deepest = layers.iter().copied().filter(|&i| i < self.depth()).max();
-        let last_run = if final_tokens {
+        let last_run = if final_tokens || cls_rows {
             self.depth()
         } else {
             deepest.map_or(0, |i| i + 1)
         };
         let mut kept = Vec::new();
+        let mut rows = Vec::new();
         for (i, block) in self.blocks.iter().enumerate().take(last_run) {
             if wanted(i) {
-                let (next, attn) = block.forward(x, None);
+                let (next, attn) = block.forward(x, rope.as_ref(), None);
                 x = next;
+                if cls_rows {
+                    let [batch, heads, tokens, _] = attn.dims();
+                    let row = attn.clone().slice(s![.., .., 0..1, ..]);
+                    rows.push(row.reshape([batch, heads, tokens]));
+                }
                 kept.push((i, attn));
             } else {
-                x = block.forward_fused(x, None);
+                if cls_rows {
+                    let normed = layer_norm_eps(&block.norm1, x.clone(), block.layer_norm_eps);
+                    rows.push(block.attn.cls_attention(normed, rope.as_ref()));
+                }
+                x = block.forward_fused(x, rope.as_ref(), None);
             }
         }
         // In the order asked, as the caller listed them.
@@ -69,12 +111,13 @@ impl VisionTransformer {
             .filter_map(|i| kept.iter().find(|(j, _)| j == i).cloned())
             .collect();
         let pre_norm_tokens = final_tokens.then(|| x.clone());
-        let tokens = final_tokens.then(|| layer_norm(&self.norm, x));
+        let tokens = final_tokens.then(|| self.final_norm(x));
         LayersOutput {
             attentions,
             tokens,
             pre_norm_tokens,
             grid,
+            cls_rows: rows,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::model::activation::gelu;
 use crate::model::fused::attention::{attention, attention_with_probabilities};
-use crate::model::fused::layer_norm::layer_norm;
+use crate::model::fused::layer_norm::layer_norm_eps;
 use crate::model::fused::linear::linear as fused_linear;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
@@ -16,8 +16,10 @@ use burn::tensor::module::linear;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+pub use super::family::{Family, LayerScale, PosInterpolation};
 pub use super::init::HostInit;
-pub use super::interpolate::bicubic_resize_matrix;
+pub use super::interpolate::{bicubic_antialias_resize_matrix, bicubic_resize_matrix};
+pub use super::rope::{RopeEmbed, RopeTables};
 pub use crate::config::arch::{VitArch, VitConfig};
 
 /// Patch embedding: the reference's Conv2d(3, D, kernel = stride = p), computed as
@@ -88,9 +90,18 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Returns the output and the post-softmax attention `[B, heads, N, N]`.
-    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+    /// q, k, v of every token, with RoPE applied when the model has it (DINOv3).
+    fn qkv(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> Tensor<3> {
         let qkv = linear_tokens(&self.qkv, x);
+        match rope {
+            Some(rope) => rope.apply(qkv),
+            None => qkv,
+        }
+    }
+
+    /// Returns the output and the post-softmax attention `[B, heads, N, N]`.
+    pub fn forward(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> (Tensor<3>, Tensor<4>) {
+        let qkv = self.qkv(x, rope);
         let (out, probs) = attention_with_probabilities(qkv, self.num_heads);
         (linear_tokens(&self.proj, out), probs)
     }
@@ -113,10 +124,23 @@ impl Mlp {
 pub struct Block {
     pub norm1: LayerNorm,
     pub attn: Attention,
+    /// LayerScale of the attention branch (DINOv2/v3).
+    pub ls1: Option<LayerScale>,
     pub norm2: LayerNorm,
     pub mlp: Mlp,
+    pub ls2: Option<LayerScale>,
     #[module(skip)]
     pub drop_path_prob: f64,
+    /// ε of `norm1` and `norm2` (the family's).
+    #[module(skip)]
+    pub layer_norm_eps: f64,
+}
+
+fn scaled(layer_scale: &Option<LayerScale>, x: Tensor<3>) -> Tensor<3> {
+    match layer_scale {
+        Some(ls) => ls.forward(x),
+        None => x,
+    }
 }
 
 /// Per-sample stochastic depth: a `[B, 1, 1]` keep mask scaled by 1/keep_prob (timm's
@@ -143,31 +167,44 @@ fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) ->
 
 impl Block {
     /// As [`Block::forward`] without the attention probabilities (fused attention).
-    pub fn forward_fused(&self, x: Tensor<3>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
-        let attended = self.attn.forward_fused(layer_norm(&self.norm1, x.clone()));
+    pub fn forward_fused(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
+        let eps = self.layer_norm_eps;
+        let attended = self
+            .attn
+            .forward_fused(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
+        let attended = scaled(&self.ls1, attended);
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
-        x.clone()
-            + drop_path(
-                self.mlp.forward(layer_norm(&self.norm2, x)),
-                self.drop_path_prob,
-                rng,
-            )
+        let mlp = scaled(
+            &self.ls2,
+            self.mlp
+                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
+        );
+        x + drop_path(mlp, self.drop_path_prob, rng)
     }
 
     pub fn forward(
         &self,
         x: Tensor<3>,
+        rope: Option<&RopeTables>,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (attended, attn) = self.attn.forward(layer_norm(&self.norm1, x.clone()));
+        let eps = self.layer_norm_eps;
+        let (attended, attn) = self
+            .attn
+            .forward(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
+        let attended = scaled(&self.ls1, attended);
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
-        let x = x.clone()
-            + drop_path(
-                self.mlp.forward(layer_norm(&self.norm2, x)),
-                self.drop_path_prob,
-                rng,
-            );
-        (x, attn)
+        let mlp = scaled(
+            &self.ls2,
+            self.mlp
+                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
+        );
+        (x + drop_path(mlp, self.drop_path_prob, rng), attn)
     }
 }
 
@@ -175,11 +212,12 @@ impl Block {
 pub struct BackboneOutput {
     /// Final-LayerNorm CLS token, `[B, D]`: the feature for the head and for k-NN.
     pub cls: Tensor<2>,
-    /// Last block's softmax attention `[B, heads, 1+N, 1+N]`, from the same pass.
+    /// Last block's softmax attention `[B, heads, T, T]` (T = prefix tokens + N), from the
+    /// same pass.
     pub last_attention: Tensor<4>,
     /// Patch grid (rows, cols) of this input.
     pub grid: (usize, usize),
-    /// Final-LayerNorm tokens `[B, 1+N, D]` (CLS first), for the patch-feature PCA; shares the
+    /// Final-LayerNorm tokens `[B, T, D]` (CLS, registers, patches), for the patch-feature PCA; shares the
     /// pass's buffer, so training pays nothing for it.
     pub tokens: Tensor<3>,
 }
@@ -188,15 +226,36 @@ pub struct BackboneOutput {
 pub struct VisionTransformer {
     pub patch_embed: PatchEmbed,
     pub cls_token: Param<Tensor<3>>,
-    pub pos_embed: Param<Tensor<3>>,
+    /// The learned position table `[1, 1 + side², D]`; none in DINOv3 (RoPE).
+    pub pos_embed: Option<Param<Tensor<3>>>,
+    /// DINOv2's `register_tokens` or DINOv3's `storage_tokens`, `[1, R, D]`, placed between
+    /// CLS and the patches.
+    pub register_tokens: Option<Param<Tensor<3>>>,
+    /// DINOv3's RoPE periods.
+    pub rope_embed: Option<RopeEmbed>,
     pub blocks: Vec<Block>,
     pub norm: LayerNorm,
     #[module(skip)]
     pub num_heads: usize,
+    #[module(skip)]
+    pub family: Family,
 }
 
 impl VisionTransformer {
+    /// A DINO (v1) ViT with seeded weights, as training builds it.
     pub fn new(config: &VitConfig, init: &mut HostInit, device: &Device) -> Self {
+        Self::new_family(config, Family::Dino, init, device)
+    }
+
+    /// A backbone of `family` to load weights into. DINO's seeded stream is drawn exactly as
+    /// [`VisionTransformer::new`] always did; the later families' extra tensors (LayerScale
+    /// ones, zero registers, RoPE's default periods) take nothing from it.
+    pub fn new_family(
+        config: &VitConfig,
+        family: Family,
+        init: &mut HostInit,
+        device: &Device,
+    ) -> Self {
         let VitArch {
             embed_dim: dim,
             depth,
@@ -219,30 +278,65 @@ impl VisionTransformer {
                 } else {
                     config.drop_path_rate
                 };
+                let layer_scale = || {
+                    family
+                        .has_layer_scale()
+                        .then(|| LayerScale::ones(dim, device))
+                };
                 Block {
-                    norm1: init.layer_norm(dim, device),
+                    norm1: init.layer_norm_eps(dim, family.layer_norm_eps(), device),
                     attn: Attention {
                         qkv: init.linear(dim, 3 * dim, device),
                         proj: init.linear(dim, dim, device),
                         num_heads,
                     },
-                    norm2: init.layer_norm(dim, device),
+                    ls1: layer_scale(),
+                    norm2: init.layer_norm_eps(dim, family.layer_norm_eps(), device),
                     mlp: Mlp {
                         fc1: init.linear(dim, 4 * dim, device),
                         fc2: init.linear(4 * dim, dim, device),
                     },
+                    ls2: layer_scale(),
                     drop_path_prob,
+                    layer_norm_eps: family.layer_norm_eps(),
                 }
             })
             .collect();
+        let norm = init.layer_norm_eps(dim, family.layer_norm_eps(), device);
+        let registers = family.registers();
+        let is_v3 = matches!(family, Family::DinoV3 { .. });
         Self {
             patch_embed,
             cls_token: Param::from_tensor(cls_token),
-            pos_embed: Param::from_tensor(pos_embed),
+            pos_embed: (!is_v3).then(|| Param::from_tensor(pos_embed)),
+            register_tokens: (registers > 0)
+                .then(|| Param::from_tensor(Tensor::zeros([1, registers, dim], device))),
+            rope_embed: is_v3.then(|| RopeEmbed::new(dim / num_heads.max(1), 100.0, device)),
             blocks,
-            norm: init.layer_norm(dim, device),
+            norm,
             num_heads,
+            family,
         }
+    }
+
+    /// CLS and the registers: the patch tokens start at this index.
+    pub fn prefix_tokens(&self) -> usize {
+        1 + self
+            .register_tokens
+            .as_ref()
+            .map_or(0, |registers| registers.dims()[1])
+    }
+
+    /// RoPE's tables for this grid (DINOv3), else `None`.
+    pub fn rope_tables(&self, grid: (usize, usize)) -> Option<RopeTables> {
+        self.rope_embed
+            .as_ref()
+            .map(|rope| rope.tables(grid, self.prefix_tokens(), self.num_heads, self.embed_dim()))
+    }
+
+    /// The final LayerNorm with the family's ε.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        layer_norm_eps(&self.norm, x, self.family.layer_norm_eps())
     }
 
     pub fn embed_dim(&self) -> usize {
@@ -262,24 +356,30 @@ impl VisionTransformer {
         self
     }
 
-    /// The position table for a `rows × cols` patch grid (reference §1.5).
-    pub fn interpolate_pos_encoding(&self, rows: usize, cols: usize) -> Tensor<3> {
-        let pos_embed = self.pos_embed.val();
+    /// The position table for a `rows × cols` patch grid (reference §1.5), resized as the
+    /// family's hub model does it; `None` without a table (DINOv3).
+    pub fn interpolate_pos_encoding(&self, rows: usize, cols: usize) -> Option<Tensor<3>> {
+        let pos_embed = self.pos_embed.as_ref()?.val();
         let [_, tokens, dim] = pos_embed.dims();
         let n0 = tokens - 1;
         if rows * cols == n0 && rows == cols {
-            return pos_embed;
+            return Some(pos_embed);
         }
         let side = (n0 as f64).sqrt().round() as usize;
         let class_pos = pos_embed.clone().slice(s![.., 0..1, ..]);
         let patch_pos = pos_embed.slice(s![.., 1.., ..]).reshape([n0, dim]);
-        let matrix = bicubic_resize_matrix(side, rows, cols);
+        let matrix = match self.family.pos_interpolation() {
+            Some(PosInterpolation::SizeAntialias) => {
+                bicubic_antialias_resize_matrix(side, rows, cols)
+            }
+            _ => bicubic_resize_matrix(side, rows, cols),
+        };
         let matrix = Tensor::<2>::from_data(
             TensorData::new(matrix, [rows * cols, side * side]),
             &patch_pos.device(),
         );
         let resized = matrix.matmul(patch_pos).reshape([1, rows * cols, dim]);
-        Tensor::cat(vec![class_pos, resized], 1)
+        Some(Tensor::cat(vec![class_pos, resized], 1))
     }
 
     /// The final-norm CLS feature `[B, D]` alone (training, k-NN): every block uses fused
@@ -287,9 +387,10 @@ impl VisionTransformer {
     pub fn forward_cls(&self, images: Tensor<4>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<2> {
         let [batch, ..] = images.dims();
         let dim = self.embed_dim();
-        let (mut x, _) = self.prepare_tokens(images);
+        let (mut x, grid) = self.prepare_tokens(images);
+        let rope = self.rope_tables(grid);
         for block in &self.blocks {
-            x = block.forward_fused(x, rng.as_deref_mut());
+            x = block.forward_fused(x, rope.as_ref(), rng.as_deref_mut());
         }
         self.norm
             .forward(x.slice(s![.., 0..1, ..]))
@@ -301,19 +402,20 @@ impl VisionTransformer {
         let [batch, ..] = images.dims();
         let dim = self.embed_dim();
         let (mut x, grid) = self.prepare_tokens(images);
+        let rope = self.rope_tables(grid);
         // Only the last block's probabilities are returned: the others use fused attention.
         let mut last_attention = None;
         let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
             if i < last {
-                x = block.forward_fused(x, rng.as_deref_mut());
+                x = block.forward_fused(x, rope.as_ref(), rng.as_deref_mut());
             } else {
-                let (next, attn) = block.forward(x, rng.as_deref_mut());
+                let (next, attn) = block.forward(x, rope.as_ref(), rng.as_deref_mut());
                 x = next;
                 last_attention = Some(attn);
             }
         }
-        let x = layer_norm(&self.norm, x);
+        let x = self.final_norm(x);
         let tokens = x.clone();
         let cls = x.slice(s![.., 0..1, ..]).reshape([batch, dim]);
         let last_attention = last_attention
@@ -328,24 +430,26 @@ impl VisionTransformer {
 }
 
 impl VisionTransformer {
-    /// The last block's attention of the CLS query over all tokens, `[B, heads, 1+N]`, as the
+    /// The last block's attention of the CLS query over all tokens, `[B, heads, T]`, as the
     /// official `get_last_selfattention`: blocks 0..L−1 run in full, the last one only as far
     /// as its softmax, and only for the CLS query (a 480-px image with patch 8 would otherwise
     /// need 6 × 3601² probabilities).
     pub fn last_cls_attention(&self, images: Tensor<4>) -> (Tensor<3>, (usize, usize)) {
         let [batch, ..] = images.dims();
         let (mut x, grid) = self.prepare_tokens(images);
+        let rope = self.rope_tables(grid);
         let Some((last, earlier)) = self.blocks.split_last() else {
-            let tokens = 1 + grid.0 * grid.1;
+            let tokens = self.prefix_tokens() + grid.0 * grid.1;
             return (
                 Tensor::zeros([batch, self.num_heads, tokens], &x.device()),
                 grid,
             );
         };
         for block in earlier {
-            x = block.forward_fused(x, None);
+            x = block.forward_fused(x, rope.as_ref(), None);
         }
-        (last.attn.cls_attention(layer_norm(&last.norm1, x)), grid)
+        let normed = layer_norm_eps(&last.norm1, x, last.layer_norm_eps);
+        (last.attn.cls_attention(normed, rope.as_ref()), grid)
     }
 }
 
@@ -353,17 +457,18 @@ impl Attention {
     /// The same output as [`Attention::forward`] without keeping the probabilities (on the
     /// CPU backend one N × N scratch per task instead of a `[B, heads, N, N]` tensor; burn's
     /// fused attention elsewhere), for passes that need no attention map.
-    pub fn forward_fused(&self, x: Tensor<3>) -> Tensor<3> {
-        let out = attention(linear_tokens(&self.qkv, x), self.num_heads);
+    pub fn forward_fused(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> Tensor<3> {
+        let out = attention(self.qkv(x, rope), self.num_heads);
         linear_tokens(&self.proj, out)
     }
 
     /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
-    pub fn cls_attention(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn cls_attention(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> Tensor<3> {
         let [batch, tokens, dim] = x.dims();
         let heads = self.num_heads;
         let head_dim = dim / heads;
-        let qkv = linear_tokens(&self.qkv, x)
+        let qkv = self
+            .qkv(x, rope)
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let q_cls = qkv
@@ -406,7 +511,7 @@ mod tests {
         let patches = model.backbone.patch_embed.forward(images.clone());
         assert_eq!(patches.dims(), [2, 16, 24]);
         let tokens = Tensor::<3>::zeros([2, 17, 24], &device);
-        let (out, attn) = model.backbone.blocks[0].attn.forward(tokens.clone());
+        let (out, attn) = model.backbone.blocks[0].attn.forward(tokens.clone(), None);
         assert_eq!(out.dims(), [2, 17, 24]);
         assert_eq!(attn.dims(), [2, 3, 17, 17]);
         assert_eq!(
@@ -456,8 +561,8 @@ mod tests {
         let device = Device::flex();
         let a = DinoModel::new(&micro(4, 16), 32, 16, 10, 7, &device);
         let b = DinoModel::new(&micro(4, 16), 32, 16, 10, 7, &device);
-        let ta = a.backbone.pos_embed.val().into_data_as::<f32>();
-        let tb = b.backbone.pos_embed.val().into_data_as::<f32>();
+        let ta = a.backbone.pos_embed.unwrap().val().into_data_as::<f32>();
+        let tb = b.backbone.pos_embed.unwrap().val().into_data_as::<f32>();
         assert_eq!(ta.as_slice::<f32>().unwrap(), tb.as_slice::<f32>().unwrap());
     }
 

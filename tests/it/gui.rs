@@ -296,6 +296,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 layer: dinoscope::analysis::layers::MapLayer::Last,
                 distance_px: Vec::new(),
                 token_norms: Vec::new(),
+                registers: Default::default(),
                 heads: (0..3)
                     .map(|h| {
                         (0..256)

@@ -111,6 +111,7 @@ fn the_attention_history_exports_as_a_timelapse() {
                 layer: MapLayer::Last,
                 distance_px: Vec::new(),
                 token_norms: Vec::new(),
+                registers: Default::default(),
             };
             app.state.apply(Event::Attention {
                 run_id: run,

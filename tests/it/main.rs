@@ -4,6 +4,7 @@ mod attention;
 mod bad_input;
 mod checkpoint;
 mod cli;
+mod dinov2_v3;
 mod drop_gui;
 mod faults;
 mod fuzz;

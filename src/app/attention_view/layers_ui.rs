@@ -427,6 +427,7 @@ mod tests {
             layer: MapLayer::Last,
             distance_px: Vec::new(),
             token_norms: Vec::new(),
+            registers: Default::default(),
         };
         // The 64 × 32 image drawn at 2× from (10, 20).
         let rect = egui::Rect::from_min_size(egui::pos2(10.0, 20.0), egui::vec2(128.0, 64.0));

@@ -7,9 +7,10 @@
 //!
 //! This file: the view's state (followed images, choices, loaded maps, requests to the
 //! threads) and export; `render.rs`: CPU composites and cached textures; `ui.rs`: the egui
-//! panels.
+//! panels; `registers_ui.rs`: the registers panel (DINOv2/v3).
 
 mod layers_ui;
+mod registers_ui;
 mod render;
 mod ui;
 

@@ -304,6 +304,11 @@ impl AttentionView {
                 if self.head == HeadChoice::TokenNorms {
                     Self::token_norms_chart_ui(ui, m, 3.0 * tile + 12.0);
                 }
+                let noun = match (&self.source, &self.loaded) {
+                    (MapSource::Loaded, Some(loaded)) => loaded.info.family.register_noun(),
+                    _ => "registers",
+                };
+                Self::registers_ui(ui, m, noun, 3.0 * tile + 12.0);
             });
         });
         self.similarity_ui(ui, state);

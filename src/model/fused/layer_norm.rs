@@ -27,6 +27,12 @@ const ROWS_PER_BLOCK: usize = 64;
 /// `layer` (built with [`LAYER_NORM_EPSILON`]) applied to `x`; burn's own op where the fused
 /// kernels do not apply.
 pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    layer_norm_eps(layer, x, LAYER_NORM_EPSILON)
+}
+
+/// [`layer_norm`] for a layer built with ε `epsilon` (burn keeps its ε private, so the model
+/// passes the one it built the layer with).
+pub fn layer_norm_eps<const D: usize>(layer: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
     let Some(beta) = layer.beta.as_ref() else {
         return layer.forward(x);
     };
@@ -39,7 +45,7 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> 
     let (Some(x_host), Some(gamma), Some(beta)) = (host(&x), host(&gamma), host(&beta)) else {
         return layer.forward(x);
     };
-    let epsilon = LAYER_NORM_EPSILON as f32;
+    let epsilon = epsilon as f32;
     match (x_host, gamma, beta) {
         (Host::Plain(x), gamma, beta) => {
             let (gamma, beta) = (gamma.into_buffer(), beta.into_buffer());

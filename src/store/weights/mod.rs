@@ -10,11 +10,12 @@
 //! This file: what a load returns, the choice of reader and our own runs; `official.rs`: the
 //! `.pth` and `.safetensors` readers; `shapes.rs`: the architecture read from the shapes.
 
+mod layouts;
 mod official;
 mod shapes;
 pub mod training;
 
-use crate::model::{VisionTransformer, VitArch};
+use crate::model::{Family, VisionTransformer, VitArch};
 use crate::store::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use burn::prelude::*;
 use official::{load_pytorch, load_safetensors};
@@ -64,6 +65,8 @@ pub struct BackboneInfo {
     pub path: PathBuf,
     pub format: WeightsFormat,
     pub network: Network,
+    /// DINO, DINOv2 (with its registers) or DINOv3 (with its storage tokens).
+    pub family: Family,
     pub arch: VitArch,
     pub patch_size: usize,
     /// Side of the image the position table was learned for.
@@ -73,21 +76,55 @@ pub struct BackboneInfo {
     pub default_short_side_px: u32,
     /// Entries of the file that are not backbone weights (head, optimiser, ...), ignored.
     pub ignored_entries: usize,
+    /// Tensors of the network's own dict that the forward pass does not use (DINOv2/v3's
+    /// `mask_token`, which only masked training reads), said when loading.
+    pub unused_tensors: Vec<String>,
     /// The float precision of the file's backbone tensors when it was not f32 ("f16",
     /// "bf16", "f64"): they were converted to f32 on load.
     pub converted_from: Option<String>,
 }
 
 impl BackboneInfo {
-    /// "ViT-S/16", or "ViT-96x4/4" (width × depth) for non-standard sizes.
+    /// "ViT-S/16", "DINOv2 ViT-S/14+4reg", or "ViT-96x4/4" (width × depth) for non-standard
+    /// sizes.
     pub fn short_name(&self) -> String {
-        let family = match (self.arch.embed_dim, self.arch.depth) {
+        let size = match (self.arch.embed_dim, self.arch.depth) {
             (192, 12) => "ViT-T".to_string(),
             (384, 12) => "ViT-S".to_string(),
             (768, 12) => "ViT-B".to_string(),
+            (1024, 24) => "ViT-L".to_string(),
+            (1536, 40) => "ViT-g".to_string(),
             (dim, depth) => format!("ViT-{dim}x{depth}"),
         };
-        format!("{family}/{}", self.patch_size)
+        let registers = match self.family.registers() {
+            0 => String::new(),
+            n => format!("+{n}reg"),
+        };
+        match self.family {
+            Family::Dino => format!("{size}/{}", self.patch_size),
+            family => format!("{} {size}/{}{registers}", family.label(), self.patch_size),
+        }
+    }
+
+    /// The unused tensors by their first path segment: "mask_token", "head (8 tensors)".
+    pub fn unused_summary(&self) -> String {
+        let mut groups: Vec<(&str, usize)> = Vec::new();
+        for key in &self.unused_tensors {
+            let top = key.split('.').next().unwrap_or(key);
+            match groups.iter_mut().find(|(name, _)| *name == top) {
+                Some((_, count)) => *count += 1,
+                None => groups.push((top, 1)),
+            }
+        }
+        groups
+            .iter()
+            .map(|(name, count)| match count {
+                1 if self.unused_tensors.iter().any(|k| k == name) => name.to_string(),
+                1 => format!("{name} (1 tensor)"),
+                n => format!("{name} ({n} tensors)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn describe(&self) -> String {
@@ -101,8 +138,16 @@ impl BackboneInfo {
             .as_ref()
             .map(|from| format!(" · converted {from} → f32"))
             .unwrap_or_default();
+        let registers = match self.family.registers() {
+            0 => String::new(),
+            n => format!(" · {n} {}", self.family.register_noun()),
+        };
+        let unused = match self.unused_summary() {
+            summary if summary.is_empty() => String::new(),
+            summary => format!(" · not used: {summary}"),
+        };
         format!(
-            "{} · {} heads · {} · {file}{converted}",
+            "{} · {} heads{registers} · {} · {file}{converted}{unused}",
             self.short_name(),
             self.arch.num_heads,
             self.network.label()
@@ -150,6 +195,9 @@ pub enum WeightsError {
     NonFinite { path: PathBuf, key: String },
     #[error("{path}: {what}")]
     Mismatch { path: PathBuf, what: String },
+    /// Another library's layout of DINO weights, or a variant not supported.
+    #[error("{path}: {what}")]
+    Layout { path: PathBuf, what: String },
     #[error(
         "{path} was trained by dinoscope, which saves the teacher only; the student is not in it"
     )]
@@ -300,6 +348,8 @@ fn load_run(
         path: path.to_path_buf(),
         format: WeightsFormat::DinoscopeRun,
         network,
+        family: Family::Dino,
+        unused_tensors: Vec::new(),
         arch,
         patch_size: config.model.patch_size,
         img_size: config.data.global_crop_size as usize,

@@ -1,10 +1,11 @@
-//! The official DINO releases and checkpoints (`.pth`) and safetensors in the same key layout:
-//! the prefixes the official loaders strip, PyTorch layout to burn's with every float cast to
-//! f32, and what a file holds besides the backbone.
+//! The official DINO, DINOv2 and DINOv3 releases and checkpoints (`.pth`) and safetensors in
+//! the same key layouts: the prefixes the official loaders strip, PyTorch layout to burn's
+//! with every float cast to f32, DINOv3's qkv bias mask folded in, and what a file holds
+//! besides the backbone.
 
-use super::shapes::{infer_config, summarise_keys};
+use super::shapes::{infer_config, summarise_keys, Inferred};
 use super::{ArchOverrides, BackboneInfo, LoadedBackbone, Network, WeightsError, WeightsFormat};
-use crate::model::{HostInit, VisionTransformer, VitConfig};
+use crate::model::{Family, HostInit, VisionTransformer};
 use burn::prelude::*;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
@@ -15,12 +16,58 @@ use burn::tensor::DType;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The prefixes the official loaders strip, and our one naming difference: the patch
-/// embedding is a plain parameter pair, not a Conv2d called `proj`.
+/// The prefixes the official loaders strip, and our naming differences: the patch embedding
+/// is a plain parameter pair, not a Conv2d called `proj`; DINOv3's storage tokens are our
+/// registers; DINOv2's chunked blocks (`blocks.<chunk>.<i>.`, FSDP training of ViT-L/g)
+/// are numbered as one list.
 fn official_remaps<S>(store: S, remap: impl Fn(S, &str, &str) -> S) -> S {
     let store = remap(store, r"^module\.", "");
     let store = remap(store, r"^backbone\.", "");
+    let store = remap(store, r"^storage_tokens$", "register_tokens");
+    let store = remap(store, r"^blocks\.\d+\.(\d+)\.", "blocks.${1}.");
     remap(store, r"^patch_embed\.proj\.", "patch_embed.")
+}
+
+/// DINOv3's `attn.qkv.bias_mask` of every block (1 on q and v, 0 on k): the bias the official
+/// model uses is `bias * bias_mask`.
+fn bias_masks(
+    path: &Path,
+    family: Family,
+    depth: usize,
+    tensors: &BTreeMap<String, PackTensor>,
+) -> Result<Vec<TensorData>, WeightsError> {
+    if !matches!(family, Family::DinoV3 { .. }) {
+        return Ok(Vec::new());
+    }
+    (0..depth)
+        .map(|i| {
+            let key = format!("blocks.{i}.attn.qkv.bias_mask");
+            tensors
+                .get(&key)
+                .ok_or_else(|| WeightsError::Missing {
+                    path: path.to_path_buf(),
+                    count: 1,
+                    first: key.clone(),
+                })
+                .and_then(|tensor| {
+                    burn::store::bridge::to_data(tensor).map_err(|err| WeightsError::Read {
+                        path: path.to_path_buf(),
+                        reason: format!("`{key}`: {err}"),
+                    })
+                })
+                .map(|data| data.convert::<f32>())
+        })
+        .collect()
+}
+
+/// `bias ← bias · bias_mask` in every block (a no-op list for the other families).
+fn fold_bias_masks(backbone: &mut VisionTransformer, masks: Vec<TensorData>) {
+    for (block, mask) in backbone.blocks.iter_mut().zip(masks) {
+        if let Some(bias) = block.attn.qkv.bias.take() {
+            let mask = Tensor::<1>::from_data(mask, &bias.device());
+            block.attn.qkv.bias = Some(bias.map(|b| b * mask));
+        }
+    }
 }
 
 pub(super) fn load_pytorch(
@@ -58,10 +105,16 @@ pub(super) fn load_pytorch(
     let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
     let tensors = store.get_all_tensors().map_err(read_error)?;
     let shapes = shapes_of(tensors);
-    let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
-    ignored_entries += shapes.len() - backbone_keys;
+    let inferred = infer_config(path, &shapes, overrides)?;
+    ignored_entries += inferred.unused.len();
     let converted_from = converted_from(tensors);
-    let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
+    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
+    let mut backbone = VisionTransformer::new_family(
+        &inferred.config,
+        inferred.family,
+        &mut HostInit::new(0),
+        device,
+    );
     // PytorchStore has no adapter option (its own is PyTorchToBurnAdapter alone), so the
     // tensors are applied directly with the f32 cast chained after it.
     let result = backbone.apply(
@@ -71,11 +124,12 @@ pub(super) fn load_pytorch(
         false,
     );
     check_applied(path, &result)?;
+    fold_bias_masks(&mut backbone, masks);
     let mut info = external_info(
         path,
         WeightsFormat::Pytorch,
         network,
-        &config,
+        &inferred,
         ignored_entries,
     );
     info.converted_from = converted_from;
@@ -130,16 +184,23 @@ pub(super) fn load_safetensors(
     let tensors = store.get_all_tensors().map_err(read_error)?;
     let shapes = shapes_of(tensors);
     let converted_from = converted_from(tensors);
-    let (config, backbone_keys) = infer_config(path, &shapes, overrides)?;
-    let ignored_entries = shapes.len() - backbone_keys;
-    let mut backbone = VisionTransformer::new(&config, &mut HostInit::new(0), device);
+    let inferred = infer_config(path, &shapes, overrides)?;
+    let ignored_entries = inferred.unused.len();
+    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
+    let mut backbone = VisionTransformer::new_family(
+        &inferred.config,
+        inferred.family,
+        &mut HostInit::new(0),
+        device,
+    );
     let result = backbone.load_from(&mut store).map_err(read_error)?;
     check_applied(path, &result)?;
+    fold_bias_masks(&mut backbone, masks);
     let mut info = external_info(
         path,
         WeightsFormat::Safetensors,
         Network::Teacher,
-        &config,
+        &inferred,
         ignored_entries,
     );
     info.converted_from = converted_from;
@@ -165,9 +226,16 @@ fn shapes_of(tensors: &BTreeMap<String, PackTensor>) -> BTreeMap<String, Vec<usi
 /// The non-f32 float precisions among the backbone's tensors ("f16", "bf16+f16"), if any.
 fn converted_from(tensors: &BTreeMap<String, PackTensor>) -> Option<String> {
     let backbone = |name: &str| {
-        ["cls_token", "pos_embed", "patch_embed.", "norm.", "blocks."]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        [
+            "cls_token",
+            "pos_embed",
+            "register_tokens",
+            "patch_embed.",
+            "norm.",
+            "blocks.",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
     };
     let labels: std::collections::BTreeSet<&str> = tensors
         .iter()
@@ -187,18 +255,25 @@ fn external_info(
     path: &Path,
     format: WeightsFormat,
     network: Network,
-    config: &VitConfig,
+    inferred: &Inferred,
     ignored_entries: usize,
 ) -> BackboneInfo {
+    let config = &inferred.config;
     BackboneInfo {
+        family: inferred.family,
+        unused_tensors: inferred.unused.clone(),
         path: path.to_path_buf(),
         format,
         network,
         arch: config.arch,
         patch_size: config.patch_size,
         img_size: config.img_size,
-        // visualize_attention.py's default image size.
-        default_short_side_px: 480,
+        // visualize_attention.py's default image size; DINOv2's position table is learned
+        // at 518 px (37 × 37 patches of 14), where its maps are meant to be read.
+        default_short_side_px: match inferred.family {
+            Family::DinoV2 { .. } => config.img_size as u32,
+            _ => 480,
+        },
         ignored_entries,
         converted_from: None,
     }

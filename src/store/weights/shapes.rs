@@ -1,10 +1,12 @@
 //! The ViT architecture read from a file's tensor shapes (width from `cls_token`, patch size
 //! from the patch-embedding kernel, depth from the block indices, the position grid; heads by
-//! the official 64-per-head convention), every backbone tensor checked, and the user's
-//! `ArchOverrides` checked against what the shapes say.
+//! the official 64-per-head convention, or from DINOv3's RoPE periods), the family from the
+//! keys (`layouts.rs`), every backbone tensor checked, and the user's `ArchOverrides` checked
+//! against what the shapes say.
 
+use super::layouts::{family_of, foreign_layout};
 use super::{ArchOverrides, WeightsError};
-use crate::model::{VitArch, VitConfig};
+use crate::model::{Family, VitArch, VitConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,8 +24,16 @@ pub(super) fn summarise_keys(keys: &[String]) -> String {
     }
 }
 
+/// What the shapes say: the build description, the family, and the file's tensors that the
+/// network does not use (DINOv2/v3's `mask_token`, heads, ...).
+#[derive(Debug)]
+pub(super) struct Inferred {
+    pub config: VitConfig,
+    pub family: Family,
+    pub unused: Vec<String>,
+}
+
 /// Reads the architecture from the (remapped) tensor shapes and checks every backbone tensor.
-/// Returns the config and how many of the tensors belong to the backbone.
 ///
 /// Long: each architectural number read from its own tensor shape in turn, each with its own
 /// message.
@@ -31,19 +41,57 @@ pub(super) fn infer_config(
     path: &Path,
     shapes: &BTreeMap<String, Vec<usize>>,
     overrides: &ArchOverrides,
-) -> Result<(VitConfig, usize), WeightsError> {
+) -> Result<Inferred, WeightsError> {
+    let keys: Vec<String> = shapes.keys().cloned().collect();
+    if let Some(what) = foreign_layout(&keys) {
+        return Err(WeightsError::Layout {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    let family = family_of(shapes);
+    if let Some(key) = keys
+        .iter()
+        .find(|k| k.contains(".mlp.w12.") || k.contains(".mlp.w1.") || k.starts_with("cls_norm."))
+    {
+        return Err(WeightsError::Layout {
+            path: path.to_path_buf(),
+            what: format!(
+                "{} with `{key}` ({}) is not supported yet; the ViT-S/B/L models load",
+                family.label(),
+                if key.starts_with("cls_norm.") {
+                    "a separate norm for CLS and registers"
+                } else {
+                    "a SwiGLU feed-forward: ViT-g, ViT-S+/H+"
+                }
+            ),
+        });
+    }
     let shape_error = |key: &str, expected: String| WeightsError::Shape {
         path: path.to_path_buf(),
         key: key.to_string(),
         shape: shapes.get(key).cloned().unwrap_or_default(),
         expected,
     };
+    // DINOv3 has no position table: a 1-token stand-in passes the grid checks below.
+    let no_table = vec![
+        1,
+        1,
+        shapes
+            .get("cls_token")
+            .and_then(|c| c.get(2))
+            .copied()
+            .unwrap_or(0),
+    ];
+    let pos = match family {
+        Family::DinoV3 { .. } => Some(&no_table),
+        _ => shapes.get("pos_embed"),
+    };
     let (Some(cls), Some(pos), Some(patch)) = (
         shapes.get("cls_token"),
-        shapes.get("pos_embed"),
+        pos,
         shapes.get("patch_embed.weight"),
     ) else {
-        let keys: Vec<String> = shapes.keys().cloned().collect();
         return Err(WeightsError::NotAVit {
             path: path.to_path_buf(),
             found: summarise_keys(&keys),
@@ -68,7 +116,8 @@ pub(super) fn infer_config(
         return Err(shape_error("pos_embed", format!("[1, 1 + N, {dim}]")));
     };
     let side = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
-    if pos_dim != dim || side == 0 || side * side + 1 != tokens {
+    let is_v3 = matches!(family, Family::DinoV3 { .. });
+    if pos_dim != dim || (!is_v3 && (side == 0 || side * side + 1 != tokens)) {
         return Err(shape_error(
             "pos_embed",
             format!("[1, 1 + s², {dim}] (a square grid)"),
@@ -93,7 +142,21 @@ pub(super) fn infer_config(
         });
     }
     check_overrides(path, overrides, dim, p)?;
-    let num_heads = match overrides.num_heads {
+    // DINOv3's RoPE has head_dim / 4 periods: the one file that says its head count.
+    let rope_heads = shapes
+        .get("rope_embed.periods")
+        .and_then(|shape| shape.first())
+        .filter(|&&quarter| quarter > 0 && dim % (4 * quarter) == 0)
+        .map(|&quarter| dim / (4 * quarter));
+    if let (Some(given), Some(read)) = (overrides.num_heads, rope_heads) {
+        if given != read {
+            return Err(WeightsError::Mismatch {
+                path: path.to_path_buf(),
+                what: format!("--heads {given} differs from the {read} heads of the RoPE periods"),
+            });
+        }
+    }
+    let num_heads = match overrides.num_heads.or(rope_heads) {
         Some(h) => h,
         None if dim % 64 == 0 => dim / 64,
         None => {
@@ -112,12 +175,21 @@ pub(super) fn infer_config(
     // Every tensor the backbone needs, with its shape as stored (PyTorch layout).
     let mut expected: Vec<(String, Vec<usize>)> = vec![
         ("cls_token".into(), vec![1, 1, dim]),
-        ("pos_embed".into(), vec![1, tokens, dim]),
         ("patch_embed.weight".into(), vec![dim, 3, p, p]),
         ("patch_embed.bias".into(), vec![dim]),
         ("norm.weight".into(), vec![dim]),
         ("norm.bias".into(), vec![dim]),
     ];
+    match family {
+        Family::DinoV3 { .. } => {
+            let quarter = dim / num_heads / 4;
+            expected.push(("rope_embed.periods".into(), vec![quarter]));
+        }
+        _ => expected.push(("pos_embed".into(), vec![1, tokens, dim])),
+    }
+    if family.registers() > 0 {
+        expected.push(("register_tokens".into(), vec![1, family.registers(), dim]));
+    }
     for i in 0..depth {
         let b = |name: &str| format!("blocks.{i}.{name}");
         expected.extend([
@@ -134,6 +206,13 @@ pub(super) fn infer_config(
             (b("mlp.fc2.weight"), vec![dim, 4 * dim]),
             (b("mlp.fc2.bias"), vec![dim]),
         ]);
+        if family.has_layer_scale() {
+            expected.extend([(b("ls1.gamma"), vec![dim]), (b("ls2.gamma"), vec![dim])]);
+        }
+        if is_v3 {
+            // Folded into the qkv bias on load (the k third zeroed).
+            expected.push((b("attn.qkv.bias_mask"), vec![3 * dim]));
+        }
     }
     let missing: Vec<&String> = expected
         .iter()
@@ -159,10 +238,17 @@ pub(super) fn infer_config(
             num_heads,
         },
         patch_size: p,
-        img_size: side * p,
+        // DINOv3's hub models are built for 224 px (RoPE has no native grid).
+        img_size: if is_v3 { 224 } else { side * p },
         drop_path_rate: 0.0,
     };
-    Ok((config, expected.len()))
+    let used: std::collections::BTreeSet<&String> = expected.iter().map(|(k, _)| k).collect();
+    let unused = keys.iter().filter(|k| !used.contains(k)).cloned().collect();
+    Ok(Inferred {
+        config,
+        family,
+        unused,
+    })
 }
 
 pub(super) fn check_overrides(
@@ -239,16 +325,16 @@ mod tests {
     #[test]
     fn vit_s16_is_read_from_its_shapes() {
         let shapes = official_shapes(384, 12, 16, 14);
-        let (config, count) =
+        let inferred =
             infer_config(Path::new("s16.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        let config = inferred.config;
         assert_eq!(config.arch, VitArch::from_name("vit_small").unwrap());
-        assert_eq!(
-            (config.patch_size, config.img_size, count),
-            (16, 224, 6 + 12 * 12)
-        );
+        assert_eq!((config.patch_size, config.img_size), (16, 224));
+        assert_eq!((inferred.family, inferred.unused.len()), (Family::Dino, 0));
         let b8 = official_shapes(768, 12, 8, 28);
-        let (config, _) =
-            infer_config(Path::new("b8.pth"), &b8, &ArchOverrides::default()).unwrap();
+        let config = infer_config(Path::new("b8.pth"), &b8, &ArchOverrides::default())
+            .unwrap()
+            .config;
         assert_eq!((config.arch.num_heads, config.patch_size), (12, 8));
     }
 
@@ -265,7 +351,7 @@ mod tests {
         assert_eq!(
             infer_config(path, &shapes, &heads)
                 .unwrap()
-                .0
+                .config
                 .arch
                 .num_heads,
             3
@@ -314,6 +400,63 @@ mod tests {
             .to_string();
         assert!(
             err.contains("no ViT backbone") && err.contains("`fc`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dinov2_and_dinov3_are_read_from_their_keys() {
+        // dinov2_vits14_reg4: LayerScale, 4 registers, the 37 × 37 table, mask_token unused.
+        let mut shapes = official_shapes(384, 12, 14, 37);
+        for i in 0..12 {
+            shapes.insert(format!("blocks.{i}.ls1.gamma"), vec![384]);
+            shapes.insert(format!("blocks.{i}.ls2.gamma"), vec![384]);
+        }
+        shapes.insert("mask_token".into(), vec![1, 384]);
+        let plain = infer_config(Path::new("v2.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(plain.family, Family::DinoV2 { registers: 0 });
+        assert_eq!(
+            (plain.config.img_size, plain.config.arch.num_heads),
+            (518, 6)
+        );
+        assert_eq!(plain.unused, ["mask_token"]);
+        shapes.insert("register_tokens".into(), vec![1, 4, 384]);
+        let reg = infer_config(Path::new("reg.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(reg.family, Family::DinoV2 { registers: 4 });
+        // A missing LayerScale is named.
+        shapes.remove("blocks.3.ls2.gamma");
+        let err = infer_config(Path::new("cut.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("blocks.3.ls2.gamma"), "{err}");
+
+        // dinov3_vits16: no table, RoPE periods [16] → head dim 64 → 6 heads, bias masks.
+        let mut shapes = official_shapes(384, 12, 16, 14);
+        shapes.remove("pos_embed");
+        shapes.insert("register_tokens".into(), vec![1, 4, 384]);
+        shapes.insert("rope_embed.periods".into(), vec![16]);
+        for i in 0..12 {
+            shapes.insert(format!("blocks.{i}.ls1.gamma"), vec![384]);
+            shapes.insert(format!("blocks.{i}.ls2.gamma"), vec![384]);
+            shapes.insert(format!("blocks.{i}.attn.qkv.bias_mask"), vec![1152]);
+        }
+        let v3 = infer_config(Path::new("v3.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(v3.family, Family::DinoV3 { storage: 4 });
+        assert_eq!((v3.config.arch.num_heads, v3.config.patch_size), (6, 16));
+        let wrong_heads = ArchOverrides {
+            num_heads: Some(12),
+            ..Default::default()
+        };
+        let err = infer_config(Path::new("v3.pth"), &shapes, &wrong_heads)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RoPE periods"), "{err}");
+        shapes.insert("blocks.0.mlp.w1.weight".into(), vec![1536, 384]);
+        let err = infer_config(Path::new("splus.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SwiGLU") && err.contains("not supported yet"),
             "{err}"
         );
     }

@@ -39,7 +39,17 @@ pub fn load_training_checkpoint(
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("backbone.")?.to_string(), v.clone())))
         .collect();
-    let (vit, _) = infer_config(path, &backbone_shapes, overrides)?;
+    let inferred = infer_config(path, &backbone_shapes, overrides)?;
+    if inferred.family != crate::model::Family::Dino {
+        return Err(WeightsError::Layout {
+            path: path.to_path_buf(),
+            what: format!(
+                "a {} training checkpoint: following a run reads main_dino.py's checkpoints; open its backbone in the attention view instead",
+                inferred.family.label()
+            ),
+        });
+    }
+    let vit = inferred.config;
     let dim = |key: &str, axis: usize| {
         shapes
             .get(key)
