@@ -100,6 +100,14 @@ pub fn run(args: AttentionArgs) -> Result<()> {
             args.threshold
         )));
     }
+    // At 1 every weight but the CLS column is dropped and the rollout is all zeros (a blank
+    // map, exit 0); the app's slider stops at 0.99 for the same reason.
+    if !(0.0..=0.99).contains(&args.discard) {
+        return Err(usage(format!(
+            "--discard {} is out of range; allowed 0 ..= 0.99 (the share of each block's weakest weights dropped; vit_rollout.py uses 0.9)",
+            args.discard
+        )));
+    }
     let size = args
         .size
         .as_deref()
@@ -108,6 +116,24 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         .map_err(|err| usage(format!("--size: {err}")))?;
     let selected = select_device(args.device)?;
     if args.all_checkpoints {
+        let unused: Vec<&str> = [
+            ("--arch", args.arch.is_some()),
+            ("--patch-size", args.patch_size.is_some()),
+            ("--heads", args.heads.is_some()),
+            ("--student", args.student),
+            ("--rollout", args.rollout),
+            ("--similarity", args.similarity.is_some()),
+            ("--token-norms", args.token_norms),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !unused.is_empty() {
+            return Err(usage(format!(
+                "--all-checkpoints draws the teacher of each checkpoint of a dinoscope run (--layer, --threshold, --distance, --size apply); it does not use {}: drop them, or give --weights one checkpoint-<step>/ for them",
+                unused.join(", ")
+            )));
+        }
         return super::attention_layers::write_timelapse(
             &args.weights,
             &args.image,
