@@ -66,11 +66,14 @@ fn s(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// One case: what to set up in a fresh folder (returning the arguments), what the message
-/// must name, and the files that must be the same afterwards.
+/// Prepares a case's fresh folder and returns the command line.
+type Setup = Box<dyn Fn(&Path) -> Vec<String>>;
+
+/// One case: what to set up in a fresh folder (returning the arguments) and what the message
+/// must name.
 struct Case {
     what: &'static str,
-    setup: Box<dyn Fn(&Path) -> Vec<String>>,
+    setup: Setup,
     named: &'static [&'static str],
 }
 
