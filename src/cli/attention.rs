@@ -45,14 +45,19 @@ pub struct AttentionArgs {
     /// Which block's CLS attention: an index from 0, `last` (default) or `all` (then
     /// attention.npy and masks.npy are layers × heads × rows × cols, plus a heat map per
     /// layer and head).
-    #[arg(long, value_name = "L | all | last")]
+    #[arg(long, value_name = "L | all | last", allow_negative_numbers = true)]
     layer: Option<String>,
     /// Also attention rollout over every block (jacobgil/vit-explain's vit_rollout.py):
     /// rollout.npy (rows × cols, divided by its maximum), rollout.png and its mask overlay.
     #[arg(long)]
     rollout: bool,
     /// Rollout: the share of the weakest head-fused weights dropped in each block.
-    #[arg(long, default_value_t = 0.9, requires = "rollout")]
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        requires = "rollout",
+        allow_negative_numbers = true
+    )]
     discard: f32,
     /// Rollout: how a block's heads are fused.
     #[arg(long, value_enum, default_value = "mean", requires = "rollout")]

@@ -48,13 +48,13 @@ pub struct WatchArgs {
     /// The run's --teacher_temp, --warmup_teacher_temp, --warmup_teacher_temp_epochs,
     /// --momentum_teacher [default: the checkpoint's pickled args, else main_dino.py's 0.04,
     /// 0.04, 0, 0.996].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     teacher_temp: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     warmup_teacher_temp: Option<f64>,
     #[arg(long)]
     warmup_teacher_temp_epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum_teacher: Option<f64>,
     /// Crop sizes and local crops of the probe's views [default: main_dino.py's fixed 224 and
     /// 96 px; local crops from args, else 8].
@@ -71,7 +71,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "H")]
     heads: Option<usize>,
     /// Seconds between looks at the folder when following.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     poll_secs: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
