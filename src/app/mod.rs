@@ -25,7 +25,7 @@ mod top_bar;
 mod watching;
 mod window;
 
-pub use window::{native_options, run};
+pub use window::{native_options, run, CloseRequest};
 
 use crate::config::live::LiveSettings;
 use crate::config::Config;
@@ -71,6 +71,8 @@ pub struct AppOptions {
     pub watch: Option<PathBuf>,
     /// Append what could grow in a long session to this CSV every 10 s (`--soak-log`).
     pub soak_log: Option<PathBuf>,
+    /// Set from outside (a signal): close the window as its close button does.
+    pub close_request: CloseRequest,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +226,7 @@ impl DinoscopeApp {
         let device = gpu
             .map(DeviceSource::Ready)
             .unwrap_or(DeviceSource::Choice(options.device));
+        options.close_request.attach(&cc.egui_ctx);
         let ctx = cc.egui_ctx.clone();
         let waker: crate::worker::Waker =
             Arc::new(move || ctx.request_repaint_after(Duration::from_millis(10)));
@@ -417,6 +420,11 @@ impl eframe::App for DinoscopeApp {
         if let Some(cpu) = frame.info().cpu_usage {
             self.frame_secs
                 .add(self.launched_at.elapsed().as_secs_f64(), cpu);
+        }
+        if self.options.close_request.is_requested() {
+            // As the close button: eframe then calls `on_exit`, which joins the worker after
+            // the step in flight and its final checkpoint.
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         if self.autostart_pending {
             self.autostart_pending = false;

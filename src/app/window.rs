@@ -3,7 +3,50 @@
 
 use super::{AppOptions, DinoscopeApp};
 use crate::device::SelectedDevice;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A request to close the window from outside the UI thread (the binary's SIGINT/SIGTERM/SIGHUP
+/// handler): the next frame closes the window as its close button does, so the worker
+/// finishes the step in flight and writes its checkpoint before the process ends.
+#[derive(Clone, Default)]
+pub struct CloseRequest(Arc<CloseInner>);
+
+#[derive(Default)]
+struct CloseInner {
+    requested: AtomicBool,
+    /// The window's context, to wake an idle event loop; set when the window opens.
+    ctx: OnceLock<egui::Context>,
+}
+
+impl std::fmt::Debug for CloseRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CloseRequest({})", self.is_requested())
+    }
+}
+
+impl CloseRequest {
+    /// Asks for the window to close (callable from any thread, any number of times).
+    pub fn request(&self) {
+        self.0.requested.store(true, Ordering::SeqCst);
+        if let Some(ctx) = self.0.ctx.get() {
+            ctx.request_repaint();
+        }
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// The window's context: a request made before the window opened is acted on by its
+    /// first frame, one made later wakes it.
+    pub(super) fn attach(&self, ctx: &egui::Context) {
+        let _ = self.0.ctx.set(ctx.clone());
+        if self.is_requested() {
+            ctx.request_repaint();
+        }
+    }
+}
 
 /// A burn device on eframe's own wgpu device, when that device is a hardware GPU.
 pub(super) fn shared_gpu_device(cc: &eframe::CreationContext<'_>) -> Option<SelectedDevice> {

@@ -40,6 +40,10 @@ pub struct AblateArgs {
     /// [default: runs/<time>-<study name>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Replace the study already in --out: the folders of the variants run again and the
+    /// comparison files are removed first (without it such an --out is refused).
+    #[arg(long)]
+    force: bool,
 }
 
 /// Long: the study's life in order: resolve, train each arm with a progress line, write the
@@ -91,6 +95,34 @@ pub fn run(args: AblateArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| new_run_dir(&PathBuf::from("runs"), &spec.name));
+    let earlier = earlier_study(&dir, &spec);
+    if !earlier.is_empty() {
+        let listed = earlier
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !args.force {
+            return Err(usage(format!(
+                "{} already holds a study ({listed}); give a new --out, or --force to replace those",
+                dir.display()
+            )));
+        }
+        for path in &earlier {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            removed.with_context(|| format!("--force: cannot remove {}", path.display()))?;
+        }
+        note(&format!("--force: removed {listed} from {}", dir.display()));
+    }
     let mut study = Study::new(spec, &dir, selected.device)?;
     note(&format!(
         "study {} · {} variants, one after the other · {}",
@@ -111,6 +143,10 @@ pub fn run(args: AblateArgs) -> Result<()> {
             break;
         }
         for event in study.start_arm(index)? {
+            if let EngineEvent::StorageLost(message) = event {
+                // Never an arm trained in memory and saved nowhere.
+                anyhow::bail!("{message}; the study stopped before this variant's first step");
+            }
             print_event(&event);
         }
         let arm = &study.arms()[index];
@@ -161,6 +197,22 @@ pub fn run(args: AblateArgs) -> Result<()> {
             ));
         }
     }
+    if stop.load(Ordering::SeqCst) {
+        // The interrupted arm keeps a checkpoint and its rows, as `train` does on a signal.
+        for (index, events) in study.stop() {
+            for event in &events {
+                print_event(event);
+            }
+            let arm = &study.arms()[index];
+            note(&format!(
+                "{} stopped at step {}; its checkpoint is in {}: `dinoscope train --resume {}` finishes it",
+                arm.variant.name,
+                arm.steps_done,
+                arm.run_dir.display(),
+                arm.run_dir.display()
+            ));
+        }
+    }
     let finished = study.rows().len();
     if finished == 0 {
         anyhow::bail!("stopped before any variant finished; nothing to compare");
@@ -186,6 +238,15 @@ pub fn run(args: AblateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an earlier study left in `dir` that this one would mix with or overwrite: the
+/// comparison files and the run folders of the variants about to run.
+fn earlier_study(dir: &std::path::Path, spec: &StudySpec) -> Vec<PathBuf> {
+    use dinoscope::config::study::STUDY_OUTPUT_NAMES;
+    let outputs = STUDY_OUTPUT_NAMES.iter().map(|name| dir.join(name));
+    let arms = spec.variants.iter().map(|v| dir.join(&v.name));
+    outputs.chain(arms).filter(|path| path.exists()).collect()
 }
 
 fn print_event(event: &EngineEvent) {

@@ -1,7 +1,7 @@
 //! No subcommand: the desktop app.
 
 use super::{config_from, parse_toggles};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use dinoscope::device::DeviceChoice;
 use std::path::PathBuf;
@@ -103,6 +103,18 @@ pub fn run(args: AppArgs) -> Result<()> {
         study,
         watch: args.watch,
         soak_log: args.soak_log,
+        close_request: dinoscope::app::CloseRequest::default(),
     };
+    // SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature: a logout, `kill`, Ctrl-C in
+    // the terminal) close the window as its close button does: the step in flight finishes
+    // and the run's checkpoint is written before the process ends.
+    let close = options.close_request.clone();
+    ctrlc::set_handler(move || {
+        if !close.is_requested() {
+            eprintln!("dinoscope: signal received; finishing the step in flight, saving a checkpoint, then closing");
+        }
+        close.request();
+    })
+    .context("cannot install the signal handler")?;
     dinoscope::app::run(options).map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }

@@ -45,14 +45,19 @@ pub struct AttentionArgs {
     /// Which block's CLS attention: an index from 0, `last` (default) or `all` (then
     /// attention.npy and masks.npy are layers × heads × rows × cols, plus a heat map per
     /// layer and head).
-    #[arg(long, value_name = "L | all | last")]
+    #[arg(long, value_name = "L | all | last", allow_negative_numbers = true)]
     layer: Option<String>,
     /// Also attention rollout over every block (jacobgil/vit-explain's vit_rollout.py):
     /// rollout.npy (rows × cols, divided by its maximum), rollout.png and its mask overlay.
     #[arg(long)]
     rollout: bool,
     /// Rollout: the share of the weakest head-fused weights dropped in each block.
-    #[arg(long, default_value_t = 0.9, requires = "rollout")]
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        requires = "rollout",
+        allow_negative_numbers = true
+    )]
     discard: f32,
     /// Rollout: how a block's heads are fused.
     #[arg(long, value_enum, default_value = "mean", requires = "rollout")]
@@ -100,6 +105,14 @@ pub fn run(args: AttentionArgs) -> Result<()> {
             args.threshold
         )));
     }
+    // At 1 every weight but the CLS column is dropped and the rollout is all zeros (a blank
+    // map, exit 0); the app's slider stops at 0.99 for the same reason.
+    if !(0.0..=0.99).contains(&args.discard) {
+        return Err(usage(format!(
+            "--discard {} is out of range; allowed 0 ..= 0.99 (the share of each block's weakest weights dropped; vit_rollout.py uses 0.9)",
+            args.discard
+        )));
+    }
     let size = args
         .size
         .as_deref()
@@ -108,6 +121,24 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         .map_err(|err| usage(format!("--size: {err}")))?;
     let selected = select_device(args.device)?;
     if args.all_checkpoints {
+        let unused: Vec<&str> = [
+            ("--arch", args.arch.is_some()),
+            ("--patch-size", args.patch_size.is_some()),
+            ("--heads", args.heads.is_some()),
+            ("--student", args.student),
+            ("--rollout", args.rollout),
+            ("--similarity", args.similarity.is_some()),
+            ("--token-norms", args.token_norms),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !unused.is_empty() {
+            return Err(usage(format!(
+                "--all-checkpoints draws the teacher of each checkpoint of a dinoscope run (--layer, --threshold, --distance, --size apply); it does not use {}: drop them, or give --weights one checkpoint-<step>/ for them",
+                unused.join(", ")
+            )));
+        }
         return super::attention_layers::write_timelapse(
             &args.weights,
             &args.image,

@@ -27,6 +27,17 @@ pub struct PlotArgs {
 pub fn run(args: PlotArgs) -> Result<()> {
     use dinoscope::store::figure::{render_figure, FigureKind, PlotRun};
     if let Some(log) = &args.soak {
+        // The soak figure is drawn as a bitmap only: any other name would hold a PNG.
+        let png = args
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if !png {
+            return Err(usage(format!(
+                "--soak draws a PNG only; name the output .png (--out {})",
+                args.out.display()
+            )));
+        }
         return soak(log, &args.out);
     }
     // Before reading any run: a typo in --size is the cheaper thing to report.

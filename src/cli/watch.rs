@@ -8,6 +8,7 @@ use clap::Args;
 use dinoscope::device::{select_device, DeviceChoice};
 use dinoscope::store::official_run::is_official_run;
 use dinoscope::train::watch::{ProbeBatch, WatchEvent, WatchOverrides, WatchSettings, Watcher};
+use dinoscope::train::watch_checks as checks;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,13 +48,13 @@ pub struct WatchArgs {
     /// The run's --teacher_temp, --warmup_teacher_temp, --warmup_teacher_temp_epochs,
     /// --momentum_teacher [default: the checkpoint's pickled args, else main_dino.py's 0.04,
     /// 0.04, 0, 0.996].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     teacher_temp: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     warmup_teacher_temp: Option<f64>,
     #[arg(long)]
     warmup_teacher_temp_epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum_teacher: Option<f64>,
     /// The run's --epochs: the length of its momentum schedule, so each row reports the
     /// momentum at its epoch [default: the checkpoint's args, else main_dino.py's 100].
@@ -74,7 +75,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "H")]
     heads: Option<usize>,
     /// Seconds between looks at the folder when following.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     poll_secs: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
@@ -96,9 +97,12 @@ pub fn run(args: WatchArgs) -> Result<()> {
             args.dir.display()
         )));
     }
-    if !(args.poll_secs > 0.0 && args.poll_secs.is_finite()) {
-        return Err(usage("--poll-secs must be a positive number of seconds"));
-    }
+    checks::check_poll_secs(args.poll_secs).map_err(usage)?;
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| checks::default_out_dir(&args.dir));
+    checks::check_out_dir(&args.dir, &out_dir).map_err(usage)?;
     let flags = WatchOverrides {
         teacher_temp: args.teacher_temp,
         warmup_teacher_temp: args.warmup_teacher_temp,
@@ -117,7 +121,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
             WatchOverrides::file_for(&args.dir).display()
         ));
     }
-    let given = flags.or(file.unwrap_or_default());
+    let given = flags.clone().or(file.clone().unwrap_or_default());
     let stop = Arc::new(AtomicBool::new(false));
     if !args.once {
         let flag = stop.clone();
@@ -141,13 +145,25 @@ pub fn run(args: WatchArgs) -> Result<()> {
         ));
     }
     let settings = resolved.settings;
+    let settings_file = WatchOverrides::file_for(&args.dir);
+    let sources = checks::SettingSources {
+        flags: &flags,
+        file: file.as_ref().map(|f| (settings_file.as_path(), f)),
+        args: run_args.as_ref().map(|(path, a)| (path.as_path(), a)),
+    };
+    let patch_px = run_args
+        .as_ref()
+        .and_then(|(_, a)| a.get("patch_size"))
+        .and_then(|v| v.as_usize());
+    checks::check_settings(&settings, &sources, patch_px).map_err(usage)?;
     let (probe, probe_images) = probe_batch(args.probe.as_deref(), &settings)?;
     let selected = select_device(args.device)?;
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        let mut name = args.dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".dinoscope");
-        args.dir.with_file_name(name)
-    });
+    if out_dir.join("metrics.csv").is_file() {
+        note(&format!(
+            "continuing {}: its rows are kept, new checkpoints' rows appended",
+            out_dir.display()
+        ));
+    }
     note(&format!(
         "watching {} · probe of {} images · results in {}",
         args.dir.display(),
@@ -172,10 +188,16 @@ pub fn run(args: WatchArgs) -> Result<()> {
         args.poll_secs
     });
     let mut looks = 0;
+    let (mut evaluated, mut refused) = (0, 0);
     loop {
         // What is there at the start is all evaluated (a file counts at its second look);
         // afterwards, when checkpoints come faster than the probe, the newest wins.
         for event in watcher.poll(args.once || looks < 2) {
+            match &event {
+                WatchEvent::Evaluated { .. } => evaluated += 1,
+                WatchEvent::Warning(_) => refused += 1,
+                _ => {}
+            }
             print_event(&mut out, event);
         }
         looks += 1;
@@ -185,6 +207,13 @@ pub fn run(args: WatchArgs) -> Result<()> {
         std::thread::sleep(pause);
     }
     out.line(&format!("run folder: {}", out_dir.display()));
+    let has_checkpoints = !dinoscope::store::official_run::checkpoint_files(&args.dir).is_empty();
+    if args.once && evaluated == 0 && refused > 0 && has_checkpoints {
+        return Err(usage(format!(
+            "no checkpoint of {} could be evaluated ({refused} refused: see the warnings above)",
+            args.dir.display()
+        )));
+    }
     Ok(())
 }
 
@@ -264,6 +293,13 @@ fn knn_data(
         return Ok(None);
     };
     let open = |flag: &str, dir: &Path| {
+        // ImageFolder's own messages speak of data.path, a key `watch` does not have.
+        if !dir.is_dir() {
+            return Err(usage(format!(
+                "{flag} {}: no such folder; give a labelled ImageFolder root (one subfolder per class)",
+                dir.display()
+            )));
+        }
         ImageFolder::open(dir).map_err(|err| usage(format!("{flag} {}: {err}", dir.display())))
     };
     Ok(Some(EvalData {
@@ -308,21 +344,64 @@ fn probe_batch(
         }
     }
     let images: Vec<image::RgbImage> = match folder {
-        Some(dir) => {
-            let dataset = dinoscope::data::ImageFolder::open(dir)
-                .with_context(|| format!("--probe {}", dir.display()))?;
-            use dinoscope::data::Dataset;
-            (0..dataset.len().min(settings.probe_images))
-                .filter_map(|i| dataset.get(i).ok().map(|s| s.image))
-                .collect()
-        }
+        Some(dir) => folder_images(dir, settings.probe_images)?,
         None => dinoscope::train::watch::default_probe_images(),
     };
-    if images.is_empty() {
-        return Err(usage("--probe: no readable images in the folder"));
-    }
     let probe = ProbeBatch::from_images(&images, &settings.augment, settings.seed);
     Ok((probe, Some(images)))
+}
+
+/// Up to `max` images of a folder, flat or one subfolder per class (sorted names), each
+/// unreadable one said and skipped; an error naming `--probe` when none is left.
+fn folder_images(dir: &Path, max: usize) -> Result<Vec<image::RgbImage>> {
+    use dinoscope::data::is_image_file;
+    let sorted = |dir: &Path| -> std::io::Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        Ok(paths)
+    };
+    let entries = sorted(dir).map_err(|err| {
+        usage(format!(
+            "--probe {}: {err}; give a folder of images (flat or one subfolder per class) or one holding probe_globals.npy",
+            dir.display()
+        ))
+    })?;
+    let mut files = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            files.extend(
+                sorted(&path)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| is_image_file(p)),
+            );
+        } else if is_image_file(&path) {
+            files.push(path);
+        }
+    }
+    let mut images = Vec::new();
+    for path in files {
+        if images.len() >= max {
+            break;
+        }
+        match dinoscope::data::load_rgb(&path) {
+            Ok(image) => images.push(image),
+            Err(err) => note(&format!("warning: --probe: {err}; skipped")),
+        }
+    }
+    if images.is_empty() {
+        return Err(usage(format!(
+            "--probe {}: no readable images in it or its subfolders (PNG, JPEG, WebP, BMP, TIFF, GIF); or give a folder holding probe_globals.npy",
+            dir.display()
+        )));
+    }
+    Ok(images)
 }
 
 fn npy_probe(dir: &Path) -> Result<ProbeBatch> {
@@ -332,7 +411,8 @@ fn npy_probe(dir: &Path) -> Result<ProbeBatch> {
         if !path.is_file() {
             return Ok(None);
         }
-        let array = read_npy(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let array = read_npy(&path)
+            .map_err(|err| usage(format!("--probe: cannot read {}: {err}", path.display())))?;
         let shape: [usize; 4] = array.shape.clone().try_into().map_err(|_| {
             usage(format!(
                 "{}: expected crops [N, 3, H, W], got {:?}",
@@ -340,15 +420,25 @@ fn npy_probe(dir: &Path) -> Result<ProbeBatch> {
                 array.shape
             ))
         })?;
-        let values = array
-            .to_f32()
-            .with_context(|| format!("{} is not float data", path.display()))?;
+        let values = array.to_f32().ok_or_else(|| {
+            usage(format!(
+                "--probe: {} is not float data; save the crops as float32",
+                path.display()
+            ))
+        })?;
         Ok(Some((values, shape)))
     };
     let globals = read("probe_globals.npy")?
         .ok_or_else(|| usage(format!("{} has no probe_globals.npy", dir.display())))?;
-    Ok(ProbeBatch {
+    let probe = ProbeBatch {
         globals,
         locals: read("probe_locals.npy")?,
-    })
+    };
+    checks::check_probe(
+        &probe,
+        &dir.join("probe_globals.npy"),
+        &dir.join("probe_locals.npy"),
+    )
+    .map_err(usage)?;
+    Ok(probe)
 }

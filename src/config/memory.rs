@@ -191,6 +191,31 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The peak of one forward pass of student and teacher with no gradients (the probe of
+    /// `watch`): the parts of [`Config::memory_estimate`] without what only training holds
+    /// (gradients and AdamW's moments, the activations autograd keeps of every block but the
+    /// one in flight, the logits' gradient, the prefetch queue). Still an underestimate.
+    pub fn forward_memory_estimate(&self) -> MemoryEstimate {
+        let mut probe = self.clone();
+        probe.data.prefetch_batches = 0;
+        let depth = self.vit_arch().depth.max(1) as u64;
+        let mut estimate = probe.memory_estimate();
+        for part in &mut estimate.parts {
+            part.bytes = match part.name {
+                "parameters, gradients and AdamW state" => part.bytes / 5 * 2,
+                "backbone activations" => part.bytes / depth,
+                "head logits and loss" => part.bytes / 3 * 2,
+                _ => part.bytes,
+            };
+        }
+        estimate
+            .parts
+            .sort_by_key(|part| std::cmp::Reverse(part.bytes));
+        estimate
+    }
+}
+
 fn bytes(floats: f64) -> u64 {
     // `as` saturates: an absurd config reads as u64::MAX rather than wrapping.
     (floats * F32_BYTES) as u64

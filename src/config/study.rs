@@ -179,6 +179,14 @@ impl StudySpec {
             if let Some(spec) = path.to_str().and_then(Self::builtin) {
                 return Ok(spec);
             }
+            // Not "omit --config": the flag was --study.
+            return Err(ConfigError::Parse {
+                origin: format!("--study {}", path.display()),
+                message: format!(
+                    "no such study file, and not a built-in study ({}); give a study TOML such as configs/studies/paper-table7.toml",
+                    STUDIES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+                ),
+            });
         }
         Self::from_file(path)
     }
@@ -252,7 +260,28 @@ impl StudySpec {
 }
 
 /// A variant name becomes a folder name: letters, digits, `-`, `_` and `.`, not empty.
+/// The files a study writes beside its arms' folders (`store::study`): a variant named like
+/// one would have its run folder and that file collide after every arm has trained.
+pub const STUDY_OUTPUT_NAMES: [&str; 8] = [
+    "study.csv",
+    "study.md",
+    "study.toml",
+    "attention.png",
+    "collapse.png",
+    "collapse.svg",
+    "knn.png",
+    "geometry.png",
+];
+
 fn check_name(name: &str) -> Result<(), String> {
+    if STUDY_OUTPUT_NAMES
+        .iter()
+        .any(|output| output.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "`{name}` is the name of a file the study writes beside its variants' folders; rename the variant"
+        ));
+    }
     let usable = !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -47,13 +47,25 @@ pub struct NpyArray {
 }
 
 impl NpyArray {
+    /// The values as f32: `<f4` as stored, `<f8` (numpy's default float) rounded.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
-        (self.descr == "<f4").then(|| {
-            self.data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        })
+        match self.descr.as_str() {
+            "<f4" => Some(
+                self.data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            "<f8" => Some(
+                self.data
+                    .chunks_exact(8)
+                    .map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -108,6 +120,7 @@ pub fn read_npy(path: &Path) -> std::io::Result<NpyArray> {
     let data = bytes[start + header_len..].to_vec();
     let item = match descr.as_str() {
         "<f4" => 4,
+        "<f8" => 8,
         "|u1" | "<u1" | "|b1" => 1,
         other => return Err(invalid(&format!("dtype {other} is not supported"))),
     };
@@ -159,6 +172,13 @@ mod tests {
             read_npy(&path).unwrap().to_f32().unwrap(),
             vec![0.5, -1.0, 2.0]
         );
+        // numpy's default float64, rounded to f32 (a probe saved without .astype).
+        let doubles: Vec<u8> = [0.25f64, -3.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        write_npy(&path, "<f8", &[2], &doubles).unwrap();
+        assert_eq!(read_npy(&path).unwrap().to_f32().unwrap(), vec![0.25, -3.0]);
         std::fs::write(&path, b"not numpy").unwrap();
         assert!(read_npy(&path).is_err());
     }

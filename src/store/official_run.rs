@@ -42,14 +42,28 @@ pub fn parse_log_line(line: &str) -> Option<OfficialLogRow> {
 
 /// The complete lines of `log.txt` (the last one only once its newline is written).
 pub fn read_official_log(path: &Path) -> Vec<OfficialLogRow> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
+    read_official_log_lines(path).0
+}
+
+/// The same, and the (1-based) numbers of the lines that are not UTF-8: one bad byte drops
+/// its own line, never the whole log.
+pub fn read_official_log_lines(path: &Path) -> (Vec<OfficialLogRow>, Vec<usize>) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return (Vec::new(), Vec::new());
     };
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => &[][..],
     };
-    complete.lines().filter_map(parse_log_line).collect()
+    let mut rows = Vec::new();
+    let mut not_text = Vec::new();
+    for (index, line) in complete.split(|&b| b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(line) => rows.extend(parse_log_line(line)),
+            Err(_) => not_text.push(index + 1),
+        }
+    }
+    (rows, not_text)
 }
 
 /// `checkpoint.pth` or `checkpoint0012.pth` in the folder, with the epoch its name gives.

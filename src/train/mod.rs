@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod study;
 pub mod trainer;
 pub mod watch;
+pub mod watch_checks;
 pub mod watch_settings;
 
 pub use engine::{CheckpointPolicy, Engine, EngineEvent};

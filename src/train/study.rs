@@ -66,6 +66,20 @@ impl Study {
         let configs = spec
             .variant_configs()
             .map_err(|err| TrainError::Setting(err.to_string()))?;
+        // The whole study is checked before its first step: an arm that cannot fit in memory
+        // or whose folder is taken by a file would otherwise fail after the others trained.
+        for (variant, config) in &configs {
+            crate::train::trainer::check_memory(config, &device)
+                .map_err(|err| TrainError::Setting(format!("variant `{}`: {err}", variant.name)))?;
+            let run_dir = dir.join(&variant.name);
+            if run_dir.exists() && !run_dir.is_dir() {
+                return Err(TrainError::Setting(format!(
+                    "variant `{}`: {} is a file, not a run folder; rename the variant or pick another --out",
+                    variant.name,
+                    run_dir.display()
+                )));
+            }
+        }
         std::fs::create_dir_all(dir).map_err(|err| {
             TrainError::Setting(format!(
                 "cannot create the study folder {}: {err}. Pick another --out directory",

@@ -522,7 +522,7 @@ pub(super) fn validate(config: &Config) -> Result<(), TrainError> {
 
 /// Refuses a config whose step cannot fit in host memory before any model is built; skipped
 /// on a GPU (its memory is not the host's) and where the available memory is unknown.
-fn check_memory(config: &Config, device: &Device) -> Result<(), TrainError> {
+pub fn check_memory(config: &Config, device: &Device) -> Result<(), TrainError> {
     let available = match crate::device::available_host_memory_bytes() {
         Some(bytes) if crate::device::uses_host_memory(device) => bytes,
         _ => return Ok(()),

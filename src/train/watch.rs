@@ -12,8 +12,8 @@ use crate::analysis::layers::{maps_of_layer, MapLayer};
 use crate::augment::AugmentConfig;
 use crate::config::Config;
 use crate::store::official_run::{
-    checkpoint_epoch, checkpoint_files, read_official_log, FileState, OfficialLogRow, StableFiles,
-    LOG_FILE,
+    checkpoint_epoch, checkpoint_files, read_official_log_lines, FileState, OfficialLogRow,
+    StableFiles, LOG_FILE,
 };
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::{write_atomically, RunWriter};
@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use super::watch_checks as checks;
 pub use super::watch_settings::{ResolvedSettings, WatchOverrides, WatchSettings};
 
 /// Probe rows (2 global crops per image) below which no representation readings are made
@@ -145,6 +146,8 @@ pub struct Watcher {
     knn: Option<EvalData>,
     /// Epochs whose k-NN is in `knn.csv`.
     evaluated_epochs: Vec<usize>,
+    /// Checkpoints and log lines that cannot be read, said once each.
+    unreadable: super::watch_checks::UnreadableInputs,
 }
 
 impl Watcher {
@@ -171,6 +174,7 @@ impl Watcher {
             images: Vec::new(),
             knn: None,
             evaluated_epochs: Vec::new(),
+            unreadable: Default::default(),
         }
     }
 
@@ -212,7 +216,17 @@ impl Watcher {
     /// others reported as skipped, so a slow probe never falls behind a fast run.
     pub fn poll(&mut self, all: bool) -> Vec<WatchEvent> {
         let mut events = Vec::new();
-        let log = read_official_log(&self.dir.join(LOG_FILE));
+        let (log, not_text) = read_official_log_lines(&self.dir.join(LOG_FILE));
+        let files: Vec<PathBuf> = checkpoint_files(&self.dir)
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        for warning in self
+            .unreadable
+            .look(&files, &self.dir.join(LOG_FILE), &not_text)
+        {
+            events.push(WatchEvent::Warning(warning));
+        }
         for row in log.iter().skip(self.log.len()) {
             events.push(WatchEvent::Log(row.clone()));
         }
@@ -241,7 +255,18 @@ impl Watcher {
         }
         for (path, epoch_in_name, stamp) in ready {
             self.evaluated.insert(path.clone(), stamp);
-            match self.evaluate(&path, epoch_in_name, stamp.1) {
+            // A panic inside burn on a file or probe no check foresaw is that checkpoint's
+            // error, not the watch's end.
+            let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.evaluate(&path, epoch_in_name, stamp.1)
+            }))
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{}: evaluating it failed inside the network (a panic); it is skipped",
+                    path.display()
+                ))
+            });
+            match evaluated {
                 Ok(event) => events.push(event),
                 Err(message) => events.push(WatchEvent::Warning(message)),
             }
@@ -279,6 +304,13 @@ impl Watcher {
         };
         let checkpoint =
             load_training_checkpoint(path, &overrides, &self.device).map_err(|e| e.to_string())?;
+        // What would panic or grow past memory inside the probe is refused first.
+        checks::check_probe_fits(&self.probe, checkpoint.vit.patch_size, path)?;
+        checks::check_probe_memory(
+            &checks::probe_config(self.config_of(&checkpoint), &self.probe),
+            path,
+            crate::device::uses_host_memory(&self.device),
+        )?;
         let epoch = self.epoch_of(path, epoch_in_name, modified);
         let teacher_temp = self.settings.teacher_temp_at(epoch);
         let (globals, locals) = self.probe.tensors(&self.device);
@@ -303,6 +335,7 @@ impl Watcher {
                 path.display()
             )
         })?;
+        checks::check_stats(&stats, path)?;
         let reading = self.reading(&checkpoint);
         let row = self.record(&checkpoint, epoch, teacher_temp, &stats, reading.as_ref())?;
         let maps = self.attention(&checkpoint, epoch);
@@ -443,6 +476,9 @@ impl Watcher {
         stats: &LossStats,
         reading: Option<&Reading>,
     ) -> Result<MetricsRow, String> {
+        if self.writer.is_none() {
+            self.open_writer(checkpoint)?;
+        }
         let shape = self.shape_of(checkpoint);
         let log = self.log.iter().find(|r| r.epoch == epoch);
         let mut row = MetricsRow {
@@ -473,15 +509,38 @@ impl Watcher {
             return Ok(row);
         }
         row.regime = self.regime.push(row.health_sample(), &shape);
-        if self.writer.is_none() {
-            let config = self.config_of(checkpoint);
-            self.writer = Some(RunWriter::create(&self.out, &config).map_err(|e| e.to_string())?);
-        }
         if let Some(writer) = &mut self.writer {
             writer.append(&row).map_err(|e| e.to_string())?;
         }
         self.rows.push(row.clone());
         Ok(row)
+    }
+
+    /// The run folder's writer. A folder an earlier watch wrote is continued, never cut: its
+    /// rows (of checkpoints the run has since rotated away, too) and k-NN rows are kept.
+    fn open_writer(&mut self, checkpoint: &TrainingCheckpoint) -> Result<(), String> {
+        let metrics = self.out.join(crate::store::run::METRICS_FILE);
+        let writer = if metrics.is_file() {
+            let (writer, kept) =
+                RunWriter::resume(&self.out, usize::MAX).map_err(|e| e.to_string())?;
+            // The kept checkpoints are the run's history: their best I and best rank count.
+            let shape = self.shape_of(checkpoint);
+            self.regime = RegimeWindow::new(Cadence::CHECKPOINTS);
+            for row in &kept {
+                self.regime.push(row.health_sample(), &shape);
+            }
+            self.rows = kept;
+            self.evaluated_epochs =
+                crate::store::run::read_eval_rows(&self.out.join(crate::store::run::EVAL_FILE))
+                    .iter()
+                    .map(|r| r.epoch)
+                    .collect();
+            writer
+        } else {
+            RunWriter::create(&self.out, &self.config_of(checkpoint)).map_err(|e| e.to_string())?
+        };
+        self.writer = Some(writer);
+        Ok(())
     }
 
     /// The run folder's config.toml: the watched network's sizes and the probe's settings.

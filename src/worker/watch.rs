@@ -240,16 +240,37 @@ fn settings_of(
         }
     }
     // The user's file beside the folder fills what the app's fields leave open.
-    let given = match WatchOverrides::read_file(dir) {
-        Ok(file) => given.clone().or(file.unwrap_or_default()),
+    let fields = given;
+    let file = match WatchOverrides::read_file(dir) {
+        Ok(file) => file,
         Err(message) => {
             send(Event::Warning(format!("watch: {message}; not used")));
-            given.clone()
+            None
         }
     };
+    let given = fields.clone().or(file.clone().unwrap_or_default());
+    let file_path = WatchOverrides::file_for(dir);
     let args = run_args(dir);
     let resolved = WatchSettings::resolve(&given, args.as_ref().map(|(_, a)| a));
     let settings = resolved.settings;
+    // The same ranges as the CLI's and train's; a bad value ends this watch, named.
+    let sources = crate::train::watch_checks::SettingSources {
+        flags: fields,
+        file: file.as_ref().map(|f| (file_path.as_path(), f)),
+        args: args.as_ref().map(|(path, a)| (path.as_path(), a)),
+    };
+    let patch_px = args
+        .as_ref()
+        .and_then(|(_, a)| a.get("patch_size"))
+        .and_then(|v| v.as_usize());
+    if let Err(message) = crate::train::watch_checks::check_settings(&settings, &sources, patch_px)
+    {
+        send(Event::Error(format!(
+            "watch {}: {message}; nothing was evaluated",
+            dir.display()
+        )));
+        return None;
+    }
     let mut said = format!(
         "watching {}: each new checkpoint on a probe of the bundled photos and embedded shapes, teacher temperature {}, crops {}/{} px, {} locals",
         dir.display(),

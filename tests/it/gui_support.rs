@@ -26,6 +26,7 @@ pub(crate) fn options(runs_root: Option<PathBuf>) -> AppOptions {
         study: None,
         watch: None,
         soak_log: None,
+        close_request: Default::default(),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The one integration-test crate (each file directly in tests/ would link all of burn again).
 
+mod app_signals;
 mod attention;
 mod bad_input;
+mod bad_input_watch;
 mod checkpoint;
 mod cli;
 mod dinov2_v3;

@@ -212,7 +212,7 @@ pub(super) fn load_safetensors(
 
 /// PyTorch layout to burn's, then every float tensor to f32: a loaded parameter keeps the
 /// file's dtype otherwise, and an f16/bf16 weight then fails the first f32 matmul.
-fn to_f32_adapter() -> ChainAdapter {
+pub(super) fn to_f32_adapter() -> ChainAdapter {
     PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 

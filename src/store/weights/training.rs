@@ -2,9 +2,9 @@
 //! networks with their heads and the loss's `center`, everything needed to evaluate the DINO
 //! loss and its decomposition on a probe batch as the run's own trainer saw it.
 
-use super::official::read_official_shapes;
+use super::official::{read_official_shapes, to_f32_adapter};
 use super::shapes::infer_config;
-use super::{ArchOverrides, Network, WeightsError};
+use super::{first_non_finite, ArchOverrides, Network, WeightsError};
 use crate::model::DinoModel;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, ModuleStore, PytorchStore};
@@ -26,6 +26,24 @@ pub struct TrainingCheckpoint {
 /// Loads `student` (DDP `module.` keys) and `teacher` with their heads, and the center. The
 /// architecture comes from the teacher's tensor shapes (`overrides` checks or completes it).
 pub fn load_training_checkpoint(
+    path: &Path,
+    overrides: &ArchOverrides,
+    device: &Device,
+) -> Result<TrainingCheckpoint, WeightsError> {
+    // The pickle reader sees hostile bytes first: a panic inside it is contained here and
+    // named like any unreadable file (as `load_backbone` does).
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        load_unguarded(path, overrides, device)
+    }))
+    .unwrap_or_else(|_| {
+        Err(WeightsError::Read {
+            path: path.to_path_buf(),
+            reason: "its reader panicked on this file; it is damaged or not a checkpoint".into(),
+        })
+    })
+}
+
+fn load_unguarded(
     path: &Path,
     overrides: &ArchOverrides,
     device: &Device,
@@ -72,9 +90,16 @@ pub fn load_training_checkpoint(
             .with_top_level_key(network.label())
             .with_key_remapping(r"^module\.", "")
             .with_key_remapping(r"^backbone\.patch_embed\.proj\.", "backbone.patch_embed.");
-        let result = model
-            .load_from(&mut store)
-            .map_err(|err| read_error(err.to_string()))?;
+        // As `PytorchStore::apply_to`, with every float cast to f32 after the layout change
+        // (`attention` reads the same half-precision files): an f16 parameter would otherwise
+        // keep its dtype and fail the probe's first f32 matmul.
+        let tensors = store
+            .get_all_tensors()
+            .map_err(|err| read_error(err.to_string()))?
+            .values()
+            .cloned()
+            .collect();
+        let result = model.apply(tensors, None, Some(Box::new(to_f32_adapter())), true);
         if let Some(first) = result.missing.first() {
             return Err(WeightsError::Missing {
                 path: path.to_path_buf(),
@@ -89,6 +114,16 @@ pub fn load_training_checkpoint(
     };
     let student = load(Network::Student)?;
     let teacher = load(Network::Teacher)?;
+    // NaN weights would give a row of NaN that reads as a verdict; refused as `attention`
+    // refuses them, naming the tensor.
+    for (network, model) in [(Network::Student, &student), (Network::Teacher, &teacher)] {
+        if let Some(key) = first_non_finite(model) {
+            return Err(WeightsError::NonFinite {
+                path: path.to_path_buf(),
+                key: format!("{}.{key}", network.label()),
+            });
+        }
+    }
     let mut store = PytorchStore::from_file(path).with_top_level_key("dino_loss");
     let tensors = store
         .get_all_tensors()
@@ -107,6 +142,12 @@ pub fn load_training_checkpoint(
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|err| read_error(format!("dino_loss.center: {err:?}")))?;
+    if center.iter().any(|v| !v.is_finite()) {
+        return Err(WeightsError::NonFinite {
+            path: path.to_path_buf(),
+            key: "dino_loss.center".into(),
+        });
+    }
     if center.len() != head_dims.2 {
         return Err(WeightsError::Mismatch {
             path: path.to_path_buf(),
