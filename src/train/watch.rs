@@ -139,6 +139,8 @@ pub struct Watcher {
     knn: Option<EvalData>,
     /// Epochs whose k-NN is in `knn.csv`.
     evaluated_epochs: Vec<usize>,
+    /// Rows, k-NN and attention also as TensorBoard events under `OUT/tb/`.
+    tensorboard: bool,
 }
 
 impl Watcher {
@@ -163,12 +165,19 @@ impl Watcher {
             images: Vec::new(),
             knn: None,
             evaluated_epochs: Vec::new(),
+            tensorboard: true,
         }
     }
 
     /// Evaluates every checkpoint's teacher and student by k-NN on these splits.
     pub fn with_knn(mut self, data: EvalData) -> Self {
         self.knn = Some(data);
+        self
+    }
+
+    /// Whether the run folder gets TensorBoard events too (default on).
+    pub fn with_tensorboard(mut self, on: bool) -> Self {
+        self.tensorboard = on;
         self
     }
 
@@ -352,6 +361,10 @@ impl Watcher {
             if let Err(err) = write_png(&path, &picture) {
                 tracing::warn!("{}: {err}", path.display());
             }
+            if let Some(writer) = &self.writer {
+                let tag = format!("attention/{}", file_stem(name));
+                writer.with_events(|events| events.image(epoch, &tag, &picture));
+            }
             out.push((name.clone(), maps));
         }
         out
@@ -459,7 +472,9 @@ impl Watcher {
         }
         if self.writer.is_none() {
             let config = self.config_of(checkpoint);
-            self.writer = Some(RunWriter::create(&self.out, &config).map_err(|e| e.to_string())?);
+            let mut writer = RunWriter::create(&self.out, &config).map_err(|e| e.to_string())?;
+            writer.set_tensorboard(self.tensorboard);
+            self.writer = Some(writer);
         }
         if let Some(writer) = &mut self.writer {
             writer.append(&row).map_err(|e| e.to_string())?;
