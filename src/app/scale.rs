@@ -6,24 +6,13 @@ use crate::config::official::{LaunchOptions, OfficialCommand};
 use crate::config::Config;
 
 /// The dialog's state: the config it describes and the launch options the user picks.
+#[derive(Default)]
 pub struct ScaleDialog {
     pub open: bool,
     config: Option<Config>,
     label: String,
     options: LaunchOptions,
     text: String,
-}
-
-impl Default for ScaleDialog {
-    fn default() -> Self {
-        Self {
-            open: false,
-            config: None,
-            label: String::new(),
-            options: LaunchOptions::default(),
-            text: String::new(),
-        }
-    }
 }
 
 impl ScaleDialog {

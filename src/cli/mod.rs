@@ -60,7 +60,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// The `torchrun … main_dino.py` job that trains the same run at scale on the official
     /// code, the settings it has no flag for, and the `dinoscope watch` line that follows it.
-    OfficialCommand(official::OfficialArgs),
+    #[command(name = "official-command")]
+    Official(official::OfficialArgs),
     /// One self-contained HTML report of runs (config, decomposition with toggles and regimes,
     /// diagnosis, representation, k-NN, attention over training, side-by-side table).
     Report(report::ReportArgs),
@@ -97,7 +98,7 @@ pub fn run() -> Result<()> {
         Some(Command::Plot(args)) => plot::run(args),
         Some(Command::Ablate(args)) => ablate::run(args),
         Some(Command::Watch(args)) => watch::run(args),
-        Some(Command::OfficialCommand(args)) => official::run(args),
+        Some(Command::Official(args)) => official::run(args),
         Some(Command::Report(args)) => report::run(args),
         None => app::run(cli.app),
     }
