@@ -14,6 +14,7 @@ pub mod plots;
 mod quantity;
 pub mod representation;
 mod runs;
+mod scale;
 mod script;
 pub mod series;
 mod soak;
@@ -149,6 +150,8 @@ pub struct DinoscopeApp {
     commands: Vec<UiCommand>,
     /// The ablation study's dialog and comparison view.
     pub study_view: study_view::StudyView,
+    /// "Train this at scale...": the official job for the current settings.
+    pub scale: scale::ScaleDialog,
     /// Run folders followed on their own threads ("Watch run folder...").
     pub watches: Vec<crate::worker::watch::WatchHandle>,
     /// Wakes the UI from background threads; the device loaded weights and watches use.
@@ -303,6 +306,7 @@ impl DinoscopeApp {
             background: background::Background::new(Arc::new(|| {})),
             commands: Vec::new(),
             study_view: study_view::StudyView::default(),
+            scale: scale::ScaleDialog::default(),
             watches: Vec::new(),
             waker: Arc::new(|| {}),
             inference_device: burn::prelude::Device::flex(),
@@ -466,6 +470,9 @@ impl eframe::App for DinoscopeApp {
                 self.queue(command);
             }
         }
+        if self.scale.open {
+            self.scale.dialog_ui(ui.ctx());
+        }
         egui::Panel::bottom("status_line").show(ui, |ui| self.status_line_ui(ui));
         egui::Panel::left("controls")
             .resizable(true)
@@ -534,6 +541,15 @@ impl eframe::App for DinoscopeApp {
                         .clicked()
                     {
                         self.queue(UiCommand::ExportCsv);
+                    }
+                    if ui
+                        .small_button("Train this at scale...")
+                        .on_hover_text("The torchrun command that trains these settings on the official code (main_dino.py) on GPUs, what it cannot express, and the dinoscope watch line that follows the job.")
+                        .clicked()
+                    {
+                        let mut config = self.base_config.clone();
+                        self.state.controls.fold_into(&mut config);
+                        self.scale.show_for(config, self.prefs.preset.clone());
                     }
                 });
                 let height = (ui.available_height() * 0.45).max(220.0);

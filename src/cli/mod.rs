@@ -8,8 +8,10 @@ mod attention_layers;
 mod bench;
 mod bench_matmul;
 mod knn;
+mod official;
 mod output;
 mod plot;
+mod report;
 mod train;
 mod watch;
 
@@ -56,6 +58,13 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Paper-quality figures of saved runs (PNG or SVG): the Fig. 7 pair, the loss, the k-NN.
     Plot(plot::PlotArgs),
+    /// The `torchrun … main_dino.py` job that trains the same run at scale on the official
+    /// code, the settings it has no flag for, and the `dinoscope watch` line that follows it.
+    #[command(name = "official-command")]
+    Official(official::OfficialArgs),
+    /// One self-contained HTML report of runs (config, decomposition with toggles and regimes,
+    /// diagnosis, representation, k-NN, attention over training, side-by-side table).
+    Report(report::ReportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -89,6 +98,8 @@ pub fn run() -> Result<()> {
         Some(Command::Plot(args)) => plot::run(args),
         Some(Command::Ablate(args)) => ablate::run(args),
         Some(Command::Watch(args)) => watch::run(args),
+        Some(Command::Official(args)) => official::run(args),
+        Some(Command::Report(args)) => report::run(args),
         None => app::run(cli.app),
     }
 }

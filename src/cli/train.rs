@@ -47,12 +47,16 @@ pub struct TrainArgs {
     /// inside it); config, schedules and data come from the checkpoint.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "preset", "overrides", "seed", "epochs", "steps", "out"])]
     resume: Option<PathBuf>,
+    /// Write no TensorBoard events (default: every row, toggle and regime change also goes
+    /// to DIR/tb/events.out.tfevents.*).
+    #[arg(long)]
+    no_tensorboard: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     // Syntax and ranges of every toggle before anything is built or written.
     let toggles = parse_toggles(&args.toggle_at)?;
-    let (engine, events) = if let Some(path) = &args.resume {
+    let (mut engine, events) = if let Some(path) = &args.resume {
         let selected = select_device(args.common.device)?;
         note(&format!("device: {}", selected.description));
         let (engine, resumed, events) =
@@ -105,6 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         (engine, events)
     };
+    engine.set_tensorboard(!args.no_tensorboard);
     run_engine(&args, engine, toggles, events)
 }
 

@@ -79,6 +79,10 @@ pub struct WatchArgs {
     poll_secs: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
+    /// Write no TensorBoard events (default: rows, k-NN and attention also go to
+    /// OUT/tb/events.out.tfevents.*).
+    #[arg(long)]
+    no_tensorboard: bool,
 }
 
 /// Long: settings (and what was assumed), the probe, then the poll loop printing each event.
@@ -173,7 +177,8 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let images = attention_images(&args.image)?;
     let knn = knn_data(&args, &settings)?;
     let mut watcher = Watcher::new(&args.dir, &out_dir, settings, probe, selected.device)
-        .with_attention_images(images);
+        .with_attention_images(images)
+        .with_tensorboard(!args.no_tensorboard);
     if let Some(images) = probe_images {
         watcher = watcher.with_rank_probe(images);
     }

@@ -10,6 +10,7 @@
 pub mod arch;
 pub mod live;
 pub mod memory;
+pub mod official;
 mod overrides;
 mod presets;
 pub mod study;

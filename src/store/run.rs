@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::store::rows::{header_of, read_rows_from, write_rows, EvalRow, MetricsRow};
+use crate::store::tensorboard::{EventWriter, RunEvents};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,11 +34,14 @@ pub const EVAL_FILE: &str = "knn.csv";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.csv";
 
-/// Writes `config.toml`, `metrics.csv` and `knn.csv` of one run directory.
+/// Writes `config.toml`, `metrics.csv` and `knn.csv` of one run directory, and the same rows
+/// as TensorBoard events under `tb/` (on unless [`RunWriter::set_tensorboard`] turns it off).
 pub struct RunWriter {
     dir: PathBuf,
     metrics_path: PathBuf,
     metrics: csv::Writer<File>,
+    /// Behind a lock so `append_eval(&self)` can write events too.
+    events: std::sync::Mutex<Option<RunEvents>>,
 }
 
 impl RunWriter {
@@ -60,6 +64,10 @@ impl RunWriter {
                 .has_headers(true)
                 .from_writer(file),
             metrics_path,
+            events: std::sync::Mutex::new(Some(RunEvents::new(
+                EventWriter::new(dir),
+                Some(config.to_toml()),
+            ))),
         })
     }
 
@@ -92,12 +100,35 @@ impl RunWriter {
             metrics: csv::WriterBuilder::new()
                 .has_headers(false)
                 .from_writer(file),
+            events: std::sync::Mutex::new(Some(RunEvents::new(
+                EventWriter::resumed(dir, first_step),
+                None,
+            ))),
         };
         Ok((writer, kept))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether rows also go to `tb/` as TensorBoard events (default on; set before the first
+    /// row, as `--no-tensorboard` does, and no `tb/` folder is made).
+    pub fn set_tensorboard(&mut self, on: bool) {
+        let events = self.events.get_mut().unwrap_or_else(|e| e.into_inner());
+        match (on, events.is_some()) {
+            (false, _) => *events = None,
+            (true, false) => *events = Some(RunEvents::new(EventWriter::new(&self.dir), None)),
+            (true, true) => {}
+        }
+    }
+
+    /// Runs `f` on the run's TensorBoard events, when they are on.
+    pub fn with_events(&self, f: impl FnOnce(&mut RunEvents)) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(events) = events.as_mut() {
+            f(events);
+        }
     }
 
     /// The `metrics.csv` this writer appends to.
@@ -123,7 +154,9 @@ impl RunWriter {
             .map_err(|err| write_error(csv_io(err)))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_data())
-            .map_err(write_error)
+            .map_err(write_error)?;
+        self.with_events(|events| events.eval(row));
+        Ok(())
     }
 
     /// Drops evaluations after `last_step` from `knn.csv` (a resumed run redoes them) and
@@ -169,7 +202,9 @@ impl RunWriter {
             .map_err(|err| RunError::Write {
                 path: self.metrics_path.clone(),
                 source: csv_io(err),
-            })
+            })?;
+        self.with_events(|events| events.row(row));
+        Ok(())
     }
 
     /// Rewrites `config.toml` (e.g. with live toggles folded in at the end of a run).

@@ -248,6 +248,21 @@ impl Engine {
         self.checkpoints
     }
 
+    /// TensorBoard events under `RUN/tb/` (on by default); off before the first step writes
+    /// none. The toggles, attention pictures and rows all go there.
+    pub fn set_tensorboard(&mut self, on: bool) {
+        if let Some(writer) = &mut self.writer {
+            writer.set_tensorboard(on);
+        }
+    }
+
+    /// A picture (an attention snapshot) into the run's TensorBoard events.
+    pub fn log_image(&self, step: usize, tag: &str, picture: &image::RgbImage) {
+        if let Some(writer) = &self.writer {
+            writer.with_events(|events| events.image(step, tag, picture));
+        }
+    }
+
     pub fn set_checkpoint_policy(&mut self, policy: CheckpointPolicy) {
         self.checkpoints = CheckpointPolicy {
             keep_last: policy.keep_last.max(1),
@@ -317,6 +332,13 @@ impl Engine {
             .drain(..)
             .map(|toggle| EngineEvent::Marker { step, toggle })
             .collect();
+        if let Some(writer) = &self.writer {
+            for event in &events {
+                if let EngineEvent::Marker { step, toggle } = event {
+                    writer.with_events(|tb| tb.toggle(*step, toggle));
+                }
+            }
+        }
         let mut metrics = self.guarded_step(step)?;
         metrics.regime = self.diagnose(&metrics);
         for warning in &metrics.warnings {

@@ -148,6 +148,8 @@ pub struct Watcher {
     evaluated_epochs: Vec<usize>,
     /// Checkpoints and log lines that cannot be read, said once each.
     unreadable: super::watch_checks::UnreadableInputs,
+    /// Rows, k-NN and attention also as TensorBoard events under `OUT/tb/`.
+    tensorboard: bool,
 }
 
 impl Watcher {
@@ -175,6 +177,7 @@ impl Watcher {
             knn: None,
             evaluated_epochs: Vec::new(),
             unreadable: Default::default(),
+            tensorboard: true,
         }
     }
 
@@ -203,6 +206,12 @@ impl Watcher {
             embed_dim: checkpoint.vit.arch.embed_dim,
             student_temp: self.settings.student_temp,
         }
+    }
+
+    /// Whether the run folder gets TensorBoard events too (default on).
+    pub fn with_tensorboard(mut self, on: bool) -> Self {
+        self.tensorboard = on;
+        self
     }
 
     /// Follows these images' teacher attention at every checkpoint.
@@ -422,6 +431,10 @@ impl Watcher {
             if let Err(err) = write_png(&path, &picture) {
                 tracing::warn!("{}: {err}", path.display());
             }
+            if let Some(writer) = &self.writer {
+                let tag = format!("attention/{}", file_stem(name));
+                writer.with_events(|events| events.image(epoch, &tag, &picture));
+            }
             out.push((name.clone(), maps));
         }
         out
@@ -520,7 +533,7 @@ impl Watcher {
     /// rows (of checkpoints the run has since rotated away, too) and k-NN rows are kept.
     fn open_writer(&mut self, checkpoint: &TrainingCheckpoint) -> Result<(), String> {
         let metrics = self.out.join(crate::store::run::METRICS_FILE);
-        let writer = if metrics.is_file() {
+        let mut writer = if metrics.is_file() {
             let (writer, kept) =
                 RunWriter::resume(&self.out, usize::MAX).map_err(|e| e.to_string())?;
             // The kept checkpoints are the run's history: their best I and best rank count.
@@ -539,6 +552,7 @@ impl Watcher {
         } else {
             RunWriter::create(&self.out, &self.config_of(checkpoint)).map_err(|e| e.to_string())?
         };
+        writer.set_tensorboard(self.tensorboard);
         self.writer = Some(writer);
         Ok(())
     }

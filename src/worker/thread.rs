@@ -485,6 +485,13 @@ impl Worker {
                 .map(|maps| (img.name.clone(), maps))
             })
             .collect();
+        for (name, map) in &maps {
+            if let Some(img) = self.attention.images.iter().find(|i| &i.name == name) {
+                let picture = crate::store::tensorboard::attention_picture(&img.image, map);
+                run.engine
+                    .log_image(step, &format!("attention/{name}"), &picture);
+            }
+        }
         let run_id = run.id;
         self.emit(Event::Attention {
             run_id,
