@@ -11,9 +11,9 @@ mod window;
 
 pub use findings::{findings, group_thousands, LOSS_AT_LN_K_NATS};
 pub use rules::{
-    classify, rank_is_valid, RecentLoss, DIMENSIONAL_DROP, DIVERSE_FRACTION, MIN_STEPS, MI_DROP,
-    MI_FALL, NO_INFORMATION_FRACTION, ONE_HOT_FRACTION, RANK_ROWS_PER_DIM, UNIFORM_FRACTION,
-    WINDOW_STEPS,
+    classify, rank_is_valid, RecentLoss, DIMENSIONAL_DROP, DIVERSE_FRACTION, LEARNING_GRACE_STEPS,
+    MIN_STEPS, MI_DROP, MI_FALL, NO_INFORMATION_FRACTION, ONE_HOT_FRACTION, RANK_ROWS_PER_DIM,
+    UNIFORM_FRACTION, WINDOW_STEPS,
 };
 pub use window::{Cadence, HealthSample, RegimeWindow, RunShape};
 
@@ -247,6 +247,7 @@ mod tests {
             steps: 50,
             window: WINDOW_STEPS,
             min_steps: MIN_STEPS,
+            learning_grace: LEARNING_GRACE_STEPS,
             embed_dim: 96,
             teacher_temp: 0.04,
             student_temp: 0.1,

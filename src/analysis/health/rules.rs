@@ -15,9 +15,10 @@
 //! | otherwise    | otherwise                         | otherwise               | healthy         |
 //!
 //! Imax = ln min(K, B) is the most the teacher's output can say about which of B images it
-//! saw. Before [`MIN_STEPS`] rows, with non-finite numbers, or while I has never risen above
-//! 0.1 · Imax (the teacher has not yet learned anything to lose), the verdict is
-//! warming-up: "not enough data to say" is never shown as "healthy".
+//! saw. Before [`MIN_STEPS`] rows, with non-finite numbers, or while I has not yet risen above
+//! 0.1 · Imax within the first [`LEARNING_GRACE_STEPS`] steps (the teacher has not learned
+//! anything to lose), the verdict is warming-up: "not enough data to say" is never shown as
+//! "healthy". A teacher whose I never rises after that is collapsing.
 
 use super::Regime;
 
@@ -45,6 +46,10 @@ pub struct RecentLoss {
     pub window: usize,
     /// Rows seen before any regime is named.
     pub min_steps: usize,
+    /// Rows during which a teacher whose I has never risen is "warming up" rather than
+    /// collapsed (a randomly initialised teacher may start near I = 0); 0 for checkpoints,
+    /// each at least an epoch into training.
+    pub learning_grace: usize,
     /// The latest effective rank of the teacher's backbone features (`None`: not measured),
     /// the rows it was read from (`None`: not recorded, older runs), and whether that is
     /// enough rows to trust it ([`rank_is_valid`]).
@@ -65,6 +70,10 @@ pub struct RecentLoss {
 
 /// Steps (rows) seen before a regime is named.
 pub const MIN_STEPS: usize = 10;
+
+/// Steps in which a teacher whose I has not yet risen is still "warming up" (tiny's I is
+/// about 1 nat from its first step, so this only matters for slow starts).
+pub const LEARNING_GRACE_STEPS: usize = 100;
 
 /// Steps averaged for a training run's verdict: short, so a collapse is named within a few
 /// steps of it starting (the curves themselves show the longer trend).
@@ -159,8 +168,8 @@ pub fn classify(recent: &RecentLoss) -> Regime {
         return Regime::OneHotTargets;
     }
     let learned = recent.best_mi >= NO_INFORMATION_FRACTION * max_mi;
-    if !learned {
-        // I has never risen: nothing to lose yet, and nothing to call healthy either.
+    if !learned && recent.steps < recent.learning_grace {
+        // I has not risen yet: nothing to lose yet, and nothing to call healthy either.
         return Regime::WarmingUp;
     }
     let falling = recent
@@ -204,6 +213,7 @@ mod tests {
             steps: 50,
             window: WINDOW_STEPS,
             min_steps: MIN_STEPS,
+            learning_grace: LEARNING_GRACE_STEPS,
             embed_dim: 96,
             rank_valid: true,
             teacher_temp: 0.04,
@@ -344,7 +354,20 @@ mod tests {
         let mut first = window(0.0, 0.0, 8.2);
         first.steps = 1;
         first.min_steps = 1;
+        first.learning_grace = 0;
         first.window = 1;
         assert_eq!(classify(&first), Regime::OnePrototype);
+        // ...and a teacher that never learned to tell the images apart is not warming up.
+        let mut blind = first;
+        blind.teacher_entropy = 3.5;
+        blind.batch_mean_entropy = 3.52;
+        blind.teacher_mi = 0.02;
+        blind.best_mi = 0.02;
+        assert_eq!(classify(&blind), Regime::Collapsing);
+        // Past the grace period, the same holds for a run trained here.
+        let mut stuck = window(3.5, 3.52, 0.8);
+        assert_eq!(classify(&stuck), Regime::WarmingUp);
+        stuck.steps = LEARNING_GRACE_STEPS;
+        assert_eq!(classify(&stuck), Regime::Collapsing);
     }
 }

@@ -2,7 +2,7 @@
 //! column and the CLI's log, the watcher for each checkpoint, the app's chip) pushes its rows
 //! into a [`RegimeWindow`] and reads [`RecentLoss`] from it, so they cannot disagree.
 
-use super::rules::{rank_is_valid, RecentLoss, MIN_STEPS, WINDOW_STEPS};
+use super::rules::{rank_is_valid, RecentLoss, LEARNING_GRACE_STEPS, MIN_STEPS, WINDOW_STEPS};
 use super::{classify, Regime};
 use std::collections::VecDeque;
 
@@ -55,6 +55,8 @@ pub struct Cadence {
     /// Rows back to which I's fall is measured ("falling fast"): two windows of steps, or
     /// the previous checkpoint.
     pub lookback: usize,
+    /// Rows during which a teacher that has not yet learned anything is warming up.
+    pub learning_grace: usize,
 }
 
 impl Cadence {
@@ -63,6 +65,7 @@ impl Cadence {
         window: WINDOW_STEPS,
         min_rows: MIN_STEPS,
         lookback: 2 * WINDOW_STEPS,
+        learning_grace: LEARNING_GRACE_STEPS,
     };
     /// A run trained elsewhere: one row per checkpoint, each at least an epoch in, never
     /// averaged with another.
@@ -70,6 +73,7 @@ impl Cadence {
         window: 1,
         min_rows: 1,
         lookback: 1,
+        learning_grace: 0,
     };
 }
 
@@ -174,6 +178,7 @@ impl RegimeWindow {
             steps: self.rows_seen,
             window: self.recent.len(),
             min_steps: self.cadence.min_rows,
+            learning_grace: self.cadence.learning_grace,
             effective_rank: reading.map(|(rank, _)| rank),
             rank_rows: reading.and_then(|(_, rows)| rows),
             rank_valid: reading.is_some_and(|(_, rows)| rank_is_valid(rows, shape.embed_dim)),
