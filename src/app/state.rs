@@ -181,6 +181,10 @@ impl RunRecord {
             teacher_momentum: last.teacher_momentum,
             centering: last.centering,
             sharpening: last.sharpening,
+            centering_mode: last.centering_mode(),
+            koleo_weight: last.koleo_weight,
+            koleo: last.koleo,
+            koleo_duplicates: last.koleo_duplicates,
         }
     }
 
@@ -522,6 +526,7 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CenteringMode;
 
     pub fn metrics(step: usize, h: f64, kl: f64) -> MetricsRow {
         MetricsRow {
@@ -577,7 +582,7 @@ mod tests {
             run_id: first,
             step: 12,
             label: "centering off".into(),
-            toggle: Toggle::Centering(false),
+            toggle: Toggle::Centering(CenteringMode::Off),
         });
         let run = state.current_run().unwrap();
         assert_eq!(run.steps(), 30);

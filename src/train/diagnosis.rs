@@ -55,6 +55,10 @@ impl Engine {
             teacher_momentum: latest.teacher_momentum,
             centering: latest.centering,
             sharpening: latest.sharpening,
+            centering_mode: latest.centering_mode(),
+            koleo_weight: latest.koleo_weight,
+            koleo: latest.koleo,
+            koleo_duplicates: latest.koleo_duplicates,
         }
     }
 }

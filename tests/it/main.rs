@@ -14,6 +14,7 @@ mod layers;
 mod layers_attention;
 mod layers_gui;
 mod readme;
+mod recipe_parity;
 mod step_parity;
 mod study;
 mod study_gui;
