@@ -278,7 +278,11 @@ pub fn findings(recent: &RecentLoss) -> Vec<String> {
 /// zero-distance neighbours.
 fn recipe_findings(recent: &RecentLoss) -> Vec<String> {
     let mut found = Vec::new();
-    if let (Some(rank), Some(best)) = (recent.effective_rank, recent.best_rank) {
+    // Only while the targets look sound: with centering off or h(Pt) near 0 the rank falls
+    // because the whole output collapses, and the other findings name that cause.
+    let targets_sound = recent.centering && recent.teacher_entropy > 0.05 * recent.ln_k;
+    if let (Some(rank), Some(best), true) = (recent.effective_rank, recent.best_rank, targets_sound)
+    {
         if recent.koleo_weight <= 0.0 && best > 0.0 && rank < RANK_FALLING * best {
             found.push(format!(
                 "KoLeo is off while the effective rank falls ({rank:.1}, {:.0} % of the run's \
@@ -431,6 +435,11 @@ mod tests {
         falling.koleo_weight = 0.0;
         falling.effective_rank = Some(12.0);
         assert!(findings(&falling).is_empty());
+        // In a one-dimension collapse the cause is elsewhere (centering), not KoLeo.
+        let mut collapsed = recent(0.0002, 0.004);
+        collapsed.best_rank = Some(14.0);
+        collapsed.effective_rank = Some(1.0);
+        assert!(!findings(&collapsed).join(" ").contains("KoLeo"));
         // Zero-distance neighbours blow KoLeo up; named only while its weight is on.
         let mut duplicates = recent(4.0, 0.9);
         duplicates.koleo = Some(3.1);

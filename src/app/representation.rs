@@ -232,7 +232,7 @@ fn koleo_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f
         if last.koleo_weight > 0.0 {
             label.push_str(&format!(" (weight {:.2})", last.koleo_weight));
         } else {
-            label.push_str(" (off: measured only)");
+            label.push_str(" (off, measured)");
         }
         if let Some(rows) = last.koleo_duplicates.filter(|rows| *rows > 0) {
             label.push_str(&format!(" · {rows} duplicate rows"));
@@ -240,7 +240,7 @@ fn koleo_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f
     }
     key_ui(ui, &[(label, colour(Quantity::Koleo.rgb()))]);
     base_plot("koleo", height, view.log_y, super::plots::x_label(state))
-        .y_axis_label("-mean log NN distance")
+        .y_axis_label("KoLeo")
         .show(ui, |plot_ui| {
             for (shown, is_current) in &runs {
                 add_series(plot_ui, shown, *is_current, Quantity::Koleo);

@@ -126,8 +126,12 @@ mod tests {
         );
         let stats = host(koleo(crowded, 1).stats);
         assert_eq!(stats[1], 2.0, "{stats:?}");
-        let expected_pair = -(EPS * (1.0 + 2.0)).ln(); // ‖eps·1‖ = eps·√4
-        assert!(stats[0] as f64 > expected_pair / 2.0, "{stats:?}");
+        // Rows 0 and 3: −ln(‖eps·1‖ + eps) = −ln(3·eps); rows 1 and 2: −ln √2.
+        let expected = (2.0 * -(3.0 * EPS).ln() - 2.0 * 2f64.sqrt().ln()) / 4.0;
+        assert!(
+            (stats[0] as f64 - expected).abs() < 1e-3,
+            "{stats:?} vs {expected}"
+        );
         // Each crop on its own: two crops of the spread rows give the same mean.
         let two = rows(
             &[

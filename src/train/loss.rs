@@ -308,7 +308,7 @@ mod tests {
             let (q, log_q) = match centering {
                 TeacherCentering::Sinkhorn { iterations } => {
                     let q = sinkhorn_knopp(teacher.clone(), teacher_temp, iterations);
-                    (q.clone(), q.log())
+                    (q.clone(), log_probs(q))
                 }
                 _ => {
                     let scaled = (teacher.clone() - center.clone()).div_scalar(teacher_temp);
