@@ -281,31 +281,40 @@ fn recipe_findings(recent: &RecentLoss) -> Vec<String> {
     // Only while the targets look sound: with centering off or h(Pt) near 0 the rank falls
     // because the whole output collapses, and the other findings name that cause.
     let targets_sound = recent.centering && recent.teacher_entropy > 0.05 * recent.ln_k;
-    if let (Some(rank), Some(best), true) = (recent.effective_rank, recent.best_rank, targets_sound)
-    {
-        if recent.koleo_weight <= 0.0 && best > 0.0 && rank < RANK_FALLING * best {
-            found.push(format!(
-                "KoLeo is off while the effective rank falls ({rank:.1}, {:.0} % of the run's \
-                 best {best:.1}): nothing pushes the features apart. Try a KoLeo weight of 0.1 \
-                 (slider, dino.koleo_weight; DINOv2's value).",
-                100.0 * rank / best
-            ));
+    let falling = match (recent.effective_rank, recent.best_rank) {
+        (Some(rank), Some(best))
+            if targets_sound
+                && recent.koleo_weight <= 0.0
+                && best > 0.0
+                && rank < RANK_FALLING * best =>
+        {
+            Some((rank, best))
         }
+        _ => None,
+    };
+    if let Some((rank, best)) = falling {
+        found.push(format!(
+            "KoLeo is off while the effective rank falls ({rank:.1}, {:.0} % of the run's \
+             best {best:.1}): nothing pushes the features apart. Try a KoLeo weight of 0.1 \
+             (slider, dino.koleo_weight; DINOv2's value).",
+            100.0 * rank / best
+        ));
     }
-    if let (Some(rows), true) = (recent.koleo_duplicates, recent.koleo_weight > 0.0) {
-        if rows > 0 {
-            let value = recent
-                .koleo
-                .map(|v| format!(" reads {v:.2}:"))
-                .unwrap_or_default();
-            found.push(format!(
-                "KoLeo{value} {rows} global-crop {} a neighbour at zero distance, and each \
-                 adds about 16 / B to it (-ln of 1e-8·(1 + √d), dinov2 #143): the same image twice \
-                 in a batch, a batch of one, or features collapsed together. Remove duplicate \
-                 images, use a batch above 1, or lower the KoLeo weight (dino.koleo_weight).",
-                if rows == 1 { "row has" } else { "rows have" }
-            ));
-        }
+    let duplicates = recent
+        .koleo_duplicates
+        .filter(|rows| *rows > 0 && recent.koleo_weight > 0.0);
+    if let Some(rows) = duplicates {
+        let value = recent
+            .koleo
+            .map(|v| format!(" reads {v:.2}:"))
+            .unwrap_or_default();
+        found.push(format!(
+            "KoLeo{value} {rows} global-crop {} a neighbour at zero distance, and each adds \
+             about 16 / B to it (-ln of 1e-8·(1 + √d), dinov2 #143): the same image twice in a \
+             batch, a batch of one, or features collapsed together. Remove duplicate images, use \
+             a batch above 1, or lower the KoLeo weight (dino.koleo_weight).",
+            if rows == 1 { "row has" } else { "rows have" }
+        ));
     }
     found
 }
