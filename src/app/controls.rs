@@ -3,8 +3,10 @@
 use super::state::Level;
 use super::top_bar::status_text;
 use super::DinoscopeApp;
-use crate::config::live::{LiveSettings, LOCAL_CROPS, LR_SCALE, MOMENTUM_TEACHER, TEACHER_TEMP};
-use crate::config::{Config, Toggle};
+use crate::config::live::{
+    LiveSettings, KOLEO_WEIGHT, LOCAL_CROPS, LR_SCALE, MOMENTUM_TEACHER, TEACHER_TEMP,
+};
+use crate::config::{CenteringMode, Config, Toggle};
 use crate::worker::Command;
 
 impl DinoscopeApp {
@@ -49,11 +51,18 @@ impl DinoscopeApp {
     pub(super) fn controls_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Anti-collapse");
         let mut controls = self.state.controls.clone();
-        if ui
-            .checkbox(&mut controls.centering, "centering")
-            .on_hover_text("Subtracts a running mean from the teacher's outputs so no single dimension can win for every image. Off: h(Pt) falls to 0: one-hot collapse.")
-            .changed()
-        {
+        let before = controls.centering;
+        egui::ComboBox::from_label("centering")
+            .selected_text(centering_text(controls.centering))
+            .show_ui(ui, |ui| {
+                for mode in CenteringMode::ALL {
+                    ui.selectable_value(&mut controls.centering, mode, centering_text(mode))
+                        .on_hover_text(centering_tooltip(mode));
+                }
+            })
+            .response
+            .on_hover_text("What keeps one prototype from winning for every image. EMA (DINO): subtract a running mean of the teacher's outputs. Sinkhorn-Knopp (DINOv2): rescale the teacher's probabilities over the batch so every prototype gets the same share, with no memory between steps. Off: h(Pt) falls to 0: one-hot collapse.");
+        if controls.centering != before {
             let toggle = Toggle::Centering(controls.centering);
             self.set_control(&mut controls, toggle);
         }
@@ -99,6 +108,13 @@ impl DinoscopeApp {
             .on_hover_text("Multiplies the learning-rate schedule. A large lr makes a collapse happen (and recover) faster.");
         if committed(&response) {
             let toggle = Toggle::LrScale(controls.lr_scale);
+            self.set_control(&mut controls, toggle);
+        }
+        let response = ui
+            .add(egui::Slider::new(&mut controls.koleo_weight, KOLEO_WEIGHT.slider).text("KoLeo"))
+            .on_hover_text("DINOv2's KoLeo regulariser on the student's CLS features of the global crops: pushes each image's feature away from its nearest neighbour, spreading the features over the sphere against dimensional collapse (the effective rank falling). 0 = off; DINOv2 uses 0.1. It blows up when two rows coincide (duplicate images, a batch of one).");
+        if committed(&response) {
+            let toggle = Toggle::KoleoWeight(controls.koleo_weight);
             self.set_control(&mut controls, toggle);
         }
         self.state.controls = controls;
@@ -176,6 +192,22 @@ impl DinoscopeApp {
                 .id_salt("runs_on_disk")
                 .show(ui, |ui| self.runs_on_disk_ui(ui, &root));
         }
+    }
+}
+
+fn centering_text(mode: CenteringMode) -> &'static str {
+    match mode {
+        CenteringMode::Ema => "EMA (DINO)",
+        CenteringMode::Sinkhorn => "Sinkhorn-Knopp (DINOv2)",
+        CenteringMode::Off => "off",
+    }
+}
+
+fn centering_tooltip(mode: CenteringMode) -> &'static str {
+    match mode {
+        CenteringMode::Ema => "Subtracts a running mean (momentum 0.9) of the teacher's outputs before the softmax, so no single prototype can win for every image.",
+        CenteringMode::Sinkhorn => "The teacher's probabilities are the Sinkhorn-Knopp equipartition of the batch (dino.sinkhorn_iterations, 3): every prototype gets 1/K of the mass. No center is carried between steps. With K above the 2B teacher rows each target spreads over at least K/2B prototypes.",
+        CenteringMode::Off => "Nothing stops one prototype from winning: h(Pt) falls to 0, one-hot collapse (paper Fig. 7).",
     }
 }
 

@@ -19,10 +19,11 @@ pub enum Quantity {
     EffectiveRank,
     EffectiveRankHead,
     StdNormalized,
+    Koleo,
 }
 
 impl Quantity {
-    pub const ALL: [Quantity; 13] = [
+    pub const ALL: [Quantity; 14] = [
         Quantity::Loss,
         Quantity::TeacherEntropy,
         Quantity::Kl,
@@ -36,6 +37,7 @@ impl Quantity {
         Quantity::EffectiveRank,
         Quantity::EffectiveRankHead,
         Quantity::StdNormalized,
+        Quantity::Koleo,
     ];
     pub const DECOMPOSITION: [Quantity; 5] = [
         Quantity::Loss,
@@ -66,6 +68,7 @@ impl Quantity {
             Quantity::EffectiveRank => "effective rank (backbone)",
             Quantity::EffectiveRankHead => "effective rank (head bottleneck)",
             Quantity::StdNormalized => "std of normalised features",
+            Quantity::Koleo => "KoLeo",
         }
     }
 
@@ -85,6 +88,7 @@ impl Quantity {
             Quantity::EffectiveRank => "RankMe: how many directions the teacher's CLS features really use, over the last 2048 rows. At most d (the width); it falls towards 1 in any collapse, and alone when the collapse is dimensional (h and KL look fine). The highest value is the best checkpoint without labels.",
             Quantity::EffectiveRankHead => "RankMe of the head's normalised bottleneck (the input of the last layer), over the same rows.",
             Quantity::StdNormalized => "Std of the L2-normalised backbone features per dimension, averaged. About 1/sqrt(d) when they spread out, 0 when every image maps to the same direction.",
+            Quantity::Koleo => "KoLeo (DINOv2): minus the mean log distance from each of the student's normalised CLS features to its nearest neighbour in the batch, per global crop. Lower = spread out over the sphere; measured at every weight, added to the loss times its weight. It jumps by about 16/B for each row with a duplicate (zero-distance) neighbour.",
         }
     }
 
@@ -103,6 +107,7 @@ impl Quantity {
             Quantity::EffectiveRank => [80, 170, 220],
             Quantity::EffectiveRankHead => [150, 200, 120],
             Quantity::StdNormalized => [220, 110, 170],
+            Quantity::Koleo => [200, 160, 60],
         }
     }
 
@@ -122,6 +127,7 @@ impl Quantity {
             Quantity::EffectiveRank => m.effective_rank?,
             Quantity::EffectiveRankHead => m.effective_rank_head?,
             Quantity::StdNormalized => m.std_normalized?,
+            Quantity::Koleo => m.koleo?,
         })
     }
 }

@@ -13,12 +13,12 @@ use egui_plot::{HLine, Line, LineStyle, Plot, PlotPoint, PlotPoints, Text, VLine
 /// The heading's hover text: what is measured and on which rows.
 pub const ABOUT: &str = "Measured on the teacher's outputs: in a run trained here, the last 2048 global crops, every 4 steps; in a watched run, 2 × d global crops of the probe images (topped up with embedded shapes) at every checkpoint. Effective rank (RankMe) counts the directions the features use: near 1 in any collapse, and at most min(rows, d), so a reading over fewer rows than d says 'of at most n rows' and the verdict ignores readings over fewer than 2 × d rows. Its highest valid value marks the checkpoint to keep without labels. The spectrum shows the singular values of the same rows, largest first, relative to the largest; directions under 1e-3 have collapsed (only the min(rows, d) a window can span are counted).";
 
-/// Effective rank and std-of-normalised side by side, then the spectrum.
+/// Effective rank, std-of-normalised and KoLeo side by side, then the spectrum.
 pub fn representation_plots_ui(ui: &mut egui::Ui, state: &AppState, height: f32) {
     let Some(current) = state.current_run() else {
         return;
     };
-    let width = (ui.available_width() / 2.0 - 8.0).max(120.0);
+    let width = (ui.available_width() / 3.0 - 8.0).max(120.0);
     ui.horizontal_top(|ui| {
         ui.vertical(|ui| {
             ui.set_width(width);
@@ -27,6 +27,10 @@ pub fn representation_plots_ui(ui: &mut egui::Ui, state: &AppState, height: f32)
         ui.vertical(|ui| {
             ui.set_width(width);
             std_plot_ui(ui, state, current, height);
+        });
+        ui.vertical(|ui| {
+            ui.set_width(width);
+            koleo_plot_ui(ui, state, current, height);
         });
     });
     spectrum_plot_ui(ui, current, height);
@@ -218,6 +222,37 @@ fn std_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f32
             }
         }
     });
+}
+
+/// KoLeo of the student's global-crop CLS features (DINOv2's regulariser), with the
+/// latest weight and the rows whose neighbour is a duplicate, the cause of a jump.
+fn koleo_plot_ui(ui: &mut egui::Ui, state: &AppState, run: &RunRecord, height: f32) {
+    let view = state.view;
+    let runs = runs_to_draw(state);
+    let mut label = "KoLeo".to_string();
+    if let Some(last) = &run.last {
+        if last.koleo_weight > 0.0 {
+            label.push_str(&format!(" (weight {:.2})", last.koleo_weight));
+        } else {
+            label.push_str(" (off, measured)");
+        }
+        if let Some(rows) = last.koleo_duplicates.filter(|rows| *rows > 0) {
+            label.push_str(&format!(" · {rows} duplicate rows"));
+        }
+    }
+    key_ui(ui, &[(label, colour(Quantity::Koleo.rgb()))]);
+    base_plot("koleo", height, view.log_y, super::plots::x_label(state))
+        .y_axis_label("KoLeo")
+        .show(ui, |plot_ui| {
+            for (shown, is_current) in &runs {
+                add_series(plot_ui, shown, *is_current, Quantity::Koleo);
+                if *is_current {
+                    add_markers(plot_ui, shown, None);
+                }
+            }
+        })
+        .response
+        .on_hover_text(Quantity::Koleo.explanation());
 }
 
 /// log10(σ_k / σ_1) against k, newest reading solid; the collapse threshold as a line.

@@ -538,6 +538,7 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CenteringMode;
 
     pub fn metrics(step: usize, h: f64, kl: f64) -> MetricsRow {
         MetricsRow {
@@ -597,7 +598,7 @@ mod tests {
             run_id: first,
             step: 12,
             label: "centering off".into(),
-            toggle: Toggle::Centering(false),
+            toggle: Toggle::Centering(CenteringMode::Off),
         });
         let run = state.current_run().unwrap();
         assert_eq!(run.steps(), 30);

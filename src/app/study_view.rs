@@ -15,8 +15,12 @@ use std::collections::HashMap;
 /// The built-in study the dialog starts from.
 const BASE_STUDY: &str = "paper-table7";
 
+/// The built-in study on the same base whose other arms (DINOv2's tools) the dialog offers
+/// unticked below the paper's.
+const RECIPE_STUDY: &str = "dinov2-recipe";
+
 /// Okabe–Ito, as the exported figures: one colour per arm.
-const ARM_COLOURS: [Color32; 7] = [
+const ARM_COLOURS: [Color32; 8] = [
     Color32::from_rgb(86, 180, 233),
     Color32::from_rgb(213, 94, 0),
     Color32::from_rgb(0, 158, 115),
@@ -24,6 +28,7 @@ const ARM_COLOURS: [Color32; 7] = [
     Color32::from_rgb(230, 159, 0),
     Color32::from_rgb(240, 228, 66),
     Color32::from_rgb(200, 200, 200),
+    Color32::from_rgb(0, 114, 178),
 ];
 
 pub(super) fn arm_colour(index: usize) -> Color32 {
@@ -54,11 +59,18 @@ impl Default for StudyView {
                     * (config.data.num_images / config.optim.batch_size_per_gpu.max(1)).max(1)
             })
             .unwrap_or(480);
+        let mut variants: Vec<(Variant, bool)> = spec
+            .map(|spec| spec.variants.into_iter().map(|v| (v, true)).collect())
+            .unwrap_or_default();
+        let recipe = StudySpec::builtin(RECIPE_STUDY).map_or_else(Vec::new, |s| s.variants);
+        for variant in recipe {
+            if !variants.iter().any(|(v, _)| v.name == variant.name) {
+                variants.push((variant, false));
+            }
+        }
         Self {
             dialog_open: false,
-            variants: spec
-                .map(|spec| spec.variants.into_iter().map(|v| (v, true)).collect())
-                .unwrap_or_default(),
+            variants,
             steps,
             own_variant: String::new(),
             own_error: None,
@@ -90,7 +102,7 @@ impl StudyView {
             .collapsible(false)
             .default_width(460.0)
             .show(ctx, |ui| {
-                ui.label("What each DINO component does: every ticked variant trains from the same seed, with the same data order and number of steps, interleaved so that the curves grow together. The base is a micro ViT (32 wide, 2 blocks, K = 64) on the embedded shapes, small enough that the whole study takes about a minute on 2 CPU cores (configs/studies/paper-table7.toml).");
+                ui.label("What each DINO component does: every ticked variant trains from the same seed, with the same data order and number of steps, interleaved so that the curves grow together. The base is a micro ViT (32 wide, 2 blocks, K = 64) on the embedded shapes, small enough that the whole study takes about a minute on 2 CPU cores (configs/studies/paper-table7.toml). Below the paper's five, unticked: DINOv2's tools, Sinkhorn-Knopp centering and KoLeo (configs/studies/dinov2-recipe.toml).");
                 ui.add_space(4.0);
                 ui.horizontal(|ui| {
                     ui.label("steps per variant");

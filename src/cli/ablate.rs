@@ -22,11 +22,12 @@ pub struct AblateArgs {
     #[command(flatten)]
     common: ConfigArgs,
     /// A study file: base, steps and variants (e.g. configs/studies/paper-table7.toml), or
-    /// the name of a built-in study (paper-table7).
+    /// the name of a built-in study (paper-table7, dinov2-recipe).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "preset"])]
     study: Option<PathBuf>,
     /// Add a variant: NAME:KEY=VALUE,KEY=VALUE (repeatable), e.g.
-    /// --variant warm-teacher:dino.teacher_temp=0.04
+    /// --variant warm-teacher:dino.teacher_temp=0.04, --variant sk:dino.centering=sinkhorn,
+    /// --variant koleo:dino.koleo_weight=0.1
     #[arg(long, value_name = "NAME:KEY=VALUE,...")]
     variant: Vec<String>,
     /// Run only the --variant ones, not the paper's five (full, no-centering, no-sharpening,

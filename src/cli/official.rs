@@ -84,7 +84,7 @@ fn from_run_dir(dir: &Path) -> Result<(Config, Vec<(usize, Toggle)>)> {
     };
     let changes = toggles_in_rows(&rows);
     if let Some(first) = rows.first() {
-        config.dino.centering = first.centering;
+        config.dino.centering = first.centering_mode();
         config.dino.sharpening = first.sharpening;
         config.dino.local_crops_number = first.local_crops;
     }

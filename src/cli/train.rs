@@ -32,8 +32,9 @@ pub struct TrainArgs {
     /// No progress bar; print one summary line every N steps instead (0 = never).
     #[arg(long, value_name = "N")]
     log_every: Option<usize>,
-    /// Apply a toggle before a step, e.g. --toggle-at 60:centering=off (repeatable; the
-    /// centering/sharpening/local_crops/teacher_temp columns of metrics.csv show the effect).
+    /// Apply a toggle before a step, e.g. --toggle-at 60:centering=off, 60:centering=sinkhorn,
+    /// 60:koleo=0.1 (repeatable; the centering_mode/sharpening/local_crops/teacher_temp/
+    /// koleo_weight columns of metrics.csv show the effect).
     #[arg(long, value_name = "STEP:KEY=VALUE")]
     toggle_at: Vec<String>,
     /// Write a checkpoint every N steps (0 = only at the end and on Ctrl-C) [default: 0, or

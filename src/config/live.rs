@@ -34,23 +34,146 @@ pub const LR_SCALE: LiveRange<f64> = LiveRange {
     allowed: 0.0..=100.0,
     slider: 0.05..=20.0,
 };
+/// The KoLeo weight (0 = off; DINOv2 uses 0.1).
+pub const KOLEO_WEIGHT: LiveRange<f64> = LiveRange {
+    allowed: 0.0..=10.0,
+    slider: 0.0..=1.0,
+};
+/// Sinkhorn-Knopp iterations (a config key, not live).
+pub const SINKHORN_ITERATIONS: RangeInclusive<usize> = 1..=100;
+
+/// What keeps the teacher's outputs off a single prototype.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CenteringMode {
+    /// DINO: subtract an EMA of the teacher's mean output before the softmax.
+    #[default]
+    Ema,
+    /// DINOv2: the teacher's probabilities are the Sinkhorn-Knopp equipartition of
+    /// exp(t/τt) over the batch (every prototype gets 1/K of the mass); no center.
+    Sinkhorn,
+    /// Neither: nothing stops one prototype from winning for every image.
+    Off,
+}
+
+impl CenteringMode {
+    pub const ALL: [CenteringMode; 3] = [
+        CenteringMode::Ema,
+        CenteringMode::Sinkhorn,
+        CenteringMode::Off,
+    ];
+
+    /// The word of configs, `--toggle-at` and the `centering_mode` column.
+    pub fn word(self) -> &'static str {
+        match self {
+            CenteringMode::Ema => "ema",
+            CenteringMode::Sinkhorn => "sinkhorn",
+            CenteringMode::Off => "off",
+        }
+    }
+
+    /// Whether any centering is on (the `centering` column: 1 for ema and sinkhorn).
+    pub fn is_on(self) -> bool {
+        self != CenteringMode::Off
+    }
+
+    /// `ema`, `sinkhorn` (also `sinkhorn_knopp`, `sk`), `off`; `on`/`true`/`1` = ema and
+    /// `false`/`0` = off, as the old switch read.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "ema" | "on" | "true" | "1" => Some(CenteringMode::Ema),
+            "sinkhorn" | "sinkhorn_knopp" | "sinkhorn-knopp" | "sk" => {
+                Some(CenteringMode::Sinkhorn)
+            }
+            "off" | "false" | "0" => Some(CenteringMode::Off),
+            _ => None,
+        }
+    }
+}
+
+impl From<bool> for CenteringMode {
+    /// The old switch: on = DINO's EMA center.
+    fn from(on: bool) -> Self {
+        if on {
+            CenteringMode::Ema
+        } else {
+            CenteringMode::Off
+        }
+    }
+}
+
+impl serde::Serialize for CenteringMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.word())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CenteringMode {
+    /// A word, or the old `true`/`false` (also 1/0 in a CSV).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CenteringMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("ema, sinkhorn or off (true = ema, false = off)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<CenteringMode, E> {
+                Ok(on.into())
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<CenteringMode, E> {
+                match value {
+                    0 | 1 => Ok((value == 1).into()),
+                    _ => Err(E::custom(format!(
+                        "centering `{value}`: use ema, sinkhorn or off"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<CenteringMode, E> {
+                self.visit_u64(u64::try_from(value).unwrap_or(u64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CenteringMode, E> {
+                CenteringMode::parse(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "centering `{text}`: use ema, sinkhorn or off (true = ema, false = off)"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Writes ema and off as the old `true` / `false` (configs stay readable as before), sinkhorn
+/// as its word.
+pub(crate) fn serialize_centering_compat<S: serde::Serializer>(
+    mode: &CenteringMode,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match mode {
+        CenteringMode::Sinkhorn => serializer.serialize_str(mode.word()),
+        other => serializer.serialize_bool(other.is_on()),
+    }
+}
 
 /// Settings the toggles change; the schedules read them every step.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveSettings {
-    pub centering: bool,
+    pub centering: CenteringMode,
     pub sharpening: bool,
     pub warmup_teacher_temp: f64,
     pub teacher_temp: f64,
     pub momentum_teacher: f64,
     pub local_crops: usize,
     pub lr_scale: f64,
+    /// KoLeo weight on the student's global-crop CLS features (0 = off).
+    #[serde(default)]
+    pub koleo_weight: f64,
 }
 
 /// A change applied between two steps.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Toggle {
-    Centering(bool),
+    /// EMA center, Sinkhorn-Knopp, or neither (`From<bool>`: the old switch).
+    Centering(CenteringMode),
     /// Off: the teacher uses the student temperature (0.1), i.e. no sharpening.
     Sharpening(bool),
     /// Replaces the teacher-temperature schedule with this constant.
@@ -61,6 +184,8 @@ pub enum Toggle {
     LocalCrops(usize),
     /// Multiplier on the lr schedule.
     LrScale(f64),
+    /// KoLeo weight; 0 = off.
+    KoleoWeight(f64),
 }
 
 /// A toggle whose value is outside its [`LiveRange`].
@@ -95,6 +220,7 @@ impl LiveSettings {
             momentum_teacher: config.dino.momentum_teacher,
             local_crops: config.dino.local_crops_number,
             lr_scale: config.optim.lr_scale,
+            koleo_weight: config.dino.koleo_weight,
         }
     }
 
@@ -107,19 +233,21 @@ impl LiveSettings {
         config.dino.momentum_teacher = self.momentum_teacher;
         config.dino.local_crops_number = self.local_crops;
         config.optim.lr_scale = self.lr_scale;
+        config.dino.koleo_weight = self.koleo_weight;
     }
 
-    /// One line for messages: `centering on, sharpening on, teacher temperature 0.02, …`.
+    /// One line for messages: `centering ema, sharpening on, teacher temperature 0.02, …`.
     pub fn describe(&self) -> String {
         let on = |flag: bool| if flag { "on" } else { "off" };
         format!(
-            "centering {}, sharpening {}, teacher temperature {}, momentum {}, local crops {}, lr scale {}",
-            on(self.centering),
+            "centering {}, sharpening {}, teacher temperature {}, momentum {}, local crops {}, lr scale {}, KoLeo {}",
+            self.centering.word(),
             on(self.sharpening),
             self.teacher_temp,
             self.momentum_teacher,
             self.local_crops,
-            self.lr_scale
+            self.lr_scale,
+            self.koleo_weight
         )
     }
 
@@ -127,7 +255,7 @@ impl LiveSettings {
     pub fn apply(&mut self, toggle: &Toggle) -> Result<(), OutOfRange> {
         toggle.check()?;
         match *toggle {
-            Toggle::Centering(on) => self.centering = on,
+            Toggle::Centering(mode) => self.centering = mode,
             Toggle::Sharpening(on) => self.sharpening = on,
             Toggle::TeacherTemp(t) => {
                 // A constant temperature: the warm-up starts where it ends.
@@ -137,6 +265,7 @@ impl LiveSettings {
             Toggle::MomentumTeacher(m) => self.momentum_teacher = m,
             Toggle::LocalCrops(n) => self.local_crops = n,
             Toggle::LrScale(s) => self.lr_scale = s,
+            Toggle::KoleoWeight(w) => self.koleo_weight = w,
         }
         Ok(())
     }
@@ -160,6 +289,7 @@ impl Toggle {
                 ),
             }),
             Toggle::LrScale(s) => check_f64("lr scale", s, &LR_SCALE),
+            Toggle::KoleoWeight(w) => check_f64("KoLeo weight", w, &KOLEO_WEIGHT),
         }
     }
 
@@ -167,12 +297,13 @@ impl Toggle {
     pub fn label(&self) -> String {
         let on_off = |on: bool| if on { "on" } else { "off" };
         match self {
-            Toggle::Centering(on) => format!("centering {}", on_off(*on)),
+            Toggle::Centering(mode) => format!("centering {}", mode.word()),
             Toggle::Sharpening(on) => format!("sharpening {}", on_off(*on)),
             Toggle::TeacherTemp(t) => format!("τt = {t:.3}"),
             Toggle::MomentumTeacher(m) => format!("momentum = {m:.4}"),
             Toggle::LocalCrops(n) => format!("local crops = {n}"),
             Toggle::LrScale(s) => format!("lr scale = {s:.2}"),
+            Toggle::KoleoWeight(w) => format!("KoLeo = {w:.2}"),
         }
     }
 }
@@ -180,9 +311,9 @@ impl Toggle {
 impl std::str::FromStr for Toggle {
     type Err = String;
 
-    /// Parses `centering=off`, `sharpening=on`, `teacher_temp=0.07`, `momentum=0`,
-    /// `local_crops=0`, `lr_scale=2` (for scripted demos); values outside their live range
-    /// are refused here, before any step runs.
+    /// Parses `centering=off` (or `ema`, `sinkhorn`; `on` = `ema`), `sharpening=on`,
+    /// `teacher_temp=0.07`, `momentum=0`, `local_crops=0`, `lr_scale=2`, `koleo=0.1` (for
+    /// scripted demos); values outside their live range are refused here, before any step runs.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (key, value) = text
             .split_once('=')
@@ -199,7 +330,9 @@ impl std::str::FromStr for Toggle {
                 .map_err(|_| format!("`{text}`: `{value}` is not a number"))
         };
         let toggle = match key.trim() {
-            "centering" => Toggle::Centering(switch()?),
+            "centering" => Toggle::Centering(CenteringMode::parse(value).ok_or_else(|| {
+                format!("`{text}`: use ema, sinkhorn or off (on = ema)")
+            })?),
             "sharpening" => Toggle::Sharpening(switch()?),
             "teacher_temp" => Toggle::TeacherTemp(number()?),
             "momentum" | "momentum_teacher" => Toggle::MomentumTeacher(number()?),
@@ -208,9 +341,10 @@ impl std::str::FromStr for Toggle {
                 .map(Toggle::LocalCrops)
                 .map_err(|_| format!("`{text}`: `{value}` is not a whole number"))?,
             "lr_scale" => Toggle::LrScale(number()?),
+            "koleo" | "koleo_weight" => Toggle::KoleoWeight(number()?),
             other => {
                 return Err(format!(
-                    "`{other}` is not a toggle; use centering, sharpening, teacher_temp, momentum, local_crops or lr_scale"
+                    "`{other}` is not a toggle; use centering, sharpening, teacher_temp, momentum, local_crops, lr_scale or koleo"
                 ))
             }
         };
@@ -243,10 +377,58 @@ mod tests {
 
     #[test]
     fn sliders_stay_inside_the_allowed_ranges() {
-        for range in [&TEACHER_TEMP, &MOMENTUM_TEACHER, &LR_SCALE] {
+        for range in [&TEACHER_TEMP, &MOMENTUM_TEACHER, &LR_SCALE, &KOLEO_WEIGHT] {
             assert!(range.allowed.contains(range.slider.start()));
             assert!(range.allowed.contains(range.slider.end()));
         }
         assert!(LOCAL_CROPS.allowed.contains(LOCAL_CROPS.slider.end()));
+    }
+
+    #[test]
+    fn centering_reads_the_old_switch_and_the_three_modes() {
+        for (text, mode) in [
+            ("centering=off", CenteringMode::Off),
+            ("centering=on", CenteringMode::Ema),
+            ("centering=ema", CenteringMode::Ema),
+            ("centering=sinkhorn", CenteringMode::Sinkhorn),
+        ] {
+            assert_eq!(text.parse::<Toggle>().unwrap(), Toggle::Centering(mode));
+        }
+        assert!("centering=maybe"
+            .parse::<Toggle>()
+            .unwrap_err()
+            .contains("ema, sinkhorn or off"));
+        assert_eq!(Toggle::Centering(false.into()).label(), "centering off");
+        assert_eq!(
+            "koleo=0.1".parse::<Toggle>().unwrap(),
+            Toggle::KoleoWeight(0.1)
+        );
+        assert!("koleo=-1".parse::<Toggle>().is_err());
+        // Config files: the old booleans, the words; written back as before for ema and off.
+        for (line, mode) in [
+            ("centering = true", CenteringMode::Ema),
+            ("centering = false", CenteringMode::Off),
+            ("centering = \"sinkhorn\"", CenteringMode::Sinkhorn),
+            ("centering = \"ema\"", CenteringMode::Ema),
+        ] {
+            let config = Config::from_toml_str(&format!("[dino]\n{line}\n"), "test.toml").unwrap();
+            assert_eq!(config.dino.centering, mode, "{line}");
+            let back = Config::from_toml_str(&config.to_toml(), "again.toml").unwrap();
+            assert_eq!(back.dino.centering, mode, "{line}");
+        }
+        assert!(Config::default().to_toml().contains("centering = true"));
+        let err = Config::from_toml_str("[dino]\ncentering = \"maybe\"\n", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.toml:2") && err.contains("ema, sinkhorn or off"),
+            "{err}"
+        );
+        // A checkpoint's settings written before the modes existed.
+        let old: LiveSettings = toml::from_str(
+            "centering = false\nsharpening = true\nwarmup_teacher_temp = 0.04\nteacher_temp = 0.04\nmomentum_teacher = 0.996\nlocal_crops = 8\nlr_scale = 1.0\n",
+        )
+        .unwrap();
+        assert_eq!((old.centering, old.koleo_weight), (CenteringMode::Off, 0.0));
     }
 }

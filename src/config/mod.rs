@@ -18,7 +18,7 @@ mod validate;
 
 pub use arch::{VitArch, VitConfig};
 
-pub use live::{LiveSettings, Toggle};
+pub use live::{CenteringMode, LiveSettings, Toggle};
 pub use presets::{DEFAULT_PRESET, PRESETS};
 pub use validate::InvalidKey;
 
@@ -103,8 +103,16 @@ pub struct DinoConfig {
     pub warmup_teacher_temp_epochs: usize,
     pub student_temp: f64,
     pub center_momentum: f64,
-    /// Ablation: subtract the running center from the teacher logits.
-    pub centering: bool,
+    /// How the teacher's outputs are kept from collapsing onto one prototype: `ema` (DINO:
+    /// subtract the running center), `sinkhorn` (DINOv2: Sinkhorn-Knopp equipartition) or
+    /// `off`. `true` / `false` still read as `ema` / `off`, and are written so.
+    #[serde(serialize_with = "live::serialize_centering_compat")]
+    pub centering: CenteringMode,
+    /// Sinkhorn-Knopp iterations when `centering = "sinkhorn"` (DINOv2: 3).
+    pub sinkhorn_iterations: usize,
+    /// Weight of the KoLeo regulariser on the student's CLS features of the global crops
+    /// (DINOv2: 0.1); 0 = off.
+    pub koleo_weight: f64,
     /// Ablation: off means the teacher uses the student's temperature (no sharpening).
     pub sharpening: bool,
     pub local_crops_number: usize,
@@ -224,7 +232,9 @@ impl Default for DinoConfig {
             warmup_teacher_temp_epochs: 0,
             student_temp: 0.1,
             center_momentum: 0.9,
-            centering: true,
+            centering: CenteringMode::Ema,
+            sinkhorn_iterations: 3,
+            koleo_weight: 0.0,
             sharpening: true,
             local_crops_number: 8,
             global_crops_scale: [0.4, 1.0],

@@ -132,10 +132,21 @@ impl OfficialCommand {
             );
             (d.student_temp, d.student_temp, 0)
         };
-        if !d.centering {
-            note(
+        match d.centering {
+            crate::config::CenteringMode::Ema => {}
+            crate::config::CenteringMode::Off => note(
                 "centering off".into(),
                 "no flag: in main_dino.py's DINOLoss.forward use `teacher_output / temp` instead of `(teacher_output - self.center) / temp`".into(),
+            ),
+            crate::config::CenteringMode::Sinkhorn => note(
+                "Sinkhorn-Knopp centering (DINOv2)".into(),
+                "no flag in main_dino.py: replace the softmax of `(teacher_output - self.center) / temp` in DINOLoss.forward with dinov2's `sinkhorn_knopp_teacher(teacher_output, temp, n_iterations=3)` (dinov2/loss/dino_clstoken_loss.py), or train with the dinov2 code".into(),
+            ),
+        }
+        if d.koleo_weight > 0.0 {
+            note(
+                format!("KoLeo weight {}", d.koleo_weight),
+                "no flag in main_dino.py (KoLeo is DINOv2's): add dinov2's KoLeoLoss (dinov2/loss/koleo_loss.py) on the student's CLS outputs of the two global crops, times the weight, to the loss in train_one_epoch, or train with the dinov2 code".into(),
             );
         }
         if d.momentum_teacher == 0.0 {
@@ -403,7 +414,7 @@ mod tests {
     #[test]
     fn dinoscope_only_settings_are_named_with_their_fix() {
         let mut config = Config::preset("tiny").unwrap();
-        config.dino.centering = false;
+        config.dino.centering = crate::config::CenteringMode::Off;
         config.dino.sharpening = false;
         config.optim.lr_scale = 2.0;
         let changes = [(60, Toggle::LocalCrops(0))];

@@ -22,10 +22,16 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The studies shipped in `configs/studies/`, embedded so the app needs no file system.
-pub const STUDIES: [(&str, &str); 1] = [(
-    "paper-table7",
-    include_str!("../../configs/studies/paper-table7.toml"),
-)];
+pub const STUDIES: [(&str, &str); 2] = [
+    (
+        "paper-table7",
+        include_str!("../../configs/studies/paper-table7.toml"),
+    ),
+    (
+        "dinov2-recipe",
+        include_str!("../../configs/studies/dinov2-recipe.toml"),
+    ),
+];
 
 /// One arm of a study.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -356,8 +362,8 @@ mod tests {
         );
         let full = &configs[0].1;
         assert_eq!(full, &Config::preset("tiny").unwrap());
-        assert!(!configs[1].1.dino.centering && configs[1].1.dino.sharpening);
-        assert!(configs[2].1.dino.centering && !configs[2].1.dino.sharpening);
+        assert!(!configs[1].1.dino.centering.is_on() && configs[1].1.dino.sharpening);
+        assert!(configs[2].1.dino.centering.is_on() && !configs[2].1.dino.sharpening);
         assert_eq!(configs[3].1.dino.momentum_teacher, 0.0);
         assert_eq!(configs[4].1.dino.local_crops_number, 0);
         assert_eq!(configs[4].1.dino.global_crops_scale, [0.14, 1.0]);

@@ -50,6 +50,13 @@ impl Config {
         live_f64("dino.teacher_temp", d.teacher_temp, &live::TEACHER_TEMP)?;
         in_range_f64("dino.student_temp", d.student_temp, 1e-4, 1.0)?;
         in_range_f64("dino.center_momentum", d.center_momentum, 0.0, 0.9999)?;
+        in_range_usize(
+            "dino.sinkhorn_iterations",
+            d.sinkhorn_iterations,
+            *live::SINKHORN_ITERATIONS.start(),
+            *live::SINKHORN_ITERATIONS.end(),
+        )?;
+        live_f64("dino.koleo_weight", d.koleo_weight, &live::KOLEO_WEIGHT)?;
         let crops = &live::LOCAL_CROPS.allowed;
         in_range_usize(
             "dino.local_crops_number",

@@ -5,6 +5,7 @@
 //! (a torn last line of a run being written).
 
 use crate::analysis::health::{HealthSample, Regime};
+use crate::config::CenteringMode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -73,6 +74,21 @@ pub struct MetricsRow {
     /// The diagnosis after this step, one word (`healthy`, `one-hot`, `uniform`, …).
     #[serde(default)]
     pub regime: Regime,
+    /// `ema`, `sinkhorn` or `off` (DINOv2's tools, issue 32); empty in runs written before
+    /// the modes, where `centering` says ema or off ([`MetricsRow::centering_mode`]).
+    #[serde(default)]
+    pub centering_mode: Option<CenteringMode>,
+    /// KoLeo weight of this step (0 = off).
+    #[serde(default, serialize_with = "fixed6")]
+    pub koleo_weight: f64,
+    /// KoLeo of the student's CLS features, mean over the global crops (each on its own), at
+    /// every weight; what the weight multiplies.
+    #[serde(default, serialize_with = "optional6")]
+    pub koleo: Option<f64>,
+    /// Rows of the global crops whose nearest neighbour is at zero distance: each adds about
+    /// 16/B to `koleo` (dinov2 #143).
+    #[serde(default)]
+    pub koleo_duplicates: Option<usize>,
     /// Singular values of the backbone window, largest first, divided by the largest; on
     /// steps with a reading. For the live spectrum plot, not stored.
     #[serde(skip)]
@@ -104,7 +120,17 @@ impl MetricsRow {
             teacher_momentum: self.teacher_momentum,
             centering: self.centering,
             sharpening: self.sharpening,
+            centering_mode: self.centering_mode(),
+            koleo_weight: self.koleo_weight,
+            koleo: self.koleo,
+            koleo_duplicates: self.koleo_duplicates,
         }
+    }
+
+    /// The centering of this step, also for rows written before the modes existed.
+    pub fn centering_mode(&self) -> CenteringMode {
+        self.centering_mode
+            .unwrap_or_else(|| CenteringMode::from(self.centering))
     }
 }
 
@@ -316,6 +342,10 @@ mod tests {
             near_zero_directions: Some(3),
             rank_rows: Some(2048),
             regime: Regime::OneHotTargets,
+            centering_mode: Some(CenteringMode::Sinkhorn),
+            koleo_weight: 0.1,
+            koleo: Some(-1.5),
+            koleo_duplicates: Some(2),
             spectrum: vec![1.0, 0.5],
             warnings: vec!["not stored".into()],
         }
@@ -328,11 +358,11 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
-            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,teacher_mi,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime"
+            "step,epoch,loss,teacher_entropy,kl,batch_mean_entropy,teacher_mi,lr,weight_decay,teacher_momentum,teacher_temp,images_per_sec,step_secs,data_wait_secs,local_crops,centering,sharpening,ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime,centering_mode,koleo_weight,koleo,koleo_duplicates"
         );
         assert_eq!(
             text.lines().nth(1).unwrap(),
-            "0,0,1.250000,1.000000,0.250000,2.000000,1.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472,41.2500,,0.062500,3,2048,one-hot"
+            "0,0,1.250000,1.000000,0.250000,2.000000,1.000000,5.000000e-4,0.040000,0.996000,0.04000,100.00,0.30000,0.00000,6,1,0,6.931472,41.2500,,0.062500,3,2048,one-hot,sinkhorn,0.100000,-1.500000,2"
         );
         let back: Vec<MetricsRow> = read_rows(bytes.as_slice());
         let mut want = row(1);
@@ -363,6 +393,10 @@ mod tests {
         assert_eq!(rows[0].effective_rank, None);
         assert_eq!(rows[0].near_zero_directions, None);
         assert_eq!(rows[0].regime, Regime::WarmingUp);
+        // Before DINOv2's tools: the mode from the old switch, KoLeo off and unmeasured.
+        assert_eq!(rows[0].centering_mode, None);
+        assert_eq!(rows[0].centering_mode(), CenteringMode::Ema);
+        assert_eq!((rows[0].koleo_weight, rows[0].koleo), (0.0, None));
         let evals: Vec<EvalRow> =
             read_rows("step,epoch,top1,top5,jaccard_best_head,jaccard_mean_map,eval_secs\n4,1,50.0,90.0,,,1.0\n".as_bytes());
         assert_eq!(evals[0].top1, Some(50.0));

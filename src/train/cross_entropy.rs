@@ -229,7 +229,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
 mod tests {
     use super::*;
     use crate::model::fused::test_support::{host_values, random};
-    use crate::train::loss::{composed_cross_entropy, LossOptions};
+    use crate::train::loss::{composed_cross_entropy, LossOptions, TeacherCentering};
     use burn::tensor::activation::softmax;
 
     /// Loss and gradient against burn's composition of the reference, for 2 globals alone
@@ -243,7 +243,7 @@ mod tests {
             let options = LossOptions {
                 student_temp: 0.1,
                 teacher_temp: 0.04,
-                centering: true,
+                centering: TeacherCentering::Ema,
             };
             let run = |fused: bool| {
                 let logits = random([crops * batch, classes], 1, 0.5, &device).require_grad();

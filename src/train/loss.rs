@@ -2,6 +2,7 @@
 //! H(Pt, Ps) = h(Pt) + KL(Pt‖Ps) used by the collapse plots.
 
 use crate::train::cross_entropy::student_cross_entropy;
+use crate::train::sinkhorn::{log_probs, sinkhorn_knopp};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
@@ -11,8 +12,31 @@ pub struct LossOptions {
     pub student_temp: f64,
     /// Temperature actually used for the teacher (equal to `student_temp` when sharpening is off).
     pub teacher_temp: f64,
-    /// Subtract the running center from the teacher logits.
-    pub centering: bool,
+    pub centering: TeacherCentering,
+}
+
+/// How the teacher's probabilities are made (the live `CenteringMode` with its parameter).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TeacherCentering {
+    /// softmax((t − c)/τt) with the running center c (DINO).
+    Ema,
+    /// The Sinkhorn-Knopp equipartition of exp(t/τt) over the batch (DINOv2); no center.
+    Sinkhorn { iterations: usize },
+    /// softmax(t/τt).
+    Off,
+}
+
+impl TeacherCentering {
+    pub fn new(mode: crate::config::CenteringMode, sinkhorn_iterations: usize) -> Self {
+        use crate::config::CenteringMode;
+        match mode {
+            CenteringMode::Ema => TeacherCentering::Ema,
+            CenteringMode::Sinkhorn => TeacherCentering::Sinkhorn {
+                iterations: sinkhorn_iterations,
+            },
+            CenteringMode::Off => TeacherCentering::Off,
+        }
+    }
 }
 
 /// Loss plus the quantities of paper Fig. 7, all as device scalars until read.
@@ -72,14 +96,22 @@ pub fn dino_loss(
 
     // The teacher side never needs a graph; keeping it off autodiff also skips its bookkeeping.
     let teacher_logits = teacher_logits.without_autodiff();
-    let shifted = if options.centering {
-        teacher_logits - center.without_autodiff()
-    } else {
-        teacher_logits
+    // The decomposition below is of these probabilities, whichever way they were made.
+    let (teacher_probs, teacher_log_probs) = match options.centering {
+        TeacherCentering::Sinkhorn { iterations } => {
+            let probs = sinkhorn_knopp(teacher_logits, options.teacher_temp, iterations);
+            (probs.clone(), log_probs(probs))
+        }
+        mode => {
+            let shifted = if mode == TeacherCentering::Ema {
+                teacher_logits - center.without_autodiff()
+            } else {
+                teacher_logits
+            };
+            let scaled = shifted.div_scalar(options.teacher_temp);
+            (softmax(scaled.clone(), 1), log_softmax(scaled, 1))
+        }
     };
-    let scaled = shifted.div_scalar(options.teacher_temp);
-    let teacher_probs = softmax(scaled.clone(), 1);
-    let teacher_log_probs = log_softmax(scaled, 1);
 
     // One CPU op where it applies (`train::cross_entropy`); burn's ops elsewhere.
     let loss = student_cross_entropy(
@@ -195,7 +227,7 @@ mod tests {
         let opts = LossOptions {
             student_temp: 0.1,
             teacher_temp: 0.04,
-            centering: true,
+            centering: TeacherCentering::Ema,
         };
         let flat_s: Vec<f32> = student.iter().flatten().map(|v| *v as f32).collect();
         let flat_t: Vec<f32> = teacher.iter().flatten().map(|v| *v as f32).collect();
@@ -259,7 +291,11 @@ mod tests {
             &device,
         );
         let center = Tensor::<2>::zeros([1, k], &device);
-        for (centering, teacher_temp) in [(true, 0.04), (false, 0.1)] {
+        for (centering, teacher_temp) in [
+            (TeacherCentering::Ema, 0.04),
+            (TeacherCentering::Off, 0.1),
+            (TeacherCentering::Sinkhorn { iterations: 3 }, 0.04),
+        ] {
             let out = dino_loss(
                 student.clone(),
                 teacher.clone(),
@@ -272,15 +308,18 @@ mod tests {
                 },
             );
             let stats = LossStats::from_values(&read(out.stats)).unwrap();
-            // KL is computed term-by-term on the host as a cross-check of the identity.
-            let q = softmax(
-                (teacher.clone() - center.clone()).div_scalar(teacher_temp),
-                1,
-            );
-            let log_q = log_softmax(
-                (teacher.clone() - center.clone()).div_scalar(teacher_temp),
-                1,
-            );
+            // KL is computed term-by-term on the host as a cross-check of the identity, on the
+            // probabilities the loss used.
+            let (q, log_q) = match centering {
+                TeacherCentering::Sinkhorn { iterations } => {
+                    let q = sinkhorn_knopp(teacher.clone(), teacher_temp, iterations);
+                    (q.clone(), log_probs(q))
+                }
+                _ => {
+                    let scaled = (teacher.clone() - center.clone()).div_scalar(teacher_temp);
+                    (softmax(scaled.clone(), 1), log_softmax(scaled, 1))
+                }
+            };
             let log_p = log_softmax(student.clone().div_scalar(0.1), 1);
             let mut kl = 0.0;
             let mut terms = 0;
@@ -313,7 +352,7 @@ mod tests {
         let opts = LossOptions {
             student_temp: 0.1,
             teacher_temp: 0.01,
-            centering: false,
+            centering: TeacherCentering::Off,
         };
         // Every teacher row the same one-hot: both entropies ≈ 0.
         let mut same = vec![0f32; 2 * 4 * k];

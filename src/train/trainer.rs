@@ -6,12 +6,13 @@ use crate::augment::{AugmentConfig, CropBatch, CropLoader, LoaderConfig, LoaderE
 use crate::config::{Config, LiveSettings, Toggle};
 use crate::data::datasets::open_dataset;
 use crate::data::{DataError, Dataset};
-use crate::model::DinoModel;
+use crate::model::{DinoModel, MultiCropOutput};
 use crate::store::checkpoint::CheckpointError;
 use crate::store::rows::MetricsRow;
 use crate::train::ema::ema_update;
 use crate::train::guard::{gradient_norm, Fault, NonFiniteKind};
-use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats};
+use crate::train::koleo::{koleo, KoleoOutput};
+use crate::train::loss::{dino_loss, update_center, LossOptions, LossStats, TeacherCentering};
 use crate::train::optim::{build_optimizer, SharedWeightDecay};
 use crate::train::representation::RepresentationMonitor;
 use crate::train::schedule::{teacher_momentum_at, teacher_temp_at_epoch, CosineSchedule};
@@ -364,28 +365,42 @@ impl Trainer {
         if let Some(locals) = local_images {
             groups.push(locals.autodiff());
         }
-        let student_out = self
+        // The same ops as `forward_multi_crop`; the CLS features are KoLeo's input (the
+        // bottleneck handle is dropped here, not kept on the graph through the backward).
+        let MultiCropOutput {
+            logits: student_logits,
+            features: student_features,
+            ..
+        } = self
             .student
-            .forward_multi_crop(groups, Some(&mut self.drop_path_rng));
+            .forward_multi_crop_with_features(groups, Some(&mut self.drop_path_rng));
         lap(&mut phases.student_forward);
         let options = LossOptions {
             student_temp: self.config.dino.student_temp,
             teacher_temp,
-            centering: self.live.centering,
+            centering: TeacherCentering::new(
+                self.live.centering,
+                self.config.dino.sinkhorn_iterations,
+            ),
         };
         let loss = dino_loss(
-            student_out.logits,
+            student_logits,
             teacher_out.logits.clone(),
             self.center.clone(),
             n_crops,
             options,
         );
-        let stats_data = loss.stats.into_data_as::<f32>();
-        let stats = stats_data
+        let koleo = self.koleo_of(student_features, batch.batch_size)?;
+        let stats_data = Tensor::cat(vec![loss.stats, koleo.stats], 0).into_data_as::<f32>();
+        let values = stats_data
             .as_slice::<f32>()
-            .ok()
-            .and_then(LossStats::from_values)
+            .map_err(|_| TrainError::Internal("loss statistics unreadable".into()))?;
+        let stats = LossStats::from_values(values)
             .ok_or_else(|| TrainError::Internal("loss statistics unreadable".into()))?;
+        let (koleo_value, koleo_duplicates) = match values.get(3..5) {
+            Some(&[value, duplicates]) => (value as f64, duplicates.round() as usize),
+            _ => return Err(TrainError::Internal("KoLeo statistics unreadable".into())),
+        };
         self.injected(it, NonFiniteKind::TeacherOutput, stats.teacher_entropy)?;
         self.injected(it, NonFiniteKind::Loss, stats.loss)?;
         // Step t uses the center of steps < t; kept aside until the gradients pass the guard.
@@ -396,7 +411,13 @@ impl Trainer {
         );
         lap(&mut phases.loss);
 
-        let mut grads = GradientsParams::from_grads(loss.loss.backward(), &self.student);
+        // DINOv2: loss + weight · (KoLeo(global 1) + KoLeo(global 2)).
+        let total = if self.live.koleo_weight > 0.0 {
+            loss.loss + koleo.loss.mul_scalar(self.live.koleo_weight)
+        } else {
+            loss.loss
+        };
+        let mut grads = GradientsParams::from_grads(total.backward(), &self.student);
         lap(&mut phases.backward);
         let last_layer = &self.student.head.last_layer;
         if epoch < self.config.optim.freeze_last_layer {
@@ -451,9 +472,13 @@ impl Trainer {
             step_secs,
             data_wait_secs,
             local_crops,
-            centering: self.live.centering,
+            centering: self.live.centering.is_on(),
             sharpening: self.live.sharpening,
             ln_k: self.ln_k(),
+            centering_mode: Some(self.live.centering),
+            koleo_weight: self.live.koleo_weight,
+            koleo: Some(koleo_value),
+            koleo_duplicates: Some(koleo_duplicates),
             warnings: batch.warnings,
             ..MetricsRow::default()
         };
@@ -461,6 +486,25 @@ impl Trainer {
             reading.fill(&mut row);
         }
         Ok(row)
+    }
+
+    /// KoLeo of the student's CLS features of the two global crops (the first `2·batch` rows),
+    /// each crop on its own as DINOv2 does; on the gradient's path only while its weight is on,
+    /// measured at every weight.
+    fn koleo_of(
+        &self,
+        features: Option<Tensor<2>>,
+        batch: usize,
+    ) -> Result<KoleoOutput, TrainError> {
+        let features = features
+            .ok_or_else(|| TrainError::Internal("student features missing".into()))?
+            .narrow(0, 0, 2 * batch);
+        let features = if self.live.koleo_weight > 0.0 {
+            features
+        } else {
+            features.without_autodiff()
+        };
+        Ok(koleo(features, 2))
     }
 
     /// Hands the teacher's outputs on the global crops to the representation monitor (read

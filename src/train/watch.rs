@@ -19,7 +19,7 @@ use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::{write_atomically, RunWriter};
 use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoint};
 use crate::store::weights::ArchOverrides;
-use crate::train::loss::{LossOptions, LossStats};
+use crate::train::loss::{LossOptions, LossStats, TeacherCentering};
 use crate::train::probe::probe_decomposition;
 use crate::train::rank_probe::RankProbe;
 use crate::train::representation::Reading;
@@ -326,7 +326,7 @@ impl Watcher {
         let options = LossOptions {
             student_temp: self.settings.student_temp,
             teacher_temp,
-            centering: true,
+            centering: TeacherCentering::Ema,
         };
         let stats = crate::device::on_compute_pool(|| {
             probe_decomposition(

@@ -4,7 +4,7 @@
 
 use crate::worker::micro_config;
 use burn::prelude::Device;
-use dinoscope::config::Toggle;
+use dinoscope::config::{CenteringMode, Toggle};
 use dinoscope::store::checkpoint::{list_checkpoints, resolve_checkpoint, write_checkpoint};
 use dinoscope::store::rows::MetricsRow;
 use dinoscope::train::trainer::Trainer;
@@ -45,7 +45,9 @@ fn run(trainer: &mut Trainer, steps: usize) -> Vec<Vec<f64>> {
     (0..steps)
         .map(|_| {
             if trainer.steps_done() == 4 {
-                trainer.apply(&Toggle::Centering(false)).unwrap();
+                trainer
+                    .apply(&Toggle::Centering(CenteringMode::Off))
+                    .unwrap();
                 trainer.apply(&Toggle::LrScale(2.0)).unwrap();
             }
             comparable(&trainer.step().unwrap())
@@ -69,7 +71,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
     let mut resumed = Trainer::resume(&resolve_checkpoint(dir.path()).unwrap(), device).unwrap();
     assert_eq!(resumed.steps_done(), 11);
     assert!(
-        !resumed.live().centering,
+        resumed.live().centering == CenteringMode::Off,
         "live toggles are part of the checkpoint"
     );
     got.extend(run(&mut resumed, TOTAL - 11));

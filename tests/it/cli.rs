@@ -95,11 +95,18 @@ fn train_writes_metrics_csv_and_resolved_config() {
     // Representation readings every 4 steps (and at the last), within 1 ..= d = 16; the
     // regime column names the diagnosis (too few steps yet).
     assert!(
-        header.ends_with(
-            ",ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime"
+        header.contains(
+            ",ln_k,effective_rank,effective_rank_head,std_normalized,near_zero_directions,rank_rows,regime,"
         ),
         "{header}"
     );
+    // DINOv2's tools, appended: the mode says what `centering` = 0/1 meant.
+    assert!(
+        header.ends_with(",regime,centering_mode,koleo_weight,koleo,koleo_duplicates"),
+        "{header}"
+    );
+    let modes: Vec<&str> = rows.iter().map(|r| r.split(',').nth(24).unwrap()).collect();
+    assert_eq!(modes, ["ema", "ema", "off", "off", "off"]);
     let rank_of = |row: &str| row.split(',').nth(18).unwrap().to_string();
     let ranks: Vec<String> = rows.iter().map(|r| rank_of(r)).collect();
     for (step, rank) in ranks.iter().enumerate() {
@@ -110,7 +117,11 @@ fn train_writes_metrics_csv_and_resolved_config() {
             assert_eq!(rank, "", "no reading at step {step}");
         }
     }
-    assert!(rows.iter().all(|r| r.ends_with(",warming-up")), "{csv}");
+    assert!(
+        rows.iter()
+            .all(|r| r.split(',').nth(23) == Some("warming-up")),
+        "{csv}"
+    );
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(resolved.contains("embed_dim = 16"), "{resolved}");
     assert!(

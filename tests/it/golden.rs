@@ -12,7 +12,7 @@
 //! moved, with `DINOSCOPE_BLESS=1 cargo test --release --test it golden`.
 
 use dinoscope::config::Config;
-use dinoscope::config::Toggle;
+use dinoscope::config::{CenteringMode, Toggle};
 use dinoscope::device::DeviceChoice;
 use dinoscope::worker::{Command, Event, WorkerHandle, WorkerStatus};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ const SETS: [&str; 13] = [
 /// Scripted toggles: (before step, CLI text, toggle).
 fn toggles() -> Vec<(usize, &'static str, Toggle)> {
     vec![
-        (4, "4:centering=off", Toggle::Centering(false)),
+        (4, "4:centering=off", Toggle::Centering(CenteringMode::Off)),
         (8, "8:teacher_temp=0.03", Toggle::TeacherTemp(0.03)),
     ]
 }

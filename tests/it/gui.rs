@@ -4,7 +4,7 @@
 use crate::worker::micro_config;
 use dinoscope::app::state::Level;
 use dinoscope::app::{AppOptions, DinoscopeApp};
-use dinoscope::config::Toggle;
+use dinoscope::config::{CenteringMode, Toggle};
 use dinoscope::store::rows::MetricsRow;
 use dinoscope::worker::{Event, WorkerStatus};
 use egui_kittest::kittest::Queryable;
@@ -53,11 +53,14 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
             .is_some_and(|s| s.maps.len() == app.attention.images.len())
     });
 
+    // The centering menu: EMA (DINO), Sinkhorn-Knopp (DINOv2), off.
     harness.get_by_label("centering").click();
+    harness.run_steps(2);
+    harness.get_by_label("off").click();
     harness.run_steps(1);
     assert_eq!(
         harness.state().state.sent_toggles.last(),
-        Some(&Toggle::Centering(false))
+        Some(&Toggle::Centering(CenteringMode::Off))
     );
     frames_until(&mut harness, "the centering marker", |app| {
         markers(app).contains(&"centering off".to_string())
@@ -116,6 +119,34 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
     }
     frames_until(&mut harness, "the lr-scale marker", |app| {
         markers(app).iter().any(|m| m.starts_with("lr scale"))
+    });
+    // DINOv2's tools: KoLeo up one keyboard step from 0, then Sinkhorn-Knopp from the menu.
+    let before = harness.state().state.sent_toggles.len();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Slider, "KoLeo")
+        .focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::ArrowRight);
+    harness.run_steps(2);
+    let sent = &harness.state().state.sent_toggles;
+    assert_eq!(sent.len(), before + 1, "KoLeo: {sent:?}");
+    assert!(
+        matches!(sent.last(), Some(Toggle::KoleoWeight(w)) if *w > 0.0),
+        "{sent:?}"
+    );
+    frames_until(&mut harness, "the KoLeo marker", |app| {
+        markers(app).iter().any(|m| m.starts_with("KoLeo = "))
+    });
+    harness.get_by_label("centering").click();
+    harness.run_steps(2);
+    harness.get_by_label("Sinkhorn-Knopp (DINOv2)").click();
+    harness.run_steps(1);
+    assert_eq!(
+        harness.state().state.sent_toggles.last(),
+        Some(&Toggle::Centering(CenteringMode::Sinkhorn))
+    );
+    frames_until(&mut harness, "the Sinkhorn marker", |app| {
+        markers(app).contains(&"centering sinkhorn".to_string())
     });
     // The marker step is the first step that used the change.
     let app = harness.state();
@@ -280,7 +311,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 run_id: run,
                 step: 60,
                 label: "centering off".into(),
-                toggle: Toggle::Centering(false),
+                toggle: Toggle::Centering(CenteringMode::Off),
             });
             app.state.apply(Event::Status {
                 run_id: Some(run),

@@ -18,6 +18,7 @@ mod layers_attention;
 mod layers_gui;
 mod official_command;
 mod readme;
+mod recipe_parity;
 mod report;
 mod step_parity;
 mod study;

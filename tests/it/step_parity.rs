@@ -30,7 +30,7 @@ use dinoscope::model::{DinoModel, VitArch, VitConfig};
 use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::{load_backbone, ArchOverrides, Network};
 use dinoscope::train::ema::ema_update;
-use dinoscope::train::loss::{dino_loss, update_center, LossOptions, LossStats};
+use dinoscope::train::loss::{dino_loss, update_center, LossOptions, LossStats, TeacherCentering};
 use dinoscope::train::optim::{build_optimizer, SharedWeightDecay};
 use dinoscope::train::Trainer;
 use rand::SeedableRng;
@@ -105,7 +105,7 @@ fn official_config() -> Config {
     config.dino.warmup_teacher_temp_epochs = 3;
     config.dino.student_temp = 0.1;
     config.dino.center_momentum = 0.9;
-    config.dino.centering = true;
+    config.dino.centering = dinoscope::config::CenteringMode::Ema;
     config.dino.sharpening = true;
     config.dino.local_crops_number = N_LOCAL;
     config.optim.epochs = 4;
@@ -242,7 +242,7 @@ fn dino_loss_with_center_matches_official_loss() {
         LossOptions {
             student_temp: 0.1,
             teacher_temp: 0.04,
-            centering: true,
+            centering: TeacherCentering::Ema,
         },
     );
     let (_, expected) = npy("loss_value.npy");
@@ -344,7 +344,7 @@ fn two_training_steps_match_official_train_one_epoch() {
         let options = LossOptions {
             student_temp: config.dino.student_temp,
             teacher_temp,
-            centering: true,
+            centering: TeacherCentering::Ema,
         };
         let loss = dino_loss(
             student_out.logits,

@@ -4,7 +4,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use dinoscope::config::Config;
-use dinoscope::config::Toggle;
+use dinoscope::config::{CenteringMode, Toggle};
 use dinoscope::model::{DinoModel, VitArch, VitConfig};
 use dinoscope::store::rows::MetricsRow;
 use dinoscope::train::ema::ema_update;
@@ -214,7 +214,9 @@ fn toggles_apply_at_next_step() {
     assert!(first.centering && first.sharpening);
     assert_eq!(first.teacher_temp, 0.02);
     trainer.apply(&Toggle::Sharpening(false)).unwrap();
-    trainer.apply(&Toggle::Centering(false)).unwrap();
+    trainer
+        .apply(&Toggle::Centering(CenteringMode::Off))
+        .unwrap();
     trainer.apply(&Toggle::LrScale(0.5)).unwrap();
     trainer.apply(&Toggle::MomentumTeacher(0.0)).unwrap();
     let second = trainer.step().unwrap();
@@ -245,7 +247,7 @@ const COLLAPSE_STEPS: usize = 150;
 #[test]
 fn no_centering_collapses_to_one_hot() {
     let mut config = micro_config(0);
-    config.dino.centering = false;
+    config.dino.centering = CenteringMode::Off;
     let (_, m) = run(config, COLLAPSE_STEPS);
     let h = tail_mean(&m, 10, |x| x.teacher_entropy);
     let kl = tail_mean(&m, 10, |x| x.kl);

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::training::load_training_checkpoint;
 use dinoscope::store::weights::ArchOverrides;
-use dinoscope::train::loss::LossOptions;
+use dinoscope::train::loss::{LossOptions, TeacherCentering};
 use dinoscope::train::probe::probe_decomposition;
 use std::path::{Path, PathBuf};
 
@@ -48,7 +48,7 @@ fn probe_decomposition_of_official_checkpoints_matches_pytorch() {
         let options = LossOptions {
             student_temp: 0.1,
             teacher_temp: reference(file, "teacher_temp"),
-            centering: true,
+            centering: TeacherCentering::Ema,
         };
         let stats = probe_decomposition(
             &checkpoint.student,

@@ -2,7 +2,7 @@
 //! stop/shutdown join, failures become error events.
 
 use dinoscope::config::Config;
-use dinoscope::config::Toggle;
+use dinoscope::config::{CenteringMode, Toggle};
 use dinoscope::device::DeviceChoice;
 use dinoscope::worker::{Command, Event, WorkerHandle, WorkerStatus};
 use std::sync::Arc;
@@ -79,7 +79,9 @@ fn a_toggle_applies_at_the_next_step_with_a_marker() {
     });
     worker.send(Command::Step).unwrap();
     until(&worker, |e| metrics_step(e) == Some(0));
-    worker.send(Command::Set(Toggle::Centering(false))).unwrap();
+    worker
+        .send(Command::Set(Toggle::Centering(CenteringMode::Off)))
+        .unwrap();
     worker.send(Command::Step).unwrap();
     let events = until(&worker, |e| metrics_step(e) == Some(1));
     let marker = events.iter().find_map(|e| match e {
@@ -351,7 +353,9 @@ fn the_chip_names_the_collapse_after_centering_is_unticked_on_tiny() {
             verdicts.push((metrics.step, run.collapse_state(), metrics.teacher_entropy));
             regimes.push(metrics.regime);
             if metrics.step + 1 == UNTICK_AT && !unticked {
-                worker.send(Command::Set(Toggle::Centering(false))).unwrap();
+                worker
+                    .send(Command::Set(Toggle::Centering(CenteringMode::Off)))
+                    .unwrap();
                 unticked = true;
             }
             return metrics.step >= 60;

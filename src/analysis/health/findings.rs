@@ -7,6 +7,10 @@ use super::rules::RecentLoss;
 /// Loss within this many nats of ln K means the targets carry nothing (dino#246, dinov2#407).
 pub const LOSS_AT_LN_K_NATS: f64 = 0.05;
 
+/// An effective rank under this fraction of the run's best, with KoLeo off, is named as a
+/// cause before the rank halves (the `dimensional` regime).
+pub const RANK_FALLING: f64 = 0.75;
+
 /// Causes the settings or the numbers point to, each naming the toggle or key that fixes it;
 /// empty when nothing stands out. Independent of the regime, so a cause shows before its
 /// collapse does (e.g. a teacher temperature above the student's).
@@ -48,10 +52,57 @@ pub fn findings(recent: &RecentLoss) -> Vec<String> {
     }
     if !recent.centering {
         found.push(
-            "Centering is off: nothing stops one prototype from winning for every image. Tick \
-             'centering' (dino.centering = true)."
+            "Centering is off: nothing stops one prototype from winning for every image. Pick \
+             'ema' (DINO) or 'sinkhorn' (DINOv2) under 'centering' (dino.centering = true, or \
+             \"sinkhorn\")."
                 .to_string(),
         );
+    }
+    found.extend(recipe_findings(recent));
+    found
+}
+
+/// The findings about DINOv2's tools: KoLeo while the rank falls, and a KoLeo blown up by
+/// zero-distance neighbours.
+fn recipe_findings(recent: &RecentLoss) -> Vec<String> {
+    let mut found = Vec::new();
+    // Only while the targets look sound: with centering off or h(Pt) near 0 the rank falls
+    // because the whole output collapses, and the other findings name that cause.
+    let targets_sound = recent.centering && recent.teacher_entropy > 0.05 * recent.ln_k;
+    let falling = match (recent.effective_rank, recent.best_rank) {
+        (Some(rank), Some(best))
+            if targets_sound
+                && recent.koleo_weight <= 0.0
+                && best > 0.0
+                && rank < RANK_FALLING * best =>
+        {
+            Some((rank, best))
+        }
+        _ => None,
+    };
+    if let Some((rank, best)) = falling {
+        found.push(format!(
+            "KoLeo is off while the effective rank falls ({rank:.1}, {:.0} % of the run's \
+             best {best:.1}): nothing pushes the features apart. Try a KoLeo weight of 0.1 \
+             (slider, dino.koleo_weight; DINOv2's value).",
+            100.0 * rank / best
+        ));
+    }
+    let duplicates = recent
+        .koleo_duplicates
+        .filter(|rows| *rows > 0 && recent.koleo_weight > 0.0);
+    if let Some(rows) = duplicates {
+        let value = recent
+            .koleo
+            .map(|v| format!(" reads {v:.2}:"))
+            .unwrap_or_default();
+        found.push(format!(
+            "KoLeo{value} {rows} global-crop {} a neighbour at zero distance, and each adds \
+             about 16 / B to it (-ln of 1e-8·(1 + √d), dinov2 #143): the same image twice in a \
+             batch, a batch of one, or features collapsed together. Remove duplicate images, use \
+             a batch above 1, or lower the KoLeo weight (dino.koleo_weight).",
+            if rows == 1 { "row has" } else { "rows have" }
+        ));
     }
     found
 }
@@ -112,6 +163,44 @@ mod tests {
         off.sharpening = false;
         let text = findings(&off).join(" ");
         assert!(text.contains("dino.sharpening = true") && text.contains("dino.centering = true"));
+    }
+
+    #[test]
+    fn findings_name_dinov2s_tools() {
+        // `collapse-dimensional` without KoLeo: the rank at 44 % of its best (README).
+        let mut falling = recent(4.4, 0.9);
+        falling.best_rank = Some(13.9);
+        falling.effective_rank = Some(6.1);
+        let text = findings(&falling).join(" ");
+        assert!(
+            text.contains(
+                "KoLeo is off while the effective rank falls (6.1, 44 % of the run's best 13.9)"
+            ) && text.contains("weight of 0.1"),
+            "{text}"
+        );
+        // With KoLeo on, or the rank near its best, nothing is said.
+        falling.koleo_weight = 0.1;
+        assert!(findings(&falling).is_empty());
+        falling.koleo_weight = 0.0;
+        falling.effective_rank = Some(12.0);
+        assert!(findings(&falling).is_empty());
+        // In a one-dimension collapse the cause is elsewhere (centering), not KoLeo.
+        let mut collapsed = recent(0.0002, 0.004);
+        collapsed.best_rank = Some(14.0);
+        collapsed.effective_rank = Some(1.0);
+        assert!(!findings(&collapsed).join(" ").contains("KoLeo"));
+        // Zero-distance neighbours blow KoLeo up; named only while its weight is on.
+        let mut duplicates = recent(4.0, 0.9);
+        duplicates.koleo = Some(3.1);
+        duplicates.koleo_duplicates = Some(2);
+        assert!(findings(&duplicates).is_empty());
+        duplicates.koleo_weight = 0.1;
+        let text = findings(&duplicates).join(" ");
+        assert!(
+            text.contains("KoLeo reads 3.10: 2 global-crop rows have a neighbour at zero distance")
+                && text.contains("dinov2 #143"),
+            "{text}"
+        );
     }
 
     #[test]

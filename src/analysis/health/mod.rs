@@ -9,7 +9,7 @@ mod findings;
 mod rules;
 mod window;
 
-pub use findings::{findings, group_thousands, LOSS_AT_LN_K_NATS};
+pub use findings::{findings, group_thousands, LOSS_AT_LN_K_NATS, RANK_FALLING};
 pub use rules::{
     classify, rank_is_valid, RecentLoss, DIMENSIONAL_DROP, DIVERSE_FRACTION, LEARNING_GRACE_STEPS,
     MIN_STEPS, MI_DROP, MI_FALL, NO_INFORMATION_FRACTION, ONE_HOT_FRACTION, RANK_ROWS_PER_DIM,
@@ -269,7 +269,7 @@ mod tests {
         assert!(text.contains("I = 0.69 nats of at most 3.47"), "{text}");
         // Centering off: the finding names the fix (tick it), the verdict adds nothing.
         assert!(!text.contains("raise the teacher temperature"), "{text}");
-        assert!(findings(&one_hot).join(" ").contains("Tick 'centering'"));
+        assert!(findings(&one_hot).join(" ").contains("under 'centering'"));
         // With centering on, the fix is never "turn centering on".
         one_hot.centering = true;
         let text = Regime::OneHotTargets.explain(&one_hot);

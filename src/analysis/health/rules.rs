@@ -21,6 +21,7 @@
 //! "healthy". A teacher whose I never rises after that is collapsing.
 
 use super::Regime;
+use crate::config::CenteringMode;
 
 /// The decomposition the rules read: means over the window (one checkpoint for a watched
 /// run) with the settings of its newest row, and the run's bests so far.
@@ -66,6 +67,12 @@ pub struct RecentLoss {
     pub teacher_momentum: f64,
     pub centering: bool,
     pub sharpening: bool,
+    /// DINOv2's tools at the newest row: which centering, the KoLeo weight, the KoLeo value
+    /// and the global-crop rows with a zero-distance neighbour (`None`: not measured).
+    pub centering_mode: CenteringMode,
+    pub koleo_weight: f64,
+    pub koleo: Option<f64>,
+    pub koleo_duplicates: Option<usize>,
 }
 
 /// Steps (rows) seen before a regime is named.

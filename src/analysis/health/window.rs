@@ -4,6 +4,7 @@
 
 use super::rules::{rank_is_valid, RecentLoss, LEARNING_GRACE_STEPS, MIN_STEPS, WINDOW_STEPS};
 use super::{classify, Regime};
+use crate::config::CenteringMode;
 use std::collections::VecDeque;
 
 /// What the rules read from one row of `metrics.csv` (`MetricsRow::health_sample`).
@@ -20,6 +21,10 @@ pub struct HealthSample {
     pub teacher_momentum: f64,
     pub centering: bool,
     pub sharpening: bool,
+    pub centering_mode: CenteringMode,
+    pub koleo_weight: f64,
+    pub koleo: Option<f64>,
+    pub koleo_duplicates: Option<usize>,
 }
 
 /// What the rules need to know of a run beyond its rows.
@@ -189,6 +194,10 @@ impl RegimeWindow {
             teacher_momentum: latest.teacher_momentum,
             centering: latest.centering,
             sharpening: latest.sharpening,
+            centering_mode: latest.centering_mode,
+            koleo_weight: latest.koleo_weight,
+            koleo: latest.koleo,
+            koleo_duplicates: latest.koleo_duplicates,
         }
     }
 }

@@ -57,8 +57,8 @@ pub fn toggles_in_rows(rows: &[MetricsRow]) -> Vec<(usize, Toggle)> {
         .flat_map(|pair| {
             let (before, after) = (&pair[0], &pair[1]);
             let mut found = Vec::new();
-            if before.centering != after.centering {
-                found.push((after.step, Toggle::Centering(after.centering)));
+            if before.centering_mode() != after.centering_mode() {
+                found.push((after.step, Toggle::Centering(after.centering_mode())));
             }
             if before.sharpening != after.sharpening {
                 found.push((after.step, Toggle::Sharpening(after.sharpening)));
@@ -473,6 +473,7 @@ pub fn render_report(title: &str, runs: &[ReportRun], study: &[StudyRow]) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CenteringMode;
 
     #[test]
     fn row_changes_become_toggles_at_their_first_step() {
@@ -491,7 +492,10 @@ mod tests {
         ];
         assert_eq!(
             toggles_in_rows(&rows),
-            vec![(2, Toggle::Centering(false)), (3, Toggle::LocalCrops(0))]
+            vec![
+                (2, Toggle::Centering(CenteringMode::Off)),
+                (3, Toggle::LocalCrops(0))
+            ]
         );
     }
 
