@@ -55,12 +55,30 @@ pub(super) fn x_label(state: &AppState) -> &'static str {
     state.current_run().map_or("step", x_word)
 }
 
+/// Grid steps of 1, 2 and 10 times the smallest nice step (1, 2 or 5 × 10^k) above the
+/// plot's minimum spacing. egui_plot's default powers of ten leave a 90-step axis with labels
+/// 10 steps (too close to print) or 100 steps apart (only "0" on it); here a mark every 2s
+/// steps is at least twice the minimum spacing, so the step axis is labelled. At least 1: the
+/// x axis counts steps or epochs.
+fn step_grid(input: egui_plot::GridInput) -> [f64; 3] {
+    // Steps and epochs are whole numbers: never a mark between two of them.
+    let min = input.base_step_size.max(1.0);
+    let decade = 10f64.powf(min.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * decade)
+        .find(|s| *s >= min)
+        .unwrap_or(10.0 * decade);
+    [step, 2.0 * step, 10.0 * step]
+}
+
 pub(super) fn base_plot(id: &str, height: f32, log_y: bool, x_label: &str) -> Plot<'static> {
     let plot = Plot::new(id.to_string())
         .height(height)
         .link_axis(link_group(), [true, false])
         .link_cursor(link_group(), [true, false])
         .allow_scroll(false)
+        .x_grid_spacer(egui_plot::uniform_grid_spacer(step_grid))
         .x_axis_label(x_label.to_string());
     if log_y {
         plot.y_axis_formatter(|mark, _range| format!("{:.3e}", 10f64.powf(mark.value)))
