@@ -124,21 +124,9 @@ pub fn group_thousands(n: u64) -> String {
 mod tests {
     use super::*;
 
+    /// The shared window with h(mean Pt) = h(Pt): the findings do not read I.
     fn recent(h: f64, kl: f64) -> RecentLoss {
-        RecentLoss {
-            teacher_entropy: h,
-            kl,
-            batch_mean_entropy: h,
-            loss: h + kl,
-            ln_k: 1024f64.ln(),
-            steps: 50,
-            teacher_temp: 0.04,
-            student_temp: 0.1,
-            teacher_momentum: 0.996,
-            centering: true,
-            sharpening: true,
-            ..RecentLoss::default()
-        }
+        crate::analysis::health::rules::tiny_window(h, h, kl)
     }
 
     #[test]

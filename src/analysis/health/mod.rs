@@ -235,27 +235,7 @@ mod tests {
     use super::*;
 
     fn recent(h: f64, mean_h: f64, kl: f64) -> RecentLoss {
-        RecentLoss {
-            teacher_entropy: h,
-            kl,
-            batch_mean_entropy: mean_h,
-            loss: h + kl,
-            teacher_mi: mean_h - h,
-            best_mi: mean_h - h,
-            ln_k: 1024f64.ln(),
-            batch_images: 32,
-            steps: 50,
-            window: WINDOW_STEPS,
-            min_steps: MIN_STEPS,
-            learning_grace: LEARNING_GRACE_STEPS,
-            embed_dim: 96,
-            teacher_temp: 0.04,
-            student_temp: 0.1,
-            teacher_momentum: 0.996,
-            centering: true,
-            sharpening: true,
-            ..RecentLoss::default()
-        }
+        rules::tiny_window(h, mean_h, kl)
     }
 
     #[test]

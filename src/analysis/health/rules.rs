@@ -201,40 +201,41 @@ fn is_dimensional(recent: &RecentLoss) -> bool {
     }
 }
 
+/// The health tests' window: `tiny`'s shape (K = 1024, B = 32, d = 96) well past warm-up,
+/// with I the run's best so far.
+#[cfg(test)]
+pub(super) fn tiny_window(h: f64, mean_h: f64, kl: f64) -> RecentLoss {
+    RecentLoss {
+        teacher_entropy: h,
+        kl,
+        batch_mean_entropy: mean_h,
+        loss: h + kl,
+        teacher_mi: mean_h - h,
+        best_mi: mean_h - h,
+        ln_k: 1024f64.ln(),
+        batch_images: 32,
+        steps: 50,
+        window: WINDOW_STEPS,
+        min_steps: MIN_STEPS,
+        learning_grace: LEARNING_GRACE_STEPS,
+        embed_dim: 96,
+        rank_valid: true,
+        teacher_temp: 0.04,
+        student_temp: 0.1,
+        teacher_momentum: 0.996,
+        centering: true,
+        sharpening: true,
+        ..RecentLoss::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A window of `tiny`'s shape (K = 1024, B = 32, d = 96) well past warm-up, with I the
-    /// run's best so far.
-    fn window(h: f64, mean_h: f64, kl: f64) -> RecentLoss {
-        RecentLoss {
-            teacher_entropy: h,
-            kl,
-            batch_mean_entropy: mean_h,
-            loss: h + kl,
-            teacher_mi: mean_h - h,
-            best_mi: mean_h - h,
-            ln_k: 1024f64.ln(),
-            batch_images: 32,
-            steps: 50,
-            window: WINDOW_STEPS,
-            min_steps: MIN_STEPS,
-            learning_grace: LEARNING_GRACE_STEPS,
-            embed_dim: 96,
-            rank_valid: true,
-            teacher_temp: 0.04,
-            student_temp: 0.1,
-            teacher_momentum: 0.996,
-            centering: true,
-            sharpening: true,
-            ..RecentLoss::default()
-        }
-    }
-
     #[test]
     fn imax_is_the_smaller_of_ln_k_and_ln_b() {
-        let w = window(1.0, 2.0, 0.5);
+        let w = tiny_window(1.0, 2.0, 0.5);
         assert!((w.max_mi() - 32f64.ln()).abs() < 1e-12);
         let unknown = RecentLoss {
             batch_images: 0,
@@ -313,7 +314,7 @@ mod tests {
             (6.0, 6.05, 0.5, None, None, Regime::WarmingUp),
         ];
         for (h, mean_h, kl, history, rank, expected) in cases {
-            let mut w = window(h, mean_h, kl);
+            let mut w = tiny_window(h, mean_h, kl);
             if let Some((best, before)) = history {
                 w.best_mi = best.max(w.teacher_mi);
                 w.mi_before = Some(before);
@@ -332,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_rank_over_too_few_rows_is_never_dimensional() {
-        let mut w = window(4.69, 6.4, 0.8);
+        let mut w = tiny_window(4.69, 6.4, 0.8);
         w.effective_rank = Some(20.0);
         w.best_rank = Some(60.0);
         w.embed_dim = 384;
@@ -348,17 +349,17 @@ mod tests {
 
     #[test]
     fn too_early_or_unreadable_is_warming_up() {
-        let mut early = window(0.0, 0.0, 0.0);
+        let mut early = tiny_window(0.0, 0.0, 0.0);
         early.steps = 3;
         assert_eq!(classify(&early), Regime::WarmingUp);
-        let mut nan = window(4.0, 6.0, 0.5);
+        let mut nan = tiny_window(4.0, 6.0, 0.5);
         nan.kl = f64::NAN;
         assert_eq!(classify(&nan), Regime::WarmingUp);
-        let mut no_k = window(4.0, 6.0, 0.5);
+        let mut no_k = tiny_window(4.0, 6.0, 0.5);
         no_k.ln_k = 0.0;
         assert_eq!(classify(&no_k), Regime::WarmingUp);
         // A watched run names its first checkpoint: one row is enough there.
-        let mut first = window(0.0, 0.0, 8.2);
+        let mut first = tiny_window(0.0, 0.0, 8.2);
         first.steps = 1;
         first.min_steps = 1;
         first.learning_grace = 0;
@@ -372,7 +373,7 @@ mod tests {
         blind.best_mi = 0.02;
         assert_eq!(classify(&blind), Regime::Collapsing);
         // Past the grace period, the same holds for a run trained here.
-        let mut stuck = window(3.5, 3.52, 0.8);
+        let mut stuck = tiny_window(3.5, 3.52, 0.8);
         assert_eq!(classify(&stuck), Regime::WarmingUp);
         stuck.steps = LEARNING_GRACE_STEPS;
         assert_eq!(classify(&stuck), Regime::Collapsing);
