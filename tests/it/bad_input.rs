@@ -1,5 +1,6 @@
 //! Bad input gives clear errors naming the file/key and the fix, never a panic.
 
+use crate::attention::max_abs_diff;
 use burn::prelude::*;
 use dinoscope::config::{Config, DataSource};
 use dinoscope::train::trainer::{TrainError, Trainer};
@@ -137,14 +138,6 @@ fn fixture_maps(weights: &Path) -> (Vec<f32>, dinoscope::store::weights::Backbon
         dinoscope::analysis::attention::attention_maps(&loaded.backbone, &image, (56, 40), &device)
             .unwrap();
     (maps.heads.concat(), loaded.info)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// `backbone_f16.pth` is backbone.pth after `.half()` (scripts/make_half_fixture.py): it

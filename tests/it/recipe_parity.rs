@@ -4,6 +4,8 @@
 //! KoLeo value and its gradient (PyTorch's autograd) to 1e-6; and a run that switches both on
 //! live and writes them into `metrics.csv`.
 
+use crate::attention::max_abs_diff;
+use crate::step_parity::host;
 use burn::prelude::*;
 use dinoscope::config::{CenteringMode, Config, Toggle};
 use dinoscope::store::npy::read_npy;
@@ -25,22 +27,6 @@ fn matrix(values: Vec<f32>, shape: &[usize], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [shape[0], shape[1]]), device)
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.without_autodiff()
-        .into_data_as::<f32>()
-        .as_slice::<f32>()
-        .unwrap()
-        .to_vec()
-}
-
-fn largest_difference(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Both fixture cases (3 iterations at τ 0.04; 5 at τ 0.02 with one prototype favoured).
 fn sinkhorn_matches_the_official_function_on(device: &Device) {
     for case in ["sinkhorn_a", "sinkhorn_b"] {
@@ -52,7 +38,7 @@ fn sinkhorn_matches_the_official_function_on(device: &Device) {
             params[0] as f64,
             params[1] as usize,
         ));
-        let worst = largest_difference(&got, &want);
+        let worst = max_abs_diff(&got, &want);
         assert!(worst <= 1e-6, "{case}: largest difference {worst:e}");
     }
 }
@@ -73,7 +59,7 @@ fn koleo_matches_the_official_loss_and_gradient_on(device: &Device) {
         );
         let grads = out.loss.backward();
         let grad = host(x.grad(&grads).unwrap());
-        let worst = largest_difference(&grad, &want_grad);
+        let worst = max_abs_diff(&grad, &want_grad);
         assert!(worst <= 1e-6, "{case}: gradient off by {worst:e}");
         let duplicates = host(out.stats)[1];
         let want_duplicates = if case == "koleo_dup" { 2.0 } else { 0.0 };

@@ -20,6 +20,7 @@
 //! float32 moves them by 4e-4 on this fixture. The forward never sees them, so nothing else
 //! depends on them; they are only checked to have moved by less than the lr bound.
 
+use crate::attention::max_abs_diff;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -70,20 +71,12 @@ fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) 
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.without_autodiff()
         .into_data_as::<f32>()
         .as_slice::<f32>()
         .unwrap()
         .to_vec()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The settings `make_step_fixture.py` runs `main_dino.py` with.
