@@ -33,10 +33,7 @@ impl Engine {
 
     /// What the rules need to know of this run beyond its rows.
     pub fn run_shape(&self) -> RunShape {
-        RunShape {
-            ln_k: self.trainer.ln_k(),
-            ..RunShape::of_config(self.trainer.config())
-        }
+        RunShape::of_config(self.trainer.config())
     }
 
     /// The window's means with the settings of the newest step: what the rules of

@@ -9,8 +9,8 @@ use crate::analysis::geometry::EmbeddingWindow;
 use crate::analysis::health::RANK_ROWS_PER_DIM;
 use crate::augment::AugmentConfig;
 use crate::model::DinoModel;
+use crate::train::probe::ProbeBatch;
 use crate::train::representation::Reading;
-use crate::train::watch::ProbeBatch;
 use burn::prelude::*;
 
 /// Images run through the teacher at once: 64 global crops, ~40 MB of 224-px crops.

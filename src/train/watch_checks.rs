@@ -4,7 +4,7 @@
 //! non-finite probe result; and the inputs that cannot be read at all (said once, not
 //! skipped in silence).
 
-use super::watch::ProbeBatch;
+use super::probe::ProbeBatch;
 use super::watch_settings::{WatchOverrides, WatchSettings};
 use crate::config::Config;
 use crate::store::official_args::OfficialArgs;
