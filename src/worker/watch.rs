@@ -3,14 +3,12 @@
 //! so the watched run is plotted and diagnosed like a run trained here. Plain data out; no
 //! egui; dropping the handle stops and joins the thread.
 
+use super::handle::{ThreadHandle, ThreadSpec};
 use super::{Event, RunId, Waker, WorkerStatus};
 use crate::train::watch::{ProbeBatch, WatchEvent, WatchOverrides, WatchSettings, Watcher};
 use burn::prelude::Device;
-use crossbeam_channel::{bounded, Receiver};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the folder is looked at.
@@ -19,17 +17,16 @@ pub const WATCH_POLL: Duration = Duration::from_secs(3);
 pub struct WatchHandle {
     pub run_id: RunId,
     pub dir: PathBuf,
-    events: Receiver<Event>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// No commands: the stop flag is all a watch is told.
+    thread: ThreadHandle<(), Event>,
 }
 
 impl WatchHandle {
     /// Follows `dir`: a dinoscope run folder's rows as they are written, or an official run
     /// folder's checkpoints, evaluated into the dinoscope run folder `out`; the probe batch is
-    /// the multi-crop views of the default probe (bundled photos and embedded shapes). The settings are resolved on the thread (the user's
-    /// `given`, else the first checkpoint's `args`, else main_dino.py's defaults) and said in
-    /// an info event.
+    /// the multi-crop views of the default probe (bundled photos and embedded shapes). The
+    /// settings are resolved on the thread (the user's `given`, else the first checkpoint's
+    /// `args`, else main_dino.py's defaults) and said in an info event.
     pub fn spawn(
         run_id: RunId,
         dir: &Path,
@@ -39,61 +36,45 @@ impl WatchHandle {
         device: Device,
         waker: Waker,
     ) -> std::io::Result<Self> {
-        let (tx, events) = bounded(1024);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (dir_owned, out_owned, stop_flag) =
-            (dir.to_path_buf(), out.to_path_buf(), stop.clone());
-        let send = move |event: Event| {
-            let _ = tx.send(event);
-            waker();
+        let (dir_owned, out_owned) = (dir.to_path_buf(), out.to_path_buf());
+        let spec = ThreadSpec {
+            name: "watch",
+            command_queue: 1,
+            event_queue: 1024,
         };
-        let thread = std::thread::Builder::new()
-            .name("dinoscope-watch".into())
-            .spawn(move || {
-                if super::follow::is_dinoscope_run(&dir_owned) {
-                    return super::follow::follow_run_folder(run_id, &dir_owned, send, &stop_flag);
-                }
-                let images = images
-                    .into_iter()
-                    .map(|i| (i.name, (*i.image).clone()))
-                    .collect();
-                let followed = Followed {
-                    run_id,
-                    dir: &dir_owned,
-                    out: &out_owned,
-                    images,
-                };
-                follow(followed, given, device, send, &stop_flag)
-            })?;
+        let thread = ThreadHandle::spawn(spec, waker, None, move |ends| {
+            let send = |event: Event| {
+                ends.emit(event);
+            };
+            if super::follow::is_dinoscope_run(&dir_owned) {
+                return super::follow::follow_run_folder(run_id, &dir_owned, send, &ends.stop);
+            }
+            let images = images
+                .into_iter()
+                .map(|i| (i.name, (*i.image).clone()))
+                .collect();
+            let followed = Followed {
+                run_id,
+                dir: &dir_owned,
+                out: &out_owned,
+                images,
+            };
+            follow(followed, given, device, send, &ends.stop)
+        })?;
         Ok(Self {
             run_id,
             dir: dir.to_path_buf(),
-            events,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.thread.try_recv()
     }
 
     /// Stops following (at most one checkpoint evaluation) and joins the thread.
     pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            while !thread.is_finished() {
-                while self.events.try_recv().is_ok() {}
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for WatchHandle {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.shutdown();
     }
 }
 
