@@ -244,28 +244,46 @@ pub fn read_rows_from<R: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Res
     Ok(read_rows(std::fs::File::open(path)?))
 }
 
-/// A table of named series keyed by step (the app's "Export CSV…"): one row per step present
-/// in any series, empty where a series has no point. Names are quoted by the csv writer.
+/// A table of named series keyed by step (the app's "Export CSV…"): one row per x of the
+/// densest series, every series read off its line there, empty outside its range. Names are
+/// quoted by the csv writer.
 pub fn write_series(out: impl Write, columns: &[(&str, &[(f64, f64)])]) -> Result<(), csv::Error> {
-    let mut steps: Vec<f64> = columns
+    // One shared x grid, the densest column's: every other column is read off its drawn line
+    // there (linear between its points, empty outside its range), so readings taken every
+    // few steps or decimated into other buckets never make ragged, mostly empty rows.
+    let grid: Vec<f64> = columns
         .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.0))
-        .collect();
-    steps.sort_by(f64::total_cmp);
-    steps.dedup();
+        .max_by_key(|(_, points)| points.len())
+        .map(|(_, points)| points.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
     let mut writer = csv::Writer::from_writer(out);
     let header = std::iter::once("step").chain(columns.iter().map(|(name, _)| *name));
     writer.write_record(header)?;
-    for step in steps {
-        let mut record = vec![format!("{step}")];
-        for (_, series) in columns {
-            let value = series.iter().find(|p| p.0 == step);
-            record.push(value.map(|(_, v)| format!("{v}")).unwrap_or_default());
+    for x in grid {
+        let mut record = vec![format!("{x}")];
+        for (_, points) in columns {
+            record.push(
+                value_at(points, x)
+                    .map(|v| format!("{v}"))
+                    .unwrap_or_default(),
+            );
         }
         writer.write_record(&record)?;
     }
     writer.flush()?;
     Ok(())
+}
+
+/// The line through `points` (sorted by x) at `x`; `None` outside their range.
+fn value_at(points: &[(f64, f64)], x: f64) -> Option<f64> {
+    let after = points.partition_point(|p| p.0 < x);
+    let right = points.get(after)?;
+    if right.0 == x {
+        return Some(right.1);
+    }
+    let left = points.get(after.checked_sub(1)?)?;
+    let t = (x - left.0) / (right.0 - left.0);
+    Some(left.1 + t * (right.1 - left.1))
 }
 
 fn fixed2<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -411,5 +429,29 @@ mod tests {
         write_series(&mut bytes, &[("h(Pt), run 1", &a), ("KL", &b)]).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text, "step,\"h(Pt), run 1\",KL\n0,1,\n2,3,5.5\n");
+    }
+
+    #[test]
+    fn series_share_the_densest_grid_with_values_read_off_the_line() {
+        // A curve every step beside readings every 4 steps: one full row per step inside the
+        // readings' range, never a ragged row of one value.
+        let loss: Vec<(f64, f64)> = (0..9).map(|s| (s as f64, 10.0 - s as f64)).collect();
+        let rank = [(0.0, 2.0), (4.0, 6.0), (8.0, 4.0)];
+        let late = [(6.0, 1.0), (8.0, 3.0)];
+        let mut bytes = Vec::new();
+        write_series(
+            &mut bytes,
+            &[("rank", &rank), ("loss", &loss), ("late", &late)],
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[0], "step,rank,loss,late");
+        assert_eq!(rows[1], "0,2,10,");
+        assert_eq!(rows[3], "2,4,8,");
+        assert_eq!(rows[7], "6,5,4,1");
+        assert_eq!(rows[8], "7,4.5,3,2");
+        assert_eq!(rows[9], "8,4,2,3");
     }
 }

@@ -131,3 +131,63 @@ fn crate_paths_are_found_in_code() {
     assert_eq!(layer_of("worker"), Some(7));
     assert!(layer_of("app") > layer_of("train"));
 }
+
+/// Files of `src/app` that carry commands out; every other file is a panel (or data it
+/// draws) and acts only by sending a `UiCommand` through its `AppContext`.
+const APP_EFFECT_FILES: [&str; 8] = [
+    "mod.rs",
+    "threads.rs",
+    "feed.rs",
+    "watching.rs",
+    "jobs.rs",
+    "window.rs",
+    "session.rs",
+    "script.rs",
+];
+
+#[test]
+fn panels_act_only_through_ui_commands() {
+    let (src, files) = sources();
+    let app = src.join("app");
+    let mut violations = Vec::new();
+    let mut panels = 0;
+    for file in files.iter().filter(|f| f.starts_with(&app)) {
+        let relative = file
+            .strip_prefix(&app)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        if relative != "mod.rs" && text.contains("impl DinoscopeApp") {
+            violations.push(format!(
+                "app/{relative}: `impl DinoscopeApp` outside app/mod.rs"
+            ));
+        }
+        if APP_EFFECT_FILES.contains(&relative.as_str()) {
+            continue;
+        }
+        panels += 1;
+        for (number, line) in code_lines(&text) {
+            // A worker command (`Command::`, not `UiCommand::` or `OfficialCommand::`), an
+            // inference command, a thread handle or the app itself.
+            let other_command = line
+                .match_indices("Command::")
+                .any(|(at, _)| !line[..at].ends_with(|c: char| c.is_ascii_alphanumeric()));
+            let forbidden = [
+                "InferenceCommand",
+                "WorkerHandle",
+                "InferenceHandle",
+                "WatchHandle",
+                "DinoscopeApp",
+            ];
+            if other_command || forbidden.iter().any(|word| line.contains(word)) {
+                violations.push(format!(
+                    "app/{relative}:{number}: a panel acts outside the command sender: {}",
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    assert!(panels > 10, "the rule covers the panels ({panels} files)");
+}
