@@ -12,7 +12,8 @@ impl CurvesPanel {
     /// Long: the tab's plots in screen order.
     pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext<'_>) {
         let state = ctx.state;
-        ui.horizontal(|ui| {
+        // Wrapped: a row wider than the tab would widen the scroll area under the right panel.
+        ui.horizontal_wrapped(|ui| {
             ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
             if ui
                 .small_button("Export figure...")

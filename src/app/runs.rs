@@ -58,7 +58,8 @@ impl RunsPanel {
                 } else {
                     ""
                 };
-                ui.label(format!("{}{live}", run.label))
+                // Truncated: a long folder name would widen the whole left panel.
+                ui.add(egui::Label::new(format!("{}{live}", run.label)).truncate())
                     .on_hover_text(format!(
                         "{} steps · {}{}",
                         run.steps(),

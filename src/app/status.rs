@@ -5,6 +5,9 @@ use super::command::{AppContext, UiCommand};
 use super::state::{Level, Quantity};
 use super::top_bar::collapse_chip_ui;
 
+/// Width kept for the frame-time and first-point read-outs at the right of the status line.
+const STATUS_READOUTS_PX: f32 = 360.0;
+
 pub fn explanation_ui(ui: &mut egui::Ui, ctx: &AppContext<'_>) {
     ui.heading("What you are seeing");
     if let Some(run) = ctx.state.current_run() {
@@ -58,8 +61,14 @@ pub fn status_line_ui(ui: &mut egui::Ui, ctx: &AppContext<'_>) {
                 .take(12)
                 .map(|m| m.text.clone())
                 .collect();
-            ui.colored_label(colour, &message.text)
-                .on_hover_text(history.join("\n"));
+            // Leaves room for the read-outs on the right: a long message is cut, its
+            // whole text (and the last ones) on hover.
+            let room = (ui.available_width() - STATUS_READOUTS_PX).max(120.0);
+            ui.scope(|ui| {
+                ui.set_max_width(room);
+                ui.add(egui::Label::new(egui::RichText::new(&message.text).color(colour)).truncate())
+                    .on_hover_text(history.join("\n"));
+            });
         } else {
             ui.label("Ready.");
         }

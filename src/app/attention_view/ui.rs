@@ -92,6 +92,9 @@ impl AttentionView {
         let generation = self.current(state).map_or(0, |shown| shown.generation);
         match &current {
             Some((caption, _)) => ui.small(caption),
+            None if state.current_run().is_some_and(|run| run.external) => {
+                ui.small("Maps appear for each checkpoint the watch evaluates.")
+            }
             None => ui.small(format!(
                 "Maps appear every {} steps once training runs.",
                 self.every_steps
