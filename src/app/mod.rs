@@ -14,7 +14,6 @@ mod feed;
 pub mod jobs;
 pub mod overlay_gpu;
 pub mod plots;
-mod quantity;
 pub mod representation;
 mod runs;
 mod scale;

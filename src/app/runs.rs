@@ -4,9 +4,9 @@
 
 use super::command::{AppContext, UiCommand};
 use super::jobs::{pick_save_path, saved, DiskRun};
-use super::quantity::Quantity;
 use super::state::{AppState, Level};
 use super::top_bar::status_text;
+use crate::store::quantity::Quantity;
 use std::path::PathBuf;
 
 /// The runs list and the runs on disk, as last listed.

@@ -3,10 +3,10 @@
 //! history and the worker's events apply to it directly.
 
 use super::collapse::{CollapseState, RecentLoss};
-pub use super::quantity::Quantity;
 use super::series::{Series, ViewSettings};
 use crate::analysis::health::{rank_is_valid, Cadence, RegimeWindow, RunShape};
 use crate::config::{LiveSettings, Toggle};
+pub use crate::store::quantity::Quantity;
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::worker::{Event, RunId, WorkerStatus};
 use std::collections::VecDeque;

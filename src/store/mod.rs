@@ -6,6 +6,7 @@ pub mod figure;
 pub mod npy;
 pub mod official_args;
 pub mod official_run;
+pub mod quantity;
 pub mod report;
 pub mod rows;
 pub mod run;
