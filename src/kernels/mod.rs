@@ -4,14 +4,14 @@
 //! Each kernel takes and returns plain slices and `Vec`s and is safe to call; the burn ops
 //! around them (`model::fused`, `model::activation`, `train::cross_entropy`, `train::optim`,
 //! `train::ema`: tensors in, autodiff nodes with their `Backward` steps out) hold no `unsafe`.
-//! Inside, `unsafe` does two things only: [`written`] hands a kernel a fresh buffer without
-//! zero-filling it, and [`matmul::matmul`] passes raw, strided operands to `gemm`. Every
+//! Inside, `unsafe` does two things only: `written` hands a kernel a fresh buffer without
+//! zero-filling it, and `matmul::matmul` passes raw, strided operands to `gemm`. Every
 //! `unsafe` block says in a `// SAFETY:` comment why it holds (clippy's
 //! `undocumented_unsafe_blocks`).
 //!
 //! Sums are split into fixed blocks and lanes and added in a fixed order, and the products
 //! are gemm's, so a seeded run repeats exactly on the same machine and thread count. The
-//! loops run inside [`vectorized`] (pulp's run-time AVX2/AVX-512 dispatch); where no such
+//! loops run inside `vectorized` (pulp's run-time AVX2/AVX-512 dispatch); where no such
 //! feature is found (an old CPU, or Miri, which reports none) pulp runs the same closure
 //! compiled for the baseline: the scalar path `scripts/miri` checks these kernels on.
 //!

@@ -39,8 +39,8 @@ impl SharedWeightDecay {
 /// On the CPU backend the whole update is one pass over each parameter (`kernels::adamw`):
 /// burn's AdamW runs it as about fifteen single-threaded tensor ops, each a pass over the
 /// parameter and most of them a fresh buffer, which made the optimizer the ViT-S/16 step's
-/// largest phase gap to PyTorch. The pass rounds every element in burn's order, so the values (and a
-/// resumed run's state) are the same bit for bit; other devices run burn's AdamW.
+/// largest phase gap to PyTorch. The pass rounds every element in burn's order, so the values
+/// (and a resumed run's state) are the same bit for bit; other devices run burn's AdamW.
 #[derive(Clone)]
 pub struct ScheduledAdamW {
     inner: AdamW,
