@@ -4,14 +4,12 @@
 //! shows whether anything grows without bound (RELIABILITY.md, `dinoscope plot --soak`).
 
 use super::DinoscopeApp;
-use std::io::Write;
+use crate::store::rows::{append_row, header_of, SoakRow};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Time between rows.
 pub const SOAK_EVERY: Duration = Duration::from_secs(10);
-
-use crate::store::soak_figure::SOAK_HEADER;
 
 pub struct SoakLog {
     path: PathBuf,
@@ -23,7 +21,8 @@ impl SoakLog {
     /// Starts the file with its header; `None` (said in the status line by the caller) when it
     /// cannot be written.
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
-        std::fs::write(&path, format!("{SOAK_HEADER}\n"))?;
+        let header = header_of(&SoakRow::default()).map_err(std::io::Error::other)?;
+        std::fs::write(&path, format!("{header}\n"))?;
         let now = Instant::now();
         Ok(Self {
             path,
@@ -56,21 +55,20 @@ impl DinoscopeApp {
         let (started, path) = (log.started, log.path.clone());
         let (median, p95) = self.frame_time_ms().unwrap_or((0.0, 0.0));
         let rows: usize = self.state.runs.iter().map(|r| r.steps()).sum();
-        let row = format!(
-            "{:.1},{:.2},{median:.2},{p95:.2},{},{},{},{},{},{rows},{}\n",
-            started.elapsed().as_secs_f64(),
-            resident_mib(),
-            self.worker.as_ref().map_or(0, |w| w.pending_events()),
-            self.state.attention_history.len(),
-            self.state.distance_history.len(),
-            self.attention.texture_count(),
-            self.state.runs.len(),
-            self.state.current_run().map_or(0, |r| r.steps()),
-        );
-        let written = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .and_then(|mut file| file.write_all(row.as_bytes()));
+        let row = SoakRow {
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            rss_mib: resident_mib(),
+            frame_median_ms: Some(f64::from(median)),
+            frame_p95_ms: Some(f64::from(p95)),
+            pending_events: Some(self.worker.as_ref().map_or(0, |w| w.pending_events())),
+            attention_snapshots: Some(self.state.attention_history.len()),
+            distance_points: Some(self.state.distance_history.len()),
+            textures: Some(self.attention.texture_count()),
+            runs: Some(self.state.runs.len()),
+            rows: Some(rows),
+            steps: Some(self.state.current_run().map_or(0, |r| r.steps())),
+        };
+        let written = append_row(&path, &row);
         if let Err(err) = written {
             let message = format!("soak log {} stopped: {err}", path.display());
             self.soak = None;

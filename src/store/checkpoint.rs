@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError, LiveSettings};
 use crate::model::DinoModel;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use crate::store::run::CONFIG_FILE;
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -53,10 +54,10 @@ impl CheckpointFiles {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             student: dir.join("student.bpk"),
-            teacher: dir.join("teacher.bpk"),
+            teacher: dir.join(TEACHER_FILE),
             optimizer: dir.join("optimizer.bpk"),
             center: dir.join("center.npy"),
-            config: dir.join("config.toml"),
+            config: dir.join(CONFIG_FILE),
             state: dir.join("state.toml"),
             representation: [
                 dir.join("representation_backbone.npy"),
@@ -414,10 +415,10 @@ pub fn save_model(model: &DinoModel, path: &Path) -> Result<(), CheckpointError>
 /// Resolves a run directory or a `teacher.bpk` inside one to (weights, config).
 pub fn run_files(weights: &Path) -> (PathBuf, PathBuf) {
     if weights.is_dir() {
-        (weights.join(TEACHER_FILE), weights.join("config.toml"))
+        (weights.join(TEACHER_FILE), weights.join(CONFIG_FILE))
     } else {
         let dir = weights.parent().unwrap_or(Path::new("."));
-        (weights.to_path_buf(), dir.join("config.toml"))
+        (weights.to_path_buf(), dir.join(CONFIG_FILE))
     }
 }
 

@@ -1,8 +1,12 @@
-//! The rows of a run's CSV files, one serde type per file: [`MetricsRow`] (`metrics.csv`, one
-//! per step) and [`EvalRow`] (`knn.csv`, one per evaluation). The header comes from the field
-//! names and each column's number format from its `serialize_with`, so adding a column is one
-//! field. Reading tolerates extra columns (newer or older runs) and skips rows it cannot parse
-//! (a torn last line of a run being written).
+//! The rows of every file we write or read, one serde type per file: [`MetricsRow`]
+//! (`metrics.csv`, one per step), [`EvalRow`] (`knn.csv`, one per evaluation), [`StudyRow`]
+//! (`study.csv`), [`OfficialLogRow`] (an official run's `log.txt`, one JSON object per epoch, and
+//! a watch's `log.csv`) and [`SoakRow`] (the soak log). The header comes from the field names and
+//! each column's number format from its `serialize_with`, so adding a column is one field. Every
+//! CSV row type defaults at the struct level (`#[serde(default)]`): a column added later is
+//! empty or zero in an old run's rows, never a reason to drop them. Reading tolerates extra
+//! columns (newer runs) and skips rows it cannot parse (a torn last line of a run being
+//! written).
 
 use crate::analysis::health::{HealthSample, Regime};
 use crate::config::CenteringMode;
@@ -12,6 +16,7 @@ use std::path::Path;
 
 /// Everything one training step reports; a row of `metrics.csv`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MetricsRow {
     /// Global iteration index of this step (0-based).
     pub step: usize,
@@ -137,6 +142,7 @@ impl MetricsRow {
 /// One evaluation of a network (k-NN and attention Jaccard, percent); a row of `knn.csv`.
 /// Step 0 is the random-init baseline.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvalRow {
     /// Steps completed when evaluated (0 = random init).
     pub step: usize,
@@ -163,6 +169,7 @@ pub struct EvalRow {
 /// the variant's last [`STUDY_TAIL_STEPS`] steps (the chip's window), the evaluation columns
 /// its last `knn.csv` row.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StudyRow {
     pub variant: String,
     #[serde(serialize_with = "fixed6")]
@@ -200,6 +207,65 @@ pub struct StudyRow {
 
 /// Steps averaged into a study row's `final_*` values.
 pub const STUDY_TAIL_STEPS: usize = 5;
+
+/// One line of an official run's `log.txt` (`json.dumps(log_stats)`: the metric logger's epoch
+/// averages, read with serde_json), and a row of a watch's `log.csv` (the same columns). The
+/// epoch is required and whole; a value that is not a number (a string another version logs)
+/// reads as empty, never as a lost line; other keys are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OfficialLogRow {
+    #[serde(deserialize_with = "whole_number")]
+    pub epoch: usize,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_loss: Option<f64>,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_lr: Option<f64>,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_wd: Option<f64>,
+}
+
+impl OfficialLogRow {
+    /// A line of `log.txt`; `None` for a torn line or anything that is not such an object.
+    pub fn from_json_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim()).ok()
+    }
+}
+
+/// One sample of the soak log (`--soak-log`, `dinoscope plot --soak`): what could grow in a
+/// long session. The app writes every column; a CLI soak only the first two, the rest empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SoakRow {
+    #[serde(serialize_with = "fixed1")]
+    pub elapsed_secs: f64,
+    #[serde(serialize_with = "fixed2")]
+    pub rss_mib: f64,
+    #[serde(serialize_with = "optional2")]
+    pub frame_median_ms: Option<f64>,
+    #[serde(serialize_with = "optional2")]
+    pub frame_p95_ms: Option<f64>,
+    /// Events waiting for the UI in the worker's queue.
+    pub pending_events: Option<usize>,
+    pub attention_snapshots: Option<usize>,
+    pub distance_points: Option<usize>,
+    pub textures: Option<usize>,
+    pub runs: Option<usize>,
+    /// Rows of all runs, and steps of the current one.
+    pub rows: Option<usize>,
+    pub steps: Option<usize>,
+}
 
 /// The header line a row type writes (for files created empty, and for tests).
 pub fn header_of<R: Serialize>(row: &R) -> Result<String, csv::Error> {
@@ -239,6 +305,18 @@ pub fn read_rows<R: for<'de> Deserialize<'de>>(input: impl Read) -> Vec<R> {
         .collect()
 }
 
+/// Appends one row to a CSV file, with the header first when the file is new or empty.
+pub fn append_row<R: Serialize>(path: &Path, row: &R) -> std::io::Result<()> {
+    let new = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    let mut bytes = Vec::new();
+    write_rows(&mut bytes, std::slice::from_ref(row), new).map_err(std::io::Error::other)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(&bytes))
+}
+
 /// Rows of a file; a missing or unreadable file gives none.
 pub fn read_rows_from<R: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Vec<R>> {
     Ok(read_rows(std::fs::File::open(path)?))
@@ -268,6 +346,10 @@ pub fn write_series(out: impl Write, columns: &[(&str, &[(f64, f64)])]) -> Resul
     Ok(())
 }
 
+fn fixed1<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.1}"))
+}
+
 fn fixed2<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{value:.2}"))
 }
@@ -288,6 +370,47 @@ fn optional4<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error
     match value {
         Some(v) => s.collect_str(&format_args!("{v:.4}")),
         None => s.serialize_str(""),
+    }
+}
+
+fn optional2<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(&format_args!("{v:.2}")),
+        None => s.serialize_str(""),
+    }
+}
+
+/// Rust's shortest round-trip text (`0.002`, `1`), as Python would read it back.
+fn optional_plain<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
+/// A number, or `None` for anything else (a string, a list, null).
+fn number_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Cell {
+        Number(f64),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Cell::deserialize(d)? {
+        Cell::Number(v) => Some(v),
+        Cell::Other(_) => None,
+    })
+}
+
+/// A whole, non-negative number (`3` or `3.0`) as a count.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = f64::deserialize(d)?;
+    if value >= 0.0 && value.fract() == 0.0 && value <= usize::MAX as f64 {
+        Ok(value as usize)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value} is not a whole, non-negative number"
+        )))
     }
 }
 

@@ -221,6 +221,21 @@ pub enum Event {
     Error(String),
 }
 
+impl Event {
+    /// `Started` of one run: the only place it is built (a trained run, a study's arm, a
+    /// watched or a followed run all describe themselves as a [`RunStart`]).
+    pub fn started(run_id: RunId, start: crate::train::engine::RunStart) -> Self {
+        Event::Started {
+            run_id,
+            device: start.device,
+            dataset: start.dataset,
+            total_steps: start.total_steps,
+            iters_per_epoch: start.iters_per_epoch,
+            shape: start.shape,
+        }
+    }
+}
+
 /// How the worker wakes the UI after sending events (e.g. `ctx.request_repaint_after`).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 

@@ -288,15 +288,7 @@ impl Worker {
                 self.emit(Event::Warning(message));
             }
         }
-        let trainer = engine.trainer();
-        self.emit(Event::Started {
-            run_id,
-            device,
-            dataset: trainer.dataset_description().to_string(),
-            total_steps: trainer.total_steps(),
-            iters_per_epoch: trainer.iters_per_epoch(),
-            shape: engine.run_shape(),
-        });
+        self.emit(Event::started(run_id, engine.run_start(device)));
         if let Some(resumed) = resumed {
             self.emit(Event::Resumed {
                 run_id,
