@@ -66,6 +66,25 @@ impl AttentionMaps {
     }
 }
 
+/// The mean-of-heads mask (the top `threshold` of the mass) drawn over the image the network
+/// saw: the one picture of a network's attention outside the app (TensorBoard, the report, a
+/// watched checkpoint, an ablation arm, the time-lapse).
+pub fn mask_picture(
+    image: &RgbImage,
+    maps: &AttentionMaps,
+    threshold: f32,
+    style: &OverlayStyle,
+) -> RgbImage {
+    let shown = resized_crop(image, maps.resized_px, maps.patch_size);
+    let layers = MapLayers::new(
+        &maps.fused(HeadFusion::Mean),
+        maps.grid_rows,
+        maps.grid_cols,
+        threshold,
+    );
+    composite(&shown, &layers, style)
+}
+
 /// The official threshold: sort ascending, normalise by the sum, cumulative sum, keep the
 /// positions whose cumulative mass is `> 1 − threshold` (the largest values that together
 /// carry about `threshold` of the mass). Returns 0/1 per position, in the original order.
