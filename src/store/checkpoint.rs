@@ -11,9 +11,9 @@
 use crate::analysis::geometry::WindowRows;
 use crate::config::{Config, ConfigError, LiveSettings};
 use crate::model::DinoModel;
+use crate::store::run::CONFIG_FILE;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use crate::store::run::CONFIG_FILE;
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 

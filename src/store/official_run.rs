@@ -189,9 +189,8 @@ mod tests {
     #[test]
     fn log_lines_parse_and_torn_ones_are_skipped() {
         let parse = OfficialLogRow::from_json_line;
-        let row =
-            parse(r#"{"train_loss": 2.47, "train_lr": 0.002, "train_wd": 0.05, "epoch": 3}"#)
-                .unwrap();
+        let row = parse(r#"{"train_loss": 2.47, "train_lr": 0.002, "train_wd": 0.05, "epoch": 3}"#)
+            .unwrap();
         assert_eq!(row.epoch, 3);
         assert_eq!(row.train_loss, Some(2.47));
         assert!(parse(r#"{"train_loss": 2.4"#).is_none());

@@ -2,9 +2,9 @@
 //! memory, frame time and the queues and caches that could grow, over time (RELIABILITY.md).
 
 use super::figure::{register_font, FigureError, FONT};
+use crate::store::rows::SoakRow;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use crate::store::rows::SoakRow;
 use std::path::Path;
 
 /// Panels: resident memory; frame time (median, p95) when the log has it; the bounded
@@ -155,8 +155,13 @@ mod tests {
         );
         let rows: Vec<SoakRow> = crate::store::rows::read_rows(csv.as_bytes());
         assert_eq!(rows.len(), 2);
-        let cli: Vec<SoakRow> = crate::store::rows::read_rows("elapsed_secs,rss_mib\n1.5,20\n".as_bytes());
-        assert_eq!((cli[0].rss_mib, cli[0].textures), (20.0, None), "a CLI soak's two columns");
+        let cli: Vec<SoakRow> =
+            crate::store::rows::read_rows("elapsed_secs,rss_mib\n1.5,20\n".as_bytes());
+        assert_eq!(
+            (cli[0].rss_mib, cli[0].textures),
+            (20.0, None),
+            "a CLI soak's two columns"
+        );
         assert_eq!(rows[1].frame_p95_ms, Some(11.0));
         let path = dir.path().join("soak.png");
         render_soak(&rows, "soak", &path).unwrap();

@@ -198,7 +198,12 @@ impl WatchEngine {
     }
 
     /// Looks every `pause` until done or `stop`, handing each event to `on_event`.
-    pub fn follow(&mut self, pause: Duration, stop: &AtomicBool, mut on_event: impl FnMut(WatchEvent)) {
+    pub fn follow(
+        &mut self,
+        pause: Duration,
+        stop: &AtomicBool,
+        mut on_event: impl FnMut(WatchEvent),
+    ) {
         loop {
             for event in self.poll() {
                 on_event(event);

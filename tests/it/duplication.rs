@@ -272,8 +272,14 @@ fn the_scan_finds_a_shared_run_and_passes_over_comments_and_imports() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
-    let body: String = (0..8).map(|i| format!("    let v{i} = {i} * 2;\n")).collect();
-    std::fs::write(dir.path().join("src/a.rs"), format!("fn a() {{\n{body}}}\n")).unwrap();
+    let body: String = (0..8)
+        .map(|i| format!("    let v{i} = {i} * 2;\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("src/a.rs"),
+        format!("fn a() {{\n{body}}}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("src/b.rs"),
         format!("// other\nfn b() {{\n{}}}\n", body.replace("    ", "\t")),

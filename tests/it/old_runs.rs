@@ -51,7 +51,10 @@ fn an_old_metrics_csv_missing_a_column_reads_and_resumes_with_its_history() {
         .lines()
         .find(|line| line.starts_with("1,"))
         .unwrap_or_else(|| panic!("step 1 was dropped:\n{text}"));
-    assert!(damaged.contains("garbage") && damaged.contains("2.900000"), "{damaged}");
+    assert!(
+        damaged.contains("garbage") && damaged.contains("2.900000"),
+        "{damaged}"
+    );
     // Its cells sit under today's columns of the same name.
     let cells: Vec<&str> = damaged.split(',').collect();
     let column = |name: &str| header.split(',').position(|c| c == name).unwrap();
@@ -62,7 +65,11 @@ fn an_old_metrics_csv_missing_a_column_reads_and_resumes_with_its_history() {
     let steps: Vec<usize> = rows.iter().map(|r| r.step).collect();
     assert_eq!(steps, [0, 2, 3, 4]);
     assert_eq!(rows[3].local_crops, 6);
-    assert!((rows[1].loss - 3.9).abs() < 1e-9, "values kept: {:?}", rows[1]);
+    assert!(
+        (rows[1].loss - 3.9).abs() < 1e-9,
+        "values kept: {:?}",
+        rows[1]
+    );
 }
 
 #[test]
@@ -78,7 +85,10 @@ fn an_old_knn_csv_is_cut_back_without_losing_its_rows() {
     let kept = writer.truncate_evals(4).unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     let text = std::fs::read_to_string(dir.path().join(EVAL_FILE)).unwrap();
-    assert!(text.lines().any(|l| l.starts_with("4,1,bad,60.0")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("4,1,bad,60.0")),
+        "{text}"
+    );
     assert!(!text.lines().any(|l| l.starts_with("8,")), "{text}");
     let rows: Vec<EvalRow> = read_rows(text.as_bytes());
     assert_eq!((rows[0].top1, rows[0].student_top1), (Some(10.0), None));
@@ -130,7 +140,10 @@ fn train_resume_keeps_an_old_runs_history() {
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1 + 6, "{text}");
-    assert!(lines[2].starts_with("1,") && lines[2].contains("damaged"), "{text}");
+    assert!(
+        lines[2].starts_with("1,") && lines[2].contains("damaged"),
+        "{text}"
+    );
     // Steps 0 and 2 as they were, in today's layout (their local_crops at its default).
     for (line, old) in [(lines[1], &before[0]), (lines[3], &before[2])] {
         let cells: Vec<&str> = line.split(',').collect();
