@@ -481,9 +481,9 @@ impl Watcher {
         Ok(())
     }
 
-    /// The run folder's config.toml: the watched network's sizes and the probe's settings.
+    /// The run folder's config.toml: the watched network's sizes and the run's settings.
     fn config_of(&self, checkpoint: &TrainingCheckpoint) -> Config {
-        let mut config = Config::default();
+        let mut config = self.settings.config();
         let (hidden, bottleneck, k) = checkpoint.head_dims;
         // A named base for the file; the sizes below are the watched network's.
         config.model.arch = "vit_small".into();
@@ -494,12 +494,6 @@ impl Watcher {
         config.dino.out_dim = k;
         config.dino.hidden_dim = hidden;
         config.dino.bottleneck_dim = bottleneck;
-        config.dino.teacher_temp = self.settings.teacher_temp;
-        config.dino.warmup_teacher_temp = self.settings.warmup_teacher_temp;
-        config.dino.warmup_teacher_temp_epochs = self.settings.warmup_teacher_temp_epochs;
-        config.dino.local_crops_number = self.settings.augment.local_crops_number;
-        config.data.global_crop_size = self.settings.augment.global_crop_size_px;
-        config.data.local_crop_size = self.settings.augment.local_crop_size_px;
         config.data.knn_every_epochs = 0;
         config
     }
