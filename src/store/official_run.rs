@@ -200,6 +200,15 @@ mod tests {
         // A value another version logs as text (or a list) is empty, not a lost line.
         let other = parse(r#"{"epoch": 2.0, "train_loss": "nan?", "train_acc": [1, 2]}"#).unwrap();
         assert_eq!((other.epoch, other.train_loss), (2, None));
+        // json.dumps writes a diverged loss as a bare NaN: the line and its NaN are kept.
+        let diverged =
+            parse(r#"{"train_loss": NaN, "train_lr": Infinity, "note": "NaN", "epoch": 4}"#)
+                .unwrap();
+        assert!(diverged.train_loss.is_some_and(f64::is_nan));
+        assert_eq!(
+            (diverged.epoch, diverged.train_lr),
+            (4, Some(f64::INFINITY))
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
         std::fs::write(

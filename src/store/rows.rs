@@ -2,8 +2,8 @@
 //! (`metrics.csv`, one per step), [`EvalRow`] (`knn.csv`, one per evaluation), [`StudyRow`]
 //! (`study.csv`), [`OfficialLogRow`] (an official run's `log.txt`, one JSON object per epoch, and
 //! a watch's `log.csv`) and [`SoakRow`] (the soak log). The header comes from the field names and
-//! each column's number format from its `serialize_with`, so adding a column is one field. Every
-//! CSV row type defaults at the struct level (`#[serde(default)]`): a column added later is
+//! each column's number format from its `serialize_with`, so adding a column is one field. The
+//! CSV rows read back default at the struct level (`#[serde(default)]`): a column added later is
 //! empty or zero in an old run's rows, never a reason to drop them. Reading tolerates extra
 //! columns (newer runs) and skips rows it cannot parse (a torn last line of a run being
 //! written).
@@ -210,8 +210,10 @@ pub const STUDY_TAIL_STEPS: usize = 5;
 
 /// One line of an official run's `log.txt` (`json.dumps(log_stats)`: the metric logger's epoch
 /// averages, read with serde_json), and a row of a watch's `log.csv` (the same columns). The
-/// epoch is required and whole; a value that is not a number (a string another version logs)
-/// reads as empty, never as a lost line; other keys are ignored.
+/// epoch is required and whole (so this row has no struct-level default); Python's bare `NaN`
+/// and `Infinity` (what `json.dumps` writes for a diverged loss) read as those numbers; a value
+/// that is not a number (a string another version logs) reads as empty, never as a lost line;
+/// other keys are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OfficialLogRow {
     #[serde(deserialize_with = "whole_number")]
@@ -239,8 +241,41 @@ pub struct OfficialLogRow {
 impl OfficialLogRow {
     /// A line of `log.txt`; `None` for a torn line or anything that is not such an object.
     pub fn from_json_line(line: &str) -> Option<Self> {
-        serde_json::from_str(line.trim()).ok()
+        serde_json::from_str(line.trim())
+            .or_else(|_| serde_json::from_str(&quote_non_finite(line.trim())))
+            .ok()
     }
+}
+
+/// `NaN`, `Infinity` and `-Infinity` outside strings (Python's JSON extension, not JSON) as
+/// strings, which [`number_or_none`] reads back as those numbers.
+fn quote_non_finite(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if !in_string {
+            if let Some(word) = ["NaN", "-Infinity", "Infinity"]
+                .into_iter()
+                .find(|w| rest.starts_with(w))
+            {
+                out.push('"');
+                out.push_str(word);
+                out.push('"');
+                rest = &rest[word.len()..];
+                continue;
+            }
+        }
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => in_string = !in_string,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// One sample of the soak log (`--soak-log`, `dinoscope plot --soak`): what could grow in a
@@ -388,16 +423,24 @@ fn optional_plain<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::
     }
 }
 
-/// A number, or `None` for anything else (a string, a list, null).
+/// A number (also `"NaN"`, `"Infinity"`), or `None` for anything else (other text, a list,
+/// null).
 fn number_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Cell {
         Number(f64),
+        Text(String),
         Other(serde::de::IgnoredAny),
     }
     Ok(match Cell::deserialize(d)? {
         Cell::Number(v) => Some(v),
+        Cell::Text(text) => match text.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
         Cell::Other(_) => None,
     })
 }
