@@ -230,3 +230,61 @@ pub fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
     }
     !stop.load(Ordering::SeqCst)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_says_each_source_in_one_wording_and_the_out_folder_stays_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(WatchOverrides::file_for(&run), "teacher_temp = 0.07\n").unwrap();
+        let flags = WatchOverrides {
+            warmup_teacher_temp_epochs: Some(5),
+            ..WatchOverrides::default()
+        };
+        let file = WatchOverrides::read_file(&run).unwrap();
+        let plan = WatchPlan::resolve(&run, &flags, file.as_ref()).unwrap();
+        let said = plan.sources_said();
+        assert!(
+            said[0].contains("run.watch.toml") && said[0].contains("flags win"),
+            "{said:?}"
+        );
+        assert!(plan.from_args.is_none(), "no checkpoint, no args");
+        assert!(
+            said[1].starts_with("assumed (main_dino.py's defaults")
+                && said[1].contains("--local-crop 96")
+                && !said[1].contains("--teacher-temp"),
+            "{said:?}"
+        );
+        assert_eq!(plan.teacher_temp_said(), "0.04 to 0.07 over 5 epochs");
+        // A bad value is refused with its source named.
+        let bad = WatchOverrides {
+            teacher_temp: Some(0.0),
+            ..WatchOverrides::default()
+        };
+        let err = WatchPlan::resolve(&run, &bad, None).unwrap_err();
+        assert!(err.contains("--teacher-temp 0"), "{err}");
+        // The output folder: beside by default, never inside.
+        let beside = WatchEngine::out_dir(&run, None).unwrap();
+        assert_eq!(beside.file_name().unwrap(), "run.dinoscope");
+        assert_eq!(beside.parent(), run.canonicalize().unwrap().parent());
+        let err = WatchEngine::out_dir(&run, Some(&run.join("out"))).unwrap_err();
+        assert!(err.contains("inside the watched folder"), "{err}");
+    }
+
+    #[test]
+    fn a_wait_ends_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(true);
+        assert!(!WatchEngine::has_first_checkpoint(dir.path()));
+        assert!(!WatchEngine::wait_for_first_checkpoint(
+            dir.path(),
+            Duration::from_millis(10),
+            &stop
+        ));
+        assert!(!sleep_unless_stopped(Duration::from_secs(60), &stop));
+    }
+}
