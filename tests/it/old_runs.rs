@@ -100,15 +100,7 @@ fn an_old_knn_csv_is_cut_back_without_losing_its_rows() {
 fn train_resume_keeps_an_old_runs_history() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let output = crate::cli::train_micro(&run, 6)
-        .args(["--checkpoint-every", "3"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(crate::cli::train_micro(&run, 6).args(["--checkpoint-every", "3"]));
     let path = run.join(METRICS_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
@@ -127,15 +119,10 @@ fn train_resume_keeps_an_old_runs_history() {
         .collect();
     let before: Vec<String> = old[1..4].to_vec();
     std::fs::write(&path, old.join("\n") + "\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(["train", "--log-every", "0", "--resume"])
-        .arg(run.join("checkpoint-00000003"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+            .args(["train", "--log-every", "0", "--resume"])
+            .arg(run.join("checkpoint-00000003")),
     );
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -157,4 +144,11 @@ fn train_resume_keeps_an_old_runs_history() {
         .map(|r| r.step)
         .collect();
     assert_eq!(steps, [0, 2, 3, 4, 5]);
+}
+
+/// Runs the command; its stderr is the failure message.
+fn run_ok(command: &mut std::process::Command) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
 }
