@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// The teacher's weights inside a run directory.
 pub const TEACHER_FILE: &str = "teacher.bpk";
+/// A checkpoint's step, schedules and live settings (beside its weights).
+pub const STATE_FILE: &str = "state.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -58,7 +60,7 @@ impl CheckpointFiles {
             optimizer: dir.join("optimizer.bpk"),
             center: dir.join("center.npy"),
             config: dir.join(CONFIG_FILE),
-            state: dir.join("state.toml"),
+            state: dir.join(STATE_FILE),
             representation: [
                 dir.join("representation_backbone.npy"),
                 dir.join("representation_head.npy"),
