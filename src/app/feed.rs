@@ -21,7 +21,7 @@ pub const MAX_FOLLOWED_IMAGES: usize = 16;
 pub fn is_weights_file(path: &std::path::Path) -> bool {
     (path.is_dir()
         && (path.join(crate::store::run::CONFIG_FILE).is_file()
-            || path.join("state.toml").is_file()))
+            || path.join(crate::store::checkpoint::STATE_FILE).is_file()))
         || path.extension().is_some_and(|e| {
             let e = e.to_string_lossy().to_ascii_lowercase();
             matches!(e.as_str(), "pth" | "pt" | "safetensors" | "bpk")

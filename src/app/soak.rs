@@ -3,14 +3,12 @@
 //! attention history and its texture cache, the runs and their rows — so an hour under Xvfb
 //! shows whether anything grows without bound (RELIABILITY.md, `dinoscope plot --soak`).
 
-use std::io::Write;
+use crate::store::rows::{append_row, header_of, SoakRow};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Time between rows.
 pub const SOAK_EVERY: Duration = Duration::from_secs(10);
-
-use crate::store::soak_figure::SOAK_HEADER;
 
 pub struct SoakLog {
     path: PathBuf,
@@ -22,7 +20,8 @@ impl SoakLog {
     /// Starts the file with its header; `None` (said in the status line by the caller) when it
     /// cannot be written.
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
-        std::fs::write(&path, format!("{SOAK_HEADER}\n"))?;
+        let header = header_of(&SoakRow::default()).map_err(std::io::Error::other)?;
+        std::fs::write(&path, format!("{header}\n"))?;
         let now = Instant::now();
         Ok(Self {
             path,
@@ -66,22 +65,20 @@ impl SoakLog {
     pub fn append(&mut self, reading: &SoakReading) -> Result<(), String> {
         self.next = Instant::now() + SOAK_EVERY;
         let (median, p95) = reading.frame_ms;
-        let row = format!(
-            "{:.1},{:.2},{median:.2},{p95:.2},{},{},{},{},{},{},{}\n",
-            self.started.elapsed().as_secs_f64(),
-            resident_mib(),
-            reading.worker_events,
-            reading.attention_snapshots,
-            reading.distance_points,
-            reading.textures,
-            reading.runs,
-            reading.rows,
-            reading.current_rows,
-        );
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut file| file.write_all(row.as_bytes()))
+        let row = SoakRow {
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+            rss_mib: resident_mib(),
+            frame_median_ms: Some(f64::from(median)),
+            frame_p95_ms: Some(f64::from(p95)),
+            pending_events: Some(reading.worker_events),
+            attention_snapshots: Some(reading.attention_snapshots),
+            distance_points: Some(reading.distance_points),
+            textures: Some(reading.textures),
+            runs: Some(reading.runs),
+            rows: Some(reading.rows),
+            steps: Some(reading.current_rows),
+        };
+        append_row(&self.path, &row)
             .map_err(|err| format!("soak log {} stopped: {err}", self.path.display()))
     }
 }

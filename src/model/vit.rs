@@ -171,40 +171,44 @@ impl Block {
         &self,
         x: Tensor<3>,
         rope: Option<&RopeTables>,
-        mut rng: Option<&mut ChaCha8Rng>,
+        rng: Option<&mut ChaCha8Rng>,
     ) -> Tensor<3> {
-        let eps = self.layer_norm_eps;
-        let attended = self
-            .attn
-            .forward_fused(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
-        let attended = scaled(&self.ls1, attended);
-        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
-        let mlp = scaled(
-            &self.ls2,
-            self.mlp
-                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
+        let attended = self.attn.forward_fused(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
         );
-        x + drop_path(mlp, self.drop_path_prob, rng)
+        self.residuals(x, attended, rng)
     }
 
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: Option<&RopeTables>,
-        mut rng: Option<&mut ChaCha8Rng>,
+        rng: Option<&mut ChaCha8Rng>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let eps = self.layer_norm_eps;
-        let (attended, attn) = self
-            .attn
-            .forward(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
+        let (attended, attn) = self.attn.forward(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
+        );
+        (self.residuals(x, attended, rng), attn)
+    }
+
+    /// The block after its attention: LayerScale and drop path on both residual branches,
+    /// the MLP's between them.
+    fn residuals(
+        &self,
+        x: Tensor<3>,
+        attended: Tensor<3>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
         let attended = scaled(&self.ls1, attended);
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
         let mlp = scaled(
             &self.ls2,
             self.mlp
-                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
+                .forward(layer_norm_eps(&self.norm2, x.clone(), self.layer_norm_eps)),
         );
-        (x + drop_path(mlp, self.drop_path_prob, rng), attn)
+        x + drop_path(mlp, self.drop_path_prob, rng)
     }
 }
 

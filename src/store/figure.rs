@@ -58,11 +58,13 @@ impl PlotRun {
         let no_metrics = || FigureError::NoMetrics {
             path: dir.to_path_buf(),
         };
-        let metrics = read_step_metrics(&dir.join("metrics.csv")).map_err(|_| no_metrics())?;
+        let metrics = read_step_metrics(&dir.join(crate::store::run::METRICS_FILE))
+            .map_err(|_| no_metrics())?;
         if metrics.is_empty() {
             return Err(no_metrics());
         }
-        let config = crate::config::Config::from_file(&dir.join("config.toml")).ok();
+        let config =
+            crate::config::Config::from_file(&dir.join(crate::store::run::CONFIG_FILE)).ok();
         let ln_k = config.as_ref().map(|c| (c.dino.out_dim as f64).ln());
         let embed_dim = config.as_ref().map(|c| c.vit_arch().embed_dim);
         Ok(Self {

@@ -2,6 +2,7 @@
 //! `.npy` arrays and figures.
 
 pub mod checkpoint;
+pub mod cut_back;
 pub mod figure;
 pub mod npy;
 pub mod official_args;

@@ -224,6 +224,21 @@ pub enum Event {
 
 pub use handle::Waker;
 
+impl Event {
+    /// `Started` of one run: the only place it is built (a trained run, a study's arm, a
+    /// watched or a followed run all describe themselves as a [`RunStart`]).
+    pub fn started(run_id: RunId, start: crate::train::engine::RunStart) -> Self {
+        Event::Started {
+            run_id,
+            device: start.device,
+            dataset: start.dataset,
+            total_steps: start.total_steps,
+            iters_per_epoch: start.iters_per_epoch,
+            shape: start.shape,
+        }
+    }
+}
+
 /// Handle owned by the UI. Dropping it shuts the thread down and joins it.
 pub struct WorkerHandle {
     thread: ThreadHandle<Command, Event>,
