@@ -200,13 +200,8 @@ impl DinoscopeApp {
     }
 
     pub fn watch_folder_with(&mut self, dir: PathBuf, given: crate::train::watch::WatchOverrides) {
-        let Self {
-            threads,
-            panels,
-            state,
-            ..
-        } = self;
-        threads.watch_folder(dir, given, &panels.attention, state);
+        self.threads
+            .watch_folder(dir, given, &self.panels.attention, &mut self.state);
     }
 
     /// Applies pending worker events within the frame budget.
@@ -380,13 +375,8 @@ impl DinoscopeApp {
             UiCommand::PickImages => self.threads.dialog("open-images", feed::pick_images),
             UiCommand::PickWeights => self.threads.dialog("open-weights", feed::pick_weights),
             UiCommand::OpenImages(paths) => {
-                let Self {
-                    threads,
-                    panels,
-                    state,
-                    ..
-                } = self;
-                threads.open_images(paths, &panels.attention, state);
+                self.threads
+                    .open_images(paths, &self.panels.attention, &mut self.state);
             }
             UiCommand::ImagesDecoded(decoded) => {
                 if self.panels.attention.add_decoded(decoded, &mut self.state) {
