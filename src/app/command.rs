@@ -5,10 +5,11 @@
 //! `ViewerContext` with its `CommandSender` and egui_demo_app's `Command`.
 
 use super::jobs::DiskRun;
-use super::state::{AppState, Level, OpenedRun};
+use super::state::{AppState, Level};
 use super::Prefs;
 use crate::config::study::StudySpec;
 use crate::config::Toggle;
+use crate::store::run::SavedRun;
 use crate::worker::RunId;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use image::RgbImage;
@@ -62,7 +63,7 @@ pub enum UiCommand {
     /// Read a run folder's CSVs (a job) to overlay it.
     OpenRun(PathBuf),
     /// What that job read.
-    RunOpened(Box<OpenedRun>),
+    RunOpened(Box<SavedRun>),
     RescanRuns,
     RunsListed(Vec<DiskRun>),
     ExportFigure,

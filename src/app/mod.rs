@@ -13,6 +13,7 @@ mod distance_history;
 mod feed;
 pub mod jobs;
 pub mod overlay_gpu;
+mod panels;
 pub mod plots;
 pub mod representation;
 mod runs;
@@ -31,6 +32,7 @@ mod watching;
 mod window;
 
 pub use command::{AppContext, CentralTab, UiCommand};
+pub use panels::Panels;
 pub use session::{AppOptions, Prefs, ScreenshotRequest};
 pub use window::{native_options, run, CloseRequest};
 
@@ -48,21 +50,6 @@ use std::time::{Duration, Instant};
 /// How long `logic` may spend applying worker and watch events per frame.
 const EVENT_BUDGET: Duration = Duration::from_millis(4);
 const PREFS_KEY: &str = "dinoscope_prefs";
-
-/// Every panel of the window, each owning its own state.
-pub struct Panels {
-    pub top_bar: top_bar::TopBar,
-    pub controls: controls::ControlsPanel,
-    pub runs: runs::RunsPanel,
-    pub curves: curves::CurvesPanel,
-    pub attention: attention_view::AttentionView,
-    /// The ablation study's dialog and comparison tab.
-    pub study: study_view::StudyView,
-    /// "Train this at scale...": the official job for the current settings.
-    pub scale: scale::ScaleDialog,
-    /// What the central area shows.
-    pub central_tab: CentralTab,
-}
 
 pub struct DinoscopeApp {
     pub state: AppState,
@@ -135,16 +122,7 @@ impl DinoscopeApp {
             })
             .ok();
         let commands = CommandQueue::new();
-        let mut panels = Panels {
-            top_bar: top_bar::TopBar,
-            controls: controls::ControlsPanel,
-            runs: runs::RunsPanel::new(),
-            curves: curves::CurvesPanel,
-            attention: attention_view::AttentionView::new(),
-            study: study_view::StudyView::default(),
-            scale: scale::ScaleDialog::default(),
-            central_tab: CentralTab::Curves,
-        };
+        let mut panels = Panels::new();
         if session.options.open_attention {
             panels.central_tab = CentralTab::Attention;
         }
@@ -329,7 +307,7 @@ impl DinoscopeApp {
             UiCommand::ResumeRun(dir) => self.resume_run(dir),
             UiCommand::OpenRun(dir) => {
                 self.threads.jobs.spawn("open-run", move || {
-                    Some(match state::OpenedRun::read(&dir) {
+                    Some(match crate::store::run::SavedRun::read(&dir) {
                         Ok(opened) => UiCommand::RunOpened(Box::new(opened)),
                         Err(err) => UiCommand::Message(Level::Error, err),
                     })
@@ -618,73 +596,7 @@ impl eframe::App for DinoscopeApp {
             frame_time_ms: self.session.frame_time_ms(),
             first_point_secs: self.session.first_point_secs,
         };
-        let ctx = &context;
-        let panels = &mut self.panels;
-        egui::Panel::top("top_bar").show(ui, |ui| panels.top_bar.ui(ui, ctx));
-        if panels.study.dialog_open {
-            if let Some(command) = panels.study.dialog_ui(ui.ctx()) {
-                ctx.send(command);
-            }
-        }
-        if panels.scale.open {
-            panels.scale.dialog_ui(ui.ctx());
-        }
-        egui::Panel::bottom("status_line").show(ui, |ui| status::status_line_ui(ui, ctx));
-        egui::Panel::left("controls")
-            .resizable(true)
-            .default_size(230.0)
-            .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    panels.controls.ui(ui, ctx);
-                    panels.runs.ui(ui, ctx);
-                });
-            });
-        // The attention view needs the width; the explanations are about the curves.
-        if ctx.prefs.show_explanation && panels.central_tab == CentralTab::Curves {
-            egui::Panel::right("explanation")
-                .resizable(true)
-                .default_size(380.0)
-                .show(ui, |ui| {
-                    egui::ScrollArea::vertical().show(ui, |ui| {
-                        panels.attention.compact_ui(ui, ctx);
-                        ui.separator();
-                        status::explanation_ui(ui, ctx);
-                    });
-                });
-        }
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.horizontal(|ui| {
-                let tab = &mut panels.central_tab;
-                ui.selectable_value(tab, CentralTab::Curves, "Training curves");
-                ui.selectable_value(tab, CentralTab::Attention, "Attention");
-                if ctx.state.study.is_some() {
-                    ui.selectable_value(tab, CentralTab::Study, "Ablation study");
-                }
-                ui.separator();
-                if ui
-                    .small_button("Ablation study...")
-                    .on_hover_text("The paper's ablations side by side: full DINO, no centering, no sharpening, no momentum teacher, no multi-crop (and your own variants), trained together and compared.")
-                    .clicked()
-                {
-                    ctx.send(UiCommand::OpenStudyDialog);
-                }
-            });
-            match panels.central_tab {
-                CentralTab::Study => {
-                    egui::ScrollArea::vertical()
-                        .id_salt("study_tab")
-                        .show(ui, |ui| panels.study.comparison_ui(ui, ctx.state));
-                }
-                CentralTab::Attention => {
-                    egui::ScrollArea::vertical()
-                        .id_salt("attention_tab")
-                        .show(ui, |ui| panels.attention.full_ui(ui, ctx));
-                }
-                CentralTab::Curves => {
-                    egui::ScrollArea::vertical().show(ui, |ui| panels.curves.ui(ui, ctx));
-                }
-            }
-        });
+        self.panels.ui(ui, &context);
         // This frame's clicks take effect now that every panel has drawn (a toggle reaches
         // the worker in the frame it was clicked); the jobs' answers at the next `logic`.
         self.apply_commands();

@@ -328,14 +328,14 @@ impl AppState {
 
     /// Adds a finished run read from disk (its metrics and evaluations) as an overlay: pinned,
     /// never the current run. Errors name the file. (The app reads the files in a job:
-    /// `OpenedRun::read`, then `add_opened_run`.)
+    /// `SavedRun::read`, then `add_opened_run`.)
     pub fn open_run_from_disk(&mut self, dir: &std::path::Path) -> Result<RunId, String> {
-        Ok(self.add_opened_run(OpenedRun::read(dir)?))
+        Ok(self.add_opened_run(crate::store::run::SavedRun::read(dir)?))
     }
 
     /// Adds a run folder's rows, read off the UI thread, as a pinned overlay.
-    pub fn add_opened_run(&mut self, opened: OpenedRun) -> RunId {
-        let OpenedRun {
+    pub fn add_opened_run(&mut self, opened: crate::store::run::SavedRun) -> RunId {
+        let crate::store::run::SavedRun {
             dir,
             rows,
             evals,
@@ -643,39 +643,5 @@ mod tests {
         assert!(state.current.is_none());
         state.apply(Event::Error("boom".into()));
         assert_eq!(state.messages.back().unwrap().level, Level::Error);
-    }
-}
-
-/// A run folder's rows and config as read from disk (by a job, off the UI thread).
-#[derive(Clone, Debug)]
-pub struct OpenedRun {
-    pub dir: PathBuf,
-    pub rows: Vec<MetricsRow>,
-    pub evals: Vec<EvalRow>,
-    pub config: Option<crate::config::Config>,
-}
-
-impl OpenedRun {
-    /// Reads `metrics.csv`, `knn.csv` and `config.toml`; errors name the file.
-    pub fn read(dir: &std::path::Path) -> Result<Self, String> {
-        use crate::store::run::{CONFIG_FILE, EVAL_FILE, METRICS_FILE};
-        let metrics_path = dir.join(METRICS_FILE);
-        if !metrics_path.is_file() {
-            return Err(format!(
-                "{} has no {METRICS_FILE}; open a run directory written by dinoscope",
-                dir.display()
-            ));
-        }
-        let rows =
-            crate::store::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
-        if rows.is_empty() {
-            return Err(format!("{} has no complete rows", metrics_path.display()));
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            rows,
-            evals: crate::store::run::read_eval_rows(&dir.join(EVAL_FILE)),
-            config: crate::config::Config::from_file(&dir.join(CONFIG_FILE)).ok(),
-        })
     }
 }

@@ -292,6 +292,38 @@ pub fn read_step_metrics(path: &Path) -> Result<Vec<MetricsRow>, RunError> {
     })
 }
 
+/// A run folder's rows and config as read from disk (the app's "open" reads one in a job).
+#[derive(Clone, Debug)]
+pub struct SavedRun {
+    pub dir: PathBuf,
+    pub rows: Vec<MetricsRow>,
+    pub evals: Vec<EvalRow>,
+    pub config: Option<crate::config::Config>,
+}
+
+impl SavedRun {
+    /// Reads `metrics.csv`, `knn.csv` and `config.toml`; errors name the file.
+    pub fn read(dir: &std::path::Path) -> Result<Self, String> {
+        let metrics_path = dir.join(METRICS_FILE);
+        if !metrics_path.is_file() {
+            return Err(format!(
+                "{} has no {METRICS_FILE}; open a run directory written by dinoscope",
+                dir.display()
+            ));
+        }
+        let rows = read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
+        if rows.is_empty() {
+            return Err(format!("{} has no complete rows", metrics_path.display()));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            rows,
+            evals: read_eval_rows(&dir.join(EVAL_FILE)),
+            config: crate::config::Config::from_file(&dir.join(CONFIG_FILE)).ok(),
+        })
+    }
+}
+
 /// Writes to a uniquely named hidden temporary file in the same directory, syncs it, then
 /// renames it over `path`: readers never see a half-written file, a failed write leaves no
 /// debris, and no name the user owns (such as `fig.tmp`) is ever touched.
