@@ -59,7 +59,50 @@ pub fn maps_of_layer(
     layer: MapLayer,
     distances: bool,
 ) -> Option<super::attention::AttentionMaps> {
-    let mut maps = super::attention::attention_and_pca(backbone, image, size, device)?;
+    maps_and_features(backbone, image, size, device, layer, distances).map(|(maps, _)| maps)
+}
+
+/// [`maps_of_layer`] of every image (named, with its input size), with DINOv2's foreground
+/// PCA fitted across all of them (`pca_foreground_rgb`: a part gets one colour in every
+/// image). An image smaller than one patch is `None`.
+pub fn maps_of_images<'a>(
+    backbone: &VisionTransformer,
+    images: impl IntoIterator<Item = (&'a RgbImage, (u32, u32))>,
+    device: &Device,
+    layer: MapLayer,
+    distances: bool,
+) -> Vec<Option<super::attention::AttentionMaps>> {
+    let mut found: Vec<Option<(super::attention::AttentionMaps, Vec<f32>)>> = images
+        .into_iter()
+        .map(|(image, size)| maps_and_features(backbone, image, size, device, layer, distances))
+        .collect();
+    let inputs: Vec<(&[f32], (usize, usize))> = found
+        .iter()
+        .flatten()
+        .map(|(maps, features)| (features.as_slice(), (maps.grid_rows, maps.grid_cols)))
+        .collect();
+    if inputs.len() > 1 {
+        let shared = super::pca::foreground_pca_rgb(&inputs, backbone.embed_dim());
+        for ((maps, _), rgb) in found.iter_mut().flatten().zip(shared) {
+            maps.pca_foreground_rgb = rgb;
+        }
+    }
+    found
+        .into_iter()
+        .map(|found| found.map(|(maps, _)| maps))
+        .collect()
+}
+
+fn maps_and_features(
+    backbone: &VisionTransformer,
+    image: &RgbImage,
+    size: (u32, u32),
+    device: &Device,
+    layer: MapLayer,
+    distances: bool,
+) -> Option<(super::attention::AttentionMaps, Vec<f32>)> {
+    let (mut maps, features) =
+        super::attention::attention_pca_and_features(backbone, image, size, device)?;
     let last = backbone.depth().saturating_sub(1);
     let (blocks, rollout) = match layer {
         MapLayer::Block(block) if block < last => (vec![block], None),
@@ -68,7 +111,7 @@ pub fn maps_of_layer(
     };
     let last_only = blocks.is_empty() && rollout.is_none();
     if last_only && !distances {
-        return Some(maps);
+        return Some((maps, features));
     }
     let layers = layer_maps(backbone, image, size, device, &blocks, rollout)?;
     match (layers.rollout, layers.cls.into_iter().next()) {
@@ -82,7 +125,7 @@ pub fn maps_of_layer(
         maps.layer = layer;
     }
     maps.distance_px = layers.distance_px;
-    Some(maps)
+    Some((maps, features))
 }
 
 /// Maps of several blocks of one image.

@@ -11,12 +11,12 @@ use crate::model::fused::linear::linear as fused_linear;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::linear;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-pub use super::family::{Family, LayerScale, PosInterpolation};
+pub use super::family::{Family, Ffn, LayerScale, PosInterpolation};
 pub use super::init::HostInit;
 pub use super::interpolate::{bicubic_antialias_resize_matrix, bicubic_resize_matrix};
 pub use super::rope::{RopeEmbed, RopeTables};
@@ -107,16 +107,30 @@ impl Attention {
     }
 }
 
+/// The block's feed-forward: an MLP, or SwiGLU with `fc1` = [w1; w2] (one matmul for both
+/// halves) and `fc2` = w3 (see [`Ffn`]).
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
+    #[module(skip)]
+    pub swiglu: bool,
 }
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        // GELU in its exact erf form, as PyTorch's default (`crate::model::activation`).
-        linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
+        let hidden = linear_tokens(&self.fc1, x);
+        let hidden = if self.swiglu {
+            // `x1, x2 = x12.chunk(2, dim=-1); silu(x1) * x2`, as both repositories' SwiGLU.
+            let [_, _, packed] = hidden.dims();
+            let half = packed / 2;
+            let gate = hidden.clone().slice(s![.., .., 0..half]);
+            silu(gate) * hidden.slice(s![.., .., half..packed])
+        } else {
+            // GELU in its exact erf form, as PyTorch's default (`crate::model::activation`).
+            gelu(hidden)
+        };
+        linear_tokens(&self.fc2, hidden)
     }
 }
 
@@ -244,7 +258,8 @@ pub struct VisionTransformer {
 impl VisionTransformer {
     /// A DINO (v1) ViT with seeded weights, as training builds it.
     pub fn new(config: &VitConfig, init: &mut HostInit, device: &Device) -> Self {
-        Self::new_family(config, Family::Dino, init, device)
+        let ffn = Ffn::mlp_of_width(config.arch.embed_dim);
+        Self::new_family(config, Family::Dino, ffn, init, device)
     }
 
     /// A backbone of `family` to load weights into. DINO's seeded stream is drawn exactly as
@@ -253,6 +268,7 @@ impl VisionTransformer {
     pub fn new_family(
         config: &VitConfig,
         family: Family,
+        ffn: Ffn,
         init: &mut HostInit,
         device: &Device,
     ) -> Self {
@@ -292,9 +308,17 @@ impl VisionTransformer {
                     },
                     ls1: layer_scale(),
                     norm2: init.layer_norm_eps(dim, family.layer_norm_eps(), device),
-                    mlp: Mlp {
-                        fc1: init.linear(dim, 4 * dim, device),
-                        fc2: init.linear(4 * dim, dim, device),
+                    mlp: match ffn {
+                        Ffn::Mlp { hidden } => Mlp {
+                            fc1: init.linear(dim, hidden, device),
+                            fc2: init.linear(hidden, dim, device),
+                            swiglu: false,
+                        },
+                        Ffn::SwiGlu { hidden } => Mlp {
+                            fc1: init.linear(dim, 2 * hidden, device),
+                            fc2: init.linear(hidden, dim, device),
+                            swiglu: true,
+                        },
                     },
                     ls2: layer_scale(),
                     drop_path_prob,
