@@ -17,7 +17,11 @@ struct Pca {
 
 impl Pca {
     /// Fits `k` components on `rows` (each of width `dim`); `None` without rows.
-    fn fit<'a>(rows: impl Iterator<Item = &'a [f32]> + Clone, dim: usize, k: usize) -> Option<Self> {
+    fn fit<'a>(
+        rows: impl Iterator<Item = &'a [f32]> + Clone,
+        dim: usize,
+        k: usize,
+    ) -> Option<Self> {
         let n = rows.clone().count();
         if n == 0 || dim == 0 {
             return None;
@@ -44,10 +48,10 @@ impl Pca {
             .take(k.min(dim))
             .map(|j| {
                 let mut v: Vec<f64> = eigen.eigenvectors.column(j).iter().copied().collect();
-                let largest = v
-                    .iter()
-                    .copied()
-                    .fold(0.0f64, |acc, x| if x.abs() > acc.abs() { x } else { acc });
+                let largest =
+                    v.iter()
+                        .copied()
+                        .fold(0.0f64, |acc, x| if x.abs() > acc.abs() { x } else { acc });
                 if largest < 0.0 {
                     v.iter_mut().for_each(|x| *x = -*x);
                 }

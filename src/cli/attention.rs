@@ -226,21 +226,25 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         args.threshold
     ));
     save_png(&args.out.join("img.png"), &shown)?;
-    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
-    let pca = upsample_nearest(
-        &maps
-            .pca_rgb
-            .chunks(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect::<Vec<_>>(),
-        rows,
-        cols,
-        p,
-    );
-    let pca = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb(pca[y as usize * w + x as usize])
-    });
-    save_png(&args.out.join("pca.png"), &pca)?;
+    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB,
+    // and DINOv2's foreground-masked recipe (the background black).
+    for (file, rgb) in [
+        ("pca.png", &maps.pca_rgb),
+        ("pca_foreground.png", &maps.pca_foreground_rgb),
+    ] {
+        let pixels = upsample_nearest(
+            &rgb.chunks(3)
+                .map(|c| [c[0], c[1], c[2]])
+                .collect::<Vec<_>>(),
+            rows,
+            cols,
+            p,
+        );
+        let picture = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Rgb(pixels[y as usize * w + x as usize])
+        });
+        save_png(&args.out.join(file), &picture)?;
+    }
     let mut all_maps: Vec<f32> = Vec::new();
     let mut all_masks: Vec<u8> = Vec::new();
     let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps

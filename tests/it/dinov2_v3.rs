@@ -381,6 +381,7 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
     // cat.jpg 451 × 300 at 56 px short side: 84 × 56, a 4 × 6 grid of 14-px patches.
     assert_eq!((cat.grid_rows, cat.grid_cols), (4, 6));
     assert_eq!(cat.heads[0].len(), 24);
+    assert_eq!(cat.pca_foreground_rgb.len(), 24 * 3);
     let stats = &cat.registers;
     assert_eq!(
         (
@@ -412,6 +413,15 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
         );
     }
     harness.snapshot("attention_view_registers");
+
+    // A click on the PCA picture switches to DINOv2's foreground recipe, and back.
+    assert!(harness.query_by_label("foreground PCA").is_none());
+    harness.get_by_label("PCA picture").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label("foreground PCA").is_some());
+    harness.get_by_label("PCA picture").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label("patch PCA").is_some());
 }
 
 /// Both PCA pictures against NumPy (`scripts/make_pca_fixture.py`, tests/fixtures/pca): three
@@ -450,8 +460,10 @@ fn foreground_pca_matches_numpy_and_colours_parts_alike_across_images() {
         let (_, expected) = pca_fixture(&format!("plain_{i}.npy"));
         close(&pca_rgb(features, rows * cols, dim), &expected, "plain");
     }
-    let inputs: Vec<(&[f32], (usize, usize))> =
-        images.iter().map(|(f, grid)| (f.as_slice(), *grid)).collect();
+    let inputs: Vec<(&[f32], (usize, usize))> = images
+        .iter()
+        .map(|(f, grid)| (f.as_slice(), *grid))
+        .collect();
     let shared = foreground_pca_rgb(&inputs, dim);
     for (i, (rgb, (_, (rows, cols)))) in shared.iter().zip(&images).enumerate() {
         let (_, expected) = pca_fixture(&format!("foreground_{i}.npy"));

@@ -158,20 +158,31 @@ impl AttentionView {
         Some(texture)
     }
 
-    /// The PCA picture at one texel per patch (drawn with nearest filtering).
+    /// The PCA picture at one texel per patch (drawn with nearest filtering): of all patches,
+    /// or DINOv2's foreground-masked one.
     pub(super) fn pca_texture(
         &mut self,
         ctx: &egui::Context,
         maps: &AttentionMaps,
         step_key: &str,
+        foreground: bool,
     ) -> egui::TextureHandle {
-        let key = format!("{step_key}|{}|{}|pca", self.selected, fingerprint(maps));
+        let key = format!(
+            "{step_key}|{}|{}|pca{foreground}",
+            self.selected,
+            fingerprint(maps)
+        );
         if let Some((k, texture)) = self.textures.get("pca") {
             if *k == key {
                 return texture.clone();
             }
         }
-        let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], &maps.pca_rgb);
+        let rgb = if foreground {
+            &maps.pca_foreground_rgb
+        } else {
+            &maps.pca_rgb
+        };
+        let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], rgb);
         let texture = ctx.load_texture("attention-pca", colour, egui::TextureOptions::NEAREST);
         self.textures.insert("pca".into(), (key, texture.clone()));
         texture

@@ -242,7 +242,9 @@ fn with_packed_ffn(
             .map_err(|err| error(err.to_string()))?
             .convert::<f32>();
         let shape = tensor.shape.to_vec();
-        let values = data.try_to_vec::<f32>().map_err(|err| error(format!("{err:?}")))?;
+        let values = data
+            .try_to_vec::<f32>()
+            .map_err(|err| error(format!("{err:?}")))?;
         Ok((shape.first().copied().unwrap_or(0), shape, values))
     };
     let mut out = Vec::with_capacity(tensors.len());

@@ -257,9 +257,7 @@ pub(super) fn infer_config(
 fn ffn_of(shapes: &BTreeMap<String, Vec<usize>>, dim: usize) -> Ffn {
     let rows = |key: &str| shapes.get(key).and_then(|s| s.first().copied());
     if let Some(packed) = rows("blocks.0.mlp.w12.weight") {
-        Ffn::SwiGlu {
-            hidden: packed / 2,
-        }
+        Ffn::SwiGlu { hidden: packed / 2 }
     } else if let Some(hidden) = rows("blocks.0.mlp.w1.weight") {
         Ffn::SwiGlu { hidden }
     } else {
@@ -278,7 +276,10 @@ fn ffn_tensors(
 ) -> Vec<(String, Vec<usize>)> {
     let b = |name: &str| format!("blocks.{i}.mlp.{name}");
     let linear = |name: &str, out: usize, inp: usize| {
-        [(b(&format!("{name}.weight")), vec![out, inp]), (b(&format!("{name}.bias")), vec![out])]
+        [
+            (b(&format!("{name}.weight")), vec![out, inp]),
+            (b(&format!("{name}.bias")), vec![out]),
+        ]
     };
     match ffn {
         Ffn::Mlp { hidden } => [linear("fc1", hidden, dim), linear("fc2", dim, hidden)].concat(),
@@ -512,8 +513,8 @@ mod tests {
                 shapes.insert(format!("blocks.{i}.mlp.{name}"), shape);
             }
         }
-        let plus = infer_config(Path::new("splus.pth"), &shapes, &ArchOverrides::default())
-            .unwrap();
+        let plus =
+            infer_config(Path::new("splus.pth"), &shapes, &ArchOverrides::default()).unwrap();
         assert_eq!(plus.ffn, Ffn::SwiGlu { hidden: 1536 });
         assert!(plus.unused.is_empty(), "{:?}", plus.unused);
         let mut cut = shapes.clone();
