@@ -201,6 +201,7 @@ pub fn run(args: AttentionArgs) -> Result<()> {
                 &selected.device,
                 &layers,
                 rollout,
+                args.distance,
             )
         })
         .flatten();

@@ -180,17 +180,16 @@ fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) ->
 }
 
 impl Block {
-    /// As [`Block::forward`] without the attention probabilities (fused attention).
-    pub fn forward_fused(
+    /// The block around an attention `attend(attn, normed input) → (output, extra)`, the extra
+    /// (probabilities, a CLS row, nothing) handed back beside the block's output.
+    fn forward_with<T>(
         &self,
         x: Tensor<3>,
-        rope: Option<&RopeTables>,
         mut rng: Option<&mut ChaCha8Rng>,
-    ) -> Tensor<3> {
+        attend: impl FnOnce(&Attention, Tensor<3>) -> (Tensor<3>, T),
+    ) -> (Tensor<3>, T) {
         let eps = self.layer_norm_eps;
-        let attended = self
-            .attn
-            .forward_fused(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
+        let (attended, extra) = attend(&self.attn, layer_norm_eps(&self.norm1, x.clone(), eps));
         let attended = scaled(&self.ls1, attended);
         let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
         let mlp = scaled(
@@ -198,27 +197,41 @@ impl Block {
             self.mlp
                 .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
         );
-        x + drop_path(mlp, self.drop_path_prob, rng)
+        (x + drop_path(mlp, self.drop_path_prob, rng), extra)
+    }
+
+    /// As [`Block::forward`] without the attention probabilities (fused attention).
+    pub fn forward_fused(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
+        self.forward_with(x, rng, |attn, normed| {
+            (attn.forward_fused(normed, rope), ())
+        })
+        .0
+    }
+
+    /// As [`Block::forward_fused`], with the CLS query's attention over all tokens
+    /// `[B, heads, T]` from the same q, k (no `T × T` probabilities kept).
+    pub fn forward_fused_with_cls(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        self.forward_with(x, None, |attn, normed| {
+            attn.forward_fused_with_cls(normed, rope)
+        })
     }
 
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: Option<&RopeTables>,
-        mut rng: Option<&mut ChaCha8Rng>,
+        rng: Option<&mut ChaCha8Rng>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let eps = self.layer_norm_eps;
-        let (attended, attn) = self
-            .attn
-            .forward(layer_norm_eps(&self.norm1, x.clone(), eps), rope);
-        let attended = scaled(&self.ls1, attended);
-        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
-        let mlp = scaled(
-            &self.ls2,
-            self.mlp
-                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
-        );
-        (x + drop_path(mlp, self.drop_path_prob, rng), attn)
+        self.forward_with(x, rng, |attn, normed| attn.forward(normed, rope))
     }
 }
 
@@ -486,26 +499,42 @@ impl Attention {
         linear_tokens(&self.proj, out)
     }
 
+    /// [`Attention::forward_fused`] and [`Attention::cls_attention`] from one qkv product.
+    pub fn forward_fused_with_cls(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let qkv = self.qkv(x, rope);
+        let cls = cls_row_of_qkv(qkv.clone(), self.num_heads);
+        let out = attention(qkv, self.num_heads);
+        (linear_tokens(&self.proj, out), cls)
+    }
+
     /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
     pub fn cls_attention(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> Tensor<3> {
-        let [batch, tokens, dim] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = dim / heads;
-        let qkv = self
-            .qkv(x, rope)
-            .reshape([batch, tokens, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let q_cls = qkv
-            .clone()
-            .slice(s![0..1, .., .., 0..1, ..])
-            .reshape([batch, heads, 1, head_dim]);
-        let k = qkv
-            .slice(s![1..2])
-            .reshape([batch, heads, tokens, head_dim]);
-        let scale = (head_dim as f64).powf(-0.5);
-        let scores = q_cls.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        softmax(scores, 3).reshape([batch, heads, tokens])
+        cls_row_of_qkv(self.qkv(x, rope), self.num_heads)
     }
+}
+
+/// The CLS query's softmax attention over all keys, `[B, heads, tokens]`, from the qkv
+/// output `[B, tokens, 3 · dim]` (q, k, v, heads within each).
+fn cls_row_of_qkv(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [batch, tokens, width] = qkv.dims();
+    let head_dim = width / 3 / heads;
+    let qkv = qkv
+        .reshape([batch, tokens, 3, heads, head_dim])
+        .permute([2, 0, 3, 1, 4]);
+    let q_cls = qkv
+        .clone()
+        .slice(s![0..1, .., .., 0..1, ..])
+        .reshape([batch, heads, 1, head_dim]);
+    let k = qkv
+        .slice(s![1..2])
+        .reshape([batch, heads, tokens, head_dim]);
+    let scale = (head_dim as f64).powf(-0.5);
+    let scores = q_cls.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    softmax(scores, 3).reshape([batch, heads, tokens])
 }
 
 #[cfg(test)]

@@ -198,8 +198,25 @@ fn every_layer_rollout_and_tokens_with_registers() {
             &device,
             &[0, 1],
             Some(settings),
+            true,
         )
         .unwrap();
+        // The same CLS maps without distances or rollout (no block's probabilities kept).
+        let cheap = layer_maps(
+            &loaded.backbone,
+            &image,
+            (w, h),
+            &device,
+            &[0, 1],
+            None,
+            false,
+        )
+        .unwrap();
+        let diff = max_abs_diff(&cheap.cls.concat().concat(), &maps.cls.concat().concat());
+        assert!(
+            diff < 1e-6,
+            "{kind}: CLS rows beside the fused attention differ by {diff}"
+        );
         for (i, heads) in maps.cls.iter().enumerate() {
             let expected: Vec<f32> = (0..2)
                 .flat_map(|head| {

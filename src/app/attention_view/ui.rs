@@ -259,7 +259,7 @@ impl AttentionView {
                             ui.vertical(|ui| {
                                 // Which PCA picture: a click on it switches (all patches, or
                                 // DINOv2's foreground recipe); kept in egui's memory.
-                                let id = egui::Id::new("attention-pca-foreground");
+                                let id = egui::Id::unique("attention-pca-foreground");
                                 let foreground = ui.data(|d| d.get_temp::<bool>(id)).unwrap_or(false)
                                     && m.pca_foreground_rgb.len() == m.pca_rgb.len();
                                 let texture = self.pca_texture(ui.ctx(), m, &step_key, foreground);
