@@ -314,16 +314,15 @@ pub fn attention_pca_and_features(
         return None;
     }
     let dim = backbone.embed_dim();
+    let (pca_rgb, pca_foreground_rgb) = super::pca::pca_pictures(features, out.grid, dim);
     let maps = AttentionMaps {
         grid_rows: out.grid.0,
         grid_cols: out.grid.1,
         patch_size: patch,
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
-        pca_rgb: pca_rgb(features, patches, dim),
-        pca_foreground_rgb: foreground_pca_rgb(&[(features, out.grid)], dim)
-            .pop()
-            .unwrap_or_default(),
+        pca_rgb,
+        pca_foreground_rgb,
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
         token_norms: norms.as_slice::<f32>().ok()?.to_vec(),

@@ -450,7 +450,8 @@ mod tests {
         );
         let device = Device::flex();
         let tensor = Tensor::<4>::from_data(TensorData::new(attention, [1, heads, t, t]), &device);
-        let on_device = mean_distance_on_device(&tensor, 1, &distances, &device).unwrap();
+        let pairwise = Tensor::<3>::from_data(TensorData::new(distances, [1, p, p]), &device);
+        let on_device = mean_distance_on_device(&tensor, 1, &pairwise).unwrap();
         assert!((on_device[0] - d[0]).abs() < 1e-4 && (on_device[1] - d[1]).abs() < 1e-3);
     }
 

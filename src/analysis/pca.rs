@@ -103,14 +103,26 @@ fn coloured(pca: &Pca, rows: &[&[f32]]) -> Vec<[u8; 3]> {
 /// Projects `n` feature rows of width `dim` on their first three principal components and
 /// scales each component to 0..=255 (min–max), as the DINO follow-up work's PCA pictures.
 pub fn pca_rgb(features: &[f32], n: usize, dim: usize) -> Vec<u8> {
+    pca_pictures(features, (n, 1), dim).0
+}
+
+/// One image's two pictures from one fit of all its patches (`grid` = (rows, cols), `rows ·
+/// cols` feature rows): [`pca_rgb`]'s, and [`foreground_pca_rgb`]'s of the image alone (its
+/// first component is the same fit's). Both empty for a malformed input.
+pub fn pca_pictures(features: &[f32], grid: (usize, usize), dim: usize) -> (Vec<u8>, Vec<u8>) {
+    let n = grid.0 * grid.1;
     if n == 0 || dim == 0 || features.len() != n * dim {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let Some(pca) = Pca::fit(features.chunks(dim), dim, 3) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let rows: Vec<&[f32]> = features.chunks(dim).collect();
-    coloured(&pca, &rows).concat()
+    let plain = coloured(&pca, &rows).concat();
+    let foreground = foreground_of(&[(features, grid)], dim, &pca)
+        .pop()
+        .unwrap_or_default();
+    (plain, foreground)
 }
 
 /// DINOv2's foreground-masked PCA of several images' patch features, fitted across all of
@@ -131,14 +143,22 @@ pub fn foreground_pca_rgb(images: &[(&[f32], (usize, usize))], dim: usize) -> Ve
     {
         return vec![Vec::new(); images.len()];
     }
-    let all = || images.iter().flat_map(|(features, _)| features.chunks(dim));
-    let black: Vec<Vec<u8>> = images
+    let all = images.iter().flat_map(|(features, _)| features.chunks(dim));
+    match Pca::fit(all, dim, 1) {
+        Some(first) => foreground_of(images, dim, &first),
+        None => black(images),
+    }
+}
+
+fn black(images: &[(&[f32], (usize, usize))]) -> Vec<Vec<u8>> {
+    images
         .iter()
         .map(|(_, (rows, cols))| vec![0; rows * cols * 3])
-        .collect();
-    let Some(first) = Pca::fit(all(), dim, 1) else {
-        return black;
-    };
+        .collect()
+}
+
+/// [`foreground_pca_rgb`] with the first component of all the patches given (`first`).
+fn foreground_of(images: &[(&[f32], (usize, usize))], dim: usize, first: &Pca) -> Vec<Vec<u8>> {
     let mut scores: Vec<Vec<f64>> = images
         .iter()
         .map(|(features, _)| features.chunks(dim).map(|r| first.score(r, 0)).collect())
@@ -168,7 +188,7 @@ pub fn foreground_pca_rgb(images: &[(&[f32], (usize, usize))], dim: usize) -> Ve
         })
         .collect();
     let Some(second) = Pca::fit(foreground.iter().copied(), dim, 3) else {
-        return black;
+        return black(images);
     };
     let mut colours = coloured(&second, &foreground).into_iter();
     scores

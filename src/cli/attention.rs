@@ -24,7 +24,9 @@ pub struct AttentionArgs {
     /// Keep the smallest set of patches holding this share of each head's attention mass.
     #[arg(long, default_value_t = 0.6)]
     threshold: f32,
-    /// Check the weights against an architecture: vit_tiny, vit_small, vit_base, vit_micro.
+    /// Check the weights' width against an architecture: vit_micro, vit_tiny, vit_small,
+    /// vit_base (DINO, DINOv2/v3 ViT-S/B), vit_large (DINOv2/v3 ViT-L), vit_huge2 (DINOv3
+    /// ViT-H+), vit_giant2 (DINOv2 ViT-g). Not needed: the shapes say the architecture.
     #[arg(long, value_name = "NAME")]
     arch: Option<String>,
     /// Check the patch size read from the weights.

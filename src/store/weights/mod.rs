@@ -42,7 +42,8 @@ impl Network {
 /// User overrides for what the shapes cannot tell (or to check them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchOverrides {
-    /// `vit_tiny`, `vit_small`, `vit_base`, `vit_micro`: checked against the shapes.
+    /// A name of `VitArch::from_loadable_name` (`vit_small` ... `vit_giant2`): its width is
+    /// checked against the shapes.
     pub arch: Option<String>,
     /// Checked against the patch-embedding kernel.
     pub patch_size: Option<usize>,

@@ -306,9 +306,10 @@ pub(super) fn check_overrides(
         what,
     };
     if let Some(name) = &overrides.arch {
-        let arch = VitArch::from_name(name).ok_or_else(|| {
+        let arch = VitArch::from_loadable_name(name).ok_or_else(|| {
             mismatch(format!(
-                "--arch {name} is unknown; use vit_tiny, vit_small, vit_base or vit_micro"
+                "--arch {name} is unknown; use {}",
+                crate::config::arch::LOADABLE_ARCH_NAMES
             ))
         })?;
         if arch.embed_dim != embed_dim {
@@ -415,6 +416,24 @@ mod tests {
             ..Default::default()
         };
         assert!(infer_config(path, &shapes, &wrong_arch).is_err());
+        let unknown = ArchOverrides {
+            arch: Some("vit_huge".into()),
+            num_heads: Some(3),
+            ..Default::default()
+        };
+        let err = infer_config(path, &shapes, &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vit_giant2") && err.contains("vit_huge2"),
+            "{err}"
+        );
+        // Every name the message lists is known.
+        for name in crate::config::arch::LOADABLE_ARCH_NAMES.split([',', ' ']) {
+            if name.starts_with("vit_") {
+                assert!(VitArch::from_loadable_name(name).is_some(), "{name}");
+            }
+        }
     }
 
     #[test]
