@@ -267,16 +267,18 @@ pub fn attention_and_pca(
     size: (u32, u32),
     device: &Device,
 ) -> Option<AttentionMaps> {
-    attention_pca_and_features(backbone, image, size, device).map(|(maps, _)| maps)
+    attention_pca_and_features(backbone, image, size, device, true).map(|(maps, _)| maps)
 }
 
 /// [`attention_and_pca`] and the final-norm patch features it was computed from
-/// (`rows · cols · dim`, row-major), for a PCA fitted across several images.
+/// (`rows · cols · dim`, row-major), for a PCA fitted across several images; without
+/// `foreground` the image's own foreground picture is left empty (a shared fit follows).
 pub fn attention_pca_and_features(
     backbone: &VisionTransformer,
     image: &RgbImage,
     size: (u32, u32),
     device: &Device,
+    foreground: bool,
 ) -> Option<(AttentionMaps, Vec<f32>)> {
     let patch = backbone.patch_size();
     let input = image_input(image, size, patch, device)?;
@@ -314,7 +316,8 @@ pub fn attention_pca_and_features(
         return None;
     }
     let dim = backbone.embed_dim();
-    let (pca_rgb, pca_foreground_rgb) = super::pca::pca_pictures(features, out.grid, dim);
+    let (pca_rgb, pca_foreground_rgb) =
+        super::pca::pca_pictures(features, out.grid, dim, foreground);
     let maps = AttentionMaps {
         grid_rows: out.grid.0,
         grid_cols: out.grid.1,

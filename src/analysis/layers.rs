@@ -59,7 +59,7 @@ pub fn maps_of_layer(
     layer: MapLayer,
     distances: bool,
 ) -> Option<super::attention::AttentionMaps> {
-    maps_and_features(backbone, image, size, device, layer, distances).map(|(maps, _)| maps)
+    maps_and_features(backbone, image, size, device, layer, distances, true).map(|(maps, _)| maps)
 }
 
 /// [`maps_of_layer`] of every image (named, with its input size), with DINOv2's foreground
@@ -72,16 +72,21 @@ pub fn maps_of_images<'a>(
     layer: MapLayer,
     distances: bool,
 ) -> Vec<Option<super::attention::AttentionMaps>> {
+    let images: Vec<(&RgbImage, (u32, u32))> = images.into_iter().collect();
+    // With several images each one's own foreground fit would be replaced: not made.
+    let own = images.len() < 2;
     let mut found: Vec<Option<(super::attention::AttentionMaps, Vec<f32>)>> = images
         .into_iter()
-        .map(|(image, size)| maps_and_features(backbone, image, size, device, layer, distances))
+        .map(|(image, size)| {
+            maps_and_features(backbone, image, size, device, layer, distances, own)
+        })
         .collect();
     let inputs: Vec<(&[f32], (usize, usize))> = found
         .iter()
         .flatten()
         .map(|(maps, features)| (features.as_slice(), (maps.grid_rows, maps.grid_cols)))
         .collect();
-    if inputs.len() > 1 {
+    if !own {
         let shared = super::pca::foreground_pca_rgb(&inputs, backbone.embed_dim());
         for ((maps, _), rgb) in found.iter_mut().flatten().zip(shared) {
             maps.pca_foreground_rgb = rgb;
@@ -100,9 +105,15 @@ fn maps_and_features(
     device: &Device,
     layer: MapLayer,
     distances: bool,
+    own_foreground: bool,
 ) -> Option<(super::attention::AttentionMaps, Vec<f32>)> {
-    let (mut maps, features) =
-        super::attention::attention_pca_and_features(backbone, image, size, device)?;
+    let (mut maps, features) = super::attention::attention_pca_and_features(
+        backbone,
+        image,
+        size,
+        device,
+        own_foreground,
+    )?;
     let last = backbone.depth().saturating_sub(1);
     let (blocks, rollout) = match layer {
         MapLayer::Block(block) if block < last => (vec![block], None),

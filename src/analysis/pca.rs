@@ -103,13 +103,19 @@ fn coloured(pca: &Pca, rows: &[&[f32]]) -> Vec<[u8; 3]> {
 /// Projects `n` feature rows of width `dim` on their first three principal components and
 /// scales each component to 0..=255 (min–max), as the DINO follow-up work's PCA pictures.
 pub fn pca_rgb(features: &[f32], n: usize, dim: usize) -> Vec<u8> {
-    pca_pictures(features, (n, 1), dim).0
+    pca_pictures(features, (n, 1), dim, false).0
 }
 
 /// One image's two pictures from one fit of all its patches (`grid` = (rows, cols), `rows ·
-/// cols` feature rows): [`pca_rgb`]'s, and [`foreground_pca_rgb`]'s of the image alone (its
-/// first component is the same fit's). Both empty for a malformed input.
-pub fn pca_pictures(features: &[f32], grid: (usize, usize), dim: usize) -> (Vec<u8>, Vec<u8>) {
+/// cols` feature rows): [`pca_rgb`]'s, and with `foreground` [`foreground_pca_rgb`]'s of the
+/// image alone (its first component is the same fit's; empty without). Both empty for a
+/// malformed input.
+pub fn pca_pictures(
+    features: &[f32],
+    grid: (usize, usize),
+    dim: usize,
+    foreground: bool,
+) -> (Vec<u8>, Vec<u8>) {
     let n = grid.0 * grid.1;
     if n == 0 || dim == 0 || features.len() != n * dim {
         return (Vec::new(), Vec::new());
@@ -119,9 +125,13 @@ pub fn pca_pictures(features: &[f32], grid: (usize, usize), dim: usize) -> (Vec<
     };
     let rows: Vec<&[f32]> = features.chunks(dim).collect();
     let plain = coloured(&pca, &rows).concat();
-    let foreground = foreground_of(&[(features, grid)], dim, &pca)
-        .pop()
-        .unwrap_or_default();
+    let foreground = if foreground {
+        foreground_of(&[(features, grid)], dim, &pca)
+            .pop()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     (plain, foreground)
 }
 
