@@ -4,14 +4,13 @@ mod cli;
 
 use std::io::{IsTerminal, Write};
 
-/// glibc's allocator, keeping freed blocks of 32 MiB and more for reuse (`device.rs`).
+/// glibc's allocator, keeping freed blocks of 32 MiB and more for reuse (`alloc.rs`).
 #[global_allocator]
-static HOST_ALLOCATOR: dinoscope::device::LargeBlockCache =
-    dinoscope::device::LargeBlockCache::new();
+static HOST_ALLOCATOR: dinoscope::alloc::LargeBlockCache = dinoscope::alloc::LargeBlockCache::new();
 
 fn main() {
     dinoscope::device::quiet_headless_gpu_probe();
-    dinoscope::device::tune_host_allocator();
+    dinoscope::alloc::tune_host_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

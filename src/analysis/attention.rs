@@ -2,7 +2,7 @@
 //! official `visualize_attention.py` (reference §7). Maps leave the device as plain `f32` grids
 //! so the UI and the CLI never touch tensors.
 
-use crate::augment::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::augment::normalise_rgb8_chw;
 use crate::model::VisionTransformer;
 use burn::prelude::*;
 use image::RgbImage;
@@ -69,6 +69,25 @@ impl AttentionMaps {
             })
             .collect()
     }
+}
+
+/// The mean-of-heads mask (the top `threshold` of the mass) drawn over the image the network
+/// saw: the one picture of a network's attention outside the app (TensorBoard, the report, a
+/// watched checkpoint, an ablation arm, the time-lapse).
+pub fn mask_picture(
+    image: &RgbImage,
+    maps: &AttentionMaps,
+    threshold: f32,
+    style: &OverlayStyle,
+) -> RgbImage {
+    let shown = resized_crop(image, maps.resized_px, maps.patch_size);
+    let layers = MapLayers::new(
+        &maps.fused(HeadFusion::Mean),
+        maps.grid_rows,
+        maps.grid_cols,
+        threshold,
+    );
+    composite(&shown, &layers, style)
 }
 
 /// The official threshold: sort ascending, normalise by the sum, cumulative sum, keep the
@@ -192,15 +211,7 @@ pub fn resized_crop(image: &RgbImage, size: (u32, u32), patch: usize) -> RgbImag
 pub fn preprocess(image: &RgbImage, size: (u32, u32), patch: usize) -> (Vec<f32>, (usize, usize)) {
     let cropped = resized_crop(image, size, patch);
     let (w, h) = (cropped.width() as usize, cropped.height() as usize);
-    let mut chw = vec![0f32; 3 * w * h];
-    for (x, y, pixel) in cropped.enumerate_pixels() {
-        let (x, y) = (x as usize, y as usize);
-        for c in 0..3 {
-            chw[c * w * h + y * w + x] =
-                (pixel.0[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        }
-    }
-    (chw, (w, h))
+    (normalise_rgb8_chw(&cropped), (w, h))
 }
 
 /// Last-block CLS attention of `backbone` for one image (one forward pass). `None` when the

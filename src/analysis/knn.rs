@@ -2,7 +2,7 @@
 //! on L2-normalised teacher CLS features, and the Jaccard similarity of attention masks with
 //! ground-truth masks (the paper's Fig. 4 protocol, §7.7). Results leave as plain numbers.
 
-use crate::augment::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::augment::normalise_rgb8_chw;
 use crate::data::{DataError, Dataset};
 use crate::model::VisionTransformer;
 use burn::prelude::*;
@@ -59,18 +59,7 @@ pub fn knn_transform(image: &RgbImage, crop: u32) -> Vec<f32> {
     };
     let resized = image::imageops::resize(image, rw, rh, image::imageops::FilterType::CatmullRom);
     let (x0, y0) = ((rw - crop) / 2, (rh - crop) / 2);
-    let c = crop as usize;
-    let mut chw = vec![0f32; 3 * c * c];
-    for y in 0..c {
-        for x in 0..c {
-            let pixel = resized.get_pixel(x0 + x as u32, y0 + y as u32).0;
-            for ch in 0..3 {
-                chw[ch * c * c + y * c + x] =
-                    (pixel[ch] as f32 / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
-            }
-        }
-    }
-    chw
+    normalise_rgb8_chw(&image::imageops::crop_imm(&resized, x0, y0, crop, crop).to_image())
 }
 
 /// L2-normalised CLS features `[n, D]` (row-major) and labels of `indices` of `dataset`.

@@ -59,7 +59,7 @@ pub fn maps_of_layer(
     layer: MapLayer,
     distances: bool,
 ) -> Option<super::attention::AttentionMaps> {
-    maps_and_features(backbone, image, size, device, layer, distances, true).map(|(maps, _)| maps)
+    maps_and_features(backbone, (image, size), device, layer, distances, true).map(|(maps, _)| maps)
 }
 
 /// [`maps_of_layer`] of every image (named, with its input size), with DINOv2's foreground
@@ -78,7 +78,7 @@ pub fn maps_of_images<'a>(
     let mut found: Vec<Option<(super::attention::AttentionMaps, Vec<f32>)>> = images
         .into_iter()
         .map(|(image, size)| {
-            maps_and_features(backbone, image, size, device, layer, distances, own)
+            maps_and_features(backbone, (image, size), device, layer, distances, own)
         })
         .collect();
     let inputs: Vec<(&[f32], (usize, usize))> = found
@@ -98,10 +98,11 @@ pub fn maps_of_images<'a>(
         .collect()
 }
 
+/// [`maps_of_layer`] of one (image, input size) and the patch features of its PCA;
+/// `own_foreground`: the image's own foreground PCA too.
 fn maps_and_features(
     backbone: &VisionTransformer,
-    image: &RgbImage,
-    size: (u32, u32),
+    (image, size): (&RgbImage, (u32, u32)),
     device: &Device,
     layer: MapLayer,
     distances: bool,

@@ -82,6 +82,7 @@ mod tests {
         };
         let snapshot = |distances: Vec<Vec<Vec<f32>>>| AttentionSnapshot {
             step: 9,
+            generation: 1,
             network: crate::store::weights::Network::Teacher,
             maps: distances
                 .into_iter()

@@ -1,216 +1,75 @@
-//! The desktop app: eframe + egui. The UI owns an [`AppState`] and a [`WorkerHandle`]; it never
-//! touches tensors, and the worker never touches egui. Events are drained in `logic` with a
-//! per-frame time budget, so the window never waits on training.
+//! The desktop app: eframe + egui. `DinoscopeApp` owns the run data ([`AppState`]), the panels
+//! (each a struct with its own state and `fn ui(&mut self, ui, ctx: &AppContext)`), the other
+//! threads and the session. A panel reads the state it is lent and acts only by sending a
+//! [`UiCommand`]; `apply` below carries every command out, once per frame, in one match. It
+//! never touches tensors, and the worker never touches egui.
 
 pub mod attention_view;
-pub mod background;
 pub mod collapse;
+pub mod command;
 mod controls;
+mod curves;
 mod distance_history;
-mod events;
 mod feed;
+pub mod jobs;
 pub mod overlay_gpu;
 pub mod plots;
-mod quantity;
 pub mod representation;
 mod runs;
 mod scale;
 mod script;
 pub mod series;
+pub mod session;
 mod soak;
 pub mod state;
 mod status;
 pub mod study;
 mod study_view;
+mod threads;
 mod top_bar;
 mod watching;
 mod window;
 
+pub use command::{AppContext, CentralTab, UiCommand};
+pub use session::{AppOptions, Prefs, ScreenshotRequest};
 pub use window::{native_options, run, CloseRequest};
 
 use crate::config::live::LiveSettings;
 use crate::config::Config;
-use crate::config::Toggle;
-use crate::device::DeviceChoice;
 use crate::worker::{Command, DeviceSource, WorkerHandle, WorkerStatus};
+use command::CommandQueue;
 use series::ViewSettings;
+use session::Session;
 use state::{AppState, Level};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long `logic` may spend applying worker events per frame.
+/// How long `logic` may spend applying worker and watch events per frame.
 const EVENT_BUDGET: Duration = Duration::from_millis(4);
-/// Frames kept for the frame-time read-out.
-const FRAME_WINDOW: usize = 240;
 const PREFS_KEY: &str = "dinoscope_prefs";
 
-/// What the command line asks of the app.
-#[derive(Clone, Debug)]
-pub struct AppOptions {
-    pub config: Config,
-    /// Preset name, or "custom" for a `--config` file.
-    pub preset: String,
-    pub autostart: bool,
-    pub device: DeviceChoice,
-    /// Where runs are written (`runs/`); `None` keeps them in memory only.
-    pub runs_root: Option<PathBuf>,
-    pub screenshot: Option<ScreenshotRequest>,
-    /// Toggles applied automatically when the current run reaches a step (scripted demos).
-    pub scripted_toggles: Vec<(usize, Toggle)>,
-    /// Weights to load into the attention view at launch.
-    pub weights: Option<PathBuf>,
-    /// Images to follow at launch, besides the bundled photos.
-    pub images: Vec<PathBuf>,
-    /// Open on the attention view instead of the training curves.
-    pub open_attention: bool,
-    /// Short side of the images fed to the network in the attention view (`None`: default).
-    pub attention_short_side_px: Option<u32>,
-    /// An ablation study to start at launch (`--study`).
-    pub study: Option<crate::config::study::StudySpec>,
-    /// A run folder to follow from launch (`--watch`).
-    pub watch: Option<PathBuf>,
-    /// Append what could grow in a long session to this CSV every 10 s (`--soak-log`).
-    pub soak_log: Option<PathBuf>,
-    /// Set from outside (a signal): close the window as its close button does.
-    pub close_request: CloseRequest,
-}
-
-#[derive(Clone, Debug)]
-pub struct ScreenshotRequest {
-    pub path: PathBuf,
-    pub after_steps: usize,
-}
-
-/// UI preferences kept between launches (eframe storage).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Prefs {
-    pub smoothing: f64,
-    pub log_y: bool,
-    pub preset: String,
-    pub show_explanation: bool,
-    pub show_schedules: bool,
-    pub show_throughput: bool,
-    /// Periodic checkpoints of runs with a directory (0 = only on Stop, exit and the button).
-    pub checkpoint_every_steps: usize,
-    /// The weights last opened in the attention view, reopened (quietly) at the next launch.
-    pub last_weights: Option<PathBuf>,
-    pub last_weights_heads: Option<usize>,
-}
-
-impl Default for Prefs {
-    fn default() -> Self {
-        Self {
-            smoothing: 0.6,
-            log_y: false,
-            preset: "tiny".into(),
-            show_explanation: true,
-            show_schedules: true,
-            show_throughput: true,
-            checkpoint_every_steps: 200,
-            last_weights: None,
-            last_weights_heads: None,
-        }
-    }
+/// Every panel of the window, each owning its own state.
+pub struct Panels {
+    pub top_bar: top_bar::TopBar,
+    pub controls: controls::ControlsPanel,
+    pub runs: runs::RunsPanel,
+    pub curves: curves::CurvesPanel,
+    pub attention: attention_view::AttentionView,
+    /// The ablation study's dialog and comparison tab.
+    pub study: study_view::StudyView,
+    /// "Train this at scale...": the official job for the current settings.
+    pub scale: scale::ScaleDialog,
+    /// What the central area shows.
+    pub central_tab: CentralTab,
 }
 
 pub struct DinoscopeApp {
     pub state: AppState,
-    worker: Option<WorkerHandle>,
-    base_config: Config,
-    prefs: Prefs,
-    options: AppOptions,
-    /// CPU time of the recent frames (egui's own rolling window).
-    frame_secs: egui::util::History<f32>,
-    launched_at: Instant,
-    /// When Start (or Resume run…, or a study) was last pressed.
-    start_pressed: Option<Instant>,
-    /// Seconds from pressing Start to the run's first plotted point.
-    pub first_point_secs: Option<f64>,
-    screenshot_requested: bool,
-    /// Set by the screenshot callback (on eframe's thread) once the PNG is written.
-    screenshot_done: Arc<std::sync::Mutex<Option<Result<(), String>>>>,
-    autostart_pending: bool,
-    pub attention: attention_view::AttentionView,
-    /// Loads external weights and computes their maps off the UI thread.
-    pub inference: Option<crate::worker::inference::InferenceHandle>,
-    pub central_tab: CentralTab,
-    /// `--weights` (or the last session's weights), loaded on the first frame.
-    launch_weights: Option<PathBuf>,
-    /// Whether loaded weights become the attention view's source (not for restored ones).
-    show_loaded_weights: bool,
-    /// Run directories under the runs folder and whether each can be resumed (listed by a
-    /// background job; `disk_runs_stale` asks for a new listing).
-    disk_runs: Vec<background::DiskRun>,
-    disk_runs_stale: bool,
-    /// Dialogs, figure export and run listing, off the UI thread.
-    background: background::Background,
-    /// What the clicks of this frame asked for, applied once in `logic`.
-    commands: Vec<UiCommand>,
-    /// The ablation study's dialog and comparison view.
-    pub study_view: study_view::StudyView,
-    /// "Train this at scale...": the official job for the current settings.
-    pub scale: scale::ScaleDialog,
-    /// Run folders followed on their own threads ("Watch run folder...").
-    pub watches: Vec<crate::worker::watch::WatchHandle>,
-    /// Wakes the UI from background threads; the device loaded weights and watches use.
-    waker: crate::worker::Waker,
-    inference_device: burn::prelude::Device,
-    soak: Option<soak::SoakLog>,
-}
-
-/// A request from a click. Drawing code only queues these; `logic` applies them once per frame
-/// (the model is rerun's `SystemCommand` and egui_demo_app's `Command`), so what a click does
-/// is in one place and never happens in the middle of drawing.
-#[derive(Clone, Debug, PartialEq)]
-pub enum UiCommand {
-    /// Start a new run from the preset and the controls (`paused`: wait for Step).
-    Start {
-        paused: bool,
-    },
-    /// Continue a paused run.
-    Resume,
-    Pause,
-    /// One step (starting a paused run first when none is active).
-    Step,
-    Stop,
-    Reset,
-    SaveCheckpoint,
-    /// Ask for a run directory to continue (a dialog on a background thread).
-    /// Ask where to continue saving a run whose directory was lost.
-    PickSaveRunTo,
-    PickRunToResume,
-    ResumeRun(PathBuf),
-    OpenRun(PathBuf),
-    RescanRuns,
-    SelectPreset(String),
-    ExportFigure,
-    ExportCsv,
-    /// Train an ablation study's variants interleaved (ends the current run).
-    StartStudy(Box<crate::config::study::StudySpec>),
-    /// Ask for a run folder another process writes, to follow it.
-    PickWatchFolder,
-}
-
-/// What the central area shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CentralTab {
-    Curves,
-    Attention,
-    /// The ablation study's comparison.
-    Study,
-}
-
-/// Files dropped on the window that are weights rather than images.
-/// Weights files, and the folders `load_backbone` reads (a dinoscope run, whose teacher is
-/// shown, or one of its `checkpoint-<step>/`); other folders are opened for their images.
-fn is_weights_file(path: &std::path::Path) -> bool {
-    (path.is_dir() && (path.join("config.toml").is_file() || path.join("state.toml").is_file()))
-        || path.extension().is_some_and(|e| {
-            let e = e.to_string_lossy().to_ascii_lowercase();
-            matches!(e.as_str(), "pth" | "pt" | "safetensors" | "bpk")
-        })
+    pub panels: Panels,
+    pub threads: threads::Threads,
+    pub session: Session,
+    commands: CommandQueue,
 }
 
 impl DinoscopeApp {
@@ -236,85 +95,71 @@ impl DinoscopeApp {
         let worker = WorkerHandle::spawn_with(device, waker.clone());
         let mut app = Self::with_worker(options, prefs, worker.map_err(|e| e.to_string()));
         // Reopen the last session's weights in the background, without switching views.
-        if app.launch_weights.is_none() {
-            if let Some(path) = app.prefs.last_weights.clone().filter(|p| p.exists()) {
-                app.attention.heads_override = app.prefs.last_weights_heads;
-                app.launch_weights = Some(path);
-                app.show_loaded_weights = false;
+        if app.session.launch_weights.is_none() {
+            if let Some(path) = app
+                .session
+                .prefs
+                .last_weights
+                .clone()
+                .filter(|p| p.exists())
+            {
+                app.panels.attention.heads_override = app.session.prefs.last_weights_heads;
+                app.session.launch_weights = Some(path);
+                app.session.show_loaded_weights = false;
             }
         }
-        app.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
-        app.background = background::Background::new(waker.clone());
-        app.waker = waker.clone();
-        app.inference_device = inference_device.clone();
-        app.inference = crate::worker::inference::InferenceHandle::spawn(inference_device, waker)
-            .map_err(|err| {
-                tracing::warn!("no inference thread: {err}");
-            })
-            .ok();
+        app.panels.attention.gpu = overlay_gpu::install(cc.wgpu_render_state.as_ref());
+        app.threads
+            .with_waker(waker, inference_device, app.commands.sender());
         app
     }
 
     /// The app around an existing (or failed) worker; also used by tests.
     pub fn with_worker(
         options: AppOptions,
-        mut prefs: Prefs,
+        prefs: Prefs,
         worker: Result<WorkerHandle, String>,
     ) -> Self {
-        // The command line wins over the remembered preset.
-        prefs.preset = options.preset.clone();
+        let session = Session::new(options, prefs);
         let view = ViewSettings {
-            smoothing: prefs.smoothing,
-            log_y: prefs.log_y,
+            smoothing: session.prefs.smoothing,
+            log_y: session.prefs.log_y,
         };
-        let mut state = AppState::new(LiveSettings::from_config(&options.config), view);
-        let worker = match worker {
-            Ok(worker) => Some(worker),
-            Err(err) => {
+        let mut state = AppState::new(LiveSettings::from_config(&session.base_config), view);
+        let worker = worker
+            .map_err(|err| {
                 state.message(
                     Level::Error,
                     format!("cannot start the training thread: {err}"),
-                );
-                None
-            }
+                )
+            })
+            .ok();
+        let commands = CommandQueue::new();
+        let mut panels = Panels {
+            top_bar: top_bar::TopBar,
+            controls: controls::ControlsPanel,
+            runs: runs::RunsPanel::new(),
+            curves: curves::CurvesPanel,
+            attention: attention_view::AttentionView::new(),
+            study: study_view::StudyView::default(),
+            scale: scale::ScaleDialog::default(),
+            central_tab: CentralTab::Curves,
         };
+        if session.options.open_attention {
+            panels.central_tab = CentralTab::Attention;
+        }
+        panels.attention.short_side_px = session.options.attention_short_side_px;
+        let threads = threads::Threads::new(worker, commands.sender());
         let mut app = Self {
             state,
-            worker,
-            base_config: options.config.clone(),
-            prefs,
-            autostart_pending: options.autostart,
-            options,
-            frame_secs: egui::util::History::new(0..FRAME_WINDOW, f32::INFINITY),
-            launched_at: Instant::now(),
-            start_pressed: None,
-            first_point_secs: None,
-            screenshot_requested: false,
-            screenshot_done: Arc::new(std::sync::Mutex::new(None)),
-            attention: attention_view::AttentionView::new(),
-            // Tests get a CPU inference thread; `new` replaces it with one that wakes the UI.
-            inference: crate::worker::inference::InferenceHandle::spawn(
-                burn::prelude::Device::flex(),
-                Arc::new(|| {}),
-            )
-            .ok(),
-            central_tab: CentralTab::Curves,
-            launch_weights: None,
-            show_loaded_weights: true,
-            disk_runs: Vec::new(),
-            disk_runs_stale: true,
-            background: background::Background::new(Arc::new(|| {})),
-            commands: Vec::new(),
-            study_view: study_view::StudyView::default(),
-            scale: scale::ScaleDialog::default(),
-            watches: Vec::new(),
-            waker: Arc::new(|| {}),
-            inference_device: burn::prelude::Device::flex(),
-            soak: None,
+            panels,
+            threads,
+            session,
+            commands,
         };
-        if let Some(path) = app.options.soak_log.clone() {
+        if let Some(path) = app.session.options.soak_log.clone() {
             match soak::SoakLog::create(path.clone()) {
-                Ok(log) => app.soak = Some(log),
+                Ok(log) => app.session.soak = Some(log),
                 Err(err) => app.state.message(
                     Level::Error,
                     format!("cannot write the soak log {}: {err}", path.display()),
@@ -322,29 +167,54 @@ impl DinoscopeApp {
             }
         }
         app.send_checkpointing();
-        app.launch_weights = app.options.weights.clone();
-        if app.options.open_attention {
-            app.central_tab = CentralTab::Attention;
-        }
-        app.attention.short_side_px = app.options.attention_short_side_px;
-        let images = app.options.images.clone();
+        app.queue(UiCommand::AttentionSettingsChanged);
+        let images = app.session.options.images.clone();
         if !images.is_empty() {
-            app.open_images(images);
+            app.queue(UiCommand::OpenImages(images));
         }
         app
     }
 
-    fn send(&mut self, command: Command) {
-        let Some(worker) = &self.worker else {
-            self.state
-                .message(Level::Error, "the training thread is not running");
-            return;
-        };
-        if let Err(err) = worker.send(command) {
-            self.state.message(Level::Error, err);
+    /// Queues a command as a click would (applied at the start of the next `logic`).
+    pub fn queue(&self, command: UiCommand) {
+        self.commands.sender().send(command);
+    }
+
+    /// Applies every command sent since the last call, in order.
+    pub fn apply_commands(&mut self) {
+        for command in self.commands.take() {
+            self.apply(command);
         }
     }
 
+    /// Loads weights into the attention view and shows them there (drops, "Open weights...").
+    pub fn load_weights(&mut self, path: PathBuf) {
+        self.session.show_loaded_weights = true;
+        self.request_weights(path);
+    }
+
+    /// Follows a run folder with the attention view's head override.
+    pub fn watch_folder(&mut self, dir: PathBuf) {
+        let given = self.panels.attention.watch_overrides();
+        self.watch_folder_with(dir, given);
+    }
+
+    pub fn watch_folder_with(&mut self, dir: PathBuf, given: crate::train::watch::WatchOverrides) {
+        self.threads
+            .watch_folder(dir, given, &self.panels.attention, &mut self.state);
+    }
+
+    /// Applies pending worker events within the frame budget.
+    pub fn drain_events(&mut self) {
+        let deadline = Instant::now() + EVENT_BUDGET;
+        if self.threads.drain_worker(&mut self.state, deadline) {
+            self.panels.runs.disk_runs_stale = true;
+        }
+        let steps = self.state.current_run().map_or(0, |run| run.steps());
+        self.session.note_points(steps);
+    }
+
+    /// Whether the training worker holds a run (started, running or paused).
     fn is_active(&self) -> bool {
         matches!(
             self.state.worker_status,
@@ -352,157 +222,443 @@ impl DinoscopeApp {
         ) && self.state.current.is_some()
     }
 
+    fn send(&mut self, command: Command) {
+        self.threads.send(command, &mut self.state);
+    }
+
     fn send_checkpointing(&mut self) {
-        if self.worker.is_some() {
+        if self.threads.worker.is_some() {
             self.send(Command::SetCheckpointing {
-                every_steps: self.prefs.checkpoint_every_steps,
+                every_steps: self.session.prefs.checkpoint_every_steps,
                 keep_last: crate::worker::CHECKPOINT_KEEP_LAST,
             });
         }
     }
 
-    /// Queues what a click asks for (applied at the start of the next `logic`).
-    pub fn queue(&mut self, command: UiCommand) {
-        self.commands.push(command);
+    fn request_weights(&mut self, path: PathBuf) {
+        let sent = self
+            .threads
+            .request_weights(path, &mut self.panels.attention, &mut self.state);
+        if sent && self.session.show_loaded_weights {
+            self.panels.central_tab = CentralTab::Attention;
+        }
     }
 
-    /// Applies the clicks of the last frame, in order.
-    pub fn apply_commands(&mut self) {
-        for command in std::mem::take(&mut self.commands) {
-            match command {
-                UiCommand::Start { paused } => self.start(paused),
-                UiCommand::Resume => self.send(Command::Resume),
-                UiCommand::Pause => self.send(Command::Pause),
-                UiCommand::Step => {
-                    if !self.is_active() {
-                        self.start(true);
-                    }
-                    self.send(Command::Step);
+    /// Long: one arm per command; each arm is the whole of what that click does.
+    fn apply(&mut self, command: UiCommand) {
+        match command {
+            UiCommand::Start { paused } => self.start(paused),
+            UiCommand::Resume => self.send(Command::Resume),
+            UiCommand::Pause => self.send(Command::Pause),
+            UiCommand::Step => {
+                if !self.is_active() {
+                    self.start(true);
                 }
-                UiCommand::Stop => self.send(Command::Stop),
-                UiCommand::Reset => self.reset(),
-                UiCommand::SaveCheckpoint => self.send(Command::SaveCheckpoint),
-                UiCommand::PickRunToResume => {
-                    let root = self.options.runs_root.clone();
-                    self.background.spawn("resume-dialog", move || {
-                        let mut dialog = rfd::FileDialog::new();
-                        if let Some(root) = root {
-                            dialog = dialog.set_directory(root);
-                        }
-                        dialog
-                            .pick_folder()
-                            .map_or(background::Done::Cancelled, background::Done::ResumeRun)
-                    });
-                }
-                UiCommand::PickSaveRunTo => {
-                    let root = self.options.runs_root.clone();
-                    self.background.spawn("save-run-dialog", move || {
-                        let mut dialog = rfd::FileDialog::new();
-                        if let Some(root) = root {
-                            dialog = dialog.set_directory(root);
-                        }
-                        dialog
-                            .pick_folder()
-                            .map_or(background::Done::Cancelled, background::Done::SaveRunTo)
-                    });
-                }
-                UiCommand::ResumeRun(dir) => self.resume_run(dir),
-                UiCommand::OpenRun(dir) => self.open_run(&dir),
-                UiCommand::RescanRuns => self.rescan_runs(),
-                UiCommand::SelectPreset(name) => self.select_preset(&name),
-                UiCommand::ExportFigure => self.export_figure(),
-                UiCommand::ExportCsv => self.export_csv(),
-                UiCommand::StartStudy(spec) => self.start_study(*spec),
-                UiCommand::PickWatchFolder => self.pick_watch_folder(),
+                self.send(Command::Step);
             }
+            UiCommand::Stop => self.send(Command::Stop),
+            UiCommand::Reset => {
+                if self.is_active() {
+                    self.send(Command::Stop);
+                }
+                self.state.reset();
+                self.state.worker_status = WorkerStatus::Idle;
+                self.session.first_point_secs = None;
+            }
+            UiCommand::SaveCheckpoint => self.send(Command::SaveCheckpoint),
+            UiCommand::SetControl(toggle) => {
+                // The controls take the value as the trainer will (a constant teacher
+                // temperature also ends its warm-up); the running job gets the toggle.
+                match self.state.controls.apply(&toggle) {
+                    Ok(()) if self.is_active() => {
+                        self.state.sent_toggles.push(toggle.clone());
+                        self.send(Command::Set(toggle));
+                    }
+                    Ok(()) => {}
+                    Err(err) => self.state.message(Level::Error, err.to_string()),
+                }
+            }
+            UiCommand::SetPrefs(prefs) => {
+                let checkpointing =
+                    prefs.checkpoint_every_steps != self.session.prefs.checkpoint_every_steps;
+                self.state.set_view(ViewSettings {
+                    smoothing: prefs.smoothing,
+                    log_y: prefs.log_y,
+                });
+                self.session.prefs = *prefs;
+                if checkpointing {
+                    self.send_checkpointing();
+                }
+            }
+            UiCommand::SetRunVisible { run, visible } => {
+                if let Some(run) = self.state.run_mut(run) {
+                    run.visible = visible;
+                }
+            }
+            UiCommand::SetRunPinned { run, pinned } => {
+                if let Some(run) = self.state.run_mut(run) {
+                    run.pinned = pinned;
+                }
+            }
+            UiCommand::ShowTab(tab) => self.panels.central_tab = tab,
+            UiCommand::SelectPreset(name) => match Config::preset(&name) {
+                Ok(config) => {
+                    self.state.controls = LiveSettings::from_config(&config);
+                    self.session.base_config = config;
+                    self.state.message(
+                        Level::Info,
+                        format!("preset {name} selected; it applies at the next Start"),
+                    );
+                    self.session.prefs.preset = name;
+                }
+                Err(err) => self.state.message(Level::Error, err.to_string()),
+            },
+            UiCommand::PickSaveRunTo => {
+                let root = self.session.options.runs_root.clone();
+                self.threads.dialog("save-run-dialog", move || {
+                    pick_folder(root).map(UiCommand::SaveRunTo)
+                });
+            }
+            UiCommand::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
+            UiCommand::PickRunToResume => {
+                let root = self.session.options.runs_root.clone();
+                self.threads.dialog("resume-dialog", move || {
+                    pick_folder(root).map(UiCommand::ResumeRun)
+                });
+            }
+            UiCommand::ResumeRun(dir) => self.resume_run(dir),
+            UiCommand::OpenRun(dir) => {
+                self.threads.jobs.spawn("open-run", move || {
+                    Some(match state::OpenedRun::read(&dir) {
+                        Ok(opened) => UiCommand::RunOpened(Box::new(opened)),
+                        Err(err) => UiCommand::Message(Level::Error, err),
+                    })
+                });
+            }
+            UiCommand::RunOpened(opened) => {
+                let dir = opened.dir.clone();
+                self.state.add_opened_run(*opened);
+                self.state
+                    .message(Level::Info, format!("opened {}", dir.display()));
+            }
+            UiCommand::RescanRuns => {
+                if let Some(root) = self.session.options.runs_root.clone() {
+                    self.panels.runs.disk_runs_stale = false;
+                    self.threads
+                        .jobs
+                        .spawn("list-runs", move || jobs::list_runs(root));
+                }
+            }
+            UiCommand::RunsListed(runs) => self.panels.runs.disk_runs = runs,
+            UiCommand::ExportFigure => match runs::export_figure_job(&self.state) {
+                Ok(job) => self.threads.jobs.spawn("export-figure", job),
+                Err(err) => self.state.message(Level::Warning, err),
+            },
+            UiCommand::ExportCsv => match runs::export_csv_job(&self.state) {
+                Ok(job) => self.threads.jobs.spawn("export-csv", job),
+                Err(err) => self.state.message(Level::Warning, err),
+            },
+            UiCommand::StartStudy(spec) => self.start_study(*spec),
+            UiCommand::OpenStudyDialog => self.panels.study.dialog_open = true,
+            UiCommand::OpenScaleDialog => {
+                let mut config = self.session.base_config.clone();
+                self.state.controls.fold_into(&mut config);
+                self.panels
+                    .scale
+                    .show_for(config, self.session.prefs.preset.clone());
+            }
+            UiCommand::PickWatchFolder => {
+                self.threads
+                    .dialog("watch-dialog", watching::pick_watch_folder);
+            }
+            UiCommand::WatchFolder(dir) => self.watch_folder(dir),
+            UiCommand::PickImages => self.threads.dialog("open-images", feed::pick_images),
+            UiCommand::PickWeights => self.threads.dialog("open-weights", feed::pick_weights),
+            UiCommand::OpenImages(paths) => {
+                self.threads
+                    .open_images(paths, &self.panels.attention, &mut self.state);
+            }
+            UiCommand::ImagesDecoded(decoded) => {
+                if self.panels.attention.add_decoded(decoded, &mut self.state) {
+                    self.threads
+                        .attention_settings_changed(&self.panels.attention, &mut self.state);
+                }
+            }
+            UiCommand::LoadWeights(path) => self.load_weights(path),
+            UiCommand::AttentionSettingsChanged => self
+                .threads
+                .attention_settings_changed(&self.panels.attention, &mut self.state),
+            UiCommand::ReloadWeights => {
+                if let Some(path) = self.panels.attention.weights_path.clone() {
+                    self.load_weights(path);
+                }
+            }
+            UiCommand::InspectPatch { image, at } => {
+                self.threads
+                    .inspect_patch(&self.panels.attention, &mut self.state, image, at);
+            }
+            UiCommand::ExportAttention { grid } => {
+                self.threads
+                    .export_attention(&mut self.panels.attention, &mut self.state, grid);
+            }
+            UiCommand::ExportTimelapse { grid } => {
+                self.threads
+                    .export_timelapse(&mut self.panels.attention, &mut self.state, grid);
+            }
+            UiCommand::Message(level, text) => self.state.message(level, text),
         }
     }
-}
 
-impl eframe::App for DinoscopeApp {
-    fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
-        if let Some(cpu) = frame.info().cpu_usage {
-            self.frame_secs
-                .add(self.launched_at.elapsed().as_secs_f64(), cpu);
-        }
-        if self.options.close_request.is_requested() {
-            // As the close button: eframe then calls `on_exit`, which joins the worker after
-            // the step in flight and its final checkpoint.
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-        }
-        if self.autostart_pending {
-            self.autostart_pending = false;
-            match self.options.study.clone() {
+    /// Starts a new run from the preset and the current controls.
+    fn start(&mut self, paused: bool) {
+        self.session.pressed_start();
+        let mut config = self.session.base_config.clone();
+        self.state.controls.fold_into(&mut config);
+        self.panels.attention.training_depth = config.vit_arch().depth;
+        let preset = &self.session.prefs.preset;
+        let label = format!("run-{} · {preset}", self.state.next_run_id);
+        let dir = self
+            .session
+            .options
+            .runs_root
+            .as_ref()
+            .map(|root| crate::store::run::new_run_dir(root, preset));
+        let run_id = self.state.begin_run(label, dir.clone());
+        self.state.worker_status = WorkerStatus::Starting;
+        self.send(Command::Start {
+            run_id,
+            config: Box::new(config),
+            run_dir: dir,
+            total_steps: None,
+            paused,
+        });
+    }
+
+    /// Continues a run directory from its newest checkpoint as a new run of this session.
+    fn resume_run(&mut self, path: PathBuf) {
+        self.session.pressed_start();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let label = format!("run-{} · resumed {name}", self.state.next_run_id);
+        let run_id = self.state.begin_run(label, Some(path.clone()));
+        self.state.worker_status = WorkerStatus::Starting;
+        self.send(Command::ResumeFrom {
+            run_id,
+            path,
+            paused: false,
+        });
+    }
+
+    /// Starts an ablation study: its runs in the state, the worker told, the comparison shown.
+    fn start_study(&mut self, spec: crate::config::study::StudySpec) {
+        self.session.pressed_start();
+        let root = self
+            .session
+            .options
+            .runs_root
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("dinoscope-studies"));
+        let dir = crate::store::run::new_run_dir(&root, &spec.name);
+        let run_ids = self.state.begin_study(&spec, dir.clone());
+        self.state.worker_status = WorkerStatus::Starting;
+        self.panels.study.forget_textures();
+        self.send(Command::StartStudy {
+            spec: Box::new(spec),
+            dir,
+            run_ids,
+        });
+        self.panels.central_tab = CentralTab::Study;
+    }
+
+    /// Once per frame: what the launch asked for, the commands, the threads' results, the
+    /// dropped files, the script, the soak log and the screenshot.
+    fn update(&mut self, ctx: &egui::Context) {
+        if self.session.autostart_pending {
+            self.session.autostart_pending = false;
+            match self.session.options.study.clone() {
                 Some(spec) => self.start_study(spec),
                 None => self.start(false),
             }
         }
-        if let Some(path) = self.launch_weights.take() {
+        if let Some(path) = self.session.launch_weights.take() {
             self.request_weights(path);
         }
-        if let Some(dir) = self.options.watch.take() {
+        if let Some(dir) = self.session.options.watch.take() {
             self.watch_folder(dir);
         }
         self.apply_commands();
-        self.apply_background();
         self.drain_events();
-        self.drain_watches(Instant::now() + EVENT_BUDGET);
-        self.drain_inference();
-        self.take_dropped_files(ctx);
-        self.serve_attention_requests();
-        if self.attention.loading || self.attention.requests.recompute_loaded {
+        let deadline = Instant::now() + EVENT_BUDGET;
+        self.threads.drain_watches(&mut self.state, deadline);
+        for event in self.threads.inference_events() {
+            let loaded = self.threads.apply_inference(
+                event,
+                &mut self.panels.attention,
+                &mut self.state,
+                self.session.show_loaded_weights,
+            );
+            if let Some(path) = loaded {
+                self.session.prefs.last_weights = Some(path);
+                self.session.prefs.last_weights_heads = self.panels.attention.heads_override;
+            }
+        }
+        let (weights, images) = feed::dropped_files(ctx);
+        if !images.is_empty() {
+            self.queue(UiCommand::OpenImages(images));
+        }
+        if let Some(path) = weights.into_iter().next() {
+            self.load_weights(path);
+        }
+        if self.panels.attention.loading {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
-        self.run_script();
+        let steps = self.state.current_run().map_or(0, |run| run.steps());
+        for toggle in self.session.due_toggles(steps) {
+            self.apply(UiCommand::SetControl(toggle));
+        }
         self.sample_soak();
-        self.handle_screenshot(ctx);
+        let ready = self.screenshot_ready();
+        if self.session.screenshot(ctx, ready) {
+            self.send(Command::Pause);
+        }
         if self.is_active() && self.state.worker_status == WorkerStatus::Running {
             // The worker wakes us per event; this is a floor for the ETA/clock read-outs.
             ctx.request_repaint_after(Duration::from_millis(250));
         }
     }
 
+    /// `--screenshot-to`: the steps trained, the weights loaded and the study finished.
+    fn screenshot_ready(&self) -> bool {
+        let Some(request) = &self.session.options.screenshot else {
+            return false;
+        };
+        let view = &self.panels.attention;
+        let weights_ready = self.session.options.weights.is_none()
+            || view.loaded.as_ref().is_some_and(|l| !l.maps.is_empty())
+            || (!view.loading && view.loaded.is_none());
+        let study_done = match (&self.session.options.study, &self.state.study) {
+            (None, _) => true,
+            (Some(_), Some(study)) => study.outputs.is_some(),
+            (Some(_), None) => false,
+        };
+        let trained = (self
+            .state
+            .current_run()
+            .is_some_and(|run| run.steps() >= request.after_steps)
+            && study_done)
+            || request.after_steps == 0
+            || self.state.worker_status == WorkerStatus::Failed;
+        trained && weights_ready
+    }
+
+    /// Appends a soak row when one is due; a failed write stops the log with a warning.
+    fn sample_soak(&mut self) {
+        if !self
+            .session
+            .soak
+            .as_ref()
+            .is_some_and(|log| log.due(Instant::now()))
+        {
+            return;
+        }
+        let reading = soak::SoakReading {
+            frame_ms: self.session.frame_time_ms().unwrap_or((0.0, 0.0)),
+            worker_events: self
+                .threads
+                .worker
+                .as_ref()
+                .map_or(0, |w| w.pending_events()),
+            attention_snapshots: self.state.attention_history.len(),
+            distance_points: self.state.distance_history.len(),
+            textures: self.panels.attention.texture_count(),
+            runs: self.state.runs.len(),
+            rows: self.state.runs.iter().map(|r| r.steps()).sum(),
+            current_rows: self.state.current_run().map_or(0, |r| r.steps()),
+        };
+        if let Some(Err(message)) = self.session.soak.as_mut().map(|log| log.append(&reading)) {
+            self.session.soak = None;
+            self.state.message(Level::Warning, message);
+        }
+    }
+}
+
+/// A folder dialog, starting in the runs folder when there is one.
+fn pick_folder(root: Option<PathBuf>) -> Option<PathBuf> {
+    let mut dialog = rfd::FileDialog::new();
+    if let Some(root) = root {
+        dialog = dialog.set_directory(root);
+    }
+    dialog.pick_folder()
+}
+
+impl eframe::App for DinoscopeApp {
+    fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
+        if let Some(cpu) = frame.info().cpu_usage {
+            self.session.record_frame(cpu);
+        }
+        if self.session.options.close_request.is_requested() {
+            // As the close button: eframe then calls `on_exit`, which joins the worker after
+            // the step in flight and its final checkpoint.
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        self.update(ctx);
+    }
+
     /// Long: the window's panels in screen order.
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
-        if self.study_view.dialog_open {
-            if let Some(command) = self.study_view.dialog_ui(ui.ctx()) {
-                self.queue(command);
+        let context = AppContext {
+            state: &self.state,
+            prefs: &self.session.prefs,
+            commands: self.commands.sender(),
+            active: self.is_active(),
+            runs_root: self.session.options.runs_root.as_deref(),
+            batch_size: self.session.base_config.optim.batch_size_per_gpu,
+            frame_time_ms: self.session.frame_time_ms(),
+            first_point_secs: self.session.first_point_secs,
+        };
+        let ctx = &context;
+        let panels = &mut self.panels;
+        egui::Panel::top("top_bar").show(ui, |ui| panels.top_bar.ui(ui, ctx));
+        if panels.study.dialog_open {
+            if let Some(command) = panels.study.dialog_ui(ui.ctx()) {
+                ctx.send(command);
             }
         }
-        if self.scale.open {
-            self.scale.dialog_ui(ui.ctx());
+        if panels.scale.open {
+            panels.scale.dialog_ui(ui.ctx());
         }
-        egui::Panel::bottom("status_line").show(ui, |ui| self.status_line_ui(ui));
+        egui::Panel::bottom("status_line").show(ui, |ui| status::status_line_ui(ui, ctx));
         egui::Panel::left("controls")
             .resizable(true)
             .default_size(230.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.controls_ui(ui));
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    panels.controls.ui(ui, ctx);
+                    panels.runs.ui(ui, ctx);
+                });
             });
         // The attention view needs the width; the explanations are about the curves.
-        if self.prefs.show_explanation && self.central_tab == CentralTab::Curves {
+        if ctx.prefs.show_explanation && panels.central_tab == CentralTab::Curves {
             egui::Panel::right("explanation")
                 .resizable(true)
                 .default_size(380.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        if self.central_tab == CentralTab::Curves
-                            && self.attention.compact_ui(ui, &self.state)
-                        {
-                            self.central_tab = CentralTab::Attention;
-                        }
+                        panels.attention.compact_ui(ui, ctx);
                         ui.separator();
-                        self.explanation_ui(ui);
+                        status::explanation_ui(ui, ctx);
                     });
                 });
         }
         egui::CentralPanel::default().show(ui, |ui| {
             ui.horizontal(|ui| {
-                ui.selectable_value(&mut self.central_tab, CentralTab::Curves, "Training curves");
-                ui.selectable_value(&mut self.central_tab, CentralTab::Attention, "Attention");
-                if self.state.study.is_some() {
-                    ui.selectable_value(&mut self.central_tab, CentralTab::Study, "Ablation study");
+                let tab = &mut panels.central_tab;
+                ui.selectable_value(tab, CentralTab::Curves, "Training curves");
+                ui.selectable_value(tab, CentralTab::Attention, "Attention");
+                if ctx.state.study.is_some() {
+                    ui.selectable_value(tab, CentralTab::Study, "Ablation study");
                 }
                 ui.separator();
                 if ui
@@ -510,91 +666,35 @@ impl eframe::App for DinoscopeApp {
                     .on_hover_text("The paper's ablations side by side: full DINO, no centering, no sharpening, no momentum teacher, no multi-crop (and your own variants), trained together and compared.")
                     .clicked()
                 {
-                    self.study_view.dialog_open = true;
+                    ctx.send(UiCommand::OpenStudyDialog);
                 }
             });
-            if self.central_tab == CentralTab::Study {
-                egui::ScrollArea::vertical()
-                    .id_salt("study_tab")
-                    .show(ui, |ui| self.study_view.comparison_ui(ui, &self.state));
-                return;
+            match panels.central_tab {
+                CentralTab::Study => {
+                    egui::ScrollArea::vertical()
+                        .id_salt("study_tab")
+                        .show(ui, |ui| panels.study.comparison_ui(ui, ctx.state));
+                }
+                CentralTab::Attention => {
+                    egui::ScrollArea::vertical()
+                        .id_salt("attention_tab")
+                        .show(ui, |ui| panels.attention.full_ui(ui, ctx));
+                }
+                CentralTab::Curves => {
+                    egui::ScrollArea::vertical().show(ui, |ui| panels.curves.ui(ui, ctx));
+                }
             }
-            if self.central_tab == CentralTab::Attention {
-                egui::ScrollArea::vertical()
-                    .id_salt("attention_tab")
-                    .show(ui, |ui| self.attention.full_ui(ui, &self.state));
-                return;
-            }
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    ui.heading("Loss = h(Pt) + KL(Pt || Ps)");
-                    if ui
-                        .small_button("Export figure...")
-                        .on_hover_text("The paper's Fig. 7 pair (h(Pt) and KL vs step) of every shown run with a run directory, as PNG or SVG.")
-                        .clicked()
-                    {
-                        self.queue(UiCommand::ExportFigure);
-                    }
-                    if ui
-                        .small_button("Export CSV...")
-                        .on_hover_text("The current run's curves as shown (smoothed), one column per quantity.")
-                        .clicked()
-                    {
-                        self.queue(UiCommand::ExportCsv);
-                    }
-                    if ui
-                        .small_button("Train this at scale...")
-                        .on_hover_text("The torchrun command that trains these settings on the official code (main_dino.py) on GPUs, what it cannot express, and the dinoscope watch line that follows the job.")
-                        .clicked()
-                    {
-                        let mut config = self.base_config.clone();
-                        self.state.controls.fold_into(&mut config);
-                        self.scale.show_for(config, self.prefs.preset.clone());
-                    }
-                });
-                let height = (ui.available_height() * 0.45).max(220.0);
-                plots::decomposition_plot_ui(ui, &self.state, height);
-                if let Some(summary) = self.state.current_run().and_then(representation::summary_text) {
-                    ui.heading("Representation (teacher)")
-                        .on_hover_text(representation::ABOUT);
-                    // Its own line: a long label in a row would widen the scroll area.
-                    ui.label(summary);
-                    representation::representation_plots_ui(ui, &self.state, 130.0);
-                }
-                let evaluated = self
-                    .state
-                    .current_run()
-                    .is_some_and(|run| !run.evals.is_empty());
-                if evaluated {
-                    ui.heading("What the features learned (held-out data)")
-                        .on_hover_text("Weighted k-NN (k = 20, T = 0.07) on L2-normalised CLS features of the teacher and of the student (the paper's Fig. 6: the teacher leads), and the Jaccard of the 60 %-mass attention masks with the shapes' true masks. Dashed: the same network at random init. Evaluated every epoch.");
-                    plots::features_plot_ui(ui, &self.state, 160.0);
-                }
-                if self.prefs.show_schedules {
-                    ui.heading("Schedules");
-                    plots::schedules_plot_ui(ui, &self.state, 110.0);
-                }
-                if self.prefs.show_throughput {
-                    ui.heading("Throughput");
-                    plots::throughput_plot_ui(ui, &self.state, 110.0);
-                }
-            });
         });
+        // This frame's clicks take effect now that every panel has drawn (a toggle reaches
+        // the worker in the frame it was clicked); the jobs' answers at the next `logic`.
+        self.apply_commands();
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, PREFS_KEY, &self.prefs);
+        eframe::set_value(storage, PREFS_KEY, &self.session.prefs);
     }
 
     fn on_exit(&mut self) {
-        // Dropping a watch stops and joins its thread.
-        self.watches.clear();
-        // Joins the worker (at most one step) so closing never leaves a thread behind.
-        if let Some(mut worker) = self.worker.take() {
-            worker.shutdown();
-        }
-        if let Some(mut inference) = self.inference.take() {
-            inference.shutdown();
-        }
+        self.threads.shutdown();
     }
 }

@@ -3,6 +3,7 @@
 //! texture is re-uploaded only when the image changes, the per-patch grid (a few KiB) every
 //! frame it is drawn.
 
+use super::attention_view::ViewSlot;
 use crate::analysis::attention::{MapLayers, OverlayStyle};
 use eframe::egui_wgpu::{self, wgpu};
 use image::RgbImage;
@@ -15,7 +16,7 @@ pub struct OverlayPipeline {
     layout: wgpu::BindGroupLayout,
     lut_view: wgpu::TextureView,
     srgb_target: bool,
-    slots: HashMap<String, Slot>,
+    slots: HashMap<ViewSlot, Slot>,
 }
 
 struct Slot {
@@ -229,7 +230,7 @@ impl OverlayPipeline {
                 ],
             });
             self.slots.insert(
-                call.slot.clone(),
+                call.slot,
                 Slot {
                     // 0 is never a key: forces the first upload.
                     image_key: 0,
@@ -300,7 +301,7 @@ struct StyleUniforms {
 /// One overlay to draw in a rectangle of the UI.
 pub struct OverlayCallback {
     /// Which view this is ("large", "head-3", ...): each keeps its own textures.
-    pub slot: String,
+    pub slot: ViewSlot,
     /// Changes whenever the image content changes (texture re-upload).
     pub image_key: u64,
     pub image: Arc<RgbImage>,

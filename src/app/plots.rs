@@ -126,6 +126,23 @@ pub(super) fn add_series<'a>(
     } else {
         LineStyle::dashed_loose()
     };
+    // A watched run's points are checkpoints, each its own reading: smoothing across them
+    // would draw values no checkpoint had (a faint raw line fanning out from the smoothed
+    // one, a wedge per epoch), so the readings are drawn as they are, with their points.
+    if run.watched {
+        plot_ui.line(
+            Line::new(name, PlotPoints::Borrowed(series.raw()))
+                .color(colour)
+                .width(if is_current { 2.0 } else { 1.5 })
+                .style(style),
+        );
+        plot_ui.points(
+            egui_plot::Points::new("", PlotPoints::Borrowed(series.raw()))
+                .color(colour)
+                .radius(if is_current { 3.0 } else { 2.0 }),
+        );
+        return;
+    }
     // Raw curve kept faint under the smoothed one.
     plot_ui.line(
         Line::new(name.clone(), PlotPoints::Borrowed(series.raw()))

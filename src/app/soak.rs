@@ -3,15 +3,12 @@
 //! attention history and its texture cache, the runs and their rows — so an hour under Xvfb
 //! shows whether anything grows without bound (RELIABILITY.md, `dinoscope plot --soak`).
 
-use super::DinoscopeApp;
-use std::io::Write;
+use crate::store::rows::{append_row, header_of, SoakRow};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Time between rows.
 pub const SOAK_EVERY: Duration = Duration::from_secs(10);
-
-use crate::store::soak_figure::SOAK_HEADER;
 
 pub struct SoakLog {
     path: PathBuf,
@@ -23,7 +20,8 @@ impl SoakLog {
     /// Starts the file with its header; `None` (said in the status line by the caller) when it
     /// cannot be written.
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
-        std::fs::write(&path, format!("{SOAK_HEADER}\n"))?;
+        let header = header_of(&SoakRow::default()).map_err(std::io::Error::other)?;
+        std::fs::write(&path, format!("{header}\n"))?;
         let now = Instant::now();
         Ok(Self {
             path,
@@ -45,36 +43,42 @@ pub fn resident_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-impl DinoscopeApp {
-    /// Appends a row when one is due; a failed write stops the log with a warning.
-    pub(super) fn sample_soak(&mut self) {
-        let now = Instant::now();
-        let Some(log) = self.soak.as_mut().filter(|log| now >= log.next) else {
-            return;
+/// What one soak row reads, gathered by the app from its parts.
+pub struct SoakReading {
+    pub frame_ms: (f32, f32),
+    pub worker_events: usize,
+    pub attention_snapshots: usize,
+    pub distance_points: usize,
+    pub textures: usize,
+    pub runs: usize,
+    pub rows: usize,
+    pub current_rows: usize,
+}
+
+impl SoakLog {
+    /// Whether a row is due now (every [`SOAK_EVERY`]).
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// Appends one row; the error names the file (the app then stops the log with a warning).
+    pub fn append(&mut self, reading: &SoakReading) -> Result<(), String> {
+        self.next = Instant::now() + SOAK_EVERY;
+        let (median, p95) = reading.frame_ms;
+        let row = SoakRow {
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+            rss_mib: resident_mib(),
+            frame_median_ms: Some(f64::from(median)),
+            frame_p95_ms: Some(f64::from(p95)),
+            pending_events: Some(reading.worker_events),
+            attention_snapshots: Some(reading.attention_snapshots),
+            distance_points: Some(reading.distance_points),
+            textures: Some(reading.textures),
+            runs: Some(reading.runs),
+            rows: Some(reading.rows),
+            steps: Some(reading.current_rows),
         };
-        log.next = now + SOAK_EVERY;
-        let (started, path) = (log.started, log.path.clone());
-        let (median, p95) = self.frame_time_ms().unwrap_or((0.0, 0.0));
-        let rows: usize = self.state.runs.iter().map(|r| r.steps()).sum();
-        let row = format!(
-            "{:.1},{:.2},{median:.2},{p95:.2},{},{},{},{},{},{rows},{}\n",
-            started.elapsed().as_secs_f64(),
-            resident_mib(),
-            self.worker.as_ref().map_or(0, |w| w.pending_events()),
-            self.state.attention_history.len(),
-            self.state.distance_history.len(),
-            self.attention.texture_count(),
-            self.state.runs.len(),
-            self.state.current_run().map_or(0, |r| r.steps()),
-        );
-        let written = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .and_then(|mut file| file.write_all(row.as_bytes()));
-        if let Err(err) = written {
-            let message = format!("soak log {} stopped: {err}", path.display());
-            self.soak = None;
-            self.state.message(super::state::Level::Warning, message);
-        }
+        append_row(&self.path, &row)
+            .map_err(|err| format!("soak log {} stopped: {err}", self.path.display()))
     }
 }

@@ -3,10 +3,10 @@
 //! history and the worker's events apply to it directly.
 
 use super::collapse::{CollapseState, RecentLoss};
-pub use super::quantity::Quantity;
 use super::series::{Series, ViewSettings};
 use crate::analysis::health::{rank_is_valid, Cadence, RegimeWindow, RunShape};
 use crate::config::{LiveSettings, Toggle};
+pub use crate::store::quantity::Quantity;
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::worker::{Event, RunId, WorkerStatus};
 use std::collections::VecDeque;
@@ -52,6 +52,9 @@ pub struct RunRecord {
     pub storage_lost: bool,
     /// A run another process trains, followed from its checkpoints: one row per epoch.
     pub watched: bool,
+    /// Trained by another process (watched or followed): the live controls and the run
+    /// buttons do not reach it.
+    pub external: bool,
     /// A watched run's `log.txt`: (epoch, mean training loss), oldest first.
     pub log_loss: Vec<[f64; 2]>,
     /// The highest effective rank so far (followed as rows arrive, not searched per frame).
@@ -100,6 +103,7 @@ impl RunRecord {
             spectra: VecDeque::new(),
             storage_lost: false,
             watched: false,
+            external: false,
             log_loss: Vec::new(),
             best: None,
         }
@@ -243,12 +247,18 @@ pub struct AppState {
     pub study: Option<super::study::StudyState>,
     /// The patch inspector's latest answer (from the training run or the loaded weights).
     pub similarity: Option<crate::analysis::tokens::Similarity>,
+    /// The last snapshot's generation.
+    pub attention_generation: u64,
+    /// Counts the patch inspector's answers (its textures key on it).
+    pub similarity_generation: u64,
 }
 
 /// One network's maps for the followed images after one step.
 #[derive(Clone, Debug)]
 pub struct AttentionSnapshot {
     pub step: usize,
+    /// New for every snapshot of the session (texture caches key on it).
+    pub generation: u64,
     pub network: crate::store::weights::Network,
     pub maps: Vec<(String, crate::analysis::attention::AttentionMaps)>,
 }
@@ -275,6 +285,8 @@ impl AppState {
             distance_history: Vec::new(),
             study: None,
             similarity: None,
+            attention_generation: 0,
+            similarity_generation: 0,
         }
     }
 
@@ -315,28 +327,27 @@ impl AppState {
     }
 
     /// Adds a finished run read from disk (its metrics and evaluations) as an overlay: pinned,
-    /// never the current run. Errors name the file.
+    /// never the current run. Errors name the file. (The app reads the files in a job:
+    /// `OpenedRun::read`, then `add_opened_run`.)
     pub fn open_run_from_disk(&mut self, dir: &std::path::Path) -> Result<RunId, String> {
-        let metrics_path = dir.join("metrics.csv");
-        if !metrics_path.is_file() {
-            return Err(format!(
-                "{} has no metrics.csv; open a run directory written by dinoscope",
-                dir.display()
-            ));
-        }
-        let rows =
-            crate::store::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
-        if rows.is_empty() {
-            return Err(format!("{} has no complete rows", metrics_path.display()));
-        }
-        let config = crate::config::Config::from_file(&dir.join("config.toml")).ok();
+        Ok(self.add_opened_run(OpenedRun::read(dir)?))
+    }
+
+    /// Adds a run folder's rows, read off the UI thread, as a pinned overlay.
+    pub fn add_opened_run(&mut self, opened: OpenedRun) -> RunId {
+        let OpenedRun {
+            dir,
+            rows,
+            evals,
+            config,
+        } = opened;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
         let id = self.next_run_id;
         self.next_run_id += 1;
-        let mut run = RunRecord::new(id, name, Some(dir.to_path_buf()), self.view);
+        let mut run = RunRecord::new(id, name, Some(dir), self.view);
         run.pinned = true;
         run.status = WorkerStatus::Finished;
         if let Some(config) = &config {
@@ -347,9 +358,9 @@ impl AppState {
         for metrics in rows {
             run.push(metrics);
         }
-        run.evals = crate::store::run::read_eval_rows(&dir.join(crate::store::run::EVAL_FILE));
+        run.evals = evals;
         self.runs.push(run);
-        Ok(id)
+        id
     }
 
     /// Reset: forget the current run and every run that is not pinned.
@@ -359,6 +370,12 @@ impl AppState {
         self.attention_history.clear();
         self.distance_history.clear();
         self.study = None;
+    }
+
+    /// The patch inspector's answer, from the worker or the inference thread.
+    pub fn set_similarity(&mut self, similarity: crate::analysis::tokens::Similarity) {
+        self.similarity = Some(similarity);
+        self.similarity_generation += 1;
     }
 
     pub fn set_view(&mut self, view: ViewSettings) {
@@ -454,7 +471,11 @@ impl AppState {
                 if let Some(run) = run_id.and_then(|id| self.run_mut(id)) {
                     run.status = status;
                 }
-                if run_id.is_none() || run_id == self.current {
+                // A watch's status is its own run's, never the training worker's.
+                let external = run_id
+                    .and_then(|id| self.run(id))
+                    .is_some_and(|r| r.external);
+                if run_id.is_none() || (run_id == self.current && !external) {
                     self.worker_status = status;
                 }
             }
@@ -465,8 +486,10 @@ impl AppState {
                 maps,
             } => {
                 if Some(run_id) == self.current {
+                    self.attention_generation += 1;
                     let snapshot = AttentionSnapshot {
                         step,
+                        generation: self.attention_generation,
                         network,
                         maps,
                     };
@@ -529,7 +552,7 @@ impl AppState {
                 skipped,
                 complete,
             } => self.study_finished(dir, written, skipped, complete),
-            Event::Similarity(similarity) => self.similarity = Some(*similarity),
+            Event::Similarity(similarity) => self.set_similarity(*similarity),
             Event::Error(text) => self.message(Level::Error, text),
         }
     }
@@ -620,5 +643,39 @@ mod tests {
         assert!(state.current.is_none());
         state.apply(Event::Error("boom".into()));
         assert_eq!(state.messages.back().unwrap().level, Level::Error);
+    }
+}
+
+/// A run folder's rows and config as read from disk (by a job, off the UI thread).
+#[derive(Clone, Debug)]
+pub struct OpenedRun {
+    pub dir: PathBuf,
+    pub rows: Vec<MetricsRow>,
+    pub evals: Vec<EvalRow>,
+    pub config: Option<crate::config::Config>,
+}
+
+impl OpenedRun {
+    /// Reads `metrics.csv`, `knn.csv` and `config.toml`; errors name the file.
+    pub fn read(dir: &std::path::Path) -> Result<Self, String> {
+        use crate::store::run::{CONFIG_FILE, EVAL_FILE, METRICS_FILE};
+        let metrics_path = dir.join(METRICS_FILE);
+        if !metrics_path.is_file() {
+            return Err(format!(
+                "{} has no {METRICS_FILE}; open a run directory written by dinoscope",
+                dir.display()
+            ));
+        }
+        let rows =
+            crate::store::run::read_step_metrics(&metrics_path).map_err(|err| err.to_string())?;
+        if rows.is_empty() {
+            return Err(format!("{} has no complete rows", metrics_path.display()));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            rows,
+            evals: crate::store::run::read_eval_rows(&dir.join(EVAL_FILE)),
+            config: crate::config::Config::from_file(&dir.join(CONFIG_FILE)).ok(),
+        })
     }
 }

@@ -5,9 +5,8 @@
 
 use super::state::{AppState, Quantity};
 use super::study::StudyArmState;
-use super::{CentralTab, DinoscopeApp, UiCommand};
+use super::UiCommand;
 use crate::config::study::{paper_reference, parse_variant, StudySpec, Variant};
-use crate::worker::{Command, WorkerStatus};
 use egui::Color32;
 use egui_plot::{HLine, Legend, Line, LineStyle, Plot, PlotPoints};
 use std::collections::HashMap;
@@ -94,6 +93,11 @@ impl StudyView {
     }
 
     /// Long: the dialog's widgets in order (what runs, the variants, own variants, Start).
+    /// A new study's comparison pictures replace the last one's.
+    pub fn forget_textures(&mut self) {
+        self.textures.clear();
+    }
+
     pub fn dialog_ui(&mut self, ctx: &egui::Context) -> Option<UiCommand> {
         let mut command = None;
         let mut open = self.dialog_open;
@@ -375,26 +379,4 @@ fn table_ui(ui: &mut egui::Ui, state: &AppState, arms: &[StudyArmState]) {
             }
         });
     ui.small("h(Pt), KL: means over the last 5 steps (nats). k-NN: the teacher's weighted k-NN at the end, at random init in brackets. The paper column is DINO ViT-S/16 on ImageNet after 300 epochs (Table 7, Fig. 7): the direction to expect, not a number a small run reaches.");
-}
-
-impl DinoscopeApp {
-    /// Starts the study: its runs in the state, the worker told, the comparison shown.
-    pub(super) fn start_study(&mut self, spec: StudySpec) {
-        self.pressed_start();
-        let root = self
-            .options
-            .runs_root
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("dinoscope-studies"));
-        let dir = crate::store::run::new_run_dir(&root, &spec.name);
-        let run_ids = self.state.begin_study(&spec, dir.clone());
-        self.state.worker_status = WorkerStatus::Starting;
-        self.study_view.textures.clear();
-        self.send(Command::StartStudy {
-            spec: Box::new(spec),
-            dir,
-            run_ids,
-        });
-        self.central_tab = CentralTab::Study;
-    }
 }

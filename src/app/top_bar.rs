@@ -1,55 +1,22 @@
 //! The top bar: run buttons, preset, device, progress and the collapse chip.
 
 use super::collapse::{rgb, CollapseState};
-use super::{DinoscopeApp, UiCommand};
+use super::command::{AppContext, UiCommand};
 use crate::config::PRESETS;
-use crate::worker::{Command, WorkerStatus};
+use crate::worker::WorkerStatus;
 
-impl DinoscopeApp {
-    /// A run is being started: its first point is timed from now.
-    pub(super) fn pressed_start(&mut self) {
-        self.start_pressed = Some(std::time::Instant::now());
-        self.first_point_secs = None;
-    }
+/// The top bar: run buttons, preset, device, progress and the collapse chip. No state of its
+/// own: what it shows is the current run's.
+#[derive(Default)]
+pub struct TopBar;
 
-    /// Starts a new run from the preset and the current controls.
-    pub fn start(&mut self, paused: bool) {
-        self.pressed_start();
-        let mut config = self.base_config.clone();
-        self.state.controls.fold_into(&mut config);
-        self.attention.training_depth = config.vit_arch().depth;
-        let label = format!("run-{} · {}", self.state.next_run_id, self.prefs.preset);
-        let dir = self
-            .options
-            .runs_root
-            .as_ref()
-            .map(|root| crate::store::run::new_run_dir(root, &self.prefs.preset));
-        let run_id = self.state.begin_run(label, dir.clone());
-        self.state.worker_status = WorkerStatus::Starting;
-        self.send(Command::Start {
-            run_id,
-            config: Box::new(config),
-            run_dir: dir,
-            total_steps: None,
-            paused,
-        });
-    }
-
-    /// Reset: stop the current run and forget every run that is not pinned.
-    pub fn reset(&mut self) {
-        if self.is_active() {
-            self.send(Command::Stop);
-        }
-        self.state.reset();
-        self.state.worker_status = WorkerStatus::Idle;
-        self.first_point_secs = None;
-    }
-
+impl TopBar {
     /// Long: the top bar's widgets in screen order.
-    pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext<'_>) {
         ui.horizontal_wrapped(|ui| {
-            let status = self.state.worker_status;
-            let active = self.is_active();
+            let status = ctx.state.worker_status;
+            // A run trained elsewhere is not the worker's: these buttons act on the worker.
+            let active = ctx.active && !ctx.current_is_external();
             let running = active && status == WorkerStatus::Running;
             let paused = active && status == WorkerStatus::Paused;
             if ui
@@ -57,7 +24,7 @@ impl DinoscopeApp {
                 .on_hover_text("Start a new run with the preset and the controls on the left (or resume a paused one).")
                 .clicked()
             {
-                self.queue(if paused {
+                ctx.send(if paused {
                     UiCommand::Resume
                 } else {
                     UiCommand::Start { paused: false }
@@ -68,28 +35,28 @@ impl DinoscopeApp {
                 .on_hover_text("Pause after the current step.")
                 .clicked()
             {
-                self.queue(UiCommand::Pause);
+                ctx.send(UiCommand::Pause);
             }
             if ui
                 .add_enabled(paused || !active, egui::Button::new("Step"))
                 .on_hover_text("Run exactly one training step, then stay paused.")
                 .clicked()
             {
-                self.queue(UiCommand::Step);
+                ctx.send(UiCommand::Step);
             }
             if ui
                 .add_enabled(active, egui::Button::new("Stop"))
                 .on_hover_text("End this run; its curves stay on screen.")
                 .clicked()
             {
-                self.queue(UiCommand::Stop);
+                ctx.send(UiCommand::Stop);
             }
             if ui
                 .button("Reset")
                 .on_hover_text("Stop and clear the current and earlier runs; pinned runs stay.")
                 .clicked()
             {
-                self.queue(UiCommand::Reset);
+                ctx.send(UiCommand::Reset);
             }
             ui.separator();
             if ui
@@ -97,17 +64,17 @@ impl DinoscopeApp {
                 .on_hover_text("Write student, teacher, optimiser state and RNG into the run directory (checkpoint-<step>/); Stop and closing the window also save one.")
                 .clicked()
             {
-                self.queue(UiCommand::SaveCheckpoint);
+                ctx.send(UiCommand::SaveCheckpoint);
             }
             if ui
                 .button("Resume run...")
                 .on_hover_text("Continue a run from its newest checkpoint: pick its run directory.")
                 .clicked()
             {
-                self.queue(UiCommand::PickRunToResume);
+                ctx.send(UiCommand::PickRunToResume);
             }
             ui.separator();
-            let mut selected = self.prefs.preset.clone();
+            let mut selected = ctx.prefs.preset.clone();
             egui::ComboBox::from_label("preset")
                 .selected_text(selected.clone())
                 .show_ui(ui, |ui| {
@@ -115,11 +82,11 @@ impl DinoscopeApp {
                         ui.selectable_value(&mut selected, name.to_string(), name);
                     }
                 });
-            if selected != self.prefs.preset {
-                self.queue(UiCommand::SelectPreset(selected));
+            if selected != ctx.prefs.preset {
+                ctx.send(UiCommand::SelectPreset(selected));
             }
             ui.separator();
-            if let Some(run) = self.state.current_run() {
+            if let Some(run) = ctx.state.current_run() {
                 if !run.device.is_empty() {
                     ui.label(&run.device).on_hover_text(&run.dataset);
                 }
@@ -139,7 +106,7 @@ impl DinoscopeApp {
                         "{:.0} img/s",
                         run.images_per_sec_ema.unwrap_or(last.images_per_sec)
                     ));
-                    if let Some(eta) = run.eta_secs(self.base_config.optim.batch_size_per_gpu) {
+                    if let Some(eta) = run.eta_secs(ctx.batch_size) {
                         ui.label(format!("ETA {}", format_duration(eta)));
                     }
                 }

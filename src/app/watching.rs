@@ -2,44 +2,36 @@
 //! folder `dinoscope watch` reads) on its own thread; its checkpoints arrive as the rows of one
 //! more run, plotted and diagnosed like the others.
 
-use super::background::Done;
-use super::state::Level;
-use super::DinoscopeApp;
+use super::attention_view::AttentionView;
+use super::state::{AppState, Level};
+use super::threads::Threads;
 use crate::store::official_run::is_official_run;
 use crate::train::watch::WatchOverrides;
 use crate::worker::follow::is_dinoscope_run;
 use crate::worker::watch::WatchHandle;
 use std::path::PathBuf;
-use std::time::Instant;
 
-impl DinoscopeApp {
-    /// Asks for the folder on a background thread (the answer comes back as `Done`).
-    pub(super) fn pick_watch_folder(&mut self) {
-        self.background.spawn("watch-dialog", || {
-            rfd::FileDialog::new()
-                .set_title("Watch a run folder (main_dino.py's --output_dir)")
-                .pick_folder()
-                .map_or(Done::Cancelled, Done::WatchFolder)
-        });
-    }
+/// The dialog behind "Watch run folder...".
+pub fn pick_watch_folder() -> Option<super::command::UiCommand> {
+    rfd::FileDialog::new()
+        .set_title("Watch a run folder (main_dino.py's --output_dir)")
+        .pick_folder()
+        .map(super::command::UiCommand::WatchFolder)
+}
 
-    /// Follows `dir`: one more run in the list (current when nothing else is), its results
-    /// written beside it in `DIR.dinoscope`.
-    pub fn watch_folder(&mut self, dir: PathBuf) {
-        // The heads box of the attention view serves widths without an official head count.
-        let given = WatchOverrides {
-            heads: self.attention.heads_override,
-            ..WatchOverrides::default()
-        };
-        self.watch_folder_with(dir, given);
-    }
-
-    /// As [`Self::watch_folder`] with settings the user gives (temperatures, crop sizes);
-    /// the rest come from the run's `args`.
-    pub fn watch_folder_with(&mut self, dir: PathBuf, given: WatchOverrides) {
+impl Threads {
+    /// Follows `dir` on a thread of its own as one more (pinned) run: an official run folder
+    /// evaluated into `<dir>.dinoscope`, or a dinoscope run folder another process writes.
+    pub fn watch_folder(
+        &mut self,
+        dir: PathBuf,
+        given: WatchOverrides,
+        view: &AttentionView,
+        state: &mut AppState,
+    ) {
         let dinoscope_run = is_dinoscope_run(&dir);
         if !dinoscope_run && !is_official_run(&dir) {
-            self.state.message(
+            state.message(
                 Level::Error,
                 format!(
                     "{} is not a run folder: it has no log.txt and no checkpoint*.pth (pick main_dino.py's --output_dir), and no config.toml (a dinoscope run)",
@@ -49,8 +41,7 @@ impl DinoscopeApp {
             return;
         }
         if self.watches.iter().any(|w| w.dir == dir) {
-            self.state
-                .message(Level::Info, format!("already watching {}", dir.display()));
+            state.message(Level::Info, format!("already watching {}", dir.display()));
             return;
         }
         let name = dir
@@ -58,7 +49,6 @@ impl DinoscopeApp {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        // A dinoscope run is read where it is; an official run's results go beside it.
         let (out, label) = if dinoscope_run {
             (dir.clone(), format!("follow: {name}"))
         } else {
@@ -67,35 +57,18 @@ impl DinoscopeApp {
                 format!("watch: {name}"),
             )
         };
-        let run_id = self
-            .state
-            .add_watched_run(label, out.clone(), !dinoscope_run);
-        let ctx_waker = self.waker.clone();
+        let run_id = state.add_watched_run(label, out.clone(), !dinoscope_run);
         match WatchHandle::spawn(
             run_id,
             &dir,
             &out,
             given,
-            self.attention.followed(),
+            view.followed(),
             self.inference_device.clone(),
-            ctx_waker,
+            self.waker.clone(),
         ) {
             Ok(handle) => self.watches.push(handle),
-            Err(err) => self
-                .state
-                .message(Level::Error, format!("cannot start watching: {err}")),
-        }
-    }
-
-    /// Events of the watcher threads, within what is left of the frame's budget.
-    pub(super) fn drain_watches(&mut self, deadline: Instant) {
-        for watch in &self.watches {
-            while Instant::now() < deadline {
-                match watch.try_recv() {
-                    Some(event) => self.state.apply(event),
-                    None => break,
-                }
-            }
+            Err(err) => state.message(Level::Error, format!("cannot start watching: {err}")),
         }
     }
 }
@@ -115,6 +88,7 @@ impl super::state::AppState {
         let mut run = super::state::RunRecord::new(id, label, Some(dir), self.view);
         run.pinned = true;
         run.set_watched(per_epoch);
+        run.external = true;
         self.runs.push(run);
         if self.current.is_none() {
             self.current = Some(id);

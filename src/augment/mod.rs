@@ -12,4 +12,4 @@ mod resample;
 
 pub use loader::{CropBatch, CropLoader, LoaderConfig, LoaderError};
 pub use multi_crop::{multi_crop, AugmentConfig, MultiCrop};
-pub use ops::{IMAGENET_MEAN, IMAGENET_STD};
+pub use ops::{normalise_rgb8_chw, IMAGENET_MEAN, IMAGENET_STD};

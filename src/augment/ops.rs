@@ -121,6 +121,22 @@ pub(super) fn gaussian_blur(px: &mut [[f32; 3]], width: usize, height: usize, si
     }
 }
 
+/// An 8-bit image as ImageNet-normalised CHW floats, `(v / 255 − mean) / std`: the evaluation
+/// transforms' (k-NN, attention maps, Jaccard). The training crops' [`normalise_chw`]
+/// multiplies by 1/std instead: a rounding of its own, which the golden run records.
+pub fn normalise_rgb8_chw(image: &image::RgbImage) -> Vec<f32> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let mut chw = vec![0f32; 3 * w * h];
+    for (x, y, pixel) in image.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        for c in 0..3 {
+            chw[c * w * h + y * w + x] =
+                (pixel.0[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        }
+    }
+    chw
+}
+
 /// [0, 1] HWC → ImageNet-normalised CHW.
 pub(super) fn normalise_chw(px: &[[f32; 3]]) -> Vec<f32> {
     let plane = px.len();

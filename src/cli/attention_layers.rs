@@ -198,7 +198,7 @@ pub fn write_timelapse(
     out_dir: &Path,
     device: &burn::prelude::Device,
 ) -> Result<()> {
-    use dinoscope::analysis::attention::{resized_crop, HeadFusion, ImageSize};
+    use dinoscope::analysis::attention::{mask_picture, ImageSize};
     use dinoscope::analysis::layers::{maps_of_layer, MapLayer, RolloutSettings};
     use dinoscope::store::checkpoint::{list_checkpoints, load_checkpoint_teacher};
     let checkpoints = list_checkpoints(run_dir);
@@ -240,15 +240,8 @@ pub fn write_timelapse(
                 distance_csv.push_str(&format!("{step},{layer},{head},{px:.4}\n"));
             }
         }
-        let shown = resized_crop(&image, maps.resized_px, maps.patch_size);
-        let layers = MapLayers::new(
-            &maps.fused(HeadFusion::Mean),
-            maps.grid_rows,
-            maps.grid_cols,
-            threshold,
-        );
         frames.push((
-            composite(&shown, &layers, &OverlayStyle::default()),
+            mask_picture(&image, &maps, threshold, &OverlayStyle::default()),
             format!("step {step}"),
         ));
     }

@@ -69,7 +69,7 @@ pub fn run(args: OfficialArgs) -> Result<()> {
 /// The config a run started with and the toggles it applied: `config.toml` holds the live
 /// settings as they ended, `metrics.csv` each step's centering, sharpening and local crops.
 fn from_run_dir(dir: &Path) -> Result<(Config, Vec<(usize, Toggle)>)> {
-    let file = dir.join("config.toml");
+    let file = dir.join(dinoscope::store::run::CONFIG_FILE);
     if !file.is_file() {
         return Err(usage(format!(
             "{} has no config.toml: give a dinoscope run folder (runs/<time>-<preset>), or --config FILE / --preset NAME",

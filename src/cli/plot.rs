@@ -48,7 +48,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     };
     let mut dirs = Vec::new();
     for path in &args.runs {
-        if path.join("metrics.csv").is_file() {
+        if path.join(dinoscope::store::run::METRICS_FILE).is_file() {
             dirs.push(path.clone());
         } else if path.is_dir() {
             let found = dinoscope::store::run::list_run_dirs(path);
@@ -83,7 +83,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
 
 /// `--soak FILE`: the soak log as a figure.
 fn soak(log: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    use dinoscope::store::soak_figure::{render_soak, SoakRow};
+    use dinoscope::store::{rows::SoakRow, soak_figure::render_soak};
     let text = std::fs::read_to_string(log)
         .map_err(|err| usage(format!("--soak {}: {err}", log.display())))?;
     let rows: Vec<SoakRow> = dinoscope::store::rows::read_rows(text.as_bytes());

@@ -15,7 +15,8 @@ use dinoscope::store::checkpoint::{list_checkpoints, load_checkpoint_teacher};
 use dinoscope::store::report::{render_report, AttentionShot, ReportRun};
 use dinoscope::store::rows::{read_rows_from, StudyRow};
 use dinoscope::store::run::{
-    list_run_dirs, read_eval_rows, read_step_metrics, write_atomically, EVAL_FILE, METRICS_FILE,
+    list_run_dirs, read_eval_rows, read_step_metrics, write_atomically, CONFIG_FILE, EVAL_FILE,
+    METRICS_FILE,
 };
 use dinoscope::store::study::STUDY_CSV;
 use dinoscope::store::tensorboard::attention_picture;
@@ -97,10 +98,10 @@ fn read_run(
         )));
     }
     let metrics = read_step_metrics(&metrics_path)?;
-    let config_toml = std::fs::read_to_string(dir.join("config.toml")).ok();
+    let config_toml = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok();
     let config = config_toml
         .as_deref()
-        .and_then(|text| Config::from_toml_str(text, "config.toml").ok());
+        .and_then(|text| Config::from_toml_str(text, CONFIG_FILE).ok());
     let attention = match drawn_attention(dir) {
         shots if !shots.is_empty() => shots,
         _ => config

@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use dinoscope::device::{select_device, DeviceChoice};
 use dinoscope::store::official_run::is_official_run;
+use dinoscope::store::run::METRICS_FILE;
 use dinoscope::train::watch::{ProbeBatch, WatchEvent, WatchOverrides, WatchSettings, Watcher};
 use dinoscope::train::watch_checks as checks;
+use dinoscope::train::watch_engine::{WatchEngine, WatchPlan};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -102,11 +104,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         )));
     }
     checks::check_poll_secs(args.poll_secs).map_err(usage)?;
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| checks::default_out_dir(&args.dir));
-    checks::check_out_dir(&args.dir, &out_dir).map_err(usage)?;
+    let out_dir = WatchEngine::out_dir(&args.dir, args.out.as_deref()).map_err(usage)?;
     let flags = WatchOverrides {
         teacher_temp: args.teacher_temp,
         warmup_teacher_temp: args.warmup_teacher_temp,
@@ -119,50 +117,25 @@ pub fn run(args: WatchArgs) -> Result<()> {
         heads: args.heads,
     };
     let file = WatchOverrides::read_file(&args.dir).map_err(usage)?;
-    if file.is_some() {
-        note(&format!(
-            "settings from {} (flags win over it)",
-            WatchOverrides::file_for(&args.dir).display()
-        ));
-    }
-    let given = flags.clone().or(file.clone().unwrap_or_default());
     let stop = Arc::new(AtomicBool::new(false));
     if !args.once {
         let flag = stop.clone();
         ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
             .context("cannot install the signal handler")?;
-        wait_for_a_checkpoint(&args.dir, args.poll_secs, &stop);
+        if !WatchEngine::has_first_checkpoint(&args.dir) {
+            note("waiting for the run's first checkpoint (its args say how the run trains)...");
+            let nap = Duration::from_secs_f64(args.poll_secs.min(1.0));
+            WatchEngine::wait_for_first_checkpoint(&args.dir, nap, &stop);
+        }
     }
-    let run_args = dinoscope::store::official_run::run_args(&args.dir);
-    let resolved = WatchSettings::resolve(&given, run_args.as_ref().map(|(_, a)| a));
-    if let (Some((file, _)), false) = (&run_args, resolved.from_args.is_empty()) {
-        note(&format!(
-            "from the run's args ({}): {}",
-            file.file_name().unwrap_or_default().to_string_lossy(),
-            resolved.from_args.join(", ")
-        ));
+    let plan = WatchPlan::resolve(&args.dir, &flags, file.as_ref()).map_err(usage)?;
+    for said in plan.sources_said() {
+        note(&said);
     }
-    if !resolved.assumed.is_empty() {
-        note(&format!(
-            "assumed (main_dino.py's defaults; give the run's own if they differ): {}",
-            resolved.assumed.join(", ")
-        ));
-    }
-    let settings = resolved.settings;
-    let settings_file = WatchOverrides::file_for(&args.dir);
-    let sources = checks::SettingSources {
-        flags: &flags,
-        file: file.as_ref().map(|f| (settings_file.as_path(), f)),
-        args: run_args.as_ref().map(|(path, a)| (path.as_path(), a)),
-    };
-    let patch_px = run_args
-        .as_ref()
-        .and_then(|(_, a)| a.get("patch_size"))
-        .and_then(|v| v.as_usize());
-    checks::check_settings(&settings, &sources, patch_px).map_err(usage)?;
+    let settings = plan.settings;
     let (probe, probe_images) = probe_batch(args.probe.as_deref(), &settings)?;
     let selected = select_device(args.device)?;
-    if out_dir.join("metrics.csv").is_file() {
+    if out_dir.join(METRICS_FILE).is_file() {
         note(&format!(
             "continuing {}: its rows are kept, new checkpoints' rows appended",
             out_dir.display()
@@ -192,25 +165,17 @@ pub fn run(args: WatchArgs) -> Result<()> {
     } else {
         args.poll_secs
     });
-    let mut looks = 0;
     let (mut evaluated, mut refused) = (0, 0);
-    loop {
-        // What is there at the start is all evaluated (a file counts at its second look);
-        // afterwards, when checkpoints come faster than the probe, the newest wins.
-        for event in watcher.poll(args.once || looks < 2) {
+    WatchEngine::new(&args.dir, watcher)
+        .once(args.once)
+        .follow(pause, &stop, |event| {
             match &event {
                 WatchEvent::Evaluated { .. } => evaluated += 1,
                 WatchEvent::Warning(_) => refused += 1,
                 _ => {}
             }
             print_event(&mut out, event);
-        }
-        looks += 1;
-        if (args.once && looks >= 2) || stop.load(Ordering::SeqCst) {
-            break;
-        }
-        std::thread::sleep(pause);
-    }
+        });
     out.line(&format!("run folder: {}", out_dir.display()));
     let has_checkpoints = !dinoscope::store::official_run::checkpoint_files(&args.dir).is_empty();
     if args.once && evaluated == 0 && refused > 0 && has_checkpoints {
@@ -222,21 +187,10 @@ pub fn run(args: WatchArgs) -> Result<()> {
     Ok(())
 }
 
-/// A run that has only just started has no checkpoint yet; its first one holds the `args`
-/// that say how it trains, so following starts there (Ctrl-C still ends the wait).
-fn wait_for_a_checkpoint(dir: &Path, poll_secs: f64, stop: &AtomicBool) {
-    use dinoscope::store::official_run::has_complete_checkpoint;
-    if has_complete_checkpoint(dir) {
-        return;
-    }
-    note("waiting for the run's first checkpoint (its args say how the run trains)...");
-    while !has_complete_checkpoint(dir) && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_secs_f64(poll_secs.min(1.0)));
-    }
-}
-
 fn print_event(out: &mut Printer, event: WatchEvent) {
     match event {
+        // The run folder is said before the first look.
+        WatchEvent::Started(_) => {}
         WatchEvent::Log(row) => out.line(&format!(
             "epoch {}: log train_loss {} · lr {} · wd {}",
             row.epoch,

@@ -1,15 +1,13 @@
-//! GELU, the exact (erf) form that PyTorch's `nn.GELU` and the official ViT use.
+//! GELU, the exact (erf) form that PyTorch's `nn.GELU` and the official ViT use, as one op of
+//! burn's graph on the CPU backend (the kernel: `kernels::gelu`); other devices run burn's.
 //!
 //! burn's CPU backend evaluates it one element at a time through libm's scalar `erff`, forward
-//! and again in the backward pass: that was a quarter of a `tiny` train step. On the CPU backend
-//! this module computes it with a branch-free erfc/exp that the compiler vectorises (AVX2 or
-//! AVX-512, picked at run time by `pulp`), on all cores. On other devices burn's own kernel is
-//! used.
-//!
-//! Under autodiff it is one node of burn's graph (`Backward`): the forward pass writes `g(x)`
-//! and keeps `g'(x)` from the same pass; the backward pass multiplies `dy` by it.
+//! and again in the backward pass: that was a quarter of a `tiny` train step. Under autodiff
+//! it is one node of burn's graph (`Backward`): the forward pass writes `g(x)` and keeps
+//! `g'(x)` from the same pass; the backward pass multiplies `dy` by it.
 
-use crate::model::fused::{flex, host, unique_values_mut, values, written, Host};
+use crate::kernels::gelu::{gelu_and_slope, gelu_in_place, times_slope};
+use crate::model::fused::{flex, host, unique_values_mut, values, Host};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -17,11 +15,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
-
-/// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
-const CHUNK_ELEMENTS: usize = 1 << 15;
 
 /// `x · Φ(x)`, Φ the standard normal CDF; shape and device are kept.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -56,35 +49,6 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
 
-/// `(g(x), g'(x))` per element, in one pass (Φ(x) serves both), written straight into the
-/// two outputs (copying `x` into them first was 2.5 % of the `tiny` step, on one thread).
-pub fn gelu_and_slope(values: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let len = values.len();
-    let mut slope = Vec::new();
-    // SAFETY: the chunks of `ys`, `slopes` and `values` pair up one to one (same length and
-    // chunk size), and each task writes every element of its `ys` and `slopes` chunks.
-    let y = unsafe {
-        written(len, |ys| {
-            slope = written(len, |slopes| {
-                ys.par_chunks_mut(CHUNK_ELEMENTS)
-                    .zip(slopes.par_chunks_mut(CHUNK_ELEMENTS))
-                    .zip(values.par_chunks(CHUNK_ELEMENTS))
-                    .for_each(|((ys, slopes), xs)| {
-                        pulp::Arch::new().dispatch(GeluAndSlope { xs, ys, slopes })
-                    })
-            })
-        })
-    };
-    (y, slope)
-}
-
-/// `values[i] ← gelu(values[i])`.
-pub fn gelu_in_place(values: &mut [f32]) {
-    values
-        .par_chunks_mut(CHUNK_ELEMENTS)
-        .for_each(|chunk| pulp::Arch::new().dispatch(GeluInPlace(chunk)));
-}
-
 /// GELU's step in burn's autodiff graph; its state is `g'(x)` from the forward pass.
 #[derive(Debug)]
 struct GeluBackward;
@@ -98,118 +62,17 @@ impl Backward<Flex, 1> for GeluBackward {
         let [parent] = ops.parents;
         let Some(parent) = parent else { return };
         let slope = values(&slope);
-        let times_slope = |grad: &mut [f32]| {
-            grad.par_chunks_mut(CHUNK_ELEMENTS)
-                .zip(slope.par_chunks(CHUNK_ELEMENTS))
-                .for_each(|(g, s)| g.iter_mut().zip(s).for_each(|(g, s)| *g *= s));
-        };
         // In place when the incoming gradient's buffer is ours alone, as burn's `mul` does.
         if let Some(in_place) = unique_values_mut(&mut grad) {
-            times_slope(in_place);
+            times_slope(in_place, &slope);
             grads.register::<Flex>(parent.id, grad);
         } else {
             let mut copy = values(&grad).into_owned();
-            times_slope(&mut copy);
+            times_slope(&mut copy, &slope);
             let shape = grad.layout().shape().to_vec();
             grads.register::<Flex>(parent.id, flex(copy, shape));
         }
     }
-}
-
-// The loops live in `WithSimd::with_simd` (inlined into pulp's `#[target_feature]` entry
-// points), so the compiler vectorises them for the CPU found at run time; a plain closure is
-// compiled once for the baseline x86-64 and stays scalar. The polynomials use `mul_add`, one
-// FMA instruction per step there (only pre-AVX2 CPUs fall back to a libm call).
-struct GeluInPlace<'a>(&'a mut [f32]);
-
-impl pulp::WithSimd for GeluInPlace<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for v in self.0.iter_mut() {
-            *v *= normal_cdf(*v);
-        }
-    }
-}
-
-/// `ys[i] ← g(xs[i])`, `slopes[i] ← g'(xs[i])`.
-struct GeluAndSlope<'a> {
-    xs: &'a [f32],
-    ys: &'a mut [MaybeUninit<f32>],
-    slopes: &'a mut [MaybeUninit<f32>],
-}
-
-impl pulp::WithSimd for GeluAndSlope<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let outputs = self.ys.iter_mut().zip(self.slopes.iter_mut());
-        for ((y, s), &x) in outputs.zip(self.xs) {
-            let cdf = normal_cdf(x);
-            y.write(x * cdf);
-            // g'(x) = Φ(x) + x·φ(x)
-            s.write(cdf + x * normal_pdf(x));
-        }
-    }
-}
-
-/// Φ(x) = erfc(−x/√2)/2 from the Numerical Recipes erfc (relative error < 1.2e-7), so the
-/// left tail keeps its relative precision (GELU of negative inputs is x times a small Φ).
-#[inline(always)]
-fn normal_cdf(x: f32) -> f32 {
-    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let mut p = 0.170_872_77_f32;
-    p = p.mul_add(t, -0.822_152_23);
-    p = p.mul_add(t, 1.488_515_9);
-    p = p.mul_add(t, -1.135_204);
-    p = p.mul_add(t, 0.278_868_07);
-    p = p.mul_add(t, -0.186_288_06);
-    p = p.mul_add(t, 0.096_784_18);
-    p = p.mul_add(t, 0.374_091_96);
-    p = p.mul_add(t, 1.000_023_7);
-    p = p.mul_add(t, -1.265_512_2);
-    let half_erfc = 0.5 * t * exp(p - z * z);
-    if x >= 0.0 {
-        1.0 - half_erfc
-    } else {
-        half_erfc
-    }
-}
-
-/// φ(x) = exp(−x²/2)/√(2π).
-#[inline(always)]
-fn normal_pdf(x: f32) -> f32 {
-    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-    FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
-}
-
-/// Cephes `expf` without branches (relative error < 1e-7): 2ⁿ · e^r with |r| ≤ ln2/2. Inputs
-/// below −87.3 (results under f32's normal range) are clamped, which GELU never notices.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits: n and 2ⁿ come from
-    // plain float and integer lane arithmetic (`as i32` would be converted lane by lane).
-    const ROUNDING_BIAS: f32 = 12_582_912.0;
-    const ROUNDING_BIAS_BITS: u32 = 0x4B40_0000;
-    let x = x.clamp(-87.3, 88.3);
-    let biased = x * std::f32::consts::LOG2_E + ROUNDING_BIAS;
-    let n = biased - ROUNDING_BIAS;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 0.166_666_65);
-    p = p.mul_add(r, 0.5);
-    let e_r = (p * r).mul_add(r, r) + 1.0;
-    let exponent = biased
-        .to_bits()
-        .wrapping_sub(ROUNDING_BIAS_BITS)
-        .wrapping_add(127);
-    e_r * f32::from_bits(exponent << 23)
 }
 
 #[cfg(test)]
@@ -235,19 +98,6 @@ mod tests {
             .map(|g| g.into_data().iter::<f64>().collect())
             .unwrap_or_default();
         (y.into_data().iter::<f64>().collect(), slope)
-    }
-
-    #[test]
-    fn exp_matches_std_to_a_few_ulp() {
-        for i in -8700..=8800 {
-            let x = i as f32 * 0.01;
-            let ours = exp(x) as f64;
-            let reference = (x as f64).exp();
-            assert!(
-                ((ours - reference) / reference).abs() < 2e-7,
-                "exp({x}) = {ours}, want {reference}"
-            );
-        }
     }
 
     #[test]

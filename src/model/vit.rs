@@ -180,26 +180,6 @@ fn drop_path(branch: Tensor<3>, drop_prob: f64, rng: Option<&mut ChaCha8Rng>) ->
 }
 
 impl Block {
-    /// The block around an attention `attend(attn, normed input) → (output, extra)`, the extra
-    /// (probabilities, a CLS row, nothing) handed back beside the block's output.
-    fn forward_with<T>(
-        &self,
-        x: Tensor<3>,
-        mut rng: Option<&mut ChaCha8Rng>,
-        attend: impl FnOnce(&Attention, Tensor<3>) -> (Tensor<3>, T),
-    ) -> (Tensor<3>, T) {
-        let eps = self.layer_norm_eps;
-        let (attended, extra) = attend(&self.attn, layer_norm_eps(&self.norm1, x.clone(), eps));
-        let attended = scaled(&self.ls1, attended);
-        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
-        let mlp = scaled(
-            &self.ls2,
-            self.mlp
-                .forward(layer_norm_eps(&self.norm2, x.clone(), eps)),
-        );
-        (x + drop_path(mlp, self.drop_path_prob, rng), extra)
-    }
-
     /// As [`Block::forward`] without the attention probabilities (fused attention).
     pub fn forward_fused(
         &self,
@@ -207,10 +187,11 @@ impl Block {
         rope: Option<&RopeTables>,
         rng: Option<&mut ChaCha8Rng>,
     ) -> Tensor<3> {
-        self.forward_with(x, rng, |attn, normed| {
-            (attn.forward_fused(normed, rope), ())
-        })
-        .0
+        let attended = self.attn.forward_fused(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
+        );
+        self.residuals(x, attended, rng)
     }
 
     /// As [`Block::forward_fused`], with the CLS query's attention over all tokens
@@ -220,9 +201,11 @@ impl Block {
         x: Tensor<3>,
         rope: Option<&RopeTables>,
     ) -> (Tensor<3>, Tensor<3>) {
-        self.forward_with(x, None, |attn, normed| {
-            attn.forward_fused_with_cls(normed, rope)
-        })
+        let (attended, cls) = self.attn.forward_fused_with_cls(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
+        );
+        (self.residuals(x, attended, None), cls)
     }
 
     pub fn forward(
@@ -231,7 +214,29 @@ impl Block {
         rope: Option<&RopeTables>,
         rng: Option<&mut ChaCha8Rng>,
     ) -> (Tensor<3>, Tensor<4>) {
-        self.forward_with(x, rng, |attn, normed| attn.forward(normed, rope))
+        let (attended, attn) = self.attn.forward(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
+        );
+        (self.residuals(x, attended, rng), attn)
+    }
+
+    /// The block after its attention: LayerScale and drop path on both residual branches,
+    /// the MLP's between them.
+    fn residuals(
+        &self,
+        x: Tensor<3>,
+        attended: Tensor<3>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
+        let attended = scaled(&self.ls1, attended);
+        let x = x + drop_path(attended, self.drop_path_prob, rng.as_deref_mut());
+        let mlp = scaled(
+            &self.ls2,
+            self.mlp
+                .forward(layer_norm_eps(&self.norm2, x.clone(), self.layer_norm_eps)),
+        );
+        x + drop_path(mlp, self.drop_path_prob, rng)
     }
 }
 

@@ -11,6 +11,7 @@
 use crate::analysis::geometry::WindowRows;
 use crate::config::{Config, ConfigError, LiveSettings};
 use crate::model::DinoModel;
+use crate::store::run::CONFIG_FILE;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// The teacher's weights inside a run directory.
 pub const TEACHER_FILE: &str = "teacher.bpk";
+/// A checkpoint's step, schedules and live settings (beside its weights).
+pub const STATE_FILE: &str = "state.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -53,11 +56,11 @@ impl CheckpointFiles {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             student: dir.join("student.bpk"),
-            teacher: dir.join("teacher.bpk"),
+            teacher: dir.join(TEACHER_FILE),
             optimizer: dir.join("optimizer.bpk"),
             center: dir.join("center.npy"),
-            config: dir.join("config.toml"),
-            state: dir.join("state.toml"),
+            config: dir.join(CONFIG_FILE),
+            state: dir.join(STATE_FILE),
             representation: [
                 dir.join("representation_backbone.npy"),
                 dir.join("representation_head.npy"),
@@ -414,10 +417,10 @@ pub fn save_model(model: &DinoModel, path: &Path) -> Result<(), CheckpointError>
 /// Resolves a run directory or a `teacher.bpk` inside one to (weights, config).
 pub fn run_files(weights: &Path) -> (PathBuf, PathBuf) {
     if weights.is_dir() {
-        (weights.join(TEACHER_FILE), weights.join("config.toml"))
+        (weights.join(TEACHER_FILE), weights.join(CONFIG_FILE))
     } else {
         let dir = weights.parent().unwrap_or(Path::new("."));
-        (weights.to_path_buf(), dir.join("config.toml"))
+        (weights.to_path_buf(), dir.join(CONFIG_FILE))
     }
 }
 

@@ -4,6 +4,7 @@
 //! is drawn with a font embedded in the binary (egui's Ubuntu Light, Ubuntu Font Licence 1.0),
 //! so no system font library is needed.
 
+use crate::store::quantity::Quantity;
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::store::run::{read_eval_rows, read_step_metrics, EVAL_FILE};
 use plotters::coord::Shift;
@@ -57,11 +58,13 @@ impl PlotRun {
         let no_metrics = || FigureError::NoMetrics {
             path: dir.to_path_buf(),
         };
-        let metrics = read_step_metrics(&dir.join("metrics.csv")).map_err(|_| no_metrics())?;
+        let metrics = read_step_metrics(&dir.join(crate::store::run::METRICS_FILE))
+            .map_err(|_| no_metrics())?;
         if metrics.is_empty() {
             return Err(no_metrics());
         }
-        let config = crate::config::Config::from_file(&dir.join("config.toml")).ok();
+        let config =
+            crate::config::Config::from_file(&dir.join(crate::store::run::CONFIG_FILE)).ok();
         let ln_k = config.as_ref().map(|c| (c.dino.out_dim as f64).ln());
         let embed_dim = config.as_ref().map(|c| c.vit_arch().embed_dim);
         Ok(Self {
@@ -186,17 +189,15 @@ impl Curve {
     }
 }
 
-/// The quantities the figures show: name and how to read it from a metrics row.
-type Quantity = (&'static str, fn(&MetricsRow) -> f64);
-const LOSS: Quantity = ("loss H(Pt,Ps)", |m| m.loss);
-const TEACHER_ENTROPY: Quantity = ("h(Pt)", |m| m.teacher_entropy);
-const KL: Quantity = ("KL(Pt || Ps)", |m| m.kl);
-const BATCH_MEAN_ENTROPY: Quantity = ("h(mean Pt)", |m| m.batch_mean_entropy);
-
 /// The quantity per step, as a centred running mean over about 1/64 of the run (per-step
 /// values are noisy; a figure shows the trend, as the paper's per-epoch curves).
 fn quantity_series(run: &PlotRun, quantity: Quantity) -> Series {
-    let values: Vec<f64> = run.metrics.iter().map(|m| (quantity.1)(m)).collect();
+    // The loss decomposition is in every row; a missing reading would be a gap.
+    let values: Vec<f64> = run
+        .metrics
+        .iter()
+        .map(|m| quantity.of(m).unwrap_or(f64::NAN))
+        .collect();
     let half = values.len() / 128;
     run.metrics
         .iter()
@@ -225,12 +226,18 @@ fn draw<DB: DrawingBackend>(
             let h: Vec<Curve> = runs
                 .iter()
                 .enumerate()
-                .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, TEACHER_ENTROPY), i))
+                .map(|(i, r)| {
+                    Curve::solid(
+                        r.name.clone(),
+                        quantity_series(r, Quantity::TeacherEntropy),
+                        i,
+                    )
+                })
                 .collect();
             let kl: Vec<Curve> = runs
                 .iter()
                 .enumerate()
-                .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, KL), i))
+                .map(|(i, r)| Curve::solid(r.name.clone(), quantity_series(r, Quantity::Kl), i))
                 .collect();
             panel(
                 &left,
@@ -245,14 +252,19 @@ fn draw<DB: DrawingBackend>(
         FigureKind::Loss => {
             let mut curves = Vec::new();
             for (r, run) in runs.iter().enumerate() {
-                for (q, quantity) in [LOSS, TEACHER_ENTROPY, KL, BATCH_MEAN_ENTROPY]
-                    .into_iter()
-                    .enumerate()
+                for (q, quantity) in [
+                    Quantity::Loss,
+                    Quantity::TeacherEntropy,
+                    Quantity::Kl,
+                    Quantity::BatchMeanEntropy,
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     let name = if runs.len() == 1 {
-                        quantity.0.to_string()
+                        quantity.name().to_string()
                     } else {
-                        format!("{} · {}", run.name, quantity.0)
+                        format!("{} · {}", run.name, quantity.name())
                     };
                     curves.push(Curve {
                         name,

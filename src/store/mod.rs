@@ -2,10 +2,12 @@
 //! `.npy` arrays and figures.
 
 pub mod checkpoint;
+pub mod cut_back;
 pub mod figure;
 pub mod npy;
 pub mod official_args;
 pub mod official_run;
+pub mod quantity;
 pub mod report;
 pub mod rows;
 pub mod run;

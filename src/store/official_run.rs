@@ -3,42 +3,12 @@
 //! `checkpoint{epoch:04}.pth`. Nothing here writes to it; a file is read only once it is
 //! complete and has stopped changing.
 
+use crate::store::rows::OfficialLogRow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub const LOG_FILE: &str = "log.txt";
-
-/// One line of `log.txt` (the metric logger's epoch averages).
-#[derive(Clone, Debug, PartialEq)]
-pub struct OfficialLogRow {
-    pub epoch: usize,
-    pub train_loss: Option<f64>,
-    pub train_lr: Option<f64>,
-    pub train_wd: Option<f64>,
-}
-
-/// A flat JSON object of numbers, as `json.dumps(log_stats)` writes it; `None` for anything
-/// else (a torn line, another tool's log).
-pub fn parse_log_line(line: &str) -> Option<OfficialLogRow> {
-    let body = line.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut fields = HashMap::new();
-    for pair in body.split(',') {
-        let (key, value) = pair.split_once(':')?;
-        let key = key.trim().trim_matches('"');
-        // Non-numbers (a string another version logs) are ignored, not fatal.
-        if let Ok(value) = value.trim().parse::<f64>() {
-            fields.insert(key.to_string(), value);
-        }
-    }
-    let epoch = *fields.get("epoch")?;
-    (epoch >= 0.0 && epoch.fract() == 0.0).then(|| OfficialLogRow {
-        epoch: epoch as usize,
-        train_loss: fields.get("train_loss").copied(),
-        train_lr: fields.get("train_lr").copied(),
-        train_wd: fields.get("train_wd").copied(),
-    })
-}
 
 /// The complete lines of `log.txt` (the last one only once its newline is written).
 pub fn read_official_log(path: &Path) -> Vec<OfficialLogRow> {
@@ -59,7 +29,7 @@ pub fn read_official_log_lines(path: &Path) -> (Vec<OfficialLogRow>, Vec<usize>)
     let mut not_text = Vec::new();
     for (index, line) in complete.split(|&b| b == b'\n').enumerate() {
         match std::str::from_utf8(line) {
-            Ok(line) => rows.extend(parse_log_line(line)),
+            Ok(line) => rows.extend(OfficialLogRow::from_json_line(line)),
             Err(_) => not_text.push(index + 1),
         }
     }
@@ -218,14 +188,27 @@ mod tests {
 
     #[test]
     fn log_lines_parse_and_torn_ones_are_skipped() {
-        let row = parse_log_line(
-            r#"{"train_loss": 2.47, "train_lr": 0.002, "train_wd": 0.05, "epoch": 3}"#,
-        )
-        .unwrap();
+        let parse = OfficialLogRow::from_json_line;
+        let row = parse(r#"{"train_loss": 2.47, "train_lr": 0.002, "train_wd": 0.05, "epoch": 3}"#)
+            .unwrap();
         assert_eq!(row.epoch, 3);
         assert_eq!(row.train_loss, Some(2.47));
-        assert!(parse_log_line(r#"{"train_loss": 2.4"#).is_none());
-        assert!(parse_log_line("hello").is_none());
+        assert!(parse(r#"{"train_loss": 2.4"#).is_none());
+        assert!(parse("hello").is_none());
+        assert!(parse(r#"{"train_loss": 2.4}"#).is_none(), "no epoch");
+        assert!(parse(r#"{"epoch": -1}"#).is_none());
+        // A value another version logs as text (or a list) is empty, not a lost line.
+        let other = parse(r#"{"epoch": 2.0, "train_loss": "nan?", "train_acc": [1, 2]}"#).unwrap();
+        assert_eq!((other.epoch, other.train_loss), (2, None));
+        // json.dumps writes a diverged loss as a bare NaN: the line and its NaN are kept.
+        let diverged =
+            parse(r#"{"train_loss": NaN, "train_lr": Infinity, "note": "NaN", "epoch": 4}"#)
+                .unwrap();
+        assert!(diverged.train_loss.is_some_and(f64::is_nan));
+        assert_eq!(
+            (diverged.epoch, diverged.train_lr),
+            (4, Some(f64::INFINITY))
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
         std::fs::write(

@@ -1,8 +1,12 @@
-//! The rows of a run's CSV files, one serde type per file: [`MetricsRow`] (`metrics.csv`, one
-//! per step) and [`EvalRow`] (`knn.csv`, one per evaluation). The header comes from the field
-//! names and each column's number format from its `serialize_with`, so adding a column is one
-//! field. Reading tolerates extra columns (newer or older runs) and skips rows it cannot parse
-//! (a torn last line of a run being written).
+//! The rows of every file we write or read, one serde type per file: [`MetricsRow`]
+//! (`metrics.csv`, one per step), [`EvalRow`] (`knn.csv`, one per evaluation), [`StudyRow`]
+//! (`study.csv`), [`OfficialLogRow`] (an official run's `log.txt`, one JSON object per epoch, and
+//! a watch's `log.csv`) and [`SoakRow`] (the soak log). The header comes from the field names and
+//! each column's number format from its `serialize_with`, so adding a column is one field. The
+//! CSV rows read back default at the struct level (`#[serde(default)]`): a column added later is
+//! empty or zero in an old run's rows, never a reason to drop them. Reading tolerates extra
+//! columns (newer runs) and skips rows it cannot parse (a torn last line of a run being
+//! written).
 
 use crate::analysis::health::{HealthSample, Regime};
 use crate::config::CenteringMode;
@@ -12,6 +16,7 @@ use std::path::Path;
 
 /// Everything one training step reports; a row of `metrics.csv`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MetricsRow {
     /// Global iteration index of this step (0-based).
     pub step: usize,
@@ -137,6 +142,7 @@ impl MetricsRow {
 /// One evaluation of a network (k-NN and attention Jaccard, percent); a row of `knn.csv`.
 /// Step 0 is the random-init baseline.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvalRow {
     /// Steps completed when evaluated (0 = random init).
     pub step: usize,
@@ -163,6 +169,7 @@ pub struct EvalRow {
 /// the variant's last [`STUDY_TAIL_STEPS`] steps (the chip's window), the evaluation columns
 /// its last `knn.csv` row.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StudyRow {
     pub variant: String,
     #[serde(serialize_with = "fixed6")]
@@ -200,6 +207,100 @@ pub struct StudyRow {
 
 /// Steps averaged into a study row's `final_*` values.
 pub const STUDY_TAIL_STEPS: usize = 5;
+
+/// One line of an official run's `log.txt` (`json.dumps(log_stats)`: the metric logger's epoch
+/// averages, read with serde_json), and a row of a watch's `log.csv` (the same columns). The
+/// epoch is required and whole (so this row has no struct-level default); Python's bare `NaN`
+/// and `Infinity` (what `json.dumps` writes for a diverged loss) read as those numbers; a value
+/// that is not a number (a string another version logs) reads as empty, never as a lost line;
+/// other keys are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OfficialLogRow {
+    #[serde(deserialize_with = "whole_number")]
+    pub epoch: usize,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_loss: Option<f64>,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_lr: Option<f64>,
+    #[serde(
+        default,
+        serialize_with = "optional_plain",
+        deserialize_with = "number_or_none"
+    )]
+    pub train_wd: Option<f64>,
+}
+
+impl OfficialLogRow {
+    /// A line of `log.txt`; `None` for a torn line or anything that is not such an object.
+    pub fn from_json_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim())
+            .or_else(|_| serde_json::from_str(&quote_non_finite(line.trim())))
+            .ok()
+    }
+}
+
+/// `NaN`, `Infinity` and `-Infinity` outside strings (Python's JSON extension, not JSON) as
+/// strings, which [`number_or_none`] reads back as those numbers.
+fn quote_non_finite(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if !in_string {
+            if let Some(word) = ["NaN", "-Infinity", "Infinity"]
+                .into_iter()
+                .find(|w| rest.starts_with(w))
+            {
+                out.push('"');
+                out.push_str(word);
+                out.push('"');
+                rest = &rest[word.len()..];
+                continue;
+            }
+        }
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => in_string = !in_string,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// One sample of the soak log (`--soak-log`, `dinoscope plot --soak`): what could grow in a
+/// long session. The app writes every column; a CLI soak only the first two, the rest empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SoakRow {
+    #[serde(serialize_with = "fixed1")]
+    pub elapsed_secs: f64,
+    #[serde(serialize_with = "fixed2")]
+    pub rss_mib: f64,
+    #[serde(serialize_with = "optional2")]
+    pub frame_median_ms: Option<f64>,
+    #[serde(serialize_with = "optional2")]
+    pub frame_p95_ms: Option<f64>,
+    /// Events waiting for the UI in the worker's queue.
+    pub pending_events: Option<usize>,
+    pub attention_snapshots: Option<usize>,
+    pub distance_points: Option<usize>,
+    pub textures: Option<usize>,
+    pub runs: Option<usize>,
+    /// Rows of all runs, and steps of the current one.
+    pub rows: Option<usize>,
+    pub steps: Option<usize>,
+}
 
 /// The header line a row type writes (for files created empty, and for tests).
 pub fn header_of<R: Serialize>(row: &R) -> Result<String, csv::Error> {
@@ -239,33 +340,67 @@ pub fn read_rows<R: for<'de> Deserialize<'de>>(input: impl Read) -> Vec<R> {
         .collect()
 }
 
+/// Appends one row to a CSV file, with the header first when the file is new or empty.
+pub fn append_row<R: Serialize>(path: &Path, row: &R) -> std::io::Result<()> {
+    let new = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    let mut bytes = Vec::new();
+    write_rows(&mut bytes, std::slice::from_ref(row), new).map_err(std::io::Error::other)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(&bytes))
+}
+
 /// Rows of a file; a missing or unreadable file gives none.
 pub fn read_rows_from<R: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Vec<R>> {
     Ok(read_rows(std::fs::File::open(path)?))
 }
 
-/// A table of named series keyed by step (the app's "Export CSV…"): one row per step present
-/// in any series, empty where a series has no point. Names are quoted by the csv writer.
+/// A table of named series keyed by step (the app's "Export CSV…"): one row per x of the
+/// densest series, every series read off its line there, empty outside its range. Names are
+/// quoted by the csv writer.
 pub fn write_series(out: impl Write, columns: &[(&str, &[(f64, f64)])]) -> Result<(), csv::Error> {
-    let mut steps: Vec<f64> = columns
+    // One shared x grid, the densest column's: every other column is read off its drawn line
+    // there (linear between its points, empty outside its range), so readings taken every
+    // few steps or decimated into other buckets never make ragged, mostly empty rows.
+    let grid: Vec<f64> = columns
         .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.0))
-        .collect();
-    steps.sort_by(f64::total_cmp);
-    steps.dedup();
+        .max_by_key(|(_, points)| points.len())
+        .map(|(_, points)| points.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
     let mut writer = csv::Writer::from_writer(out);
     let header = std::iter::once("step").chain(columns.iter().map(|(name, _)| *name));
     writer.write_record(header)?;
-    for step in steps {
-        let mut record = vec![format!("{step}")];
-        for (_, series) in columns {
-            let value = series.iter().find(|p| p.0 == step);
-            record.push(value.map(|(_, v)| format!("{v}")).unwrap_or_default());
+    for x in grid {
+        let mut record = vec![format!("{x}")];
+        for (_, points) in columns {
+            record.push(
+                value_at(points, x)
+                    .map(|v| format!("{v}"))
+                    .unwrap_or_default(),
+            );
         }
         writer.write_record(&record)?;
     }
     writer.flush()?;
     Ok(())
+}
+
+/// The line through `points` (sorted by x) at `x`; `None` outside their range.
+fn value_at(points: &[(f64, f64)], x: f64) -> Option<f64> {
+    let after = points.partition_point(|p| p.0 < x);
+    let right = points.get(after)?;
+    if right.0 == x {
+        return Some(right.1);
+    }
+    let left = points.get(after.checked_sub(1)?)?;
+    let t = (x - left.0) / (right.0 - left.0);
+    Some(left.1 + t * (right.1 - left.1))
+}
+
+fn fixed1<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:.1}"))
 }
 
 fn fixed2<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -288,6 +423,55 @@ fn optional4<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error
     match value {
         Some(v) => s.collect_str(&format_args!("{v:.4}")),
         None => s.serialize_str(""),
+    }
+}
+
+fn optional2<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(&format_args!("{v:.2}")),
+        None => s.serialize_str(""),
+    }
+}
+
+/// Rust's shortest round-trip text (`0.002`, `1`), as Python would read it back.
+fn optional_plain<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
+/// A number (also `"NaN"`, `"Infinity"`), or `None` for anything else (other text, a list,
+/// null).
+fn number_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Cell {
+        Number(f64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Cell::deserialize(d)? {
+        Cell::Number(v) => Some(v),
+        Cell::Text(text) => match text.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        Cell::Other(_) => None,
+    })
+}
+
+/// A whole, non-negative number (`3` or `3.0`) as a count.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = f64::deserialize(d)?;
+    if value >= 0.0 && value.fract() == 0.0 && value <= usize::MAX as f64 {
+        Ok(value as usize)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value} is not a whole, non-negative number"
+        )))
     }
 }
 
@@ -411,5 +595,29 @@ mod tests {
         write_series(&mut bytes, &[("h(Pt), run 1", &a), ("KL", &b)]).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text, "step,\"h(Pt), run 1\",KL\n0,1,\n2,3,5.5\n");
+    }
+
+    #[test]
+    fn series_share_the_densest_grid_with_values_read_off_the_line() {
+        // A curve every step beside readings every 4 steps: one full row per step inside the
+        // readings' range, never a ragged row of one value.
+        let loss: Vec<(f64, f64)> = (0..9).map(|s| (s as f64, 10.0 - s as f64)).collect();
+        let rank = [(0.0, 2.0), (4.0, 6.0), (8.0, 4.0)];
+        let late = [(6.0, 1.0), (8.0, 3.0)];
+        let mut bytes = Vec::new();
+        write_series(
+            &mut bytes,
+            &[("rank", &rank), ("loss", &loss), ("late", &late)],
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[0], "step,rank,loss,late");
+        assert_eq!(rows[1], "0,2,10,");
+        assert_eq!(rows[3], "2,4,8,");
+        assert_eq!(rows[7], "6,5,4,1");
+        assert_eq!(rows[8], "7,4.5,3,2");
+        assert_eq!(rows[9], "8,4,2,3");
     }
 }

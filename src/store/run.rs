@@ -2,7 +2,8 @@
 //! step), shared by the CLI and the app so both write the same format.
 
 use crate::config::Config;
-use crate::store::rows::{header_of, read_rows_from, write_rows, EvalRow, MetricsRow};
+use crate::store::cut_back::cut_back;
+use crate::store::rows::{read_rows_from, write_rows, EvalRow, MetricsRow};
 use crate::store::tensorboard::{EventWriter, RunEvents};
 use std::fs::File;
 use std::io::Write;
@@ -29,10 +30,12 @@ pub enum RunError {
 
 /// Evaluations of a run (k-NN, Jaccard), one row per evaluation.
 pub const EVAL_FILE: &str = "knn.csv";
-/// One row per training step.
 /// A run folder's config, with the live settings folded in at its end.
 pub const CONFIG_FILE: &str = "config.toml";
+/// One row per training step (per evaluated checkpoint in a watched run).
 pub const METRICS_FILE: &str = "metrics.csv";
+/// A watched official run's `log.txt` as CSV ([`OfficialLogRow`](crate::store::rows::OfficialLogRow)).
+pub const WATCH_LOG_FILE: &str = "log.csv";
 
 /// Writes `config.toml`, `metrics.csv` and `knn.csv` of one run directory, and the same rows
 /// as TensorBoard events under `tb/` (on unless [`RunWriter::set_tensorboard`] turns it off).
@@ -73,23 +76,21 @@ impl RunWriter {
 
     /// Reopens a run to continue it from a checkpoint at `first_step`: rows of steps at or
     /// after it (and a torn last line) are dropped, so the file ends up as if never stopped.
-    /// Returns the kept rows (the curve so far).
+    /// The rows before it are all kept, those today's [`MetricsRow`] cannot parse too
+    /// ([`cut_back`]). Returns the rows that parse (the curve so far).
     pub fn resume(dir: &Path, first_step: usize) -> Result<(Self, Vec<MetricsRow>), RunError> {
         let metrics_path = dir.join(METRICS_FILE);
         let write_error = |source: std::io::Error| RunError::Write {
             path: metrics_path.clone(),
             source,
         };
-        let kept: Vec<MetricsRow> = read_rows_from::<MetricsRow>(&metrics_path)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|row| row.step < first_step)
-            .collect();
-        let mut bytes = Vec::new();
-        write_rows(&mut bytes, &kept, false).map_err(|err| write_error(csv_io(err)))?;
-        let header = header_of(&MetricsRow::default()).map_err(|err| write_error(csv_io(err)))?;
-        let text = format!("{header}\n{}", String::from_utf8_lossy(&bytes));
-        write_atomically(&metrics_path, text.as_bytes())?;
+        let (kept, text) = cut_back(
+            &metrics_path,
+            |row: &MetricsRow| row.step < first_step,
+            |step| step < first_step,
+        )
+        .map_err(|err| write_error(csv_io(err)))?;
+        write_atomically(&metrics_path, &text)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&metrics_path)
@@ -159,26 +160,22 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Drops evaluations after `last_step` from `knn.csv` (a resumed run redoes them) and
-    /// returns the kept rows.
+    /// Drops evaluations after `last_step` from `knn.csv` (a resumed run redoes them; the
+    /// earlier ones are all kept, as in [`RunWriter::resume`]) and returns those that parse.
     pub fn truncate_evals(&self, last_step: usize) -> Result<Vec<EvalRow>, RunError> {
         let path = self.dir.join(EVAL_FILE);
-        let Ok(rows) = read_rows_from::<EvalRow>(&path) else {
+        if !path.exists() {
             return Ok(Vec::new());
-        };
-        let kept: Vec<EvalRow> = rows.into_iter().filter(|r| r.step <= last_step).collect();
-        let mut bytes = Vec::new();
-        write_rows(&mut bytes, &kept, true).map_err(|err| RunError::Write {
+        }
+        let (kept, bytes) = cut_back(
+            &path,
+            |row: &EvalRow| row.step <= last_step,
+            |step| step <= last_step,
+        )
+        .map_err(|err| RunError::Write {
             path: path.clone(),
             source: csv_io(err),
         })?;
-        if kept.is_empty() {
-            let header = header_of(&EvalRow::default()).map_err(|err| RunError::Write {
-                path: path.clone(),
-                source: csv_io(err),
-            })?;
-            bytes = format!("{header}\n").into_bytes();
-        }
         write_atomically(&path, &bytes)?;
         Ok(kept)
     }

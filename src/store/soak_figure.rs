@@ -2,31 +2,10 @@
 //! memory, frame time and the queues and caches that could grow, over time (RELIABILITY.md).
 
 use super::figure::{register_font, FigureError, FONT};
+use crate::store::rows::SoakRow;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
-
-/// The soak log's columns (the app writes all of them).
-pub const SOAK_HEADER: &str = "elapsed_secs,rss_mib,frame_median_ms,frame_p95_ms,pending_events,attention_snapshots,distance_points,textures,runs,rows,steps";
-
-/// One sample of the soak log (the app writes every column; a CLI soak only the first two).
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
-pub struct SoakRow {
-    pub elapsed_secs: f64,
-    pub rss_mib: f64,
-    #[serde(default)]
-    pub frame_median_ms: Option<f64>,
-    #[serde(default)]
-    pub frame_p95_ms: Option<f64>,
-    #[serde(default)]
-    pub pending_events: Option<f64>,
-    #[serde(default)]
-    pub attention_snapshots: Option<f64>,
-    #[serde(default)]
-    pub textures: Option<f64>,
-    #[serde(default)]
-    pub steps: Option<f64>,
-}
 
 /// Panels: resident memory; frame time (median, p95) when the log has it; the bounded
 /// collections (event queue, attention history, textures). x = minutes.
@@ -83,9 +62,12 @@ pub fn render_soak(rows: &[SoakRow], title: &str, path: &Path) -> Result<(), Fig
                 "what could grow",
                 "count",
                 &[
-                    ("pending events", series(|r| r.pending_events)),
-                    ("attention snapshots", series(|r| r.attention_snapshots)),
-                    ("textures", series(|r| r.textures)),
+                    ("pending events", series(|r| count(r.pending_events))),
+                    (
+                        "attention snapshots",
+                        series(|r| count(r.attention_snapshots)),
+                    ),
+                    ("textures", series(|r| count(r.textures))),
                 ],
             )
             .map_err(draw_error)?;
@@ -155,6 +137,10 @@ fn chart<DB: DrawingBackend>(
     Ok(())
 }
 
+fn count(value: Option<usize>) -> Option<f64> {
+    value.map(|v| v as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,12 +148,20 @@ mod tests {
     #[test]
     fn an_app_soak_log_becomes_a_three_panel_png() {
         let dir = tempfile::tempdir().unwrap();
+        let header = crate::store::rows::header_of(&SoakRow::default()).unwrap();
+        assert_eq!(header, "elapsed_secs,rss_mib,frame_median_ms,frame_p95_ms,pending_events,attention_snapshots,distance_points,textures,runs,rows,steps");
         let csv = format!(
-            "{}\n0.0,120.0,4.0,9.0,0,1,1,12,1,10,10\n600.0,131.5,4.2,11.0,3,100,60,14,1,2400,2400\n",
-            SOAK_HEADER
+            "{header}\n0.0,120.0,4.0,9.0,0,1,1,12,1,10,10\n600.0,131.5,4.2,11.0,3,100,60,14,1,2400,2400\n"
         );
         let rows: Vec<SoakRow> = crate::store::rows::read_rows(csv.as_bytes());
         assert_eq!(rows.len(), 2);
+        let cli: Vec<SoakRow> =
+            crate::store::rows::read_rows("elapsed_secs,rss_mib\n1.5,20\n".as_bytes());
+        assert_eq!(
+            (cli[0].rss_mib, cli[0].textures),
+            (20.0, None),
+            "a CLI soak's two columns"
+        );
         assert_eq!(rows[1].frame_p95_ms, Some(11.0));
         let path = dir.path().join("soak.png");
         render_soak(&rows, "soak", &path).unwrap();

@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn only_complete_lines_are_read_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.csv");
+        let path = dir.path().join(crate::store::run::METRICS_FILE);
         let mut tail = CsvTail::new(&path);
         assert!(tail.poll::<Row>().is_empty(), "no file yet");
         let mut file = std::fs::File::create(&path).unwrap();

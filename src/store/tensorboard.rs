@@ -371,17 +371,8 @@ pub fn attention_picture(
     image: &image::RgbImage,
     maps: &crate::analysis::attention::AttentionMaps,
 ) -> image::RgbImage {
-    use crate::analysis::attention::{
-        composite, resized_crop, HeadFusion, MapLayers, OverlayStyle,
-    };
-    let shown = resized_crop(image, maps.resized_px, maps.patch_size);
-    let layers = MapLayers::new(
-        &maps.fused(HeadFusion::Mean),
-        maps.grid_rows,
-        maps.grid_cols,
-        0.6,
-    );
-    composite(&shown, &layers, &OverlayStyle::default())
+    use crate::analysis::attention::{mask_picture, OverlayStyle};
+    mask_picture(image, maps, 0.6, &OverlayStyle::default())
 }
 
 static NEXT_FILE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

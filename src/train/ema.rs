@@ -1,12 +1,12 @@
 //! The momentum teacher: θ_t ← λ·θ_t + (1 − λ)·θ_s over every parameter of backbone and head,
 //! matched by module path so it never depends on parameter ids.
 
-use crate::model::fused::{flex, host, into_plain, unique_values_mut, values, vectorized, Host};
+use crate::kernels;
+use crate::model::fused::{flex, host, into_plain, unique_values_mut, values, Host};
 use burn::backend::Flex;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::container::TensorContainer;
-use rayon::prelude::*;
 use std::collections::HashSet;
 
 /// Walks a model's float parameters, recording their module paths and, when `params` is
@@ -95,9 +95,6 @@ fn blend<const D: usize>(teacher: Tensor<D>, student: Tensor<D>, momentum: f64) 
     teacher.mul_scalar(scale).add(student).mul_scalar(weight)
 }
 
-/// Elements per parallel task.
-const CHUNK_ELEMENTS: usize = 1 << 15;
-
 /// [`blend`] over CPU buffers, or the teacher back where it does not apply.
 fn blend_host<const D: usize>(
     teacher: Tensor<D>,
@@ -111,29 +108,13 @@ fn blend_host<const D: usize>(
     };
     let mut teacher = into_plain(teacher)?;
     let student = values(&student);
-    let blend_chunk = |(t, s): (&mut [f32], &[f32])| {
-        vectorized(
-            #[inline(always)]
-            || {
-                for (t, &s) in t.iter_mut().zip(s) {
-                    *t = (*t * scale + s) * weight;
-                }
-            },
-        )
-    };
     if let Some(in_place) = unique_values_mut(&mut teacher) {
-        in_place
-            .par_chunks_mut(CHUNK_ELEMENTS)
-            .zip(student.par_chunks(CHUNK_ELEMENTS))
-            .for_each(blend_chunk);
+        kernels::ema::blend(in_place, &student, scale, weight);
         return Ok(Tensor::from_primitive::<Flex>(teacher));
     }
     // Shared (a checkpoint's teacher still held elsewhere): a fresh buffer.
     let mut blended = values(&teacher).into_owned();
-    blended
-        .par_chunks_mut(CHUNK_ELEMENTS)
-        .zip(student.par_chunks(CHUNK_ELEMENTS))
-        .for_each(blend_chunk);
+    kernels::ema::blend(&mut blended, &student, scale, weight);
     let shape = teacher.layout().shape().to_vec();
     Ok(Tensor::from_primitive::<Flex>(flex(blended, shape)))
 }
@@ -186,7 +167,12 @@ mod tests {
     use crate::model::fused::test_support::{bits, random};
 
     fn tensor(seed: u64, device: &Device) -> Tensor<2> {
-        random([(2 * CHUNK_ELEMENTS + 24) / 8, 8], seed, 1.0, device)
+        random(
+            [(2 * kernels::ema::CHUNK_ELEMENTS + 24) / 8, 8],
+            seed,
+            1.0,
+            device,
+        )
     }
 
     /// The one-pass blend equals the three tensor ops bit for bit, in place (the teacher holds

@@ -73,6 +73,19 @@ pub enum EngineEvent {
     StorageLost(String),
 }
 
+/// What is said when a run starts: where it runs, on what, how long, and what the rules read
+/// beyond its rows. A trained run's [`Engine::run_start`], a watched run's
+/// (`WatchEngine`: one row per checkpoint's epoch) and a followed run's; the worker sends it as
+/// `Event::Started`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStart {
+    pub device: String,
+    pub dataset: String,
+    pub total_steps: usize,
+    pub iters_per_epoch: usize,
+    pub shape: crate::analysis::health::RunShape,
+}
+
 /// One evaluation: the stored row and the results it summarises.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
@@ -236,6 +249,17 @@ impl Engine {
 
     pub fn trainer(&self) -> &Trainer {
         &self.trainer
+    }
+
+    /// This run as it starts, on `device` (its description).
+    pub fn run_start(&self, device: String) -> RunStart {
+        RunStart {
+            device,
+            dataset: self.trainer.dataset_description().to_string(),
+            total_steps: self.trainer.total_steps(),
+            iters_per_epoch: self.trainer.iters_per_epoch(),
+            shape: self.run_shape(),
+        }
     }
 
     /// The run directory, when the run has one that could be written.

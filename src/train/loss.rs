@@ -67,6 +67,21 @@ impl LossStats {
         self.batch_mean_entropy - self.teacher_entropy
     }
 
+    /// The row of `metrics.csv` these stats begin: the decomposition and I at `step`, `epoch`
+    /// (a training step's, or a watched checkpoint's); the caller fills the rest.
+    pub fn row(&self, step: usize, epoch: usize) -> crate::store::rows::MetricsRow {
+        crate::store::rows::MetricsRow {
+            step,
+            epoch,
+            loss: self.loss,
+            teacher_entropy: self.teacher_entropy,
+            kl: self.kl,
+            batch_mean_entropy: self.batch_mean_entropy,
+            teacher_mi: Some(self.teacher_mi()),
+            ..Default::default()
+        }
+    }
+
     pub fn from_values(values: &[f32]) -> Option<Self> {
         let [loss, teacher_entropy, batch_mean_entropy] = values.get(..3)?.try_into().ok()?;
         let (loss, teacher_entropy) = (loss as f64, teacher_entropy as f64);

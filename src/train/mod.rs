@@ -20,6 +20,7 @@ pub mod study;
 pub mod trainer;
 pub mod watch;
 pub mod watch_checks;
+pub mod watch_engine;
 pub mod watch_settings;
 
 pub use engine::{CheckpointPolicy, Engine, EngineEvent};

@@ -2,7 +2,8 @@
 //! iteration from a schedule, no decay on biases and LayerNorm parameters, and gradient
 //! clipping per parameter tensor (reference §5.3–§5.5).
 
-use crate::model::fused::{flex, host, values, vectorized, written, Host};
+use crate::kernels::adamw::{self as kernel, Coefficients, BETA_1, BETA_2, EPSILON};
+use crate::model::fused::{flex, host, values, Host};
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::module::ParamGroup;
@@ -11,8 +12,6 @@ use burn::optim::{
     AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use burn::prelude::*;
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -37,11 +36,11 @@ impl SharedWeightDecay {
 /// update, which is exactly PyTorch's `AdamW` with `param_group["weight_decay"] = wd`.
 /// Without `weight_decay` (the no-decay group) it is plain Adam.
 ///
-/// On the CPU backend the whole update is one pass over each parameter (`adamw_host`): burn's
-/// AdamW runs it as about fifteen single-threaded tensor ops, each a pass over the parameter
-/// and most of them a fresh buffer, which made the optimizer the ViT-S/16 step's largest
-/// phase gap to PyTorch. The pass rounds every element in burn's order, so the values (and a
-/// resumed run's state) are the same bit for bit; other devices run burn's AdamW.
+/// On the CPU backend the whole update is one pass over each parameter (`kernels::adamw`):
+/// burn's AdamW runs it as about fifteen single-threaded tensor ops, each a pass over the
+/// parameter and most of them a fresh buffer, which made the optimizer the ViT-S/16 step's
+/// largest phase gap to PyTorch. The pass rounds every element in burn's order, so the values
+/// (and a resumed run's state) are the same bit for bit; other devices run burn's AdamW.
 #[derive(Clone)]
 pub struct ScheduledAdamW {
     inner: AdamW,
@@ -79,11 +78,6 @@ impl Optimizer for ScheduledAdamW {
         <AdamW as Optimizer>::to_device(state, device)
     }
 }
-
-/// burn's AdamW defaults that DINO keeps (β₁, β₂), and PyTorch's ε.
-const BETA_1: f32 = 0.9;
-const BETA_2: f32 = 0.999;
-const EPSILON: f32 = 1e-8;
 
 fn adamw_without_decay() -> AdamW {
     AdamWConfig::new()
@@ -149,7 +143,7 @@ fn fused_step<const D: usize>(
     let previous = state.map(|s| (buffer(&s.momentum.moment_1), buffer(&s.momentum.moment_2)));
     let previous_values = previous.as_ref().map(|(m, v)| (values(m), values(v)));
     let previous_slices = previous_values.as_ref().map(|(m, v)| (&m[..], &v[..]));
-    let (theta, m, v) = adamw_host(&values(&theta), &values(&g), previous_slices, coefficients);
+    let (theta, m, v) = kernel::update(&values(&theta), &values(&g), previous_slices, coefficients);
     let plain = |values: Vec<f32>| Tensor::<D>::from_primitive::<Flex>(flex(values, shape.clone()));
     let momentum = AdaptiveMomentumState {
         time,
@@ -175,120 +169,6 @@ fn buffer<const D: usize>(tensor: &Tensor<D>) -> FlexTensor {
     }
 }
 
-/// The scalars of one update, each rounded to f32 as burn's tensor ops round them.
-#[derive(Clone, Copy, Debug)]
-struct Coefficients {
-    /// `1 − lr·wd`, when the parameter is decayed this step.
-    keep: Option<f32>,
-    lr: f32,
-    /// `1 − β₁ᵗ`, `1 − β₂ᵗ`: the bias corrections.
-    correction_1: f32,
-    correction_2: f32,
-}
-
-impl Coefficients {
-    fn new(lr: f64, decay: f64, time: usize) -> Self {
-        let time = i32::try_from(time).unwrap_or(i32::MAX);
-        Self {
-            keep: (decay != 0.0).then_some((1.0 - decay) as f32),
-            lr: lr as f32,
-            correction_1: 1.0 - BETA_1.powi(time),
-            correction_2: 1.0 - BETA_2.powi(time),
-        }
-    }
-}
-
-/// Elements per parallel task.
-const CHUNK_ELEMENTS: usize = 1 << 14;
-
-/// `(θ', m', v')` from `θ`, the (clipped) gradient and the previous moments (none on the first
-/// step), per element in the order burn's AdamW and our decay round them:
-/// `m' = m·β₁ + g·(1−β₁)`, `v' = v·β₂ + (g·g)·(1−β₂)`,
-/// `θ' = θ·keep − ((m'/c₁) / (√(v'/c₂) + ε))·lr`.
-fn adamw_host(
-    theta: &[f32],
-    grad: &[f32],
-    previous: Option<(&[f32], &[f32])>,
-    c: Coefficients,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let len = theta.len();
-    let (mut m, mut v) = (Vec::new(), Vec::new());
-    // SAFETY: the chunks of the three outputs and of the inputs pair up one to one (same
-    // length and chunk size), and `update_chunk` writes every element of its output chunks.
-    let theta = unsafe {
-        written(len, |theta_out| {
-            m = written(len, |m_out| {
-                v = written(len, |v_out| {
-                    let outputs = theta_out
-                        .par_chunks_mut(CHUNK_ELEMENTS)
-                        .zip(m_out.par_chunks_mut(CHUNK_ELEMENTS))
-                        .zip(v_out.par_chunks_mut(CHUNK_ELEMENTS));
-                    let inputs = theta
-                        .par_chunks(CHUNK_ELEMENTS)
-                        .zip(grad.par_chunks(CHUNK_ELEMENTS))
-                        .enumerate();
-                    outputs.zip(inputs).for_each(|(out, (i, input))| {
-                        let range = i * CHUNK_ELEMENTS..(i * CHUNK_ELEMENTS + input.0.len());
-                        let before = previous.map(|(m, v)| (&m[range.clone()], &v[range]));
-                        vectorized(
-                            #[inline(always)]
-                            || update_chunk(out, input, before, c),
-                        )
-                    })
-                })
-            })
-        })
-    };
-    (theta, m, v)
-}
-
-/// One chunk of [`adamw_host`].
-#[inline(always)]
-#[allow(clippy::type_complexity)]
-fn update_chunk(
-    ((theta_out, m_out), v_out): (
-        (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]),
-        &mut [MaybeUninit<f32>],
-    ),
-    (theta, grad): (&[f32], &[f32]),
-    previous: Option<(&[f32], &[f32])>,
-    c: Coefficients,
-) {
-    let (factor_1, factor_2) = (1.0 - BETA_1, 1.0 - BETA_2);
-    let finish = |theta: f32, m: f32, v: f32| {
-        let delta = (m / c.correction_1) / ((v / c.correction_2).sqrt() + EPSILON);
-        let decayed = match c.keep {
-            Some(keep) => theta * keep,
-            None => theta,
-        };
-        decayed - delta * c.lr
-    };
-    let outputs = theta_out.iter_mut().zip(m_out.iter_mut()).zip(v_out);
-    let inputs = theta.iter().zip(grad);
-    match previous {
-        Some((m_before, v_before)) => {
-            let before = m_before.iter().zip(v_before);
-            for (((theta_out, m_out), v_out), ((&theta, &g), (&m, &v))) in
-                outputs.zip(inputs.zip(before))
-            {
-                let m = m * BETA_1 + g * factor_1;
-                let v = v * BETA_2 + (g * g) * factor_2;
-                theta_out.write(finish(theta, m, v));
-                m_out.write(m);
-                v_out.write(v);
-            }
-        }
-        None => {
-            for (((theta_out, m_out), v_out), (&theta, &g)) in outputs.zip(inputs) {
-                let (m, v) = (g * factor_1, (g * g) * factor_2);
-                theta_out.write(finish(theta, m, v));
-                m_out.write(m);
-                v_out.write(v);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +185,7 @@ mod tests {
     #[test]
     fn one_pass_update_equals_burns_adamw_bit_for_bit() {
         let device = Device::flex();
-        let len = 8 * (2 * CHUNK_ELEMENTS / 8 + 37);
+        let len = 8 * (2 * kernel::CHUNK_ELEMENTS / 8 + 37);
         let mut init = crate::model::HostInit::new(11);
         for weight_decay in [0.0, 0.04] {
             let shared = SharedWeightDecay::default();

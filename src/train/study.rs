@@ -4,9 +4,7 @@
 //! the app interleaves them so every curve grows together. When an arm's last step is done it
 //! is evaluated at that step, its teacher looks at the probe image, and it is saved and dropped.
 
-use crate::analysis::attention::{
-    attention_maps, composite, resized_crop, AttentionMaps, HeadFusion, MapLayers, OverlayStyle,
-};
+use crate::analysis::attention::{attention_maps, mask_picture, AttentionMaps, OverlayStyle};
 use crate::config::study::{StudySpec, Variant};
 use crate::config::Config;
 use crate::store::rows::StudyRow;
@@ -241,19 +239,12 @@ impl Study {
 
 /// The mean-head mask (top 60 % of the mass) on the image the network saw, in cyan.
 pub fn overlay(image: &RgbImage, maps: &AttentionMaps) -> RgbImage {
-    let shown = resized_crop(image, maps.resized_px, maps.patch_size);
-    let layers = MapLayers::new(
-        &maps.fused(HeadFusion::Mean),
-        maps.grid_rows,
-        maps.grid_cols,
-        MASK_THRESHOLD,
-    );
     // Cyan: the embedded shapes are often red, the default mask colour.
     let style = OverlayStyle {
         colour: [0, 190, 255],
         ..OverlayStyle::default()
     };
-    composite(&shown, &layers, &style)
+    mask_picture(image, maps, MASK_THRESHOLD, &style)
 }
 
 /// The first held-out image of the config's data: for the embedded shapes the first of the

@@ -457,13 +457,6 @@ impl Trainer {
 
         let step_secs = started.elapsed().as_secs_f64();
         let mut row = MetricsRow {
-            step: it,
-            epoch,
-            loss: stats.loss,
-            teacher_entropy: stats.teacher_entropy,
-            kl: stats.kl,
-            batch_mean_entropy: stats.batch_mean_entropy,
-            teacher_mi: Some(stats.teacher_mi()),
             lr,
             weight_decay: wd,
             teacher_momentum: momentum,
@@ -480,7 +473,7 @@ impl Trainer {
             koleo: Some(koleo_value),
             koleo_duplicates: Some(koleo_duplicates),
             warnings: batch.warnings,
-            ..MetricsRow::default()
+            ..stats.row(it, epoch)
         };
         if let Some(reading) = reading {
             reading.fill(&mut row);

@@ -11,13 +11,13 @@ use crate::analysis::knn::EvalData;
 use crate::analysis::layers::{maps_of_images, MapLayer};
 use crate::config::Config;
 use crate::store::official_run::{
-    checkpoint_epoch, checkpoint_files, read_official_log_lines, FileState, OfficialLogRow,
-    StableFiles, LOG_FILE,
+    checkpoint_epoch, checkpoint_files, read_official_log_lines, FileState, StableFiles, LOG_FILE,
 };
-use crate::store::rows::{EvalRow, MetricsRow};
-use crate::store::run::{write_atomically, RunWriter};
+use crate::store::rows::{EvalRow, MetricsRow, OfficialLogRow};
+use crate::store::run::{write_atomically, RunWriter, WATCH_LOG_FILE};
 use crate::store::weights::training::{load_training_checkpoint, TrainingCheckpoint};
 use crate::store::weights::ArchOverrides;
+use crate::train::engine::RunStart;
 use crate::train::loss::{LossOptions, LossStats, TeacherCentering};
 use crate::train::probe::probe_decomposition;
 use crate::train::rank_probe::RankProbe;
@@ -39,6 +39,9 @@ pub const MIN_PROBE_ROWS_FOR_RANK: usize = 16;
 /// What one poll found.
 #[derive(Clone, Debug)]
 pub enum WatchEvent {
+    /// Said once by the [`WatchEngine`](super::watch_engine::WatchEngine), before the first
+    /// evaluated checkpoint: the run as the app lists it (one row per epoch).
+    Started(RunStart),
     /// A new line of `log.txt`.
     Log(OfficialLogRow),
     /// A checkpoint evaluated on the probe batch.
@@ -334,9 +337,7 @@ impl Watcher {
         checkpoint: &TrainingCheckpoint,
         epoch: usize,
     ) -> Vec<(String, AttentionMaps)> {
-        use crate::analysis::attention::{
-            composite, resized_crop, HeadFusion, ImageSize, MapLayers, OverlayStyle,
-        };
+        use crate::analysis::attention::ImageSize;
         let short_side = ImageSize::ShortSide(self.settings.augment.global_crop_size_px);
         let mut out = Vec::new();
         // Every followed image in one call: the foreground PCA is fitted across them.
@@ -355,14 +356,7 @@ impl Watcher {
             let Some(maps) = maps else {
                 continue;
             };
-            let shown = resized_crop(image, maps.resized_px, maps.patch_size);
-            let layers = MapLayers::new(
-                &maps.fused(HeadFusion::Mean),
-                maps.grid_rows,
-                maps.grid_cols,
-                0.6,
-            );
-            let picture = composite(&shown, &layers, &OverlayStyle::default());
+            let picture = crate::store::tensorboard::attention_picture(image, &maps);
             let path = self
                 .out
                 .join("attention")
@@ -434,13 +428,6 @@ impl Watcher {
         let shape = self.shape_of(checkpoint);
         let log = self.log.iter().find(|r| r.epoch == epoch);
         let mut row = MetricsRow {
-            step: epoch,
-            epoch,
-            loss: stats.loss,
-            teacher_entropy: stats.teacher_entropy,
-            kl: stats.kl,
-            batch_mean_entropy: stats.batch_mean_entropy,
-            teacher_mi: Some(stats.teacher_mi()),
             lr: log.and_then(|r| r.train_lr).unwrap_or_default(),
             weight_decay: log.and_then(|r| r.train_wd).unwrap_or_default(),
             teacher_momentum: self.settings.momentum_at(epoch),
@@ -449,7 +436,7 @@ impl Watcher {
             centering: true,
             sharpening: true,
             ln_k: shape.ln_k,
-            ..MetricsRow::default()
+            ..stats.row(epoch, epoch)
         };
         if let Some(reading) = reading {
             reading.fill(&mut row);
@@ -496,9 +483,9 @@ impl Watcher {
         Ok(())
     }
 
-    /// The run folder's config.toml: the watched network's sizes and the probe's settings.
+    /// The run folder's config.toml: the watched network's sizes and the run's settings.
     fn config_of(&self, checkpoint: &TrainingCheckpoint) -> Config {
-        let mut config = Config::default();
+        let mut config = self.settings.config();
         let (hidden, bottleneck, k) = checkpoint.head_dims;
         // A named base for the file; the sizes below are the watched network's.
         config.model.arch = "vit_small".into();
@@ -509,31 +496,19 @@ impl Watcher {
         config.dino.out_dim = k;
         config.dino.hidden_dim = hidden;
         config.dino.bottleneck_dim = bottleneck;
-        config.dino.teacher_temp = self.settings.teacher_temp;
-        config.dino.warmup_teacher_temp = self.settings.warmup_teacher_temp;
-        config.dino.warmup_teacher_temp_epochs = self.settings.warmup_teacher_temp_epochs;
-        config.dino.local_crops_number = self.settings.augment.local_crops_number;
-        config.data.global_crop_size = self.settings.augment.global_crop_size_px;
-        config.data.local_crop_size = self.settings.augment.local_crop_size_px;
         config.data.knn_every_epochs = 0;
         config
     }
 
-    /// `log.csv`: the log's epochs as columns `epoch, train_loss, train_lr, train_wd`.
+    /// `log.csv`: the log's rows ([`OfficialLogRow`]: epoch, train_loss, train_lr, train_wd).
     fn write_log_csv(&self, events: &mut Vec<WatchEvent>) {
-        let mut csv = String::from("epoch,train_loss,train_lr,train_wd\n");
-        let cell = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
-        for row in &self.log {
-            csv.push_str(&format!(
-                "{},{},{},{}\n",
-                row.epoch,
-                cell(row.train_loss),
-                cell(row.train_lr),
-                cell(row.train_wd)
-            ));
+        let mut csv = Vec::new();
+        if let Err(err) = crate::store::rows::write_rows(&mut csv, &self.log, true) {
+            events.push(WatchEvent::Warning(err.to_string()));
+            return;
         }
         if std::fs::create_dir_all(&self.out).is_ok() {
-            if let Err(err) = write_atomically(&self.out.join("log.csv"), csv.as_bytes()) {
+            if let Err(err) = write_atomically(&self.out.join(WATCH_LOG_FILE), &csv) {
                 events.push(WatchEvent::Warning(err.to_string()));
             }
         }

@@ -197,7 +197,8 @@ pub fn check_settings(
             sources.source("heads", "--heads", None)
         ));
     }
-    let config = as_config(settings, patch_px);
+    let mut config = settings.config();
+    config.model.patch_size = patch_px.unwrap_or(1);
     let Err(invalid) = config.validate() else {
         return Ok(());
     };
@@ -239,26 +240,6 @@ pub fn check_settings(
         "{source} {rule} (as train's {}){fix}",
         setting.config_key
     ))
-}
-
-/// The settings as a `train` config, for its range checks (and the memory estimate).
-fn as_config(settings: &WatchSettings, patch_px: Option<usize>) -> Config {
-    let mut config = Config::default();
-    let d = &mut config.dino;
-    d.teacher_temp = settings.teacher_temp;
-    d.warmup_teacher_temp = settings.warmup_teacher_temp;
-    d.warmup_teacher_temp_epochs = settings.warmup_teacher_temp_epochs;
-    d.momentum_teacher = settings.momentum_teacher;
-    d.student_temp = settings.student_temp;
-    d.local_crops_number = settings.augment.local_crops_number;
-    let (low, high) = settings.augment.global_crops_scale;
-    d.global_crops_scale = [f64::from(low), f64::from(high)];
-    let (low, high) = settings.augment.local_crops_scale;
-    d.local_crops_scale = [f64::from(low), f64::from(high)];
-    config.data.global_crop_size = settings.augment.global_crop_size_px;
-    config.data.local_crop_size = settings.augment.local_crop_size_px;
-    config.model.patch_size = patch_px.unwrap_or(1);
-    config
 }
 
 /// `--poll-secs`: long enough not to spin, short enough to be a poll (and a `Duration`).

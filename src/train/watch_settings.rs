@@ -54,6 +54,26 @@ impl WatchSettings {
         )
     }
 
+    /// These settings in a `train` config, the rest at its defaults: what `watch_checks` holds
+    /// against train's ranges, and the base of the watch's `config.toml`.
+    pub fn config(&self) -> crate::config::Config {
+        let mut config = crate::config::Config::default();
+        let d = &mut config.dino;
+        d.teacher_temp = self.teacher_temp;
+        d.warmup_teacher_temp = self.warmup_teacher_temp;
+        d.warmup_teacher_temp_epochs = self.warmup_teacher_temp_epochs;
+        d.momentum_teacher = self.momentum_teacher;
+        d.student_temp = self.student_temp;
+        d.local_crops_number = self.augment.local_crops_number;
+        let (low, high) = self.augment.global_crops_scale;
+        d.global_crops_scale = [f64::from(low), f64::from(high)];
+        let (low, high) = self.augment.local_crops_scale;
+        d.local_crops_scale = [f64::from(low), f64::from(high)];
+        config.data.global_crop_size = self.augment.global_crop_size_px;
+        config.data.local_crop_size = self.augment.local_crop_size_px;
+        config
+    }
+
     /// The teacher momentum of the last update before the checkpoint of `epoch`: main_dino.py's
     /// `cosine_scheduler(momentum_teacher, 1, epochs, iters)` at the end of that epoch (the
     /// iteration count cancels out but for the last update's one-iteration offset).

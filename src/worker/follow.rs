@@ -6,8 +6,9 @@
 use super::{Event, RunId, WorkerStatus};
 use crate::config::Config;
 use crate::store::rows::{EvalRow, MetricsRow};
-use crate::store::run::{EVAL_FILE, METRICS_FILE};
+use crate::store::run::{CONFIG_FILE, EVAL_FILE, METRICS_FILE};
 use crate::store::tail::CsvTail;
+use crate::train::engine::RunStart;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +18,7 @@ pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// Whether `dir` is a dinoscope run folder (its config is written before any row).
 pub fn is_dinoscope_run(dir: &Path) -> bool {
-    dir.join("config.toml").is_file()
+    dir.join(CONFIG_FILE).is_file()
 }
 
 /// Long: the thread's life: the config, then the rows as they come, until stopped.
@@ -27,7 +28,7 @@ pub(super) fn follow_run_folder(
     send: impl Fn(Event),
     stop: &AtomicBool,
 ) {
-    let config_path = dir.join("config.toml");
+    let config_path = dir.join(CONFIG_FILE);
     let config = match Config::from_file(&config_path) {
         Ok(config) => config,
         Err(err) => {
@@ -45,13 +46,17 @@ pub(super) fn follow_run_folder(
     // Until a row of epoch 1 says otherwise: the embedded data's batches per epoch.
     let mut iters_per_epoch =
         (config.data.num_images / config.optim.batch_size_per_gpu.max(1)).max(1);
-    let started = |iters_per_epoch: usize| Event::Started {
-        run_id,
-        device: "followed".into(),
-        dataset: format!("dinoscope run {}", dir.display()),
-        total_steps: config.optim.epochs * iters_per_epoch,
-        iters_per_epoch,
-        shape: crate::analysis::health::RunShape::of_config(&config),
+    let started = |iters_per_epoch: usize| {
+        Event::started(
+            run_id,
+            RunStart {
+                device: "followed".into(),
+                dataset: format!("dinoscope run {}", dir.display()),
+                total_steps: config.optim.epochs * iters_per_epoch,
+                iters_per_epoch,
+                shape: crate::analysis::health::RunShape::of_config(&config),
+            },
+        )
     };
     send(started(iters_per_epoch));
     send(Event::Status {
@@ -91,7 +96,7 @@ pub(super) fn follow_run_folder(
                 rows: evals.clone(),
             });
         }
-        super::watch::sleep_unless_stopped(FOLLOW_POLL, stop);
+        crate::train::watch_engine::sleep_unless_stopped(FOLLOW_POLL, stop);
     }
     send(Event::Status {
         run_id: Some(run_id),

@@ -2,14 +2,13 @@
 //! safetensors, our runs) and computes attention maps for the followed images, so neither the
 //! UI nor a running training ever waits for it. Plain data in and out, like the worker.
 
+use super::handle::{ThreadHandle, ThreadSpec};
 use super::{AttentionImage, Waker};
 use crate::analysis::attention::{AttentionMaps, ImageSize};
 use crate::analysis::layers::{maps_of_images, MapLayer};
 use crate::store::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
 use burn::prelude::Device;
-use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// UI → inference thread.
@@ -57,25 +56,23 @@ pub enum InferenceEvent {
 }
 
 pub struct InferenceHandle {
-    commands: Sender<InferenceCommand>,
-    events: Receiver<InferenceEvent>,
-    thread: Option<JoinHandle<()>>,
+    thread: ThreadHandle<InferenceCommand, InferenceEvent>,
 }
 
 impl InferenceHandle {
     pub fn spawn(device: Device, waker: Waker) -> std::io::Result<Self> {
-        let (command_tx, command_rx) = bounded::<InferenceCommand>(16);
-        let (event_tx, event_rx) = bounded::<InferenceEvent>(64);
-        let thread = std::thread::Builder::new()
-            .name("dinoscope-inference".into())
-            .spawn(move || {
+        let spec = ThreadSpec {
+            name: "inference",
+            command_queue: 16,
+            event_queue: 64,
+        };
+        let thread = ThreadHandle::spawn(
+            spec,
+            waker,
+            Some(|| InferenceCommand::Shutdown),
+            move |ends| {
                 let mut loaded: Option<LoadedBackbone> = None;
-                let emit = |event| {
-                    let ok = event_tx.send(event).is_ok();
-                    waker();
-                    ok
-                };
-                while let Ok(command) = command_rx.recv() {
+                while let Ok(command) = ends.commands.recv() {
                     // A panic in burn (e.g. a device error) becomes a message, not a dead thread.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         handle(command, &mut loaded, &device)
@@ -89,40 +86,27 @@ impl InferenceHandle {
                                 .into(),
                         ),
                     };
-                    if !emit(event) {
+                    if !ends.emit(event) {
                         return;
                     }
                 }
-            })?;
-        Ok(Self {
-            commands: command_tx,
-            events: event_rx,
-            thread: Some(thread),
-        })
+            },
+        )?;
+        Ok(Self { thread })
     }
 
     /// Queues a command; false if the queue is full (the UI tries again on the next change).
     pub fn send(&self, command: InferenceCommand) -> bool {
-        self.commands.try_send(command).is_ok()
+        self.thread.try_send(command).is_ok()
     }
 
     pub fn try_recv(&self) -> Option<InferenceEvent> {
-        self.events.try_recv().ok()
+        self.thread.try_recv()
     }
 
+    /// Stops the thread after the command in hand, draining its events while it is joined.
     pub fn shutdown(&mut self) {
-        let _ = self.commands.send(InferenceCommand::Shutdown);
-        // Drain so a blocked send in the thread cannot keep it alive.
-        while self.events.try_recv().is_ok() {}
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for InferenceHandle {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.shutdown();
     }
 }
 

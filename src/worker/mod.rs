@@ -3,6 +3,7 @@
 //! touches tensors. Commands take effect at the next step boundary.
 
 pub mod follow;
+pub mod handle;
 pub mod inference;
 mod thread;
 pub mod watch;
@@ -11,10 +12,10 @@ use crate::config::{Config, Toggle};
 use crate::device::{DeviceChoice, SelectedDevice};
 use crate::store::rows::{EvalRow, MetricsRow};
 use crate::train::engine::Evaluation;
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::TrySendError;
+use handle::{ThreadHandle, ThreadSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Identifies one run (one Start) within a session.
@@ -221,14 +222,26 @@ pub enum Event {
     Error(String),
 }
 
-/// How the worker wakes the UI after sending events (e.g. `ctx.request_repaint_after`).
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
+pub use handle::Waker;
+
+impl Event {
+    /// `Started` of one run: the only place it is built (a trained run, a study's arm, a
+    /// watched or a followed run all describe themselves as a [`RunStart`]).
+    pub fn started(run_id: RunId, start: crate::train::engine::RunStart) -> Self {
+        Event::Started {
+            run_id,
+            device: start.device,
+            dataset: start.dataset,
+            total_steps: start.total_steps,
+            iters_per_epoch: start.iters_per_epoch,
+            shape: start.shape,
+        }
+    }
+}
 
 /// Handle owned by the UI. Dropping it shuts the thread down and joins it.
 pub struct WorkerHandle {
-    commands: Sender<Command>,
-    events: Receiver<Event>,
-    thread: Option<JoinHandle<()>>,
+    thread: ThreadHandle<Command, Event>,
 }
 
 pub const COMMAND_QUEUE: usize = 64;
@@ -242,21 +255,20 @@ impl WorkerHandle {
 
     /// Spawns with an already-built device (e.g. one sharing eframe's wgpu device).
     pub fn spawn_with(device: DeviceSource, waker: Waker) -> std::io::Result<Self> {
-        let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
-        let (event_tx, event_rx) = bounded(EVENT_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("dinoscope-worker".into())
-            .spawn(move || thread::Worker::new(command_rx, event_tx, waker, device).run())?;
-        Ok(Self {
-            commands: command_tx,
-            events: event_rx,
-            thread: Some(thread),
-        })
+        let spec = ThreadSpec {
+            name: "worker",
+            command_queue: COMMAND_QUEUE,
+            event_queue: EVENT_QUEUE,
+        };
+        let thread = ThreadHandle::spawn(spec, waker, Some(|| Command::Shutdown), move |ends| {
+            thread::Worker::new(ends.commands, ends.events, ends.waker, device).run()
+        })?;
+        Ok(Self { thread })
     }
 
     /// Never blocks: a full queue (the worker is far behind) reports an error instead.
     pub fn send(&self, command: Command) -> Result<(), String> {
-        self.commands.try_send(command).map_err(|err| match err {
+        self.thread.try_send(command).map_err(|err| match err {
             TrySendError::Full(_) => "the training worker is busy; try again".to_string(),
             TrySendError::Disconnected(_) => "the training worker has stopped".to_string(),
         })
@@ -264,36 +276,22 @@ impl WorkerHandle {
 
     /// Events waiting for the UI (the soak log watches this stay bounded).
     pub fn pending_events(&self) -> usize {
-        self.events.len()
+        self.thread.pending_events()
     }
 
     /// Next pending event, if any (never blocks).
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.thread.try_recv()
     }
 
     /// Waits up to `timeout` for an event (for tests and the headless driver).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.events.recv_timeout(timeout).ok()
+        self.thread.recv_timeout(timeout)
     }
 
     /// Stops the thread and waits for it (at most one training step).
     pub fn shutdown(&mut self) {
-        // The worker may be blocked sending into a full event queue: drain while joining.
-        let _ = self.commands.try_send(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            while !thread.is_finished() {
-                while self.events.try_recv().is_ok() {}
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.shutdown();
     }
 }
 

@@ -288,15 +288,7 @@ impl Worker {
                 self.emit(Event::Warning(message));
             }
         }
-        let trainer = engine.trainer();
-        self.emit(Event::Started {
-            run_id,
-            device,
-            dataset: trainer.dataset_description().to_string(),
-            total_steps: trainer.total_steps(),
-            iters_per_epoch: trainer.iters_per_epoch(),
-            shape: engine.run_shape(),
-        });
+        self.emit(Event::started(run_id, engine.run_start(device)));
         if let Some(resumed) = resumed {
             self.emit(Event::Resumed {
                 run_id,
@@ -446,28 +438,15 @@ impl Worker {
 
     /// Computes the chosen network's attention for the followed images (one forward each).
     fn emit_attention(&mut self, step: usize) {
-        use crate::store::weights::Network;
         let Some(run) = &self.run else { return };
         if self.attention.images.is_empty() {
             return;
         }
         let trainer = run.engine.trainer();
-        let crop = trainer.config().data.global_crop_size;
-        let size = self
-            .attention
-            .size
-            .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
+        let (backbone, size) = followed_network(trainer, &self.attention);
+        let backbone = &backbone;
         let device = trainer.device();
         let network = self.attention.network;
-        // The student lives on the autodiff device; its inner module needs no graph.
-        let student;
-        let backbone = match network {
-            Network::Teacher => &trainer.teacher().backbone,
-            Network::Student => {
-                student = trainer.student().backbone.valid();
-                &student
-            }
-        };
         // All images in one call: the foreground PCA is fitted across them.
         let found = crate::analysis::layers::maps_of_images(
             backbone,
@@ -504,7 +483,6 @@ impl Worker {
 
     /// The patch inspector on the current run's chosen network.
     fn similarity(&mut self, image: usize, at: (u32, u32)) {
-        use crate::store::weights::Network;
         let Some(run) = &self.run else {
             self.emit(Event::Warning(
                 "the patch inspector needs a training run: press Start".into(),
@@ -512,19 +490,8 @@ impl Worker {
             return;
         };
         let trainer = run.engine.trainer();
-        let crop = trainer.config().data.global_crop_size;
-        let size = self
-            .attention
-            .size
-            .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
-        let student;
-        let backbone = match self.attention.network {
-            Network::Teacher => &trainer.teacher().backbone,
-            Network::Student => {
-                student = trainer.student().backbone.valid();
-                &student
-            }
-        };
+        let (backbone, size) = followed_network(trainer, &self.attention);
+        let backbone = &backbone;
         let images: Vec<(String, &image::RgbImage)> = self
             .attention
             .images
@@ -557,4 +524,25 @@ impl Worker {
             });
         }
     }
+}
+
+/// The network the attention view follows (the student as its inner module: it lives on the
+/// autodiff device and needs no graph here; the teacher a cheap handle copy) and the size its
+/// maps are computed at (default: the training crop as the short side).
+fn followed_network(
+    trainer: &crate::train::trainer::Trainer,
+    settings: &AttentionSettings,
+) -> (
+    crate::model::VisionTransformer,
+    crate::analysis::attention::ImageSize,
+) {
+    let crop = trainer.config().data.global_crop_size;
+    let size = settings
+        .size
+        .unwrap_or(crate::analysis::attention::ImageSize::ShortSide(crop));
+    let backbone = match settings.network {
+        crate::store::weights::Network::Teacher => trainer.teacher().backbone.clone(),
+        crate::store::weights::Network::Student => trainer.student().backbone.valid(),
+    };
+    (backbone, size)
 }

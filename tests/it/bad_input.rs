@@ -224,6 +224,31 @@ fn attention_cli_loads_half_precision_weights_and_says_so() {
     assert!(dir.path().join("maps/attention.npy").is_file());
 }
 
+/// A head count that does not divide the width names the flag and the counts that fit
+/// (RELIABILITY.md's campaign found it naming only the width).
+#[test]
+fn a_head_count_that_does_not_divide_the_width_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dinoscope_bin()
+        .args(["attention", "--heads", "5", "--size", "32", "--weights"])
+        .arg(official_vit("backbone.pth"))
+        .arg("--image")
+        .arg(official_vit("image.png"))
+        .arg("--out")
+        .arg(dir.path().join("maps"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--heads 5 does not divide the width 48: give one of 1, 2, 3, 4, 6, 8, 12, 16, 24, 48"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("maps").exists());
+}
+
 /// Runs `command` with stdout a pipe whose reader goes away: at once (`… | head -0`: every
 /// line is written to a closed pipe, so the test does not race the output), or after the
 /// first line (`… | head -1`). Returns the exit status and stderr.

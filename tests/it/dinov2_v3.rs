@@ -382,17 +382,18 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
     let mut harness = crate::gui_support::harness_with(None);
     {
         let app = harness.state_mut();
-        app.attention.short_side_px = Some(56);
-        app.attention.heads_override = Some(2);
+        app.panels.attention.short_side_px = Some(56);
+        app.panels.attention.heads_override = Some(2);
         app.load_weights(fixture("v2reg.pth"));
     }
     crate::gui_support::frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
-        app.attention
+        app.panels
+            .attention
             .loaded
             .as_ref()
-            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+            .is_some_and(|l| l.maps.len() == app.panels.attention.images.len())
     });
-    let loaded = harness.state().attention.loaded.as_ref().unwrap();
+    let loaded = harness.state().panels.attention.loaded.as_ref().unwrap();
     assert_eq!(loaded.info.family, Family::DinoV2 { registers: 4 });
     let (_, cat) = &loaded.maps[0];
     // cat.jpg 451 × 300 at 56 px short side: 84 × 56, a 4 × 6 grid of 14-px patches.
@@ -414,7 +415,7 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
         let registers: f32 = stats.cls_share[1][head].iter().sum();
         assert!(patches + registers < 1.0 && patches + registers > 0.0);
     }
-    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+    if let Some(loaded) = &mut harness.state_mut().panels.attention.loaded {
         loaded.elapsed_secs = None;
     }
     for message in &mut harness.state_mut().state.messages {

@@ -60,7 +60,7 @@ fn dropped_folders_huge_files_and_fifty_images_are_handled() {
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness_with(None);
     harness.run_steps(6);
-    let followed = |app: &DinoscopeApp| app.attention.images.len();
+    let followed = |app: &DinoscopeApp| app.panels.attention.images.len();
     let at_start = followed(harness.state());
 
     // A folder of images: the images in it are followed.

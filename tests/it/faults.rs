@@ -179,22 +179,23 @@ fn soak(steps: usize) -> (f64, f64) {
         .unwrap();
     let mut samples = Vec::new();
     let started = std::time::Instant::now();
-    let mut csv = String::from("elapsed_secs,rss_mib\n");
+    let mut rows = Vec::new();
     while matches!(child.try_wait(), Ok(None)) {
         if let Some(kib) = rss_kib(child.id()) {
             samples.push(kib as f64 / 1024.0);
-            csv.push_str(&format!(
-                "{:.2},{:.2}\n",
-                started.elapsed().as_secs_f64(),
-                kib as f64 / 1024.0
-            ));
+            rows.push(dinoscope::store::rows::SoakRow {
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                rss_mib: kib as f64 / 1024.0,
+                ..Default::default()
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(child.wait().unwrap().success());
     // The samples for the figure (`dinoscope plot --soak FILE`), when asked for.
     if let Some(path) = std::env::var_os("DINOSCOPE_SOAK_CSV") {
-        std::fs::write(path, csv).unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        dinoscope::store::rows::write_rows(file, &rows, true).unwrap();
     }
     assert!(samples.len() >= 8, "too few samples: {samples:?}");
     let quarter = samples.len() / 4;

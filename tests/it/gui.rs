@@ -50,7 +50,7 @@ fn clicking_toggles_sends_commands_and_draws_markers() {
         app.state
             .attention_history
             .back()
-            .is_some_and(|s| s.maps.len() == app.attention.images.len())
+            .is_some_and(|s| s.maps.len() == app.panels.attention.images.len())
     });
 
     // The centering menu: EMA (DINO), Sinkhorn-Knopp (DINOv2), off.
@@ -342,6 +342,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                     .collect(),
             };
             let names: Vec<String> = app
+                .panels
                 .attention
                 .images
                 .iter()
@@ -377,7 +378,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                     }),
                 });
             }
-            app.first_point_secs = Some(1.5);
+            app.session.first_point_secs = Some(1.5);
             app
         });
     harness.run_steps(4);
@@ -402,20 +403,24 @@ fn attention_view_loads_official_weights_draws_heads_and_exports() {
     {
         let app = harness.state_mut();
         // Small maps keep the test fast; the fixture's width 48 needs the heads given.
-        app.attention.short_side_px = Some(48);
-        app.attention.heads_override = Some(3);
+        app.panels.attention.short_side_px = Some(48);
+        app.panels.attention.heads_override = Some(3);
         app.load_weights(official_fixture("checkpoint.pth"));
     }
     frames_until(&mut harness, "the loaded weights' maps", |app| {
-        app.attention
+        app.panels
+            .attention
             .loaded
             .as_ref()
-            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+            .is_some_and(|l| l.maps.len() == app.panels.attention.images.len())
     });
     let app = harness.state();
-    assert_eq!(app.attention.source, MapSource::Loaded);
-    assert_eq!(app.central_tab, dinoscope::app::CentralTab::Attention);
-    let loaded = app.attention.loaded.as_ref().unwrap();
+    assert_eq!(app.panels.attention.source, MapSource::Loaded);
+    assert_eq!(
+        app.panels.central_tab,
+        dinoscope::app::CentralTab::Attention
+    );
+    let loaded = app.panels.attention.loaded.as_ref().unwrap();
     assert_eq!(loaded.info.arch.num_heads, 3);
     // cat.jpg is 451 × 300: short side 48 → 72 × 48 → a 6 × 9 grid of 8-px patches.
     let (_, cat) = &loaded.maps[0];
@@ -436,15 +441,21 @@ fn attention_view_loads_official_weights_draws_heads_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("grid.png");
     let app = harness.state_mut();
-    app.attention.export(&app.state, &path, true).unwrap();
+    app.panels
+        .attention
+        .export(&app.state, &path, true)
+        .unwrap();
     let grid = image::open(&path).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 72 + 3 * 4, 48));
     let view = dir.path().join("view.png");
-    app.attention.export(&app.state, &view, false).unwrap();
+    app.panels
+        .attention
+        .export(&app.state, &view, false)
+        .unwrap();
     assert_eq!(image::open(&view).unwrap().width(), 72);
     // The caption shows how long the maps took, the status line how long the load took: not
     // part of the picture under test (a loaded machine reads 0.1 s).
-    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+    if let Some(loaded) = &mut harness.state_mut().panels.attention.loaded {
         loaded.elapsed_secs = None;
     }
     for message in &mut harness.state_mut().state.messages {
@@ -459,14 +470,16 @@ fn attention_view_loads_official_weights_draws_heads_and_exports() {
     let bad = dir.path().join("notes.pth");
     std::fs::write(&bad, "hello").unwrap();
     harness.state_mut().load_weights(bad);
-    frames_until(&mut harness, "the error", |app| !app.attention.loading);
+    frames_until(&mut harness, "the error", |app| {
+        !app.panels.attention.loading
+    });
     let app = harness.state();
     assert!(app
         .state
         .messages
         .iter()
         .any(|m| m.level == Level::Error && m.text.contains("notes.pth")));
-    assert!(app.attention.loaded.is_some());
+    assert!(app.panels.attention.loaded.is_some());
 }
 
 #[test]
@@ -514,27 +527,28 @@ fn shader_overlay_matches_the_cpu_composite() {
     {
         let app = harness.state_mut();
         assert!(
-            app.attention.gpu,
+            app.panels.attention.gpu,
             "kittest renders through wgpu: the shader is installed"
         );
-        app.attention.short_side_px = Some(48);
-        app.attention.heads_override = Some(3);
-        app.attention.contour = false;
-        app.attention.heat_opacity = 0.5;
+        app.panels.attention.short_side_px = Some(48);
+        app.panels.attention.heads_override = Some(3);
+        app.panels.attention.contour = false;
+        app.panels.attention.heat_opacity = 0.5;
         app.load_weights(official_fixture("backbone.pth"));
     }
     frames_until(&mut harness, "the loaded weights' maps", |app| {
-        app.attention
+        app.panels
+            .attention
             .loaded
             .as_ref()
-            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+            .is_some_and(|l| l.maps.len() == app.panels.attention.images.len())
     });
-    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+    if let Some(loaded) = &mut harness.state_mut().panels.attention.loaded {
         loaded.elapsed_secs = None;
     }
     harness.run_steps(2);
     let gpu = harness.render().unwrap();
-    harness.state_mut().attention.gpu = false;
+    harness.state_mut().panels.attention.gpu = false;
     harness.run_steps(2);
     let cpu = harness.render().unwrap();
     assert_eq!(gpu.dimensions(), cpu.dimensions());

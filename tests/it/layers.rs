@@ -1,11 +1,13 @@
 //! The folder rules of ARCHITECTURE.md, checked on the source text: a folder imports only the
-//! layers below it, the app never touches tensors and the worker never touches egui.
+//! layers below it, the app never touches tensors and the worker never touches egui, and
+//! `unsafe` lives in the kernel folder and the allocator module only.
 
 use std::path::{Path, PathBuf};
 
 /// Layers from the bottom; a module may import its own layer and those before it.
-const LAYERS: [&[&str]; 9] = [
-    &["config", "device"],
+const LAYERS: [&[&str]; 10] = [
+    &["config", "device", "alloc"],
+    &["kernels"],
     &["data"],
     &["augment"],
     &["model"],
@@ -128,6 +130,128 @@ fn crate_paths_are_found_in_code() {
         crate_paths("use crate::train::engine::{Engine}; let x = crate::app::y;"),
         ["train", "app"]
     );
-    assert_eq!(layer_of("worker"), Some(7));
+    assert_eq!(layer_of("worker"), Some(8));
     assert!(layer_of("app") > layer_of("train"));
+}
+
+/// Files of `src/app` that carry commands out; every other file is a panel (or data it
+/// draws) and acts only by sending a `UiCommand` through its `AppContext`.
+const APP_EFFECT_FILES: [&str; 8] = [
+    "mod.rs",
+    "threads.rs",
+    "feed.rs",
+    "watching.rs",
+    "jobs.rs",
+    "window.rs",
+    "session.rs",
+    "script.rs",
+];
+
+#[test]
+fn panels_act_only_through_ui_commands() {
+    let (src, files) = sources();
+    let app = src.join("app");
+    let mut violations = Vec::new();
+    let mut panels = 0;
+    for file in files.iter().filter(|f| f.starts_with(&app)) {
+        let relative = file
+            .strip_prefix(&app)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        if relative != "mod.rs" && text.contains("impl DinoscopeApp") {
+            violations.push(format!(
+                "app/{relative}: `impl DinoscopeApp` outside app/mod.rs"
+            ));
+        }
+        if APP_EFFECT_FILES.contains(&relative.as_str()) {
+            continue;
+        }
+        panels += 1;
+        for (number, line) in code_lines(&text) {
+            // A worker command (`Command::`, not `UiCommand::` or `OfficialCommand::`), an
+            // inference command, a thread handle or the app itself.
+            let other_command = line
+                .match_indices("Command::")
+                .any(|(at, _)| !line[..at].ends_with(|c: char| c.is_ascii_alphanumeric()));
+            let forbidden = [
+                "InferenceCommand",
+                "WorkerHandle",
+                "InferenceHandle",
+                "WatchHandle",
+                "DinoscopeApp",
+            ];
+            if other_command || forbidden.iter().any(|word| line.contains(word)) {
+                violations.push(format!(
+                    "app/{relative}:{number}: a panel acts outside the command sender: {}",
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    assert!(panels > 10, "the rule covers the panels ({panels} files)");
+}
+
+/// Where `unsafe` may be written: the host kernels' folder and the allocator module, each
+/// opting out of Cargo.toml's crate-wide `unsafe_code = "deny"` at its top.
+const UNSAFE_ALLOWED: [&str; 2] = ["kernels/mod.rs", "alloc.rs"];
+
+fn allows_unsafe(relative: &Path) -> bool {
+    relative.starts_with("kernels") || relative == Path::new("alloc.rs")
+}
+
+#[test]
+fn unsafe_lives_only_in_the_kernel_folder_and_the_allocator() {
+    let (src, files) = sources();
+    let mut violations = Vec::new();
+    let mut unsafe_lines = 0;
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in code_lines(&text) {
+            let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            let has_unsafe = words.clone().any(|word| word == "unsafe");
+            let opts_out =
+                words.clone().any(|word| word == "unsafe_code") && line.contains("allow");
+            if (has_unsafe || opts_out) && !allows_unsafe(relative) {
+                violations.push(format!(
+                    "{}:{number}: `unsafe` outside src/kernels/ and src/alloc.rs",
+                    relative.display()
+                ));
+            }
+            unsafe_lines += usize::from(has_unsafe);
+            // The kernels name nothing else of the crate: `tests/miri/` builds them alone.
+            if relative.starts_with("kernels") {
+                for target in crate_paths(line) {
+                    if target != "kernels" {
+                        violations.push(format!(
+                            "{}:{number}: the kernel folder imports `{target}`",
+                            relative.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    // The rule has teeth: the allowed places do hold unsafe code and opt out at their top,
+    // and the crate denies it everywhere else.
+    assert!(unsafe_lines > 10, "{unsafe_lines} unsafe lines");
+    for allowed in UNSAFE_ALLOWED {
+        let text = std::fs::read_to_string(src.join(allowed)).unwrap();
+        assert!(
+            text.contains("#![allow(unsafe_code)]"),
+            "{allowed} opts out at its top"
+        );
+    }
+    let manifest = std::fs::read_to_string(src.with_file_name("Cargo.toml")).unwrap();
+    for lint in [
+        "unsafe_code = \"deny\"",
+        "unsafe_op_in_unsafe_fn = \"deny\"",
+        "undocumented_unsafe_blocks = \"deny\"",
+    ] {
+        assert!(manifest.contains(lint), "Cargo.toml's [lints] keeps {lint}");
+    }
 }

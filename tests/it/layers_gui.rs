@@ -12,15 +12,16 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     let mut harness = harness_with(None);
     {
         let app = harness.state_mut();
-        app.attention.short_side_px = Some(48);
-        app.attention.heads_override = Some(3);
+        app.panels.attention.short_side_px = Some(48);
+        app.panels.attention.heads_override = Some(3);
         app.load_weights(fixture("checkpoint.pth"));
     }
     frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
-        app.attention
+        app.panels
+            .attention
             .loaded
             .as_ref()
-            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+            .is_some_and(|l| l.maps.len() == app.panels.attention.images.len())
     });
     harness.run_steps(2);
     // The picker, as a user opens it: the last of the fixture's 2 blocks is selected.
@@ -30,14 +31,14 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     harness.run_steps(2);
     harness.get_by_label("block 1 of 2").click();
     harness.run_steps(1);
-    assert_eq!(harness.state().attention.layer, MapLayer::Block(0));
+    assert_eq!(harness.state().panels.attention.layer, MapLayer::Block(0));
     frames_until(&mut harness, "block 1's maps", 60, |app| {
-        app.attention.loaded.as_ref().is_some_and(|l| {
-            l.maps.len() == app.attention.images.len()
+        app.panels.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.panels.attention.images.len()
                 && l.maps.iter().all(|(_, m)| m.layer == MapLayer::Block(0))
         })
     });
-    let loaded = harness.state().attention.loaded.as_ref().unwrap();
+    let loaded = harness.state().panels.attention.loaded.as_ref().unwrap();
     let (_, cat) = &loaded.maps[0];
     assert_eq!(cat.heads.len(), 3);
     assert_eq!(cat.distance_px.len(), 2, "every block's distances");
@@ -46,8 +47,14 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
         .iter()
         .flatten()
         .all(|d| d.is_finite() && *d >= 0.0));
-    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+    if let Some(loaded) = &mut harness.state_mut().panels.attention.loaded {
         loaded.elapsed_secs = None;
+    }
+    // The status line's load time is not part of the picture (a loaded machine reads 0.1 s).
+    for message in &mut harness.state_mut().state.messages {
+        if let Some((what, _)) = message.text.rsplit_once(" in ") {
+            message.text = format!("{what} in 0.0 s");
+        }
     }
     harness.run_steps(3);
     harness.get_by_label("Per head of block 1 of 2 (click to show large)");
@@ -62,8 +69,8 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     harness.get_by_label("rollout (all blocks)").click();
     harness.run_steps(1);
     frames_until(&mut harness, "the rollout maps", 60, |app| {
-        app.attention.loaded.as_ref().is_some_and(|l| {
-            l.maps.len() == app.attention.images.len()
+        app.panels.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.panels.attention.images.len()
                 && l.maps
                     .iter()
                     .all(|(_, m)| matches!(m.layer, MapLayer::Rollout(_)) && m.heads.len() == 1)
@@ -80,8 +87,8 @@ fn layer_picker_shows_earlier_blocks_their_distances_and_rollout() {
     harness.get_by_label("max").click();
     harness.run_steps(1);
     frames_until(&mut harness, "the max-fused rollout", 60, |app| {
-        app.attention.loaded.as_ref().is_some_and(|l| {
-            l.maps.len() == app.attention.images.len()
+        app.panels.attention.loaded.as_ref().is_some_and(|l| {
+            l.maps.len() == app.panels.attention.images.len()
                 && l.maps.iter().all(|(_, m)| {
                     matches!(m.layer, MapLayer::Rollout(s) if s.fusion == dinoscope::analysis::attention::HeadFusion::Max)
                 })
@@ -97,7 +104,7 @@ fn the_attention_history_exports_as_a_timelapse() {
     use image::AnimationDecoder;
     let mut harness = crate::gui_support::harness_built(|app| {
         let run = app.state.begin_run("run".into(), None);
-        let name = app.attention.images[0].name.clone();
+        let name = app.panels.attention.images[0].name.clone();
         for (i, step) in [9usize, 19, 29].into_iter().enumerate() {
             let maps = AttentionMaps {
                 grid_rows: 4,
@@ -121,7 +128,7 @@ fn the_attention_history_exports_as_a_timelapse() {
                 maps: vec![(name.clone(), maps)],
             });
         }
-        app.central_tab = dinoscope::app::CentralTab::Attention;
+        app.panels.central_tab = dinoscope::app::CentralTab::Attention;
     });
     harness.run_steps(3);
     harness.get_by_label("Export time-lapse GIF...");
@@ -129,7 +136,8 @@ fn the_attention_history_exports_as_a_timelapse() {
     let path = dir.path().join("lapse.gif");
     let app = harness.state_mut();
     assert_eq!(
-        app.attention
+        app.panels
+            .attention
             .export_timelapse(&app.state, &path, false)
             .unwrap(),
         3
@@ -149,7 +157,8 @@ fn the_attention_history_exports_as_a_timelapse() {
     // The head grid's time-lapse: the grid (one head and the mean here) in every frame.
     let grid_path = dir.path().join("grid.gif");
     assert_eq!(
-        app.attention
+        app.panels
+            .attention
             .export_timelapse(&app.state, &grid_path, true)
             .unwrap(),
         3
@@ -173,15 +182,16 @@ fn clicking_a_patch_shows_every_images_similarity_to_it() {
     let mut harness = harness_with(None);
     {
         let app = harness.state_mut();
-        app.attention.short_side_px = Some(48);
-        app.attention.heads_override = Some(3);
+        app.panels.attention.short_side_px = Some(48);
+        app.panels.attention.heads_override = Some(3);
         app.load_weights(fixture("checkpoint.pth"));
     }
     frames_until(&mut harness, "the loaded weights' maps", 60, |app| {
-        app.attention
+        app.panels
+            .attention
             .loaded
             .as_ref()
-            .is_some_and(|l| l.maps.len() == app.attention.images.len())
+            .is_some_and(|l| l.maps.len() == app.panels.attention.images.len())
     });
     harness.run_steps(2);
     harness.get_by_label(
@@ -189,16 +199,21 @@ fn clicking_a_patch_shows_every_images_similarity_to_it() {
     );
     // The user clicks in the large view (here: the patch at pixel (20, 12) of cat.jpg, as the
     // click handler maps a position to a pixel).
-    harness.state_mut().attention.requests.similarity = Some((0, (20, 12)));
+    harness
+        .state()
+        .queue(dinoscope::app::UiCommand::InspectPatch {
+            image: 0,
+            at: (20, 12),
+        });
     harness.run_steps(1);
     frames_until(&mut harness, "the similarity", 60, |app| {
         app.state.similarity.is_some()
     });
     let app = harness.state();
     let similarity = app.state.similarity.as_ref().unwrap();
-    assert_eq!(similarity.source, app.attention.images[0].name);
+    assert_eq!(similarity.source, app.panels.attention.images[0].name);
     assert_eq!(similarity.patch, (1, 2));
-    assert_eq!(similarity.maps.len(), app.attention.images.len());
+    assert_eq!(similarity.maps.len(), app.panels.attention.images.len());
     let own = &similarity.maps[0];
     let at = own.grid_cols + 2;
     assert!(
@@ -206,13 +221,13 @@ fn clicking_a_patch_shows_every_images_similarity_to_it() {
         "a patch is its own most similar"
     );
     assert!(own.values.iter().all(|v| (-1.0001..=1.0001).contains(v)));
-    if let Some(loaded) = &mut harness.state_mut().attention.loaded {
+    if let Some(loaded) = &mut harness.state_mut().panels.attention.loaded {
         loaded.elapsed_secs = None;
     }
     harness.run_steps(3);
     harness.get_by_label(&format!(
         "Similarity to patch (1, 2) of {} (cosine of the last layer's tokens)",
-        harness.state().attention.images[0].name
+        harness.state().panels.attention.images[0].name
     ));
     harness.snapshot("attention_view_similarity");
 }
@@ -225,8 +240,8 @@ fn training_charts_distance_over_steps_and_shows_token_norms() {
     let mut harness = harness_with(None);
     {
         let app = harness.state_mut();
-        app.attention.every_steps = 2;
-        app.attention.requests.training_settings = true;
+        app.panels.attention.every_steps = 2;
+        app.queue(dinoscope::app::UiCommand::AttentionSettingsChanged);
     }
     harness.run_steps(6);
     harness.get_by_label("Start").click();
@@ -258,7 +273,7 @@ fn training_charts_distance_over_steps_and_shows_token_norms() {
         assert!(maps.token_norms.iter().all(|n| n.is_finite() && *n > 0.0));
     }
 
-    harness.state_mut().central_tab = dinoscope::app::CentralTab::Attention;
+    harness.state_mut().panels.central_tab = dinoscope::app::CentralTab::Attention;
     harness.run_steps(3);
     harness.get_by_label(&format!(
         "Attention distance over training (block {depth} of {depth})"
@@ -272,7 +287,7 @@ fn training_charts_distance_over_steps_and_shows_token_norms() {
         .click();
     harness.run_steps(2);
     assert_eq!(
-        harness.state().attention.head,
+        harness.state().panels.attention.head,
         dinoscope::app::attention_view::HeadChoice::TokenNorms
     );
     harness.get_by_label_contains("Patch-token norms: ");

@@ -20,7 +20,7 @@ fn the_dialog_starts_an_interleaved_study_and_the_view_compares_it() {
     // (a click lands where the widget was in the previous frame).
     harness.run_steps(6);
     assert!(
-        harness.state().study_view.dialog_open,
+        harness.state().panels.study.dialog_open,
         "the button opens the dialog"
     );
     for name in ["no-sharpening", "no-momentum", "no-multicrop"] {
@@ -29,7 +29,8 @@ fn the_dialog_starts_an_interleaved_study_and_the_view_compares_it() {
     }
     let ticked: Vec<String> = harness
         .state()
-        .study_view
+        .panels
+        .study
         .spec()
         .unwrap()
         .variants
@@ -37,7 +38,7 @@ fn the_dialog_starts_an_interleaved_study_and_the_view_compares_it() {
         .map(|v| v.name.clone())
         .collect();
     assert_eq!(ticked, ["full", "no-centering"]);
-    harness.state_mut().study_view.steps = 3;
+    harness.state_mut().panels.study.steps = 3;
     harness.run_steps(1);
     harness.get_by_label("Start study (2 variants)").click();
     frames_until(&mut harness, "the study's end", 120, |app| {
@@ -48,7 +49,7 @@ fn the_dialog_starts_an_interleaved_study_and_the_view_compares_it() {
     });
     let app = harness.state();
     let study = app.state.study.as_ref().unwrap();
-    assert_eq!(app.central_tab, CentralTab::Study);
+    assert_eq!(app.panels.central_tab, CentralTab::Study);
     let names: Vec<&str> = study.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["full", "no-centering"]);
     for arm in &study.arms {
@@ -169,7 +170,7 @@ fn study_comparison_snapshot() {
             skipped: Vec::new(),
             complete: true,
         });
-        app.central_tab = CentralTab::Study;
+        app.panels.central_tab = CentralTab::Study;
     });
     harness.run_steps(4);
     harness.get_by_label("72.8 (Table 7 row 1)");

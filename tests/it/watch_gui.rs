@@ -67,7 +67,7 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
     assert_eq!(snapshots, [0, 2]);
     assert_eq!(
         app.state.attention_history[1].maps.len(),
-        app.attention.images.len()
+        app.panels.attention.images.len()
     );
     assert!(dir.path().join("run.dinoscope/metrics.csv").is_file());
     // The status line names the temporary folder and the time of the first point: fixed
@@ -80,21 +80,21 @@ fn a_watched_official_run_shows_its_checkpoints_as_a_run() {
             && m.text.contains("from the run's args (checkpoint0002.pth)")
             && m.text.contains("2 locals")));
         app.state.messages.clear();
-        app.first_point_secs = Some(1.0);
+        app.session.first_point_secs = Some(1.0);
     }
     harness.run_steps(3);
     harness.snapshot("watched_official_run");
     // Not a run folder: said, nothing started.
-    let before = harness.state().watches.len();
+    let before = harness.state().threads.watches.len();
     harness.state_mut().watch_folder(dir.path().join("nothing"));
     let app = harness.state();
-    assert_eq!(app.watches.len(), before);
+    assert_eq!(app.threads.watches.len(), before);
     assert!(app
         .state
         .messages
         .iter()
         .any(|m| m.text.contains("is not a run folder")));
-    harness.state_mut().watches.clear();
+    harness.state_mut().threads.watches.clear();
 }
 
 /// A `dinoscope train` in another process (a terminal, an ssh session): the app follows its
@@ -149,5 +149,5 @@ fn a_dinoscope_run_trained_elsewhere_is_followed_row_by_row() {
         rows.last().unwrap(),
         "the rows as written"
     );
-    harness.state_mut().watches.clear();
+    harness.state_mut().threads.watches.clear();
 }

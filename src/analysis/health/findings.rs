@@ -16,6 +16,11 @@ pub const RANK_FALLING: f64 = 0.75;
 /// collapse does (e.g. a teacher temperature above the student's).
 pub fn findings(recent: &RecentLoss) -> Vec<String> {
     let mut found = Vec::new();
+    // The settings come with the rows: before the first one (a watch still waiting for its
+    // first checkpoint) there is nothing to judge, and the defaults would read as causes.
+    if recent.steps == 0 {
+        return found;
+    }
     if recent.steps >= recent.min_steps.max(1)
         && recent.ln_k > 0.0
         && (recent.loss - recent.ln_k).abs() < LOSS_AT_LN_K_NATS
@@ -189,6 +194,13 @@ mod tests {
                 && text.contains("dinov2 #143"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn no_rows_no_causes() {
+        // A watched run before its first checkpoint: momentum 0, sharpening and centering
+        // off are defaults, not its settings.
+        assert!(findings(&RecentLoss::default()).is_empty());
     }
 
     #[test]

@@ -18,7 +18,11 @@ impl AttentionView {
     }
 
     /// "layer": the last block (the official view), any earlier block, or rollout.
-    pub(super) fn layer_picker_ui(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn layer_picker_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &crate::app::command::AppContext<'_>,
+    ) {
         let depth = self.depth().max(1);
         let before = self.layer;
         egui::ComboBox::from_label("layer")
@@ -68,8 +72,7 @@ impl AttentionView {
                 .on_hover_text("Share of each block's weakest fused attention set to 0 before the identity is added (vit_rollout.py's discard_ratio, 0.9 by default).");
             changed |= discard.drag_stopped() || (discard.changed() && !discard.dragged());
             if changed {
-                self.requests.training_settings = true;
-                self.requests.recompute_loaded = self.loaded.is_some();
+                ctx.send(crate::app::command::UiCommand::AttentionSettingsChanged);
             }
         }
         if picked {
@@ -77,8 +80,7 @@ impl AttentionView {
             if matches!(self.layer, MapLayer::Rollout(_)) {
                 self.head = super::HeadChoice::Fused(crate::analysis::attention::HeadFusion::Mean);
             }
-            self.requests.training_settings = true;
-            self.requests.recompute_loaded = self.loaded.is_some();
+            ctx.send(crate::app::command::UiCommand::AttentionSettingsChanged);
         }
     }
 
@@ -327,14 +329,20 @@ impl AttentionView {
         ))
         .on_hover_text("As ShirAmir/dino-vit-features' inspect_similarity.py: the final-norm token of the clicked patch against every patch of every followed image. Parts of the same object light up across images once the network has learned them.");
         ui.horizontal_wrapped(|ui| {
-            for map in &similarity.maps {
-                let key = format!("{}|{:?}|{}", similarity.source, similarity.patch, map.name);
-                let slot = format!("similarity-{}", map.name);
+            for (index, map) in similarity.maps.iter().enumerate() {
+                let slot = super::ViewSlot::Similarity(index);
+                let key = super::TextureKey {
+                    image: index as u64,
+                    source: self.source,
+                    generation: state.similarity_generation,
+                    choice: super::HeadChoice::Fused(crate::analysis::attention::HeadFusion::Mean),
+                    settings: super::PictureSettings::NONE,
+                };
                 let texture = match self.textures.get(&slot) {
                     Some((k, texture)) if *k == key => texture.clone(),
                     _ => {
                         let texture = ui.ctx().load_texture(
-                            slot.clone(),
+                            format!("attention-{slot:?}"),
                             similarity_picture(similarity, map),
                             egui::TextureOptions::NEAREST,
                         );

@@ -5,13 +5,14 @@
 //! Overlays are drawn by the WGSL shader when the renderer is wgpu, else composited on the CPU
 //! with the same formulas; exports always use the CPU composite.
 //!
-//! This file: the view's state (followed images, choices, loaded maps, requests to the
-//! threads) and export; `render.rs`: CPU composites and cached textures; `ui.rs`: the egui
+//! This file: the view's state (followed images, choices, loaded maps) and the export jobs;
+//! what the view asks of the threads goes out as `UiCommand`s; `render.rs`: CPU composites and cached textures; `ui.rs`: the egui
 //! panels; `registers_ui.rs`: the registers panel (DINOv2/v3).
 
 mod layers_ui;
 mod registers_ui;
 mod render;
+pub use render::{PictureSettings, TextureKey, ViewSlot};
 mod ui;
 
 use super::state::{AppState, Level};
@@ -86,27 +87,17 @@ pub struct FollowedImage {
 pub struct LoadedMaps {
     pub info: BackboneInfo,
     pub maps: Vec<(String, AttentionMaps)>,
+    /// Given on arrival, new for each set of maps (texture caches key on it).
+    pub generation: u64,
     pub elapsed_secs: Option<f64>,
 }
 
-/// What the app must tell the threads after this frame.
-#[derive(Default)]
-pub struct ViewRequests {
-    pub open_images: bool,
-    pub open_weights: bool,
-    /// Worker settings (images, network, period, size) changed.
-    pub training_settings: bool,
-    /// The loaded weights' maps need recomputing (images or size changed).
-    pub recompute_loaded: bool,
-    /// Reload the weights with another network.
-    pub reload_weights: bool,
-    pub export_view: bool,
-    pub export_grid: bool,
-    /// Export the history scrubber's snapshots as an animated GIF (`Some(true)`: of the head
-    /// grid, `Some(false)`: of the large map).
-    pub export_timelapse: Option<bool>,
-    /// The patch inspector: (followed image, pixel of the image as the network sees it).
-    pub similarity: Option<(usize, (u32, u32))>,
+/// What the view shows now.
+struct ShownMaps<'a> {
+    caption: String,
+    maps: &'a [(String, AttentionMaps)],
+    /// Texture caches key on it (see `TextureKey`).
+    generation: u64,
 }
 
 /// Panel state that is not run data: images, choices and cached textures.
@@ -138,8 +129,7 @@ pub struct AttentionView {
     pub training_depth: usize,
     next_key: u64,
     crops: HashMap<(u64, (u32, u32), usize), Arc<RgbImage>>,
-    textures: HashMap<String, (String, egui::TextureHandle)>,
-    pub requests: ViewRequests,
+    textures: HashMap<ViewSlot, (TextureKey, egui::TextureHandle)>,
 }
 
 impl AttentionView {
@@ -167,10 +157,6 @@ impl AttentionView {
             next_key: 1,
             crops: HashMap::new(),
             textures: HashMap::new(),
-            requests: ViewRequests {
-                training_settings: true,
-                ..Default::default()
-            },
         };
         for (name, image) in crate::data::sample_photos() {
             view.push_image(name, image);
@@ -201,18 +187,14 @@ impl AttentionView {
         self.next_key += 1;
     }
 
-    fn images_changed(&mut self) {
-        self.requests.training_settings = true;
-        self.requests.recompute_loaded = self.loaded.is_some();
-    }
-
     /// Adds user images (decoded off the UI thread) and selects the first new one; files that
-    /// are not images become status messages and change nothing else.
+    /// are not images become status messages and change nothing else. `true` when the
+    /// followed images changed.
     pub fn add_decoded(
         &mut self,
         decoded: Vec<(PathBuf, Result<RgbImage, String>)>,
         state: &mut AppState,
-    ) {
+    ) -> bool {
         let before = self.images.len();
         for (path, image) in decoded {
             match image {
@@ -237,17 +219,28 @@ impl AttentionView {
                 Err(err) => state.message(Level::Warning, err),
             }
         }
-        if self.images.len() > before {
+        let added = self.images.len() > before;
+        if added {
             self.selected = before;
-            self.images_changed();
         }
+        added
     }
 
-    pub fn remove_image(&mut self, index: usize) {
-        if index < self.images.len() {
-            self.images.remove(index);
-            self.selected = self.selected.min(self.images.len().saturating_sub(1));
-            self.images_changed();
+    /// Stops following one image; `true` when there was one to remove.
+    pub fn remove_image(&mut self, index: usize) -> bool {
+        if index >= self.images.len() {
+            return false;
+        }
+        self.images.remove(index);
+        self.selected = self.selected.min(self.images.len().saturating_sub(1));
+        true
+    }
+
+    /// What a watch started from the app is told: the view's head override.
+    pub fn watch_overrides(&self) -> crate::train::watch::WatchOverrides {
+        crate::train::watch::WatchOverrides {
+            heads: self.heads_override,
+            ..Default::default()
         }
     }
 
@@ -280,28 +273,27 @@ impl AttentionView {
         self.loaded = Some(LoadedMaps {
             info,
             maps: Vec::new(),
+            generation: 0,
             elapsed_secs: None,
         });
         if show {
             self.source = MapSource::Loaded;
         }
-        self.requests.recompute_loaded = true;
     }
 
     pub fn loaded_maps(&mut self, source: &Path, maps: Vec<(String, AttentionMaps)>, secs: f64) {
         if let Some(loaded) = &mut self.loaded {
             if loaded.info.path == source {
                 loaded.maps = maps;
+                self.next_key += 1;
+                loaded.generation = self.next_key;
                 loaded.elapsed_secs = Some(secs);
             }
         }
     }
 
-    /// The maps currently shown and a caption saying where they come from.
-    fn current<'a>(
-        &'a self,
-        state: &'a AppState,
-    ) -> Option<(String, &'a [(String, AttentionMaps)])> {
+    /// The maps currently shown, a caption saying where they come from, and their generation.
+    fn current<'a>(&'a self, state: &'a AppState) -> Option<ShownMaps<'a>> {
         match self.source {
             MapSource::Training => {
                 let snapshot = match self.scrub {
@@ -322,7 +314,11 @@ impl AttentionView {
                         snapshot.step + 1
                     ),
                 };
-                Some((caption, snapshot.maps.as_slice()))
+                Some(ShownMaps {
+                    caption,
+                    maps: &snapshot.maps,
+                    generation: snapshot.generation,
+                })
             }
             MapSource::Loaded => {
                 let loaded = self.loaded.as_ref()?;
@@ -330,10 +326,11 @@ impl AttentionView {
                     .elapsed_secs
                     .map(|s| format!(" · maps in {s:.2} s"))
                     .unwrap_or_default();
-                Some((
-                    format!("{}{timing}", loaded.info.describe()),
-                    loaded.maps.as_slice(),
-                ))
+                Some(ShownMaps {
+                    caption: format!("{}{timing}", loaded.info.describe()),
+                    maps: &loaded.maps,
+                    generation: loaded.generation,
+                })
             }
         }
     }
@@ -341,36 +338,26 @@ impl AttentionView {
     /// Maps of the selected image in the current source.
     pub fn selected_maps(&self, state: &AppState) -> Option<AttentionMaps> {
         let name = &self.images.get(self.selected)?.name;
-        let (_, maps) = self.current(state)?;
-        maps.iter().find(|(n, _)| n == name).map(|(_, m)| m.clone())
+        self.current(state)?
+            .maps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m.clone())
     }
 
-    /// Writes the large view (`grid == false`) or the per-head grid as PNG.
-    /// The training run's snapshots of the selected image, oldest first, as an animated GIF
-    /// of the large map (or, with `grid`, of the head grid), the step under each frame.
-    pub fn export_timelapse(
-        &mut self,
-        state: &AppState,
-        path: &Path,
-        grid: bool,
-    ) -> Result<usize, String> {
-        let name = self
+    /// The pictures of a time-lapse of the selected image: every snapshot in the history,
+    /// oldest first, gathered here and rendered by the job that writes the GIF.
+    pub fn timelapse(&mut self, state: &AppState, grid: bool) -> Result<Timelapse, String> {
+        let image = self
             .images
             .get(self.selected)
-            .map(|i| i.name.clone())
+            .cloned()
             .ok_or("no image selected")?;
         let mut frames = Vec::new();
         for snapshot in &state.attention_history {
-            let Some((_, maps)) = snapshot.maps.iter().find(|(n, _)| *n == name) else {
-                continue;
-            };
-            let picture = if grid {
-                self.render_grid(self.selected, maps)
-            } else {
-                self.render(self.selected, self.head, maps)
-            };
-            if let Some(picture) = picture {
-                frames.push((picture, format!("step {}", snapshot.step + 1)));
+            if let Some((_, maps)) = snapshot.maps.iter().find(|(n, _)| *n == image.name) {
+                let crop = self.crop(&image, maps);
+                frames.push((crop, maps.clone(), snapshot.step));
             }
         }
         if frames.len() < 2 {
@@ -379,25 +366,47 @@ impl AttentionView {
                     .into(),
             );
         }
-        crate::store::timelapse::write_gif(path, &frames, 250).map_err(|err| err.to_string())?;
-        Ok(frames.len())
+        Ok(Timelapse {
+            frames,
+            settings: self.picture_settings(),
+            choice: self.head,
+            grid,
+        })
     }
 
-    pub fn export(&mut self, state: &AppState, path: &Path, grid: bool) -> Result<(), String> {
+    /// The large view (`grid == false`) or the per-head grid of the selected image, gathered
+    /// here and rendered by the job that writes the PNG.
+    pub fn picture(&mut self, state: &AppState, grid: bool) -> Result<Picture, String> {
         let maps = self
             .selected_maps(state)
             .ok_or("no attention maps to export yet")?;
-        let picture = if grid {
-            self.render_grid(self.selected, &maps)
-        } else {
-            self.render(self.selected, self.head, &maps)
-        }
-        .ok_or("nothing to export")?;
-        let mut png = std::io::Cursor::new(Vec::new());
-        picture
-            .write_to(&mut png, image::ImageFormat::Png)
-            .map_err(|err| format!("cannot encode {}: {err}", path.display()))?;
-        crate::store::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
+        let image = self
+            .images
+            .get(self.selected)
+            .cloned()
+            .ok_or("no image selected")?;
+        Ok(Picture {
+            crop: self.crop(&image, &maps),
+            maps,
+            settings: self.picture_settings(),
+            choice: self.head,
+            grid,
+        })
+    }
+
+    /// Renders and writes the time-lapse now (tests; the app runs `Timelapse::write` in a job).
+    pub fn export_timelapse(
+        &mut self,
+        state: &AppState,
+        path: &Path,
+        grid: bool,
+    ) -> Result<usize, String> {
+        self.timelapse(state, grid)?.write(path)
+    }
+
+    /// Renders and writes the picture now (tests; the app runs `Picture::write` in a job).
+    pub fn export(&mut self, state: &AppState, path: &Path, grid: bool) -> Result<(), String> {
+        self.picture(state, grid)?.write(path)
     }
 
     /// Cached textures (one per slot: bounded by the images and tiles on screen).
@@ -418,6 +427,59 @@ impl AttentionView {
             self.head.file_stem()
         };
         format!("attention-{image}-{what}-th{:.2}.png", self.threshold)
+    }
+}
+
+/// One exported picture, with everything it is drawn from.
+pub struct Picture {
+    crop: Arc<RgbImage>,
+    maps: AttentionMaps,
+    settings: PictureSettings,
+    choice: HeadChoice,
+    grid: bool,
+}
+
+impl Picture {
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let picture = if self.grid {
+            self.settings.render_grid(&self.crop, &self.maps)
+        } else {
+            Some(self.settings.render(&self.crop, &self.maps, self.choice))
+        }
+        .ok_or("nothing to export")?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        picture
+            .write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|err| format!("cannot encode {}: {err}", path.display()))?;
+        crate::store::run::write_atomically(path, png.get_ref()).map_err(|err| err.to_string())
+    }
+}
+
+/// The frames of a time-lapse GIF: (pixels the network saw, maps, step) per snapshot.
+pub struct Timelapse {
+    frames: Vec<(Arc<RgbImage>, AttentionMaps, usize)>,
+    settings: PictureSettings,
+    choice: HeadChoice,
+    grid: bool,
+}
+
+impl Timelapse {
+    /// Renders every frame, the step under each, and writes the GIF; the number of frames.
+    pub fn write(&self, path: &Path) -> Result<usize, String> {
+        let frames: Vec<(RgbImage, String)> = self
+            .frames
+            .iter()
+            .filter_map(|(crop, maps, step)| {
+                let picture = if self.grid {
+                    self.settings.render_grid(crop, maps)
+                } else {
+                    Some(self.settings.render(crop, maps, self.choice))
+                };
+                picture.map(|p| (p, format!("step {}", step + 1)))
+            })
+            .collect();
+        crate::store::timelapse::write_gif(path, &frames, 250).map_err(|err| err.to_string())?;
+        Ok(frames.len())
     }
 }
 

@@ -9,19 +9,27 @@ use crate::analysis::attention::{
 use image::RgbImage;
 use std::sync::Arc;
 
-impl AttentionView {
-    pub(super) fn values(maps: &AttentionMaps, choice: HeadChoice) -> Vec<f32> {
-        match choice {
-            HeadChoice::Head(h) => maps.heads.get(h).cloned().unwrap_or_default(),
-            HeadChoice::Fused(fusion) => maps.fused(fusion),
-            HeadChoice::TokenNorms => maps.token_norms.clone(),
-        }
-    }
+/// What a composite's pixels depend on besides the maps: the view's threshold and style,
+/// copied so an export job renders on its own thread exactly what the view shows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PictureSettings {
+    pub threshold: f32,
+    pub heat_opacity: f32,
+    pub contour: bool,
+}
 
-    /// Heat and mask of one choice: the attention's mass mask at the view's threshold, or the
-    /// token norms with their outliers as the mask.
-    pub(super) fn layers(&self, maps: &AttentionMaps, choice: HeadChoice) -> MapLayers {
-        let values = Self::values(maps, choice);
+impl PictureSettings {
+    /// For textures that are not composites (PCA, similarity): nothing of the style applies.
+    pub const NONE: Self = Self {
+        threshold: 0.0,
+        heat_opacity: 0.0,
+        contour: false,
+    };
+
+    /// Heat and mask of one choice: the attention's mass mask at the threshold, or the token
+    /// norms with their outliers as the mask.
+    pub fn layers(&self, maps: &AttentionMaps, choice: HeadChoice) -> MapLayers {
+        let values = AttentionView::values(maps, choice);
         match choice {
             HeadChoice::TokenNorms if values.len() == maps.grid_rows * maps.grid_cols => {
                 MapLayers {
@@ -42,7 +50,7 @@ impl AttentionView {
         }
     }
 
-    pub(super) fn style(&self, choice: HeadChoice) -> OverlayStyle {
+    pub fn style(&self, choice: HeadChoice) -> OverlayStyle {
         OverlayStyle {
             // The norms are the heat: never invisible.
             heat_opacity: if choice == HeadChoice::TokenNorms {
@@ -56,42 +64,17 @@ impl AttentionView {
         }
     }
 
-    /// The pixels the network saw for `image` under `maps` (cached).
-    pub(super) fn crop(&mut self, image: &FollowedImage, maps: &AttentionMaps) -> Arc<RgbImage> {
-        let key = (image.key, maps.resized_px, maps.patch_size);
-        if self.crops.len() > 64 {
-            self.crops.clear();
-        }
-        self.crops
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(resized_crop(&image.image, maps.resized_px, maps.patch_size))
-            })
-            .clone()
-    }
-
-    /// The composite of one map, as exported and as the CPU fallback draws it.
-    pub fn render(
-        &mut self,
-        image_index: usize,
-        choice: HeadChoice,
-        maps: &AttentionMaps,
-    ) -> Option<RgbImage> {
-        let image = self.images.get(image_index)?.clone();
-        let crop = self.crop(&image, maps);
-        let layers = self.layers(maps, choice);
-        Some(composite(&crop, &layers, &self.style(choice)))
+    /// The composite of one map over the pixels the network saw.
+    pub fn render(&self, crop: &RgbImage, maps: &AttentionMaps, choice: HeadChoice) -> RgbImage {
+        composite(crop, &self.layers(maps, choice), &self.style(choice))
     }
 
     /// All heads and the mean side by side, 4 px apart: the grid export.
-    pub fn render_grid(&mut self, image_index: usize, maps: &AttentionMaps) -> Option<RgbImage> {
-        let choices: Vec<HeadChoice> = (0..maps.heads.len())
+    pub fn render_grid(&self, crop: &RgbImage, maps: &AttentionMaps) -> Option<RgbImage> {
+        let tiles: Vec<RgbImage> = (0..maps.heads.len())
             .map(HeadChoice::Head)
             .chain([HeadChoice::Fused(HeadFusion::Mean)])
-            .collect();
-        let tiles: Vec<RgbImage> = choices
-            .iter()
-            .filter_map(|c| self.render(image_index, *c, maps))
+            .map(|choice| self.render(crop, maps, choice))
             .collect();
         let (w, h) = tiles.first()?.dimensions();
         let gap = 4;
@@ -113,29 +96,102 @@ impl AttentionView {
         }
         Some(out)
     }
+}
+
+/// Where on screen a texture is drawn: each slot keeps one texture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ViewSlot {
+    /// The compact panel beside the curves, per image.
+    Compact(usize),
+    /// The image strip, per image.
+    Strip(usize),
+    Large,
+    /// The per-head grid, per tile.
+    Grid(usize),
+    Pca,
+    /// The PCA picture with DINOv2's foreground recipe.
+    PcaForeground,
+    /// The token norms beside the head grid.
+    GridNorms,
+    /// The patch inspector, per followed image.
+    Similarity(usize),
+}
+
+/// Everything that changes a texture's pixels, compared as is: the image, the maps'
+/// generation (a number given to each set of maps on arrival, never a hash of their values)
+/// and the picture's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TextureKey {
+    pub image: u64,
+    /// Training snapshots and loaded maps count their generations apart.
+    pub source: super::MapSource,
+    pub generation: u64,
+    pub choice: HeadChoice,
+    pub settings: PictureSettings,
+}
+
+impl AttentionView {
+    pub(super) fn values(maps: &AttentionMaps, choice: HeadChoice) -> Vec<f32> {
+        match choice {
+            HeadChoice::Head(h) => maps.heads.get(h).cloned().unwrap_or_default(),
+            HeadChoice::Fused(fusion) => maps.fused(fusion),
+            HeadChoice::TokenNorms => maps.token_norms.clone(),
+        }
+    }
+
+    pub fn picture_settings(&self) -> PictureSettings {
+        PictureSettings {
+            threshold: self.threshold,
+            heat_opacity: self.heat_opacity,
+            contour: self.contour,
+        }
+    }
+
+    /// The pixels the network saw for `image` under `maps` (cached).
+    pub(super) fn crop(&mut self, image: &FollowedImage, maps: &AttentionMaps) -> Arc<RgbImage> {
+        let key = (image.key, maps.resized_px, maps.patch_size);
+        if self.crops.len() > 64 {
+            self.crops.clear();
+        }
+        self.crops
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(resized_crop(&image.image, maps.resized_px, maps.patch_size))
+            })
+            .clone()
+    }
+
+    /// The composite of one map, as the CPU fallback draws it.
+    pub fn render(
+        &mut self,
+        image_index: usize,
+        choice: HeadChoice,
+        maps: &AttentionMaps,
+    ) -> Option<RgbImage> {
+        let image = self.images.get(image_index)?.clone();
+        let crop = self.crop(&image, maps);
+        Some(self.picture_settings().render(&crop, maps, choice))
+    }
 
     /// A texture of the CPU composite, cached by everything that changes its pixels.
     pub(super) fn texture(
         &mut self,
         ctx: &egui::Context,
-        slot: &str,
+        slot: ViewSlot,
         image_index: usize,
         choice: HeadChoice,
         maps: Option<&AttentionMaps>,
-        step_key: &str,
+        generation: u64,
     ) -> Option<egui::TextureHandle> {
         let image = self.images.get(image_index)?.clone();
-        // The caption alone does not change when maps arrive for the same weights: the
-        // maps' fingerprint is part of the key.
-        let key = format!(
-            "{}|{step_key}|{}|{choice:?}|{:.3}|{:.2}|{}",
-            image.key,
-            maps.map_or(0, fingerprint),
-            self.threshold,
-            self.heat_opacity,
-            self.contour
-        );
-        if let Some((k, texture)) = self.textures.get(slot) {
+        let key = TextureKey {
+            image: image.key,
+            source: self.source,
+            generation: if maps.is_some() { generation } else { 0 },
+            choice,
+            settings: self.picture_settings(),
+        };
+        if let Some((k, texture)) = self.textures.get(&slot) {
             if *k == key {
                 return Some(texture.clone());
             }
@@ -149,12 +205,11 @@ impl AttentionView {
             picture.as_raw(),
         );
         let texture = ctx.load_texture(
-            format!("attention-{slot}"),
+            format!("attention-{slot:?}"),
             colour,
             egui::TextureOptions::NEAREST,
         );
-        self.textures
-            .insert(slot.to_string(), (key, texture.clone()));
+        self.textures.insert(slot, (key, texture.clone()));
         Some(texture)
     }
 
@@ -164,15 +219,22 @@ impl AttentionView {
         &mut self,
         ctx: &egui::Context,
         maps: &AttentionMaps,
-        step_key: &str,
+        generation: u64,
         foreground: bool,
     ) -> egui::TextureHandle {
-        let key = format!(
-            "{step_key}|{}|{}|pca{foreground}",
-            self.selected,
-            fingerprint(maps)
-        );
-        if let Some((k, texture)) = self.textures.get("pca") {
+        let key = TextureKey {
+            image: self.images.get(self.selected).map_or(0, |i| i.key),
+            source: self.source,
+            generation,
+            choice: HeadChoice::Fused(HeadFusion::Mean),
+            settings: PictureSettings::NONE,
+        };
+        let slot = if foreground {
+            ViewSlot::PcaForeground
+        } else {
+            ViewSlot::Pca
+        };
+        if let Some((k, texture)) = self.textures.get(&slot) {
             if *k == key {
                 return texture.clone();
             }
@@ -184,17 +246,7 @@ impl AttentionView {
         };
         let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], rgb);
         let texture = ctx.load_texture("attention-pca", colour, egui::TextureOptions::NEAREST);
-        self.textures.insert("pca".into(), (key, texture.clone()));
+        self.textures.insert(slot, (key, texture.clone()));
         texture
     }
-}
-
-/// A cheap identity of a set of maps for texture caches (grid, size and the values' bits).
-fn fingerprint(maps: &AttentionMaps) -> u64 {
-    let mut hash = (maps.grid_rows as u64) << 32 ^ maps.grid_cols as u64;
-    hash ^= (maps.resized_px.0 as u64) << 16 ^ maps.resized_px.1 as u64;
-    for value in maps.heads.iter().flatten() {
-        hash = hash.rotate_left(5) ^ value.to_bits() as u64;
-    }
-    hash
 }

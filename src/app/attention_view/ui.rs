@@ -2,10 +2,11 @@
 //! (toolbar, image strip, large map, per-head grid) and the overlay widget they share, drawn
 //! by the WGSL shader when possible.
 
+use super::ViewSlot;
 use super::{AttentionView, HeadChoice, MapSource};
 use crate::analysis::attention::{AttentionMaps, HeadFusion};
+use crate::app::command::{AppContext, CentralTab, UiCommand};
 use crate::app::overlay_gpu::OverlayCallback;
-use crate::app::state::AppState;
 use crate::store::weights::Network;
 
 impl AttentionView {
@@ -14,11 +15,11 @@ impl AttentionView {
     fn overlay_ui(
         &mut self,
         ui: &mut egui::Ui,
-        slot: &str,
+        slot: ViewSlot,
         image_index: usize,
         choice: HeadChoice,
         maps: Option<&AttentionMaps>,
-        step_key: &str,
+        generation: u64,
         max_size: egui::Vec2,
     ) -> egui::Response {
         let Some(image) = self.images.get(image_index).cloned() else {
@@ -37,9 +38,10 @@ impl AttentionView {
             (true, Some(maps)) => {
                 let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
                 let crop = self.crop(&image, maps);
-                let layers = self.layers(maps, choice);
+                let settings = self.picture_settings();
+                let layers = settings.layers(maps, choice);
                 let callback = OverlayCallback {
-                    slot: slot.to_string(),
+                    slot,
                     // The crop changes with the resize target: fold it into the key.
                     image_key: image.key << 24
                         ^ (maps.resized_px.0 as u64) << 12
@@ -51,7 +53,7 @@ impl AttentionView {
                         .min(1.5 / scale),
                     image: crop,
                     layers,
-                    style: self.style(choice),
+                    style: settings.style(choice),
                 };
                 ui.painter()
                     .add(eframe::egui_wgpu::Callback::new_paint_callback(
@@ -59,7 +61,7 @@ impl AttentionView {
                     ));
                 response
             }
-            _ => match self.texture(ui.ctx(), slot, image_index, choice, maps, step_key) {
+            _ => match self.texture(ui.ctx(), slot, image_index, choice, maps, generation) {
                 Some(texture) => ui.add(
                     egui::Image::new(&texture)
                         .fit_to_exact_size(size)
@@ -71,7 +73,8 @@ impl AttentionView {
     }
 
     /// Compact panel beside the plots: the mean mask of every followed image.
-    pub fn compact_ui(&mut self, ui: &mut egui::Ui, state: &AppState) -> bool {
+    pub fn compact_ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext<'_>) {
+        let state = ctx.state;
         let mut open_full = false;
         ui.horizontal(|ui| {
             ui.heading("Attention");
@@ -85,15 +88,18 @@ impl AttentionView {
         });
         let current = self
             .current(state)
-            .map(|(caption, maps)| (caption, maps.to_vec()));
+            .map(|shown| (shown.caption, shown.maps.to_vec()));
+        let generation = self.current(state).map_or(0, |shown| shown.generation);
         match &current {
             Some((caption, _)) => ui.small(caption),
+            None if state.current_run().is_some_and(|run| run.external) => {
+                ui.small("Maps appear for each checkpoint the watch evaluates.")
+            }
             None => ui.small(format!(
                 "Maps appear every {} steps once training runs.",
                 self.every_steps
             )),
         };
-        let step_key = current.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
         ui.horizontal_wrapped(|ui| {
             for index in 0..self.images.len() {
                 let name = self.images[index].name.clone();
@@ -104,11 +110,11 @@ impl AttentionView {
                 ui.vertical(|ui| {
                     let response = self.overlay_ui(
                         ui,
-                        &format!("compact-{index}"),
+                        ViewSlot::Compact(index),
                         index,
                         HeadChoice::Fused(HeadFusion::Mean),
                         maps.as_ref(),
-                        &step_key,
+                        generation,
                         egui::vec2(100.0, 100.0),
                     );
                     if response.clicked() {
@@ -119,20 +125,28 @@ impl AttentionView {
                 });
             }
         });
-        open_full
+        if open_full {
+            ctx.send(UiCommand::ShowTab(CentralTab::Attention));
+        }
     }
 
     /// The full view: toolbar, image strip, the large selected map and the per-head grid.
     ///
     /// Long: the tab's panels in screen order.
-    pub fn full_ui(&mut self, ui: &mut egui::Ui, state: &AppState) {
-        self.toolbar_ui(ui, state);
+    pub fn full_ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext<'_>) {
+        let state = ctx.state;
+        self.toolbar_ui(ui, ctx);
         ui.separator();
         let current = self
             .current(state)
-            .map(|(caption, maps)| (caption, maps.to_vec()));
-        let step_key = current.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
-        self.image_strip_ui(ui, current.as_ref().map(|(_, m)| m.as_slice()), &step_key);
+            .map(|shown| (shown.caption, shown.maps.to_vec()));
+        let generation = self.current(state).map_or(0, |shown| shown.generation);
+        self.image_strip_ui(
+            ui,
+            ctx,
+            current.as_ref().map(|(_, m)| m.as_slice()),
+            generation,
+        );
         ui.separator();
         match &current {
             Some((caption, _)) => ui.label(caption),
@@ -192,11 +206,11 @@ impl AttentionView {
         ui.horizontal_top(|ui| {
             let large_response = self.overlay_ui(
                 ui,
-                "large",
+                ViewSlot::Large,
                 self.selected,
                 self.head,
                 maps.as_ref(),
-                &step_key,
+                generation,
                 large,
             );
             if let (true, Some(m), Some(pos)) = (
@@ -204,8 +218,12 @@ impl AttentionView {
                 &maps,
                 large_response.interact_pointer_pos(),
             ) {
-                self.requests.similarity =
-                    Self::clicked_pixel(large_response.rect, pos, m).map(|at| (self.selected, at));
+                if let Some(at) = Self::clicked_pixel(large_response.rect, pos, m) {
+                    ctx.send(UiCommand::InspectPatch {
+                        image: self.selected,
+                        at,
+                    });
+                }
             }
             ui.vertical(|ui| {
                 let Some(m) = &maps else {
@@ -230,11 +248,11 @@ impl AttentionView {
                             ui.vertical(|ui| {
                                 let response = self.overlay_ui(
                                     ui,
-                                    &format!("grid-{i}"),
+                                    ViewSlot::Grid(i),
                                     self.selected,
                                     *choice,
                                     Some(m),
-                                    &step_key,
+                                    generation,
                                     egui::vec2(tile, tile),
                                 );
                                 if response.clicked() {
@@ -262,7 +280,7 @@ impl AttentionView {
                                 let id = egui::Id::unique("attention-pca-foreground");
                                 let foreground = ui.data(|d| d.get_temp::<bool>(id)).unwrap_or(false)
                                     && m.pca_foreground_rgb.len() == m.pca_rgb.len();
-                                let texture = self.pca_texture(ui.ctx(), m, &step_key, foreground);
+                                let texture = self.pca_texture(ui.ctx(), m, generation, foreground);
                                 let aspect = m.grid_cols as f32 / m.grid_rows.max(1) as f32;
                                 let size = if aspect >= 1.0 {
                                     egui::vec2(tile, tile / aspect)
@@ -288,11 +306,11 @@ impl AttentionView {
                             ui.vertical(|ui| {
                                 let response = self.overlay_ui(
                                     ui,
-                                    "grid-norms",
+                                    ViewSlot::GridNorms,
                                     self.selected,
                                     HeadChoice::TokenNorms,
                                     Some(m),
-                                    &step_key,
+                                    generation,
                                     egui::vec2(tile, tile),
                                 );
                                 if response.clicked() {
@@ -329,21 +347,22 @@ impl AttentionView {
     }
 
     /// Long: the toolbar's widgets in screen order.
-    fn toolbar_ui(&mut self, ui: &mut egui::Ui, state: &AppState) {
+    fn toolbar_ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext<'_>) {
+        let state = ctx.state;
         ui.horizontal_wrapped(|ui| {
             if ui
                 .button("Open image...")
                 .on_hover_text("Follow your own images (you can also drop files on the window).")
                 .clicked()
             {
-                self.requests.open_images = true;
+                ctx.send(UiCommand::PickImages);
             }
             if ui
                 .button("Open weights...")
                 .on_hover_text("Official DINO weights (dino_deitsmall16_pretrain.pth, checkpoint.pth), .safetensors, or a dinoscope run's teacher.bpk.")
                 .clicked()
             {
-                self.requests.open_weights = true;
+                ctx.send(UiCommand::PickWeights);
             }
             let mut custom_heads = self.heads_override.is_some();
             let checkbox = ui
@@ -372,8 +391,8 @@ impl AttentionView {
             ui.selectable_value(&mut self.network, Network::Student, "student");
             if self.network != before {
                 match self.source {
-                    MapSource::Training => self.requests.training_settings = true,
-                    MapSource::Loaded => self.requests.reload_weights = true,
+                    MapSource::Training => ctx.send(UiCommand::AttentionSettingsChanged),
+                    MapSource::Loaded => ctx.send(UiCommand::ReloadWeights),
                 }
             }
         });
@@ -389,14 +408,14 @@ impl AttentionView {
                     }
                     let heads = self
                         .current(state)
-                        .and_then(|(_, maps)| maps.first().map(|(_, m)| m.heads.len()))
+                        .and_then(|shown| shown.maps.first().map(|(_, m)| m.heads.len()))
                         .unwrap_or(0);
                     for h in 0..heads {
                         ui.selectable_value(&mut self.head, HeadChoice::Head(h), HeadChoice::Head(h).label());
                     }
                     ui.selectable_value(&mut self.head, HeadChoice::TokenNorms, "token norms (outliers outlined)");
                 });
-            self.layer_picker_ui(ui);
+            self.layer_picker_ui(ui, ctx);
             ui.add(egui::Slider::new(&mut self.heat_opacity, 0.0..=1.0).text("heat map"))
                 .on_hover_text("Opacity of the raw attention (viridis, min–max per map) over the image.");
             ui.checkbox(&mut self.contour, "outline");
@@ -413,14 +432,14 @@ impl AttentionView {
                 .changed()
             {
                 self.short_side_px = custom.then_some(if default_side > 0 { default_side } else { 224 });
-                self.size_changed();
+                ctx.send(UiCommand::AttentionSettingsChanged);
             }
             if let Some(side) = &mut self.short_side_px {
                 if ui
                     .add(egui::DragValue::new(side).range(16..=1024).suffix(" px"))
                     .changed()
                 {
-                    self.size_changed();
+                    ctx.send(UiCommand::AttentionSettingsChanged);
                 }
             }
             ui.separator();
@@ -429,14 +448,14 @@ impl AttentionView {
                 .on_hover_text("How often the worker recomputes the training run's maps.")
                 .changed()
             {
-                self.requests.training_settings = true;
+                ctx.send(UiCommand::AttentionSettingsChanged);
             }
             ui.separator();
             if ui.button("Export view PNG...").clicked() {
-                self.requests.export_view = true;
+                ctx.send(UiCommand::ExportAttention { grid: false });
             }
             if ui.button("Export grid PNG...").clicked() {
-                self.requests.export_grid = true;
+                ctx.send(UiCommand::ExportAttention { grid: true });
             }
             let snapshots = state.attention_history.len();
             let can_lapse = self.source == MapSource::Training && snapshots > 1;
@@ -445,14 +464,14 @@ impl AttentionView {
                 .on_hover_text("The history's snapshots of this image as an animated GIF of the large map, the step under each frame: how the masks formed.")
                 .clicked()
             {
-                self.requests.export_timelapse = Some(false);
+                ctx.send(UiCommand::ExportTimelapse { grid: false });
             }
             if ui
                 .add_enabled(can_lapse, egui::Button::new("Grid time-lapse..."))
                 .on_hover_text("The same as an animated GIF of every head's map and the mean.")
                 .clicked()
             {
-                self.requests.export_timelapse = Some(true);
+                ctx.send(UiCommand::ExportTimelapse { grid: true });
             }
         });
         if self.source == MapSource::Training {
@@ -477,16 +496,12 @@ impl AttentionView {
         }
     }
 
-    fn size_changed(&mut self) {
-        self.requests.training_settings = true;
-        self.requests.recompute_loaded = self.loaded.is_some();
-    }
-
     fn image_strip_ui(
         &mut self,
         ui: &mut egui::Ui,
+        ctx: &AppContext<'_>,
         maps: Option<&[(String, AttentionMaps)]>,
-        step_key: &str,
+        generation: u64,
     ) {
         let mut remove = None;
         egui::ScrollArea::horizontal()
@@ -507,11 +522,11 @@ impl AttentionView {
                             frame.inner_margin(2).show(ui, |ui| {
                                 let response = self.overlay_ui(
                                     ui,
-                                    &format!("strip-{index}"),
+                                    ViewSlot::Strip(index),
                                     index,
                                     HeadChoice::Fused(HeadFusion::Mean),
                                     m.as_ref(),
-                                    step_key,
+                                    generation,
                                     egui::vec2(72.0, 72.0),
                                 );
                                 if response.clicked() {
@@ -529,7 +544,9 @@ impl AttentionView {
                 });
             });
         if let Some(index) = remove {
-            self.remove_image(index);
+            if self.remove_image(index) {
+                ctx.send(UiCommand::AttentionSettingsChanged);
+            }
         }
     }
 }

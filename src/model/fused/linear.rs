@@ -1,14 +1,10 @@
-//! `Linear` over the last dimension as one op: `y = x·W + b` (burn's `[d_in, d_out]` weight,
-//! or a `[d_out, d_in]` one read transposed: [`matmul_transposed`]).
-//!
-//! burn runs it as a matmul into a zero-filled buffer that its CPU backend then copies to an
-//! aligned one, plus a separate bias add; its backward does the same for each product and
-//! sums the bias gradient as another op. Here the output starts as the bias rows (one write)
-//! and `gemm` accumulates `x·W` onto it; the backward computes `dx = dy·Wᵀ` and
-//! `dW = xᵀ·dy` straight into fresh buffers, with `W` and `x` read transposed through their
-//! strides, and `db` as column sums by fixed row blocks added in block order.
+//! `Linear` over the last dimension as one op of burn's graph: `y = x·W + b` (burn's
+//! `[d_in, d_out]` weight, or a `[d_out, d_in]` one read transposed: [`matmul_transposed`]).
+//! The kernel, forward and backward, is `kernels::linear`: the output starts as the bias rows
+//! and `gemm` accumulates onto them; the backward reads transposes through strides.
 
-use super::{flex, host, matmul_parallel, out_ptr, values, vectorized, written, Host, Strided};
+use super::{flex, host, values, Host};
+use crate::kernels::linear::{self as kernel, Sizes, WeightLayout};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -17,10 +13,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::Linear;
 use burn::prelude::*;
-use rayon::prelude::*;
-
-/// Rows per partial sum of `db`.
-const ROWS_PER_BLOCK: usize = 256;
 
 /// `layer` applied to `x` (`[..., d_in]` → `[..., d_out]`); burn's own op where the fused
 /// kernel does not apply.
@@ -76,18 +68,18 @@ fn fused<const D: usize>(
         (Host::Plain(x), Host::Plain(w), b @ (None | Some(Host::Plain(_)))) => {
             let b = b.map(Host::into_buffer);
             let b = b.as_ref().map(values);
-            let y = forward_host(&values(&x), &values(&w), b.as_deref(), sizes);
+            let y = kernel::forward(&values(&x), &values(&w), b.as_deref(), sizes);
             Tensor::from_primitive::<Flex>(flex(y, out_shape))
         }
         (Host::Tracked(x), Host::Tracked(w), None) => {
             let ((x, x_guard), (w, w_guard)) = (x.into_parts(), w.into_parts());
-            let y = forward_host(&values(&x), &values(&w), None, sizes);
+            let y = kernel::forward(&values(&x), &values(&w), None, sizes);
             record([x_guard, w_guard], (x, w, sizes), flex(y, out_shape))
         }
         (Host::Tracked(x), Host::Tracked(w), Some(Host::Tracked(b))) => {
             let ((x, x_guard), (w, w_guard)) = (x.into_parts(), w.into_parts());
             let (b, b_guard) = b.into_parts();
-            let y = forward_host(&values(&x), &values(&w), Some(&values(&b)), sizes);
+            let y = kernel::forward(&values(&x), &values(&w), Some(&values(&b)), sizes);
             record(
                 [x_guard, w_guard, b_guard],
                 (x, w, sizes),
@@ -117,164 +109,6 @@ fn record<const N: usize, const D: usize>(
     Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
 
-/// How the weight is stored.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum WeightLayout {
-    /// `[d_in, d_out]`: burn's `Linear`.
-    InOut,
-    /// `[d_out, d_in]`: PyTorch's.
-    OutIn,
-}
-
-/// The sizes of one call: `x` is `[rows, d_in]`, `W` holds `d_in × d_out` as `layout` says.
-#[derive(Clone, Copy, Debug)]
-struct Sizes {
-    rows: usize,
-    d_in: usize,
-    d_out: usize,
-    layout: WeightLayout,
-}
-
-impl Sizes {
-    /// Strides of `W`'s (input, output) indices: W(i, o) is at `i·si + o·so`.
-    fn weight_strides(&self) -> (isize, isize) {
-        match self.layout {
-            WeightLayout::InOut => (self.d_out as isize, 1),
-            WeightLayout::OutIn => (1, self.d_in as isize),
-        }
-    }
-
-    fn weight_shape(&self) -> Vec<usize> {
-        match self.layout {
-            WeightLayout::InOut => vec![self.d_in, self.d_out],
-            WeightLayout::OutIn => vec![self.d_out, self.d_in],
-        }
-    }
-}
-
-/// `y = x·W (+ b)`, `[rows, d_out]`.
-fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, sizes: Sizes) -> Vec<f32> {
-    let Sizes {
-        rows, d_in, d_out, ..
-    } = sizes;
-    let (si, so) = sizes.weight_strides();
-    let w = Strided {
-        ptr: w.as_ptr(),
-        row: si,
-        col: so,
-    };
-    // SAFETY (`written`): with a bias every row is first written with it; gemm then writes
-    // (or, onto the bias, accumulates into) every element of the `rows × d_out` output.
-    // SAFETY (`matmul_parallel`): `x` is `[rows, d_in]` and `y` `[rows, d_out]`, row-major,
-    // and `w` holds d_in × d_out at the strides `(si, so)`; `y` is a fresh buffer.
-    unsafe {
-        written(rows * d_out, |y| {
-            if let Some(b) = b {
-                // The bias rows, on all threads; gemm adds the product onto them.
-                y.par_chunks_mut(ROWS_PER_BLOCK * d_out).for_each(|block| {
-                    for row in block.chunks_exact_mut(d_out) {
-                        for (out, &bias) in row.iter_mut().zip(b) {
-                            out.write(bias);
-                        }
-                    }
-                });
-            }
-            matmul_parallel(
-                (rows, d_out, d_in),
-                Strided::rows(out_ptr(y), d_out),
-                b.is_some(),
-                Strided::rows(x.as_ptr(), d_in),
-                w,
-                1.0,
-            );
-        })
-    }
-}
-
-/// `dx = dy·Wᵀ` (`[rows, d_in]`), when wanted.
-fn grad_input(dy: &[f32], w: &[f32], sizes: Sizes) -> Vec<f32> {
-    let Sizes {
-        rows, d_in, d_out, ..
-    } = sizes;
-    let (si, so) = sizes.weight_strides();
-    let w_t = Strided {
-        ptr: w.as_ptr(),
-        row: so,
-        col: si,
-    };
-    // SAFETY: gemm writes every element of the fresh `[rows, d_in]` output; `dy` is
-    // `[rows, d_out]`; Wᵀ's (o, i) is `w[i·si + o·so]`, inside `w`.
-    unsafe {
-        written(rows * d_in, |dx| {
-            matmul_parallel(
-                (rows, d_in, d_out),
-                Strided::rows(out_ptr(dx), d_in),
-                false,
-                Strided::rows(dy.as_ptr(), d_out),
-                w_t,
-                1.0,
-            )
-        })
-    }
-}
-
-/// `dW = xᵀ·dy`, in the weight's layout.
-fn grad_weight(x: &[f32], dy: &[f32], sizes: Sizes) -> Vec<f32> {
-    let Sizes {
-        rows, d_in, d_out, ..
-    } = sizes;
-    let (si, so) = sizes.weight_strides();
-    // SAFETY: gemm writes every element of the fresh output (zeros when `rows` is 0), in
-    // the weight's own layout, inside its d_in × d_out elements; xᵀ's (i, r) is
-    // `x[r·d_in + i]`, inside `x`; `dy` is `[rows, d_out]`.
-    unsafe {
-        written(d_in * d_out, |dw| {
-            let dw = Strided {
-                ptr: out_ptr(dw),
-                row: si,
-                col: so,
-            };
-            matmul_parallel(
-                (d_in, d_out, rows),
-                dw,
-                false,
-                Strided::transposed(x.as_ptr(), d_in),
-                Strided::rows(dy.as_ptr(), d_out),
-                1.0,
-            )
-        })
-    }
-}
-
-/// `db = Σ_rows dy` (`[d_out]`), by fixed blocks of rows added in block order.
-fn grad_bias(dy: &[f32], d_out: usize) -> Vec<f32> {
-    let block = ROWS_PER_BLOCK * d_out;
-    let partials: Vec<Vec<f32>> = dy
-        .par_chunks(block)
-        .map(|rows| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let mut sum = vec![0.0f32; d_out];
-                    for row in rows.chunks_exact(d_out) {
-                        for (s, v) in sum.iter_mut().zip(row) {
-                            *s += v;
-                        }
-                    }
-                    sum
-                },
-            )
-        })
-        .collect();
-    let mut total = vec![0.0f32; d_out];
-    for partial in &partials {
-        for (t, v) in total.iter_mut().zip(partial) {
-            *t += v;
-        }
-    }
-    total
-}
-
 /// The backward step registered in burn's autodiff graph; parents `[x, W]` or `[x, W, b]`.
 #[derive(Debug)]
 struct LinearBackward;
@@ -295,14 +129,17 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
         );
         if let Some(node) = x_node {
             let shape = x.layout().shape().to_vec();
-            grads.register::<Flex>(node.id, flex(grad_input(&dy, &values(&w), sizes), shape));
+            grads.register::<Flex>(
+                node.id,
+                flex(kernel::grad_input(&dy, &values(&w), sizes), shape),
+            );
         }
         if let Some(node) = w_node {
-            let dw = grad_weight(&values(&x), &dy, sizes);
+            let dw = kernel::grad_weight(&values(&x), &dy, sizes);
             grads.register::<Flex>(node.id, flex(dw, sizes.weight_shape()));
         }
         if let Some(node) = b_node {
-            let db = grad_bias(&dy, sizes.d_out);
+            let db = kernel::grad_bias(&dy, sizes.d_out);
             grads.register::<Flex>(node.id, flex(db, vec![sizes.d_out]));
         }
     }
@@ -311,7 +148,7 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::test_support::{assert_close, host_values, on_threads};
+    use crate::model::fused::test_support::{assert_close, host_values};
     use burn::module::Param;
     use burn::nn::LinearConfig;
 
@@ -449,14 +286,5 @@ mod tests {
         assert_close(&dx, &dx_ref, 1e-5, "dx");
         assert_close(&dw, &dw_ref, 1e-5, "dW");
         assert_eq!(dw.len(), 29 * 19);
-    }
-
-    #[test]
-    fn bias_gradient_does_not_depend_on_the_thread_count() {
-        let dy: Vec<f32> = (0..1000 * 7)
-            .map(|i| ((i * 13) % 17) as f32 * 0.37)
-            .collect();
-        let run = |threads: usize| on_threads(threads, || grad_bias(&dy, 7));
-        assert_eq!(run(1), run(4));
     }
 }

@@ -1,15 +1,10 @@
-//! The DINO head's weight normalisation as one op: `W = v ⊙ (g / ‖v‖)` per row (`v` `[K, in]`,
-//! `g` `[K, 1]`), PyTorch's `weight_norm(dim=0)`.
-//!
-//! burn computes it as five tensor ops, each a single-threaded pass over `v` on the CPU backend
-//! (square, row sums, the division, the broadcast product) with fresh buffers, and
-//! differentiates each; for the paper head (K = 65 536, 256 inputs: 16.8 M weights) that ran in
-//! the teacher's and the student's forward pass and again in the backward pass, every step.
-//! Here the forward pass is one parallel pass per row block that keeps each row's `‖v‖`, and
-//! the backward pass is another, with `s = g/‖v‖` and `v̂ = v/‖v‖`:
-//! `dv = s·(dW − (dW·v̂)·v̂)`, `dg = dW·v̂`.
+//! The DINO head's weight normalisation as one op of burn's graph: `W = v ⊙ (g / ‖v‖)` per row
+//! (`v` `[K, in]`, `g` `[K, 1]`), PyTorch's `weight_norm(dim=0)`. burn computes it as five
+//! single-threaded tensor ops with fresh buffers, differentiating each; the kernel
+//! (`kernels::weight_norm`) is one parallel pass per row block each way.
 
-use super::{flex, host, lane_dot, lane_square_sum, values, vectorized, written, Host};
+use super::{flex, host, values, Host};
+use crate::kernels::weight_norm as kernel;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -17,10 +12,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use rayon::prelude::*;
-
-/// Rows per parallel task.
-const ROWS_PER_BLOCK: usize = 256;
 
 /// `v ⊙ (g / ‖v‖)` by row; burn's ops where the fused kernels do not apply.
 pub fn weight_norm(v: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
@@ -33,12 +24,12 @@ pub fn weight_norm(v: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
     };
     match (v_host, g_host) {
         (Host::Plain(v), Host::Plain(g)) => {
-            let (w, _) = forward_host(&values(&v), &values(&g), width);
+            let (w, _) = kernel::forward(&values(&v), &values(&g), width);
             Tensor::from_primitive::<Flex>(flex(w, vec![rows, width]))
         }
         (Host::Tracked(v), Host::Tracked(g)) => {
             let ((v, v_guard), (g, g_guard)) = (v.into_parts(), g.into_parts());
-            let (w, norms) = forward_host(&values(&v), &values(&g), width);
+            let (w, norms) = kernel::forward(&values(&v), &values(&g), width);
             let w = flex(w, vec![rows, width]);
             let out = match WeightNormBackward
                 .prepare::<NoCheckpointing>([v_guard, g_guard])
@@ -61,85 +52,6 @@ fn composed(v: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
     v.mul(g.div(norm))
 }
 
-/// `(W, ‖v‖ per row)`.
-fn forward_host(v: &[f32], g: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut norms = vec![0.0f32; g.len()];
-    let block = ROWS_PER_BLOCK * width;
-    // SAFETY: the blocks of `W`, `v`, `g` and the norms pair up one to one (same rows per
-    // block), and each row of a block's `W` is written in full.
-    let w = unsafe {
-        written(v.len(), |w| {
-            w.par_chunks_mut(block)
-                .zip(v.par_chunks(block))
-                .zip(g.par_chunks(ROWS_PER_BLOCK))
-                .zip(norms.par_chunks_mut(ROWS_PER_BLOCK))
-                .for_each(|(((w_b, v_b), g_b), norms_b)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            let rows = w_b.chunks_exact_mut(width).zip(v_b.chunks_exact(width));
-                            for ((w, v), (&g, norm)) in rows.zip(g_b.iter().zip(norms_b)) {
-                                *norm = lane_square_sum(v, 0.0).sqrt();
-                                let scale = g / *norm;
-                                for (w, &v) in w.iter_mut().zip(v) {
-                                    w.write(v * scale);
-                                }
-                            }
-                        },
-                    )
-                })
-        })
-    };
-    (w, norms)
-}
-
-/// `(dv, dg)` from `dW`, `v`, `g` and the rows' norms.
-fn backward_host(
-    grad_w: &[f32],
-    v: &[f32],
-    g: &[f32],
-    norms: &[f32],
-    width: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut grad_g = vec![0.0f32; g.len()];
-    let block = ROWS_PER_BLOCK * width;
-    // SAFETY: as in `forward_host`; each row of a block's `dv` is written in full.
-    let grad_v = unsafe {
-        written(v.len(), |dv| {
-            dv.par_chunks_mut(block)
-                .zip(grad_w.par_chunks(block).zip(v.par_chunks(block)))
-                .zip(
-                    g.par_chunks(ROWS_PER_BLOCK)
-                        .zip(norms.par_chunks(ROWS_PER_BLOCK)),
-                )
-                .zip(grad_g.par_chunks_mut(ROWS_PER_BLOCK))
-                .for_each(|(((dv_b, (dw_b, v_b)), (g_b, norms_b)), dg_b)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            let rows = dv_b
-                                .chunks_exact_mut(width)
-                                .zip(dw_b.chunks_exact(width).zip(v_b.chunks_exact(width)));
-                            let scalars = g_b.iter().zip(norms_b).zip(dg_b.iter_mut());
-                            for ((dv, (dw, v)), ((&g, &norm), dg)) in rows.zip(scalars) {
-                                let inverse = 1.0 / norm;
-                                // dW·v̂, then dv = s·dW − (s·(dW·v̂)/‖v‖)·v
-                                let along = lane_dot(dw, v) * inverse;
-                                let scale = g * inverse;
-                                let radial = scale * along * inverse;
-                                *dg = along;
-                                for ((dv, &dw), &v) in dv.iter_mut().zip(dw).zip(v) {
-                                    dv.write(scale * dw - radial * v);
-                                }
-                            }
-                        },
-                    )
-                })
-        })
-    };
-    (grad_v, grad_g)
-}
-
 /// The backward step in burn's autodiff graph; parents `[v, g]`, state `(v, g, ‖v‖ per row)`.
 #[derive(Debug)]
 struct WeightNormBackward;
@@ -152,7 +64,7 @@ impl Backward<Flex, 2> for WeightNormBackward {
         let grad_w = grads.consume::<Flex>(&ops.node);
         let shape = v.layout().shape().to_vec();
         let width = shape.get(1).copied().unwrap_or(0);
-        let (dv, dg) = backward_host(&values(&grad_w), &values(&v), &values(&g), &norms, width);
+        let (dv, dg) = kernel::backward(&values(&grad_w), &values(&v), &values(&g), &norms, width);
         let [v_node, g_node] = ops.parents;
         if let Some(node) = v_node {
             grads.register::<Flex>(node.id, flex(dv, shape));
@@ -174,7 +86,7 @@ mod tests {
     #[test]
     fn matches_burns_composition_values_and_gradients() {
         let device = Device::flex().autodiff();
-        let shape = [2 * ROWS_PER_BLOCK + 37, 45];
+        let shape = [2 * kernel::ROWS_PER_BLOCK + 37, 45];
         let upstream = random(shape, 3, 1.0, &device);
         let run = |fused: bool| {
             let v = random(shape, 1, 0.5, &device).require_grad();
@@ -209,7 +121,7 @@ mod tests {
     #[test]
     fn same_values_on_one_and_several_threads() {
         let device = Device::flex();
-        let shape = [3 * ROWS_PER_BLOCK + 5, 64];
+        let shape = [3 * kernel::ROWS_PER_BLOCK + 5, 64];
         let run = || {
             let v = random(shape, 4, 0.5, &device);
             let g = Tensor::<2>::ones([shape[0], 1], &device);

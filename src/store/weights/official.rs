@@ -91,14 +91,7 @@ pub(super) fn load_pytorch(
         .allow_partial(true)
         .map_indices_contiguous(false);
     if nested {
-        let prefix = format!("{}.", network.label());
-        if !top_keys.iter().any(|k| k.starts_with(&prefix)) {
-            return Err(WeightsError::NoNetwork {
-                path: path.to_path_buf(),
-                network: network.label(),
-                found: summarise_keys(&top_keys),
-            });
-        }
+        let prefix = network_prefix(path, &top_keys, network)?;
         ignored_entries = top_keys.iter().filter(|k| !k.starts_with(&prefix)).count();
         store = store.with_top_level_key(network.label());
     }
@@ -108,16 +101,57 @@ pub(super) fn load_pytorch(
     let inferred = infer_config(path, &shapes, overrides)?;
     ignored_entries += inferred.unused.len();
     let converted_from = converted_from(tensors);
-    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
-    let mut backbone = VisionTransformer::new_family(
+    let (backbone, masks) = applied(path, &inferred, tensors, device)?;
+    let info = external_info(
+        path,
+        WeightsFormat::Pytorch,
+        network,
+        &inferred,
+        ignored_entries,
+    );
+    Ok(loaded(backbone, masks, info, converted_from))
+}
+
+/// `NETWORK.`, when the checkpoint's top-level keys hold that network; else an error naming
+/// what the file holds.
+fn network_prefix(
+    path: &Path,
+    top_keys: &[String],
+    network: Network,
+) -> Result<String, WeightsError> {
+    let prefix = format!("{}.", network.label());
+    if top_keys.iter().any(|k| k.starts_with(&prefix)) {
+        return Ok(prefix);
+    }
+    Err(WeightsError::NoNetwork {
+        path: path.to_path_buf(),
+        network: network.label(),
+        found: summarise_keys(top_keys),
+    })
+}
+
+/// The backbone the file's shapes describe, before its weights are applied.
+fn unloaded(inferred: &Inferred, device: &Device) -> VisionTransformer {
+    VisionTransformer::new_family(
         &inferred.config,
         inferred.family,
         inferred.ffn,
         &mut HostInit::new(0),
         device,
-    );
-    // PytorchStore has no adapter option (its own is PyTorchToBurnAdapter alone), so the
-    // tensors are applied directly with the f32 cast chained after it.
+    )
+}
+
+/// The backbone the shapes describe with the file's tensors applied (the f32 cast chained
+/// after PyTorch's layout: PytorchStore has no adapter option of its own), and DINOv3's qkv
+/// bias masks still to fold in.
+fn applied(
+    path: &Path,
+    inferred: &Inferred,
+    tensors: &BTreeMap<String, PackTensor>,
+    device: &Device,
+) -> Result<(VisionTransformer, Vec<TensorData>), WeightsError> {
+    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
+    let mut backbone = unloaded(inferred, device);
     let result = backbone.apply(
         with_packed_ffn(path, tensors, inferred.ffn)?,
         None,
@@ -125,19 +159,22 @@ pub(super) fn load_pytorch(
         false,
     );
     check_applied(path, &result)?;
+    Ok((backbone, masks))
+}
+
+/// A backbone whose weights are applied: its qkv bias masks folded in, ready for inference.
+fn loaded(
+    mut backbone: VisionTransformer,
+    masks: Vec<TensorData>,
+    mut info: BackboneInfo,
+    converted_from: Option<String>,
+) -> LoadedBackbone {
     fold_bias_masks(&mut backbone, masks);
-    let mut info = external_info(
-        path,
-        WeightsFormat::Pytorch,
-        network,
-        &inferred,
-        ignored_entries,
-    );
     info.converted_from = converted_from;
-    Ok(LoadedBackbone {
+    LoadedBackbone {
         backbone: backbone.without_drop_path(),
         info,
-    })
+    }
 }
 
 /// Tensor shapes of one network of a full training checkpoint, DDP's `module.` stripped and
@@ -151,14 +188,7 @@ pub(super) fn read_official_shapes(
         reason: err.to_string(),
     };
     let top_keys: Vec<String> = PytorchStore::from_file(path).keys().map_err(read_error)?;
-    let prefix = format!("{}.", network.label());
-    if !top_keys.iter().any(|k| k.starts_with(&prefix)) {
-        return Err(WeightsError::NoNetwork {
-            path: path.to_path_buf(),
-            network: network.label(),
-            found: summarise_keys(&top_keys),
-        });
-    }
+    network_prefix(path, &top_keys, network)?;
     // The file's own indices (`head.mlp.{0,2,4}`), not renumbered.
     let mut store = PytorchStore::from_file(path)
         .map_indices_contiguous(false)
@@ -186,34 +216,15 @@ pub(super) fn load_safetensors(
     let converted_from = converted_from(tensors);
     let inferred = infer_config(path, &shapes, overrides)?;
     let ignored_entries = inferred.unused.len();
-    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
-    let mut backbone = VisionTransformer::new_family(
-        &inferred.config,
-        inferred.family,
-        inferred.ffn,
-        &mut HostInit::new(0),
-        device,
-    );
-    let result = backbone.apply(
-        with_packed_ffn(path, tensors, inferred.ffn)?,
-        None,
-        Some(Box::new(to_f32_adapter())),
-        false,
-    );
-    check_applied(path, &result)?;
-    fold_bias_masks(&mut backbone, masks);
-    let mut info = external_info(
+    let (backbone, masks) = applied(path, &inferred, tensors, device)?;
+    let info = external_info(
         path,
         WeightsFormat::Safetensors,
         Network::Teacher,
         &inferred,
         ignored_entries,
     );
-    info.converted_from = converted_from;
-    Ok(LoadedBackbone {
-        backbone: backbone.without_drop_path(),
-        info,
-    })
+    Ok(loaded(backbone, masks, info, converted_from))
 }
 
 /// The file's tensors under our names for a SwiGLU feed-forward: DINOv2's `mlp.w12` is our

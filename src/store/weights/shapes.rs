@@ -168,9 +168,23 @@ pub(super) fn infer_config(
         }
     };
     if num_heads == 0 || dim % num_heads != 0 {
+        // The head count the user gave (`--heads`, the attention view's heads box) is named
+        // as such, with the counts that would fit.
+        let given = if overrides.num_heads.is_some() {
+            let fitting: Vec<String> = (1..=dim.min(64))
+                .filter(|h| dim % h == 0)
+                .map(|h| h.to_string())
+                .collect();
+            format!(
+                "--heads {num_heads} does not divide the width {dim}: give one of {}",
+                fitting.join(", ")
+            )
+        } else {
+            format!("{num_heads} heads do not divide the width {dim}")
+        };
         return Err(WeightsError::Mismatch {
             path: path.to_path_buf(),
-            what: format!("{num_heads} heads do not divide the width {dim}"),
+            what: given,
         });
     }
     let ffn = ffn_of(shapes, dim);

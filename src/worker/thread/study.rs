@@ -44,15 +44,8 @@ impl Worker {
             match study.start_arm(index) {
                 Ok(events) => {
                     if let Some(engine) = study.engine(index) {
-                        let trainer = engine.trainer();
-                        self.emit(Event::Started {
-                            run_id,
-                            device: selected.description.clone(),
-                            dataset: trainer.dataset_description().to_string(),
-                            total_steps: trainer.total_steps(),
-                            iters_per_epoch: trainer.iters_per_epoch(),
-                            shape: engine.run_shape(),
-                        });
+                        let start = engine.run_start(selected.description.clone());
+                        self.emit(Event::started(run_id, start));
                     }
                     self.forward(run_id, events);
                     self.emit(Event::Status {

@@ -1,5 +1,6 @@
 //! Every plotted quantity: its name, what it means, its fixed colour and how to read it from
-//! a metrics row.
+//! a metrics row. One table for the app's plots, its Export CSV and the figures
+//! (`store::figure`).
 
 use crate::store::rows::MetricsRow;
 
@@ -112,7 +113,7 @@ impl Quantity {
     }
 
     /// The row's value; `None` for a representation reading the step did not take.
-    pub(super) fn of(self, m: &MetricsRow) -> Option<f64> {
+    pub fn of(self, m: &MetricsRow) -> Option<f64> {
         Some(match self {
             Quantity::Loss => m.loss,
             Quantity::TeacherEntropy => m.teacher_entropy,
