@@ -251,14 +251,15 @@ def bench_attention(args):
     return time_steps(step, args), 1
 
 
-def bench_attention_layers(args):
+def bench_attention_layers(args, patch=16, img=224, dim=384, depth=12, heads=6):
     """Every block's attention in one pass, as get_intermediate_layers walks the blocks: the
     CLS rows of all of them and the 0.6-mass masks per head (what `attention --layer all`
-    writes)."""
+    writes). patch 14 / img 518: DINOv2's ViT-S/14 (`attention-layers-vits14`; the official
+    DINO block without LayerScale, whose one multiply per token is < 0.1 % of the work)."""
     w, h = (int(v) for v in args.size.lower().split("x"))
-    model = make_vit(384, 12, 6, 16, 224, 0.0).eval()
+    model = make_vit(dim, depth, heads, patch, img, 0.0).eval()
     x = torch.randn(1, 3, h, w)
-    x = x[:, :, : h - h % 16, : w - w % 16]
+    x = x[:, :, : h - h % patch, : w - w % patch]
 
     def step():
         with torch.no_grad():
@@ -336,7 +337,7 @@ def time_steps(step, args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16", "attention-layers-vits16", "matmul"], required=True)
+    parser.add_argument("--workload", choices=["train-tiny", "train-vits16", "attention-vits16", "attention-layers-vits16", "attention-layers-vits14", "attention-layers-vitl14", "matmul"], required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -353,6 +354,10 @@ def main():
         times, images = bench_attention(args)
     elif args.workload == "attention-layers-vits16":
         times, images = bench_attention_layers(args)
+    elif args.workload == "attention-layers-vits14":
+        times, images = bench_attention_layers(args, patch=14, img=518)
+    elif args.workload == "attention-layers-vitl14":
+        times, images = bench_attention_layers(args, patch=14, img=518, dim=1024, depth=24, heads=16)
     else:
         times, images = bench_train(args.workload, args)
     median = statistics.median(times) * 1e3

@@ -36,6 +36,8 @@ SIZES = {
     "v2": [(70, 70), (42, 42), (98, 56), (112, 84)],
     "v2reg": [(70, 70), (42, 42), (98, 56), (112, 84)],
     "v3": [(80, 80), (48, 48), (112, 64), (96, 112)],
+    "v2g": [(70, 70), (42, 42), (98, 56), (112, 84)],
+    "v3plus": [(80, 80), (48, 48), (112, 64), (96, 112)],
 }
 
 
@@ -79,6 +81,10 @@ def randomise(model, seed):
                 p.copy_(randn(p, 0.5))
             elif name.endswith("attn.qkv.weight"):
                 p[: 2 * DIM] *= 8.0
+            elif ".mlp.w" in name and name.endswith("weight"):
+                # SwiGLU's product of two projections is small at the default init: larger,
+                # so that its gate and value halves (w1 / w2) are told apart by the maps.
+                p.mul_(6.0)
         # The first block's input small (variance near 1e-5): its LayerNorm then depends on ε,
         # so DINOv3's 1e-5 and DINOv2's 1e-6 are told apart.
         for name, p in model.named_parameters():
@@ -89,11 +95,11 @@ def randomise(model, seed):
                 assert torch.equal(b[DIM : 2 * DIM], torch.zeros(DIM)), "official mask: k third 0"
 
 
-def dinov2_model(registers, block_chunks=0):
+def dinov2_model(registers, block_chunks=0, ffn_layer="mlp"):
     from dinov2.models.vision_transformer import DinoVisionTransformer
 
     # _make_dinov2_model's arguments (dinov2/hub/backbones.py): init_values 1.0, mlp, no
-    # chunks; the register models: 4 registers, antialias, offset 0.
+    # chunks; the register models: 4 registers, antialias, offset 0; ViT-g: "swiglufused".
     return DinoVisionTransformer(
         img_size=70,
         patch_size=14,
@@ -102,7 +108,7 @@ def dinov2_model(registers, block_chunks=0):
         num_heads=HEADS,
         mlp_ratio=4,
         init_values=1.0,
-        ffn_layer="mlp",
+        ffn_layer=ffn_layer,
         block_chunks=block_chunks,
         num_register_tokens=registers,
         interpolate_antialias=registers > 0,
@@ -110,10 +116,11 @@ def dinov2_model(registers, block_chunks=0):
     )
 
 
-def dinov3_model():
+def dinov3_model(ffn_layer="mlp", ffn_ratio=4):
     from dinov3.models.vision_transformer import DinoVisionTransformer
 
-    # dinov3_vits16's arguments (dinov3/hub/backbones.py) at a reduced width and depth.
+    # dinov3_vits16's arguments (dinov3/hub/backbones.py) at a reduced width and depth;
+    # dinov3_vits16plus's: ffn_layer "swiglu", ffn_ratio 6.
     model = DinoVisionTransformer(
         img_size=224,
         patch_size=16,
@@ -124,12 +131,12 @@ def dinov3_model():
         embed_dim=DIM,
         depth=DEPTH,
         num_heads=HEADS,
-        ffn_ratio=4,
+        ffn_ratio=ffn_ratio,
         qkv_bias=True,
         drop_path_rate=0.0,
         layerscale_init=1.0e-05,
         norm_layer="layernormbf16",
-        ffn_layer="mlp",
+        ffn_layer=ffn_layer,
         ffn_bias=True,
         proj_bias=True,
         n_storage_tokens=4,
@@ -179,9 +186,9 @@ def write(name, array):
 
 def references(kind, model, image):
     model = model.double().eval()
-    if kind == "v3":
+    if kind.startswith("v3"):
         model.rope_embed.dtype = torch.float64
-    prefix = {"v2": 1, "v2reg": 5, "v3": 5}[kind]
+    prefix = {"v2": 1, "v2reg": 5, "v3": 5, "v2g": 1, "v3plus": 5}[kind]
     for size in SIZES[kind]:
         found, undo = capture_attention(model)
         x = input_of(image, size)
@@ -245,6 +252,22 @@ def main():
     assert any(k.startswith("backbone.blocks.1.1.") for k in teacher), list(teacher)[:10]
     teacher["dino_head.mlp.0.weight"] = torch.randn(8, DIM)
     torch.save({"teacher": teacher}, OUT / "v2reg_teacher_checkpoint.pth")
+
+    # The SwiGLU feed-forwards, seeded apart so the files above do not change: DINOv2 ViT-g's
+    # `SwiGLUFFNFused` (packed `w12`; hidden (int(128 * 2/3) + 7) // 8 * 8 = 88) and DINOv3
+    # ViT-S+'s `SwiGLUFFN` (`w1`, `w2`; hidden 6 * 32 * 2/3 = 128, aligned to 8).
+    torch.manual_seed(1)
+    swiglu = {
+        "v2g": dinov2_model(0, ffn_layer="swiglufused"),
+        "v3plus": dinov3_model(ffn_layer="swiglu", ffn_ratio=6),
+    }
+    assert swiglu["v2g"].blocks[0].mlp.w12.weight.shape == (2 * 88, DIM)
+    assert swiglu["v3plus"].blocks[0].mlp.w1.weight.shape == (128, DIM)
+    for seed, (kind, model) in enumerate(swiglu.items()):
+        randomise(model, seed + 10)
+        state = {k: v.clone().float() for k, v in model.state_dict().items()}
+        torch.save(state, OUT / f"{kind}.pth")
+        references(kind, model, image)
     print("wrote", sorted(p.name for p in OUT.iterdir()))
 
 

@@ -10,7 +10,7 @@ use image::RgbImage;
 pub use super::overlay::{
     composite, contour_width_px, head_colour, min_max_scaled, MapLayers, OverlayStyle, HEAD_COLOURS,
 };
-pub use super::pca::pca_rgb;
+pub use super::pca::{foreground_pca_rgb, pca_rgb};
 
 /// Per-head attention of the CLS query over the patch tokens (CLS key dropped, not
 /// renormalised), row-major over the patch grid.
@@ -27,6 +27,11 @@ pub struct AttentionMaps {
     /// The first three principal components of the last layer's patch features as RGB, one
     /// pixel per patch (row-major); empty unless computed by [`attention_and_pca`].
     pub pca_rgb: Vec<u8>,
+    /// DINOv2's foreground-masked PCA of the same features (`analysis::pca`:
+    /// [`foreground_pca_rgb`]): the background black, the foreground's 3 components fitted on
+    /// this image alone, or across all the followed images where they were computed together
+    /// ([`maps_of_images`](super::layers::maps_of_images)); empty where `pca_rgb` is.
+    pub pca_foreground_rgb: Vec<u8>,
     /// Which block `heads` come from (the last one unless asked otherwise; one map for
     /// rollout).
     pub layer: super::layers::MapLayer,
@@ -256,6 +261,7 @@ pub fn attention_maps(
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
         pca_rgb: Vec::new(),
+        pca_foreground_rgb: Vec::new(),
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
         token_norms: Vec::new(),
@@ -272,6 +278,19 @@ pub fn attention_and_pca(
     size: (u32, u32),
     device: &Device,
 ) -> Option<AttentionMaps> {
+    attention_pca_and_features(backbone, image, size, device, true).map(|(maps, _)| maps)
+}
+
+/// [`attention_and_pca`] and the final-norm patch features it was computed from
+/// (`rows · cols · dim`, row-major), for a PCA fitted across several images; without
+/// `foreground` the image's own foreground picture is left empty (a shared fit follows).
+pub fn attention_pca_and_features(
+    backbone: &VisionTransformer,
+    image: &RgbImage,
+    size: (u32, u32),
+    device: &Device,
+    foreground: bool,
+) -> Option<(AttentionMaps, Vec<f32>)> {
     let patch = backbone.patch_size();
     let input = image_input(image, size, patch, device)?;
     let last = backbone.depth().saturating_sub(1);
@@ -307,18 +326,23 @@ pub fn attention_and_pca(
     if values.len() != heads * patches || patches != out.grid.0 * out.grid.1 {
         return None;
     }
-    Some(AttentionMaps {
+    let dim = backbone.embed_dim();
+    let (pca_rgb, pca_foreground_rgb) =
+        super::pca::pca_pictures(features, out.grid, dim, foreground);
+    let maps = AttentionMaps {
         grid_rows: out.grid.0,
         grid_cols: out.grid.1,
         patch_size: patch,
         resized_px: size,
         heads: values.chunks(patches).map(<[f32]>::to_vec).collect(),
-        pca_rgb: pca_rgb(features, patches, backbone.embed_dim()),
+        pca_rgb,
+        pca_foreground_rgb,
         layer: super::layers::MapLayer::Last,
         distance_px: Vec::new(),
         token_norms: norms.as_slice::<f32>().ok()?.to_vec(),
         registers,
-    })
+    };
+    Some((maps, features.to_vec()))
 }
 
 #[cfg(test)]

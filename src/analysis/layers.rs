@@ -59,7 +59,62 @@ pub fn maps_of_layer(
     layer: MapLayer,
     distances: bool,
 ) -> Option<super::attention::AttentionMaps> {
-    let mut maps = super::attention::attention_and_pca(backbone, image, size, device)?;
+    maps_and_features(backbone, (image, size), device, layer, distances, true).map(|(maps, _)| maps)
+}
+
+/// [`maps_of_layer`] of every image (named, with its input size), with DINOv2's foreground
+/// PCA fitted across all of them (`pca_foreground_rgb`: a part gets one colour in every
+/// image). An image smaller than one patch is `None`.
+pub fn maps_of_images<'a>(
+    backbone: &VisionTransformer,
+    images: impl IntoIterator<Item = (&'a RgbImage, (u32, u32))>,
+    device: &Device,
+    layer: MapLayer,
+    distances: bool,
+) -> Vec<Option<super::attention::AttentionMaps>> {
+    let images: Vec<(&RgbImage, (u32, u32))> = images.into_iter().collect();
+    // With several images each one's own foreground fit would be replaced: not made.
+    let own = images.len() < 2;
+    let mut found: Vec<Option<(super::attention::AttentionMaps, Vec<f32>)>> = images
+        .into_iter()
+        .map(|(image, size)| {
+            maps_and_features(backbone, (image, size), device, layer, distances, own)
+        })
+        .collect();
+    let inputs: Vec<(&[f32], (usize, usize))> = found
+        .iter()
+        .flatten()
+        .map(|(maps, features)| (features.as_slice(), (maps.grid_rows, maps.grid_cols)))
+        .collect();
+    if !own {
+        let shared = super::pca::foreground_pca_rgb(&inputs, backbone.embed_dim());
+        for ((maps, _), rgb) in found.iter_mut().flatten().zip(shared) {
+            maps.pca_foreground_rgb = rgb;
+        }
+    }
+    found
+        .into_iter()
+        .map(|found| found.map(|(maps, _)| maps))
+        .collect()
+}
+
+/// [`maps_of_layer`] of one (image, input size) and the patch features of its PCA;
+/// `own_foreground`: the image's own foreground PCA too.
+fn maps_and_features(
+    backbone: &VisionTransformer,
+    (image, size): (&RgbImage, (u32, u32)),
+    device: &Device,
+    layer: MapLayer,
+    distances: bool,
+    own_foreground: bool,
+) -> Option<(super::attention::AttentionMaps, Vec<f32>)> {
+    let (mut maps, features) = super::attention::attention_pca_and_features(
+        backbone,
+        image,
+        size,
+        device,
+        own_foreground,
+    )?;
     let last = backbone.depth().saturating_sub(1);
     let (blocks, rollout) = match layer {
         MapLayer::Block(block) if block < last => (vec![block], None),
@@ -68,9 +123,11 @@ pub fn maps_of_layer(
     };
     let last_only = blocks.is_empty() && rollout.is_none();
     if last_only && !distances {
-        return Some(maps);
+        return Some((maps, features));
     }
-    let layers = layer_maps(backbone, image, size, device, &blocks, rollout)?;
+    // Every head's distance of every block comes with another block's maps (the view's
+    // charts), as it always has.
+    let layers = layer_maps(backbone, image, size, device, &blocks, rollout, true)?;
     match (layers.rollout, layers.cls.into_iter().next()) {
         (Some(rollout), _) => maps.heads = vec![rollout],
         (None, Some(heads)) => maps.heads = heads,
@@ -82,7 +139,7 @@ pub fn maps_of_layer(
         maps.layer = layer;
     }
     maps.distance_px = layers.distance_px;
-    Some(maps)
+    Some((maps, features))
 }
 
 /// Maps of several blocks of one image.
@@ -103,8 +160,15 @@ pub struct LayerMaps {
     pub rollout: Option<Vec<f32>>,
 }
 
-/// One pass over all blocks: the CLS maps of `layers`, the distance of every head and, when
-/// asked, the rollout. `None` when the image is smaller than one patch.
+/// One pass over all blocks: the CLS maps of `layers`, with `distances` the mean attention
+/// distance of every head of every block and, when asked, the rollout. `None` when the image
+/// is smaller than one patch.
+///
+/// Without distances or rollout no block keeps its `T × T` probabilities: each block's CLS
+/// row comes from its own q, k beside the fused attention (the cost of a plain forward pass).
+/// With them, each block's probabilities are reduced as soon as they are computed and dropped
+/// (one block's alive at a time, and rollout's running product), so memory does not grow with
+/// the depth.
 pub fn layer_maps(
     backbone: &VisionTransformer,
     image: &RgbImage,
@@ -112,61 +176,89 @@ pub fn layer_maps(
     device: &Device,
     layers: &[usize],
     rollout: Option<RolloutSettings>,
+    distances: bool,
 ) -> Option<LayerMaps> {
     let patch = backbone.patch_size();
     let input = image_input(image, size, patch, device)?;
-    let all: Vec<usize> = (0..backbone.depth()).collect();
-    let out = crate::device::on_compute_pool(|| backbone.attention_of_layers(input, &all, false));
-    let (rows, cols) = out.grid;
     // CLS and the registers (DINOv2/v3): kept in rollout's product, dropped from every map.
     let prefix = backbone.prefix_tokens();
-    let mut cls = Vec::new();
+    let mut cls: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
     let mut distance_px = Vec::new();
-    let mut fused = Vec::new();
-    let distances = pairwise_distance_px(rows, cols, patch);
-    for (block, attention) in &out.attentions {
-        let [_, _, tokens, _] = attention.dims();
-        if layers.contains(block) {
-            let rows_of_cls = attention
-                .clone()
-                .slice(s![0..1, .., 0..1, prefix..tokens])
-                .into_data_as::<f32>();
-            let values = rows_of_cls.as_slice::<f32>().ok()?;
-            cls.push((
-                *block,
-                values
-                    .chunks(tokens - prefix)
-                    .map(<[f32]>::to_vec)
-                    .collect(),
-            ));
+    let mut cls_rollout = None;
+    // A `[1, heads, T]` CLS row → per head, its attention over the patches.
+    let cls_of = |row: Tensor<3>| -> Option<Vec<Vec<f32>>> {
+        let [_, _, tokens] = row.dims();
+        let data = row
+            .slice(s![0..1, .., prefix..tokens])
+            .into_data_as::<f32>();
+        let values = data.as_slice::<f32>().ok()?;
+        Some(
+            values
+                .chunks(tokens - prefix)
+                .map(<[f32]>::to_vec)
+                .collect(),
+        )
+    };
+    let grid = if !distances && rollout.is_none() {
+        let out = crate::device::on_compute_pool(|| {
+            backbone.attention_of_layers_and_cls(input, &[], false, true)
+        });
+        for (block, row) in out.cls_rows.into_iter().enumerate() {
+            if layers.contains(&block) {
+                cls.push((block, cls_of(row)?));
+            }
         }
-        distance_px.push(mean_distance_on_device(
-            attention, prefix, &distances, device,
-        )?);
-        if let Some(settings) = rollout {
-            let reduced = match settings.fusion {
-                HeadFusion::Mean => attention.clone().slice(s![0..1]).mean_dim(1),
-                HeadFusion::Max => attention.clone().slice(s![0..1]).max_dim(1),
-                HeadFusion::Min => attention.clone().slice(s![0..1]).min_dim(1),
-            };
-            let data = reduced.reshape([tokens, tokens]).into_data_as::<f32>();
-            fused.push(data.as_slice::<f32>().ok()?.to_vec());
+        out.grid
+    } else {
+        let (rows, cols) = {
+            let [_, _, height, width] = input.dims();
+            (height / patch, width / patch)
+        };
+        let tokens = prefix + rows * cols;
+        let pairwise = distances.then(|| {
+            Tensor::<3>::from_data(
+                TensorData::new(
+                    pairwise_distance_px(rows, cols, patch),
+                    [1, rows * cols, rows * cols],
+                ),
+                device,
+            )
+        });
+        let mut product = rollout.map(|settings| Rollout::new(tokens, settings, device));
+        let mut failed = false;
+        let grid = crate::device::on_compute_pool(|| {
+            backbone.each_block_attention(input, |block, attention| {
+                if layers.contains(&block) {
+                    let [_, heads, _, _] = attention.dims();
+                    let row = attention.clone().slice(s![0..1, .., 0..1, ..]);
+                    match cls_of(row.reshape([1, heads, tokens])) {
+                        Some(maps) => cls.push((block, maps)),
+                        None => failed = true,
+                    }
+                }
+                if let Some(pairwise) = &pairwise {
+                    match mean_distance_on_device(&attention, prefix, pairwise) {
+                        Some(d) => distance_px.push(d),
+                        None => failed = true,
+                    }
+                }
+                if let Some(product) = &mut product {
+                    failed |= product.push(&attention).is_none();
+                }
+            })
+        });
+        if failed {
+            return None;
         }
-    }
+        cls_rollout = product.map(|product| product.cls_row(prefix));
+        grid
+    };
+    let (rows, cols) = grid;
     // In the order asked.
     let cls_in_order: Vec<(usize, Vec<Vec<f32>>)> = layers
         .iter()
         .filter_map(|l| cls.iter().find(|(b, _)| b == l).cloned())
         .collect();
-    let rollout = rollout.map(|settings| {
-        attention_rollout(
-            &fused,
-            prefix + rows * cols,
-            prefix,
-            settings.discard_ratio,
-            device,
-        )
-    });
     Some(LayerMaps {
         grid_rows: rows,
         grid_cols: cols,
@@ -175,7 +267,7 @@ pub fn layer_maps(
         layers: cls_in_order.iter().map(|(b, _)| *b).collect(),
         cls: cls_in_order.into_iter().map(|(_, maps)| maps).collect(),
         distance_px,
-        rollout,
+        rollout: cls_rollout,
     })
 }
 
@@ -227,8 +319,7 @@ pub fn mean_attention_distance(attention: &[f32], heads: usize, distances_px: &[
 fn mean_distance_on_device(
     attention: &Tensor<4>,
     prefix: usize,
-    distances_px: &[f32],
-    device: &Device,
+    distances_px: &Tensor<3>,
 ) -> Option<Vec<f32>> {
     let [_, heads, tokens, _] = attention.dims();
     let patches = tokens - prefix;
@@ -237,11 +328,7 @@ fn mean_distance_on_device(
         .slice(s![0..1, .., prefix..tokens, prefix..tokens])
         .reshape([heads, patches, patches]);
     let mass = keys.clone().sum_dim(2);
-    let distances = Tensor::<3>::from_data(
-        TensorData::new(distances_px.to_vec(), [1, patches, patches]),
-        device,
-    );
-    let per_query = (keys * distances).sum_dim(2) / mass;
+    let per_query = (keys * distances_px.clone()).sum_dim(2) / mass;
     let means = per_query.mean_dim(1).reshape([heads]).into_data_as::<f32>();
     Some(means.as_slice::<f32>().ok()?.to_vec())
 }
@@ -259,13 +346,54 @@ pub fn attention_rollout(
     discard_ratio: f32,
     device: &Device,
 ) -> Vec<f32> {
-    let identity: Vec<f32> = (0..tokens * tokens)
-        .map(|k| if k / tokens == k % tokens { 1.0 } else { 0.0 })
-        .collect();
-    let mut result = Tensor::<2>::from_data(TensorData::new(identity, [tokens, tokens]), device);
+    let settings = RolloutSettings {
+        fusion: HeadFusion::Mean,
+        discard_ratio,
+    };
+    let mut product = Rollout::new(tokens, settings, device);
     for block in fused {
-        let mut a = block.clone();
-        let count = (a.len() as f64 * discard_ratio as f64) as usize;
+        product.push_fused(block.clone());
+    }
+    product.cls_row(prefix)
+}
+
+/// [`attention_rollout`]'s running product, fed one block at a time (no block's map kept).
+struct Rollout {
+    result: Tensor<2>,
+    tokens: usize,
+    settings: RolloutSettings,
+}
+
+impl Rollout {
+    fn new(tokens: usize, settings: RolloutSettings, device: &Device) -> Self {
+        let identity: Vec<f32> = (0..tokens * tokens)
+            .map(|k| if k / tokens == k % tokens { 1.0 } else { 0.0 })
+            .collect();
+        Self {
+            result: Tensor::<2>::from_data(TensorData::new(identity, [tokens, tokens]), device),
+            tokens,
+            settings,
+        }
+    }
+
+    /// One block's `[1, heads, T, T]` probabilities, its heads fused as the settings say.
+    fn push(&mut self, attention: &Tensor<4>) -> Option<()> {
+        let first = attention.clone().slice(s![0..1]);
+        let reduced = match self.settings.fusion {
+            HeadFusion::Mean => first.mean_dim(1),
+            HeadFusion::Max => first.max_dim(1),
+            HeadFusion::Min => first.min_dim(1),
+        };
+        let data = reduced
+            .reshape([self.tokens, self.tokens])
+            .into_data_as::<f32>();
+        self.push_fused(data.as_slice::<f32>().ok()?.to_vec());
+        Some(())
+    }
+
+    fn push_fused(&mut self, mut a: Vec<f32>) {
+        let tokens = self.tokens;
+        let count = (a.len() as f64 * self.settings.discard_ratio as f64) as usize;
         let mut order: Vec<usize> = (0..a.len()).collect();
         // Smallest first; a stable order on ties, as a sort of the values would give.
         order.sort_by(|&x, &y| a[x].total_cmp(&a[y]));
@@ -284,18 +412,25 @@ pub fn attention_rollout(
         for (k, v) in a.iter_mut().enumerate() {
             *v /= row_sums[k % tokens];
         }
-        let a = Tensor::<2>::from_data(TensorData::new(a, [tokens, tokens]), device);
-        result = a.matmul(result);
+        let device = self.result.device();
+        let a = Tensor::<2>::from_data(TensorData::new(a, [tokens, tokens]), &device);
+        self.result = a.matmul(self.result.clone());
     }
-    let cls = result.slice(s![0..1, prefix..tokens]).into_data_as::<f32>();
-    let mask = cls
-        .as_slice::<f32>()
-        .map(<[f32]>::to_vec)
-        .unwrap_or_default();
-    let max = mask.iter().copied().fold(f32::MIN, f32::max);
-    mask.iter()
-        .map(|v| if max > 0.0 { v / max } else { 0.0 })
-        .collect()
+
+    fn cls_row(self, prefix: usize) -> Vec<f32> {
+        let cls = self
+            .result
+            .slice(s![0..1, prefix..self.tokens])
+            .into_data_as::<f32>();
+        let mask = cls
+            .as_slice::<f32>()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default();
+        let max = mask.iter().copied().fold(f32::MIN, f32::max);
+        mask.iter()
+            .map(|v| if max > 0.0 { v / max } else { 0.0 })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -327,7 +462,8 @@ mod tests {
         );
         let device = Device::flex();
         let tensor = Tensor::<4>::from_data(TensorData::new(attention, [1, heads, t, t]), &device);
-        let on_device = mean_distance_on_device(&tensor, 1, &distances, &device).unwrap();
+        let pairwise = Tensor::<3>::from_data(TensorData::new(distances, [1, p, p]), &device);
+        let on_device = mean_distance_on_device(&tensor, 1, &pairwise).unwrap();
         assert!((on_device[0] - d[0]).abs() < 1e-4 && (on_device[1] - d[1]).abs() < 1e-3);
     }
 

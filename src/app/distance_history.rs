@@ -74,6 +74,7 @@ mod tests {
             resized_px: (8, 8),
             heads: vec![vec![1.0]],
             pca_rgb: Vec::new(),
+            pca_foreground_rgb: Vec::new(),
             layer: crate::analysis::layers::MapLayer::Last,
             distance_px,
             token_norms: Vec::new(),

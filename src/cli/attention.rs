@@ -24,7 +24,9 @@ pub struct AttentionArgs {
     /// Keep the smallest set of patches holding this share of each head's attention mass.
     #[arg(long, default_value_t = 0.6)]
     threshold: f32,
-    /// Check the weights against an architecture: vit_tiny, vit_small, vit_base, vit_micro.
+    /// Check the weights' width against an architecture: vit_micro, vit_tiny, vit_small,
+    /// vit_base (DINO, DINOv2/v3 ViT-S/B), vit_large (DINOv2/v3 ViT-L), vit_huge2 (DINOv3
+    /// ViT-H+), vit_giant2 (DINOv2 ViT-g). Not needed: the shapes say the architecture.
     #[arg(long, value_name = "NAME")]
     arch: Option<String>,
     /// Check the patch size read from the weights.
@@ -201,6 +203,7 @@ pub fn run(args: AttentionArgs) -> Result<()> {
                 &selected.device,
                 &layers,
                 rollout,
+                args.distance,
             )
         })
         .flatten();
@@ -226,21 +229,25 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         args.threshold
     ));
     save_png(&args.out.join("img.png"), &shown)?;
-    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB.
-    let pca = upsample_nearest(
-        &maps
-            .pca_rgb
-            .chunks(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect::<Vec<_>>(),
-        rows,
-        cols,
-        p,
-    );
-    let pca = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb(pca[y as usize * w + x as usize])
-    });
-    save_png(&args.out.join("pca.png"), &pca)?;
+    // Patch-feature PCA: the first three components of the last layer's patch tokens as RGB,
+    // and DINOv2's foreground-masked recipe (the background black).
+    for (file, rgb) in [
+        ("pca.png", &maps.pca_rgb),
+        ("pca_foreground.png", &maps.pca_foreground_rgb),
+    ] {
+        let pixels = upsample_nearest(
+            &rgb.chunks(3)
+                .map(|c| [c[0], c[1], c[2]])
+                .collect::<Vec<_>>(),
+            rows,
+            cols,
+            p,
+        );
+        let picture = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Rgb(pixels[y as usize * w + x as usize])
+        });
+        save_png(&args.out.join(file), &picture)?;
+    }
     let mut all_maps: Vec<f32> = Vec::new();
     let mut all_masks: Vec<u8> = Vec::new();
     let mut named: Vec<(String, Option<usize>, Vec<f32>)> = maps

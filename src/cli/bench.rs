@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// train: one training step of the config; attention: all maps of one image with a
-    /// ViT-S/16 (random weights unless --weights) at 480 px short side; matmul: the train
+    /// ViT-S/16 (random weights unless --weights or --model) at 480 px short side; matmul: the train
     /// steps' matrix products alone (GFLOP/s per shape, CPU backend).
     #[arg(long, value_enum, default_value = "train")]
     workload: Workload,
@@ -35,10 +35,28 @@ pub struct BenchArgs {
     /// Attention workload: also the patch-feature PCA, as the app computes (one full pass).
     #[arg(long)]
     pca: bool,
-    /// Attention workload: the CLS maps of every block and each head's mean attention distance
-    /// (`attention --layer all --distance`), instead of the last block's maps.
+    /// Attention workload: the CLS maps of every head of every block (`attention --layer all`),
+    /// instead of the last block's maps.
     #[arg(long, conflicts_with = "pca")]
     all_layers: bool,
+    /// With --all-layers: also each head's mean attention distance (`--distance`: every block
+    /// then materialises its probabilities).
+    #[arg(long, requires = "all_layers")]
+    distance: bool,
+    /// Attention workload without --weights: the randomly initialised backbone.
+    #[arg(long, value_enum, default_value = "vits16")]
+    model: BenchModel,
+}
+
+/// The random-weight backbones of the attention workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchModel {
+    /// DINO ViT-S/16 (224 px table).
+    Vits16,
+    /// DINOv2 ViT-S/14: LayerScale, LayerNorm ε 1e-6, the 37 × 37 table of 518 px.
+    Dinov2Vits14,
+    /// DINOv2 ViT-L/14 (width 1024, 24 blocks, 16 heads), as Dinov2Vits14.
+    Dinov2Vitl14,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,19 +82,44 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
             (loaded.backbone, label)
         }
         None => {
+            use dinoscope::model::{Family, Ffn, VitArch};
+            let small = VitArch::from_name("vit_small")
+                .ok_or_else(|| anyhow::anyhow!("vit_small is missing"))?;
+            let (arch, patch_size, img_size, family, label) = match args.model {
+                BenchModel::Vits16 => (small, 16, 224, Family::Dino, "ViT-S/16"),
+                BenchModel::Dinov2Vits14 => (
+                    small,
+                    14,
+                    518,
+                    Family::DinoV2 { registers: 0 },
+                    "DINOv2 ViT-S/14",
+                ),
+                BenchModel::Dinov2Vitl14 => (
+                    VitArch {
+                        embed_dim: 1024,
+                        depth: 24,
+                        num_heads: 16,
+                    },
+                    14,
+                    518,
+                    Family::DinoV2 { registers: 0 },
+                    "DINOv2 ViT-L/14",
+                ),
+            };
             let vit = dinoscope::model::VitConfig {
-                arch: dinoscope::model::VitArch::from_name("vit_small")
-                    .ok_or_else(|| anyhow::anyhow!("vit_small is missing"))?,
-                patch_size: 16,
-                img_size: 224,
+                arch,
+                patch_size,
+                img_size,
                 drop_path_rate: 0.0,
             };
-            let backbone = dinoscope::model::VisionTransformer::new(
+            let backbone = dinoscope::model::VisionTransformer::new_family(
                 &vit,
+                family,
+                Ffn::mlp_of_width(arch.embed_dim),
                 &mut dinoscope::model::HostInit::new(0),
                 &selected.device,
             );
-            (backbone, "ViT-S/16 (random weights)".to_string())
+            (backbone, format!("{label} (random weights)"))
         }
     };
     let (name, image) = dinoscope::data::sample_photos()
@@ -101,6 +144,7 @@ fn bench_attention(args: BenchArgs) -> Result<()> {
                 &selected.device,
                 &layers,
                 None,
+                args.distance,
             )
             .ok_or_else(|| anyhow::anyhow!("image smaller than one patch"))?;
             for heads in &maps.cls {

@@ -28,7 +28,28 @@ impl VitArch {
             num_heads,
         })
     }
+
+    /// [`VitArch::from_name`], and the DINOv2/v3 factories of the official
+    /// `vision_transformer.py` whose weights load for the attention view (`--arch`):
+    /// `vit_large`, `vit_huge2` (DINOv3 ViT-H+) and `vit_giant2` (DINOv2 ViT-g).
+    pub fn from_loadable_name(name: &str) -> Option<Self> {
+        let (embed_dim, depth, num_heads) = match name {
+            "vit_large" => (1024, 24, 16),
+            "vit_huge2" => (1280, 32, 20),
+            "vit_giant2" => (1536, 40, 24),
+            _ => return Self::from_name(name),
+        };
+        Some(Self {
+            embed_dim,
+            depth,
+            num_heads,
+        })
+    }
 }
+
+/// Every name [`VitArch::from_loadable_name`] knows, as the messages list them.
+pub const LOADABLE_ARCH_NAMES: &str =
+    "vit_micro, vit_tiny, vit_small, vit_base, vit_large, vit_huge2 or vit_giant2";
 
 /// Everything needed to build a backbone.
 #[derive(Clone, Debug, PartialEq)]

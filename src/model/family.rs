@@ -83,6 +83,29 @@ impl Family {
     }
 }
 
+/// The feed-forward of each block, read from the weights' keys and shapes (the hidden width is
+/// the file's: each repository rounds its own way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ffn {
+    /// `fc1` → exact GELU → `fc2` (DINO, DINOv2/v3 ViT-S/B/L: `hidden` = 4 × width).
+    Mlp { hidden: usize },
+    /// SwiGLU: `w3(silu(w1 x) · w2 x)`. DINOv2's ViT-g stores `w1` and `w2` packed as `w12`
+    /// (`SwiGLUFFNFused`: hidden = (⌊4d · 2/3⌋ + 7) / 8 · 8); DINOv3's ViT-S+/H+ store them apart
+    /// (`SwiGLUFFN`: ⌊6d · 2/3⌋ rounded up to 8). Loaded packed: `fc1` = [w1; w2], `fc2` = w3.
+    SwiGlu { hidden: usize },
+}
+
+impl Ffn {
+    /// DINO's MLP at ratio 4, as training builds it.
+    pub fn mlp_of_width(dim: usize) -> Self {
+        Ffn::Mlp { hidden: 4 * dim }
+    }
+
+    pub fn is_swiglu(self) -> bool {
+        matches!(self, Ffn::SwiGlu { .. })
+    }
+}
+
 /// LayerScale: a learned per-channel factor on a residual branch (`ls1`, `ls2`).
 #[derive(Module, Debug)]
 pub struct LayerScale {

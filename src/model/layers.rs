@@ -4,7 +4,6 @@
 //! tokens are wanted too.
 
 use super::vit::VisionTransformer;
-use crate::model::fused::layer_norm::layer_norm_eps;
 use burn::prelude::*;
 
 /// What [`VisionTransformer::attention_of_layers`] returns.
@@ -97,11 +96,11 @@ impl VisionTransformer {
                     rows.push(row.reshape([batch, heads, tokens]));
                 }
                 kept.push((i, attn));
+            } else if cls_rows {
+                let (next, row) = block.forward_fused_with_cls(x, rope.as_ref());
+                x = next;
+                rows.push(row);
             } else {
-                if cls_rows {
-                    let normed = layer_norm_eps(&block.norm1, x.clone(), block.layer_norm_eps);
-                    rows.push(block.attn.cls_attention(normed, rope.as_ref()));
-                }
                 x = block.forward_fused(x, rope.as_ref(), None);
             }
         }
@@ -119,5 +118,24 @@ impl VisionTransformer {
             grid,
             cls_rows: rows,
         }
+    }
+
+    /// Every block with its softmax attention `[B, heads, T, T]` handed to
+    /// `each(block index, attention)` as soon as it is computed and dropped after: one block's
+    /// probabilities alive at a time, whatever the depth (ViT-L/14 at 518 px: 16 × 1370² floats,
+    /// 120 MB, where all 24 blocks' would be 2.9 GB). Returns the patch grid.
+    pub fn each_block_attention(
+        &self,
+        images: Tensor<4>,
+        mut each: impl FnMut(usize, Tensor<4>),
+    ) -> (usize, usize) {
+        let (mut x, grid) = self.prepare_tokens(images);
+        let rope = self.rope_tables(grid);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (next, attention) = block.forward(x, rope.as_ref(), None);
+            x = next;
+            each(i, attention);
+        }
+        grid
     }
 }

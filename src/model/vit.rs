@@ -11,12 +11,12 @@ use crate::model::fused::linear::linear as fused_linear;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::linear;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-pub use super::family::{Family, LayerScale, PosInterpolation};
+pub use super::family::{Family, Ffn, LayerScale, PosInterpolation};
 pub use super::init::HostInit;
 pub use super::interpolate::{bicubic_antialias_resize_matrix, bicubic_resize_matrix};
 pub use super::rope::{RopeEmbed, RopeTables};
@@ -107,16 +107,30 @@ impl Attention {
     }
 }
 
+/// The block's feed-forward: an MLP, or SwiGLU with `fc1` = [w1; w2] (one matmul for both
+/// halves) and `fc2` = w3 (see [`Ffn`]).
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
+    #[module(skip)]
+    pub swiglu: bool,
 }
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        // GELU in its exact erf form, as PyTorch's default (`crate::model::activation`).
-        linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
+        let hidden = linear_tokens(&self.fc1, x);
+        let hidden = if self.swiglu {
+            // `x1, x2 = x12.chunk(2, dim=-1); silu(x1) * x2`, as both repositories' SwiGLU.
+            let [_, _, packed] = hidden.dims();
+            let half = packed / 2;
+            let gate = hidden.clone().slice(s![.., .., 0..half]);
+            silu(gate) * hidden.slice(s![.., .., half..packed])
+        } else {
+            // GELU in its exact erf form, as PyTorch's default (`crate::model::activation`).
+            gelu(hidden)
+        };
+        linear_tokens(&self.fc2, hidden)
     }
 }
 
@@ -178,6 +192,20 @@ impl Block {
             rope,
         );
         self.residuals(x, attended, rng)
+    }
+
+    /// As [`Block::forward_fused`], with the CLS query's attention over all tokens
+    /// `[B, heads, T]` from the same q, k (no `T × T` probabilities kept).
+    pub fn forward_fused_with_cls(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let (attended, cls) = self.attn.forward_fused_with_cls(
+            layer_norm_eps(&self.norm1, x.clone(), self.layer_norm_eps),
+            rope,
+        );
+        (self.residuals(x, attended, None), cls)
     }
 
     pub fn forward(
@@ -248,7 +276,8 @@ pub struct VisionTransformer {
 impl VisionTransformer {
     /// A DINO (v1) ViT with seeded weights, as training builds it.
     pub fn new(config: &VitConfig, init: &mut HostInit, device: &Device) -> Self {
-        Self::new_family(config, Family::Dino, init, device)
+        let ffn = Ffn::mlp_of_width(config.arch.embed_dim);
+        Self::new_family(config, Family::Dino, ffn, init, device)
     }
 
     /// A backbone of `family` to load weights into. DINO's seeded stream is drawn exactly as
@@ -257,6 +286,7 @@ impl VisionTransformer {
     pub fn new_family(
         config: &VitConfig,
         family: Family,
+        ffn: Ffn,
         init: &mut HostInit,
         device: &Device,
     ) -> Self {
@@ -296,9 +326,17 @@ impl VisionTransformer {
                     },
                     ls1: layer_scale(),
                     norm2: init.layer_norm_eps(dim, family.layer_norm_eps(), device),
-                    mlp: Mlp {
-                        fc1: init.linear(dim, 4 * dim, device),
-                        fc2: init.linear(4 * dim, dim, device),
+                    mlp: match ffn {
+                        Ffn::Mlp { hidden } => Mlp {
+                            fc1: init.linear(dim, hidden, device),
+                            fc2: init.linear(hidden, dim, device),
+                            swiglu: false,
+                        },
+                        Ffn::SwiGlu { hidden } => Mlp {
+                            fc1: init.linear(dim, 2 * hidden, device),
+                            fc2: init.linear(hidden, dim, device),
+                            swiglu: true,
+                        },
                     },
                     ls2: layer_scale(),
                     drop_path_prob,
@@ -466,26 +504,42 @@ impl Attention {
         linear_tokens(&self.proj, out)
     }
 
+    /// [`Attention::forward_fused`] and [`Attention::cls_attention`] from one qkv product.
+    pub fn forward_fused_with_cls(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RopeTables>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let qkv = self.qkv(x, rope);
+        let cls = cls_row_of_qkv(qkv.clone(), self.num_heads);
+        let out = attention(qkv, self.num_heads);
+        (linear_tokens(&self.proj, out), cls)
+    }
+
     /// Softmax attention of the CLS query (token 0) over all keys, `[B, heads, tokens]`.
     pub fn cls_attention(&self, x: Tensor<3>, rope: Option<&RopeTables>) -> Tensor<3> {
-        let [batch, tokens, dim] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = dim / heads;
-        let qkv = self
-            .qkv(x, rope)
-            .reshape([batch, tokens, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let q_cls = qkv
-            .clone()
-            .slice(s![0..1, .., .., 0..1, ..])
-            .reshape([batch, heads, 1, head_dim]);
-        let k = qkv
-            .slice(s![1..2])
-            .reshape([batch, heads, tokens, head_dim]);
-        let scale = (head_dim as f64).powf(-0.5);
-        let scores = q_cls.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        softmax(scores, 3).reshape([batch, heads, tokens])
+        cls_row_of_qkv(self.qkv(x, rope), self.num_heads)
     }
+}
+
+/// The CLS query's softmax attention over all keys, `[B, heads, tokens]`, from the qkv
+/// output `[B, tokens, 3 · dim]` (q, k, v, heads within each).
+fn cls_row_of_qkv(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [batch, tokens, width] = qkv.dims();
+    let head_dim = width / 3 / heads;
+    let qkv = qkv
+        .reshape([batch, tokens, 3, heads, head_dim])
+        .permute([2, 0, 3, 1, 4]);
+    let q_cls = qkv
+        .clone()
+        .slice(s![0..1, .., .., 0..1, ..])
+        .reshape([batch, heads, 1, head_dim]);
+    let k = qkv
+        .slice(s![1..2])
+        .reshape([batch, heads, tokens, head_dim]);
+    let scale = (head_dim as f64).powf(-0.5);
+    let scores = q_cls.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    softmax(scores, 3).reshape([batch, heads, tokens])
 }
 
 #[cfg(test)]

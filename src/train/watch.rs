@@ -8,7 +8,7 @@ use crate::analysis::attention::AttentionMaps;
 use crate::analysis::geometry::EmbeddingWindow;
 use crate::analysis::health::{Cadence, RegimeWindow, RunShape};
 use crate::analysis::knn::EvalData;
-use crate::analysis::layers::{maps_of_layer, MapLayer};
+use crate::analysis::layers::{maps_of_images, MapLayer};
 use crate::config::Config;
 use crate::store::official_run::{
     checkpoint_epoch, checkpoint_files, read_official_log_lines, FileState, StableFiles, LOG_FILE,
@@ -340,18 +340,20 @@ impl Watcher {
         use crate::analysis::attention::ImageSize;
         let short_side = ImageSize::ShortSide(self.settings.augment.global_crop_size_px);
         let mut out = Vec::new();
-        for (name, image) in &self.images {
-            let size = short_side.resolve(image.dimensions());
-            let Some(maps) = crate::device::on_compute_pool(|| {
-                maps_of_layer(
-                    &checkpoint.teacher.backbone,
-                    image,
-                    size,
-                    &self.device,
-                    MapLayer::Last,
-                    true,
-                )
-            }) else {
+        // Every followed image in one call: the foreground PCA is fitted across them.
+        let all = crate::device::on_compute_pool(|| {
+            maps_of_images(
+                &checkpoint.teacher.backbone,
+                self.images
+                    .iter()
+                    .map(|(_, image)| (image, short_side.resolve(image.dimensions()))),
+                &self.device,
+                MapLayer::Last,
+                true,
+            )
+        });
+        for ((name, image), maps) in self.images.iter().zip(all) {
+            let Some(maps) = maps else {
                 continue;
             };
             let picture = crate::store::tensorboard::attention_picture(image, &maps);

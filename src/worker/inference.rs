@@ -5,7 +5,7 @@
 use super::handle::{ThreadHandle, ThreadSpec};
 use super::{AttentionImage, Waker};
 use crate::analysis::attention::{AttentionMaps, ImageSize};
-use crate::analysis::layers::{maps_of_layer, MapLayer};
+use crate::analysis::layers::{maps_of_images, MapLayer};
 use crate::store::weights::{load_backbone, ArchOverrides, BackboneInfo, LoadedBackbone, Network};
 use burn::prelude::Device;
 use std::path::PathBuf;
@@ -175,9 +175,18 @@ fn handle(
             let size = size.unwrap_or(ImageSize::ShortSide(model.info.default_short_side_px));
             let mut maps = Vec::new();
             let mut skipped = Vec::new();
-            for image in &images {
-                let target = size.resolve(image.image.dimensions());
-                match maps_of_layer(&model.backbone, &image.image, target, device, layer, false) {
+            // All images in one call: the foreground PCA is fitted across them.
+            let found = maps_of_images(
+                &model.backbone,
+                images
+                    .iter()
+                    .map(|image| (&*image.image, size.resolve(image.image.dimensions()))),
+                device,
+                layer,
+                false,
+            );
+            for (image, found) in images.iter().zip(found) {
+                match found {
                     Some(m) => maps.push((image.name.clone(), m)),
                     None => skipped.push(image.name.clone()),
                 }

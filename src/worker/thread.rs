@@ -447,22 +447,23 @@ impl Worker {
         let backbone = &backbone;
         let device = trainer.device();
         let network = self.attention.network;
+        // All images in one call: the foreground PCA is fitted across them.
+        let found = crate::analysis::layers::maps_of_images(
+            backbone,
+            self.attention
+                .images
+                .iter()
+                .map(|img| (&*img.image, size.resolve(img.image.dimensions()))),
+            device,
+            self.attention.layer,
+            true,
+        );
         let maps: Vec<(String, crate::analysis::attention::AttentionMaps)> = self
             .attention
             .images
             .iter()
-            .filter_map(|img| {
-                let target = size.resolve(img.image.dimensions());
-                crate::analysis::layers::maps_of_layer(
-                    backbone,
-                    &img.image,
-                    target,
-                    device,
-                    self.attention.layer,
-                    true,
-                )
-                .map(|maps| (img.name.clone(), maps))
-            })
+            .zip(found)
+            .filter_map(|(img, maps)| maps.map(|maps| (img.name.clone(), maps)))
             .collect();
         for (name, map) in &maps {
             if let Some(img) = self.attention.images.iter().find(|i| &i.name == name) {

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use dinoscope::analysis::attention::attention_maps;
 use dinoscope::analysis::layers::{attention_rollout, layer_maps, RolloutSettings};
 use dinoscope::analysis::tokens::patch_tokens;
-use dinoscope::model::Family;
+use dinoscope::model::{Family, Ffn};
 use dinoscope::store::npy::read_npy;
 use dinoscope::store::weights::{load_backbone, ArchOverrides, LoadedBackbone, Network};
 use egui_kittest::kittest::Queryable;
@@ -30,7 +30,7 @@ fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
 /// Width 32 has no official head count; DINOv3's RoPE periods say it, so no flag there.
 fn load(kind: &str) -> LoadedBackbone {
     let overrides = ArchOverrides {
-        num_heads: (kind != "v3").then_some(2),
+        num_heads: (!kind.starts_with("v3")).then_some(2),
         ..Default::default()
     };
     load_backbone(
@@ -119,6 +119,30 @@ fn dinov3_matches_the_official_code_to_1e5() {
     check_last_block("v3", 5, &[(80, 80), (48, 48), (112, 64), (96, 112)]);
 }
 
+/// The SwiGLU feed-forwards: DINOv2 ViT-g's packed `w12` (`SwiGLUFFNFused`, hidden 88 from
+/// its rounding of 4 × 32 · 2/3) and DINOv3 ViT-S+'s `w1`, `w2` (`SwiGLUFFN`, ratio 6, hidden
+/// 128), loaded packed; the fixture's gate and value halves swapped move the maps by 1.8e-3
+/// and 5e-2 (checked when it was made), so 1e-5 tells them apart.
+#[test]
+fn swiglu_models_match_the_official_code_to_1e5() {
+    for (kind, family, hidden) in [
+        ("v2g", Family::DinoV2 { registers: 0 }, 88),
+        ("v3plus", Family::DinoV3 { storage: 4 }, 128),
+    ] {
+        let loaded = load(kind);
+        assert_eq!(loaded.info.family, family);
+        assert_eq!(loaded.info.ffn, Ffn::SwiGlu { hidden });
+        let mlp = &loaded.backbone.blocks[1].mlp;
+        assert!(mlp.swiglu);
+        // burn's Linear layout: [in, out].
+        assert_eq!(mlp.fc1.weight.dims(), [32, 2 * hidden]);
+        assert_eq!(mlp.fc2.weight.dims(), [hidden, 32]);
+        assert_eq!(loaded.info.unused_tensors, ["mask_token"], "{kind}");
+    }
+    check_last_block("v2g", 1, &[(70, 70), (42, 42), (98, 56), (112, 84)]);
+    check_last_block("v3plus", 5, &[(80, 80), (48, 48), (112, 64), (96, 112)]);
+}
+
 /// A DINOv2 training checkpoint's teacher: `teacher` → `backbone.` and chunked blocks
 /// (`blocks.<chunk>.<i>.`) read as the hub file, the head said as unused.
 #[test]
@@ -156,6 +180,8 @@ fn every_layer_rollout_and_tokens_with_registers() {
         ("v2reg", 5, (98u32, 56u32)),
         ("v3", 5, (112, 64)),
         ("v2", 1, (98, 56)),
+        ("v2g", 1, (98, 56)),
+        ("v3plus", 5, (112, 64)),
     ] {
         let loaded = load(kind);
         let patch = loaded.info.patch_size as u32;
@@ -172,8 +198,25 @@ fn every_layer_rollout_and_tokens_with_registers() {
             &device,
             &[0, 1],
             Some(settings),
+            true,
         )
         .unwrap();
+        // The same CLS maps without distances or rollout (no block's probabilities kept).
+        let cheap = layer_maps(
+            &loaded.backbone,
+            &image,
+            (w, h),
+            &device,
+            &[0, 1],
+            None,
+            false,
+        )
+        .unwrap();
+        let diff = max_abs_diff(&cheap.cls.concat().concat(), &maps.cls.concat().concat());
+        assert!(
+            diff < 1e-6,
+            "{kind}: CLS rows beside the fused attention differ by {diff}"
+        );
         for (i, heads) in maps.cls.iter().enumerate() {
             let expected: Vec<f32> = (0..2)
                 .flat_map(|head| {
@@ -356,6 +399,7 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
     // cat.jpg 451 × 300 at 56 px short side: 84 × 56, a 4 × 6 grid of 14-px patches.
     assert_eq!((cat.grid_rows, cat.grid_cols), (4, 6));
     assert_eq!(cat.heads[0].len(), 24);
+    assert_eq!(cat.pca_foreground_rgb.len(), 24 * 3);
     let stats = &cat.registers;
     assert_eq!(
         (
@@ -387,4 +431,74 @@ fn the_registers_panel_shows_what_cls_gives_each_register() {
         );
     }
     harness.snapshot("attention_view_registers");
+
+    // A click on the PCA picture switches to DINOv2's foreground recipe, and back.
+    assert!(harness.query_by_label("foreground PCA").is_none());
+    harness.get_by_label("PCA picture").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label("foreground PCA").is_some());
+    harness.get_by_label("PCA picture").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label("patch PCA").is_some());
+}
+
+/// Both PCA pictures against NumPy (`scripts/make_pca_fixture.py`, tests/fixtures/pca): three
+/// images of synthetic patch features, an object (two parts sharing one strong direction) on a
+/// background. The plain picture per image, and DINOv2's foreground recipe fitted across the
+/// three: the same foreground, colours within 1 of NumPy's (rounding), the background black
+/// and each part one colour in every image.
+#[test]
+fn foreground_pca_matches_numpy_and_colours_parts_alike_across_images() {
+    use dinoscope::analysis::attention::{foreground_pca_rgb, pca_rgb};
+    let pca_fixture = |name: &str| {
+        let array = read_npy(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/pca")
+                .join(name),
+        )
+        .unwrap();
+        (array.shape.clone(), array.to_f32().unwrap())
+    };
+    let dim = 16;
+    let images: Vec<(Vec<f32>, (usize, usize))> = (0..3)
+        .map(|i| {
+            let (shape, values) = pca_fixture(&format!("features_{i}.npy"));
+            assert_eq!(shape[2], dim);
+            (values, (shape[0], shape[1]))
+        })
+        .collect();
+    let close = |ours: &[u8], expected: &[f32], what: &str| {
+        assert_eq!(ours.len(), expected.len(), "{what}");
+        for (i, (a, b)) in ours.iter().zip(expected).enumerate() {
+            assert!((*a as f32 - b).abs() <= 1.0, "{what}[{i}]: {a} vs {b}");
+            assert_eq!(*a == 0, *b == 0.0, "{what}[{i}]: {a} vs {b}");
+        }
+    };
+    for (i, (features, (rows, cols))) in images.iter().enumerate() {
+        let (_, expected) = pca_fixture(&format!("plain_{i}.npy"));
+        close(&pca_rgb(features, rows * cols, dim), &expected, "plain");
+    }
+    let inputs: Vec<(&[f32], (usize, usize))> = images
+        .iter()
+        .map(|(f, grid)| (f.as_slice(), *grid))
+        .collect();
+    let shared = foreground_pca_rgb(&inputs, dim);
+    for (i, (rgb, (_, (rows, cols)))) in shared.iter().zip(&images).enumerate() {
+        let (_, expected) = pca_fixture(&format!("foreground_{i}.npy"));
+        close(rgb, &expected, "foreground");
+        // The object fills the interior rows 1..rows-1, part A above its middle.
+        let middle = *rows as f32 / 2.0;
+        for r in 0..*rows {
+            for c in 0..*cols {
+                let pixel = &rgb[(r * cols + c) * 3..][..3];
+                if r == 0 || c == 0 || r + 1 == *rows || c + 1 == *cols {
+                    assert_eq!(pixel, [0, 0, 0], "image {i} background ({r}, {c})");
+                } else if (r as f32) < middle {
+                    assert!(pixel[0] < 100, "image {i} part A ({r}, {c}): {pixel:?}");
+                } else {
+                    assert!(pixel[0] > 150, "image {i} part B ({r}, {c}): {pixel:?}");
+                }
+            }
+        }
+    }
 }

@@ -324,6 +324,7 @@ fn main_layout_snapshot_with_synthetic_history() {
                 patch_size: 4,
                 resized_px: (64, 64),
                 pca_rgb: Vec::new(),
+                pca_foreground_rgb: Vec::new(),
                 layer: dinoscope::analysis::layers::MapLayer::Last,
                 distance_px: Vec::new(),
                 token_norms: Vec::new(),

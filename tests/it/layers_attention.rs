@@ -29,7 +29,16 @@ fn every_layer_rollout_and_distance_match_the_reference() {
     let (shape, expected) = reference("attention_layers_32x32.npy");
     assert_eq!(shape, [2, 3, 4, 4]);
     // Both blocks, asked in reverse: returned in the order asked.
-    let maps = layer_maps(&loaded.backbone, &square, (32, 32), &device, &[1, 0], None).unwrap();
+    let maps = layer_maps(
+        &loaded.backbone,
+        &square,
+        (32, 32),
+        &device,
+        &[1, 0],
+        None,
+        true,
+    )
+    .unwrap();
     assert_eq!(maps.layers, [1, 0]);
     let ours: Vec<f32> = [&maps.cls[1], &maps.cls[0]]
         .iter()
@@ -37,6 +46,25 @@ fn every_layer_rollout_and_distance_match_the_reference() {
         .collect();
     let diff = max_abs_diff(&ours, &expected);
     assert!(diff < 1e-5, "per-layer CLS attention differs by {diff}");
+    assert_eq!(maps.distance_px.len(), 2);
+    // Without distances no block keeps its probabilities (each CLS row from its own q, k
+    // beside the fused attention): the same maps.
+    let cheap = layer_maps(
+        &loaded.backbone,
+        &square,
+        (32, 32),
+        &device,
+        &[1, 0],
+        None,
+        false,
+    )
+    .unwrap();
+    assert!(cheap.distance_px.is_empty());
+    let diff = max_abs_diff(&cheap.cls.concat().concat(), &maps.cls.concat().concat());
+    assert!(
+        diff < 1e-6,
+        "CLS rows beside the fused attention differ by {diff}"
+    );
     // The last block alone is the map the official script shows.
     let (_, last) = reference("attention_32x32.npy");
     assert!(max_abs_diff(&maps.cls[0].concat(), &last) < 1e-5);
@@ -62,6 +90,7 @@ fn every_layer_rollout_and_distance_match_the_reference() {
                 &device,
                 &[],
                 Some(settings),
+                false,
             )
             .unwrap();
             let file = format!("rollout_32x32_{name}_d{discard:.1}.npy");

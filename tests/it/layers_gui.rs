@@ -115,6 +115,7 @@ fn the_attention_history_exports_as_a_timelapse() {
                     .map(|p| if p == 5 * i { 1.0 } else { 0.01 })
                     .collect()],
                 pca_rgb: Vec::new(),
+                pca_foreground_rgb: Vec::new(),
                 layer: MapLayer::Last,
                 distance_px: Vec::new(),
                 token_norms: Vec::new(),

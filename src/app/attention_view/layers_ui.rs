@@ -432,6 +432,7 @@ mod tests {
             resized_px: (64, 32),
             heads: Vec::new(),
             pca_rgb: Vec::new(),
+            pca_foreground_rgb: Vec::new(),
             layer: MapLayer::Last,
             distance_px: Vec::new(),
             token_norms: Vec::new(),

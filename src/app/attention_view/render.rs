@@ -109,6 +109,8 @@ pub enum ViewSlot {
     /// The per-head grid, per tile.
     Grid(usize),
     Pca,
+    /// The PCA picture with DINOv2's foreground recipe.
+    PcaForeground,
     /// The token norms beside the head grid.
     GridNorms,
     /// The patch inspector, per followed image.
@@ -211,12 +213,14 @@ impl AttentionView {
         Some(texture)
     }
 
-    /// The PCA picture at one texel per patch (drawn with nearest filtering).
+    /// The PCA picture at one texel per patch (drawn with nearest filtering): of all patches,
+    /// or DINOv2's foreground-masked one.
     pub(super) fn pca_texture(
         &mut self,
         ctx: &egui::Context,
         maps: &AttentionMaps,
         generation: u64,
+        foreground: bool,
     ) -> egui::TextureHandle {
         let key = TextureKey {
             image: self.images.get(self.selected).map_or(0, |i| i.key),
@@ -225,14 +229,24 @@ impl AttentionView {
             choice: HeadChoice::Fused(HeadFusion::Mean),
             settings: PictureSettings::NONE,
         };
-        if let Some((k, texture)) = self.textures.get(&ViewSlot::Pca) {
+        let slot = if foreground {
+            ViewSlot::PcaForeground
+        } else {
+            ViewSlot::Pca
+        };
+        if let Some((k, texture)) = self.textures.get(&slot) {
             if *k == key {
                 return texture.clone();
             }
         }
-        let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], &maps.pca_rgb);
+        let rgb = if foreground {
+            &maps.pca_foreground_rgb
+        } else {
+            &maps.pca_rgb
+        };
+        let colour = egui::ColorImage::from_rgb([maps.grid_cols, maps.grid_rows], rgb);
         let texture = ctx.load_texture("attention-pca", colour, egui::TextureOptions::NEAREST);
-        self.textures.insert(ViewSlot::Pca, (key, texture.clone()));
+        self.textures.insert(slot, (key, texture.clone()));
         texture
     }
 }

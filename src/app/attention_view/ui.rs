@@ -275,17 +275,31 @@ impl AttentionView {
                         }
                         if m.pca_rgb.len() == m.grid_rows * m.grid_cols * 3 {
                             ui.vertical(|ui| {
-                                let texture = self.pca_texture(ui.ctx(), m, generation);
+                                // Which PCA picture: a click on it switches (all patches, or
+                                // DINOv2's foreground recipe); kept in egui's memory.
+                                let id = egui::Id::unique("attention-pca-foreground");
+                                let foreground = ui.data(|d| d.get_temp::<bool>(id)).unwrap_or(false)
+                                    && m.pca_foreground_rgb.len() == m.pca_rgb.len();
+                                let texture = self.pca_texture(ui.ctx(), m, generation, foreground);
                                 let aspect = m.grid_cols as f32 / m.grid_rows.max(1) as f32;
                                 let size = if aspect >= 1.0 {
                                     egui::vec2(tile, tile / aspect)
                                 } else {
                                     egui::vec2(tile * aspect, tile)
                                 };
-                                ui.add(egui::Image::new(&texture).fit_to_exact_size(size));
-                                ui.label("patch PCA").on_hover_text(
-                                    "The first three principal components of the last layer's patch features as red, green and blue: patches the network sees alike share a colour (foreground vs background once trained).",
-                                );
+                                let image = egui::Image::new(&texture)
+                                    .fit_to_exact_size(size)
+                                    .alt_text("PCA picture")
+                                    .sense(egui::Sense::click());
+                                if ui.add(image).clicked() {
+                                    ui.data_mut(|d| d.insert_temp(id, !foreground));
+                                }
+                                let (label, hover) = if foreground {
+                                    ("foreground PCA", "DINOv2's recipe (dinov2 #45): the first principal component of the patch features keeps the patches scoring above 0 (oriented so the image border is background), then 3 components fitted on those patches of all the followed images together, so a part has one colour in every image; the background is black. Click the picture for the PCA of all patches.")
+                                } else {
+                                    ("patch PCA", "The first three principal components of the last layer's patch features as red, green and blue: patches the network sees alike share a colour (foreground vs background once trained). Click the picture for DINOv2's foreground-masked PCA.")
+                                };
+                                ui.label(label).on_hover_text(hover);
                             });
                         }
                         if m.token_norms.len() == m.grid_rows * m.grid_cols {

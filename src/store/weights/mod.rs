@@ -15,7 +15,7 @@ mod official;
 mod shapes;
 pub mod training;
 
-use crate::model::{Family, VisionTransformer, VitArch};
+use crate::model::{Family, Ffn, VisionTransformer, VitArch};
 use crate::store::checkpoint::{load_run_student, load_run_teacher, CheckpointError};
 use burn::prelude::*;
 use official::{load_pytorch, load_safetensors};
@@ -42,7 +42,8 @@ impl Network {
 /// User overrides for what the shapes cannot tell (or to check them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchOverrides {
-    /// `vit_tiny`, `vit_small`, `vit_base`, `vit_micro`: checked against the shapes.
+    /// A name of `VitArch::from_loadable_name` (`vit_small` ... `vit_giant2`): its width is
+    /// checked against the shapes.
     pub arch: Option<String>,
     /// Checked against the patch-embedding kernel.
     pub patch_size: Option<usize>,
@@ -67,6 +68,8 @@ pub struct BackboneInfo {
     pub network: Network,
     /// DINO, DINOv2 (with its registers) or DINOv3 (with its storage tokens).
     pub family: Family,
+    /// The blocks' feed-forward (SwiGLU in DINOv2's ViT-g and DINOv3's ViT-S+/H+).
+    pub ffn: Ffn,
     pub arch: VitArch,
     pub patch_size: usize,
     /// Side of the image the position table was learned for.
@@ -85,16 +88,13 @@ pub struct BackboneInfo {
 }
 
 impl BackboneInfo {
-    /// "ViT-S/16", "DINOv2 ViT-S/14+4reg", or "ViT-96x4/4" (width × depth) for non-standard
-    /// sizes.
+    /// "ViT-S/16", "DINOv2 ViT-S/14+4reg", "DINOv3 ViT-S+/16+4reg", or "ViT-96x4/4" (width ×
+    /// depth) for non-standard sizes.
     pub fn short_name(&self) -> String {
-        let size = match (self.arch.embed_dim, self.arch.depth) {
-            (192, 12) => "ViT-T".to_string(),
-            (384, 12) => "ViT-S".to_string(),
-            (768, 12) => "ViT-B".to_string(),
-            (1024, 24) => "ViT-L".to_string(),
-            (1536, 40) => "ViT-g".to_string(),
-            (dim, depth) => format!("ViT-{dim}x{depth}"),
+        let size = match (self.arch.embed_dim, self.arch.depth, self.ffn.is_swiglu()) {
+            (384, 12, true) => "ViT-S+".to_string(),
+            (1280, 32, true) => "ViT-H+".to_string(),
+            (dim, depth, _) => Self::size_name(dim, depth),
         };
         let registers = match self.family.registers() {
             0 => String::new(),
@@ -103,6 +103,17 @@ impl BackboneInfo {
         match self.family {
             Family::Dino => format!("{size}/{}", self.patch_size),
             family => format!("{} {size}/{}{registers}", family.label(), self.patch_size),
+        }
+    }
+
+    fn size_name(dim: usize, depth: usize) -> String {
+        match (dim, depth) {
+            (192, 12) => "ViT-T".to_string(),
+            (384, 12) => "ViT-S".to_string(),
+            (768, 12) => "ViT-B".to_string(),
+            (1024, 24) => "ViT-L".to_string(),
+            (1536, 40) => "ViT-g".to_string(),
+            (dim, depth) => format!("ViT-{dim}x{depth}"),
         }
     }
 
@@ -349,6 +360,7 @@ fn load_run(
         format: WeightsFormat::DinoscopeRun,
         network,
         family: Family::Dino,
+        ffn: Ffn::mlp_of_width(arch.embed_dim),
         unused_tensors: Vec::new(),
         arch,
         patch_size: config.model.patch_size,

@@ -5,7 +5,7 @@
 
 use super::shapes::{infer_config, summarise_keys, Inferred};
 use super::{ArchOverrides, BackboneInfo, LoadedBackbone, Network, WeightsError, WeightsFormat};
-use crate::model::{Family, HostInit, VisionTransformer};
+use crate::model::{Family, Ffn, HostInit, VisionTransformer};
 use burn::prelude::*;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
@@ -101,17 +101,7 @@ pub(super) fn load_pytorch(
     let inferred = infer_config(path, &shapes, overrides)?;
     ignored_entries += inferred.unused.len();
     let converted_from = converted_from(tensors);
-    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
-    let mut backbone = unloaded(&inferred, device);
-    // PytorchStore has no adapter option (its own is PyTorchToBurnAdapter alone), so the
-    // tensors are applied directly with the f32 cast chained after it.
-    let result = backbone.apply(
-        tensors.values().cloned().collect(),
-        None,
-        Some(Box::new(to_f32_adapter())),
-        false,
-    );
-    check_applied(path, &result)?;
+    let (backbone, masks) = applied(path, &inferred, tensors, device)?;
     let info = external_info(
         path,
         WeightsFormat::Pytorch,
@@ -145,9 +135,31 @@ fn unloaded(inferred: &Inferred, device: &Device) -> VisionTransformer {
     VisionTransformer::new_family(
         &inferred.config,
         inferred.family,
+        inferred.ffn,
         &mut HostInit::new(0),
         device,
     )
+}
+
+/// The backbone the shapes describe with the file's tensors applied (the f32 cast chained
+/// after PyTorch's layout: PytorchStore has no adapter option of its own), and DINOv3's qkv
+/// bias masks still to fold in.
+fn applied(
+    path: &Path,
+    inferred: &Inferred,
+    tensors: &BTreeMap<String, PackTensor>,
+    device: &Device,
+) -> Result<(VisionTransformer, Vec<TensorData>), WeightsError> {
+    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
+    let mut backbone = unloaded(inferred, device);
+    let result = backbone.apply(
+        with_packed_ffn(path, tensors, inferred.ffn)?,
+        None,
+        Some(Box::new(to_f32_adapter())),
+        false,
+    );
+    check_applied(path, &result)?;
+    Ok((backbone, masks))
 }
 
 /// A backbone whose weights are applied: its qkv bias masks folded in, ready for inference.
@@ -196,7 +208,6 @@ pub(super) fn load_safetensors(
         reason: err.to_string(),
     };
     let store = SafetensorsStore::from_file(path)
-        .with_from_adapter(to_f32_adapter())
         .allow_partial(true)
         .map_indices_contiguous(false);
     let mut store = official_remaps(store, |s, from, to| s.with_key_remapping(from, to));
@@ -205,10 +216,7 @@ pub(super) fn load_safetensors(
     let converted_from = converted_from(tensors);
     let inferred = infer_config(path, &shapes, overrides)?;
     let ignored_entries = inferred.unused.len();
-    let masks = bias_masks(path, inferred.family, inferred.config.arch.depth, tensors)?;
-    let mut backbone = unloaded(&inferred, device);
-    let result = backbone.load_from(&mut store).map_err(read_error)?;
-    check_applied(path, &result)?;
+    let (backbone, masks) = applied(path, &inferred, tensors, device)?;
     let info = external_info(
         path,
         WeightsFormat::Safetensors,
@@ -217,6 +225,68 @@ pub(super) fn load_safetensors(
         ignored_entries,
     );
     Ok(loaded(backbone, masks, info, converted_from))
+}
+
+/// The file's tensors under our names for a SwiGLU feed-forward: DINOv2's `mlp.w12` is our
+/// packed `mlp.fc1` as it is, DINOv3's `mlp.w1` and `mlp.w2` are stacked into it (rows of w1
+/// first: `x1, x2 = x12.chunk(2)`), `mlp.w3` is `mlp.fc2`. Other files pass unchanged.
+fn with_packed_ffn(
+    path: &Path,
+    tensors: &BTreeMap<String, PackTensor>,
+    ffn: Ffn,
+) -> Result<Vec<PackTensor>, WeightsError> {
+    if !ffn.is_swiglu() {
+        return Ok(tensors.values().cloned().collect());
+    }
+    // (rows, values as f32) of a stored weight or bias.
+    let read = |key: &str| -> Result<(usize, Vec<usize>, Vec<f32>), WeightsError> {
+        let tensor = tensors.get(key).ok_or_else(|| WeightsError::Missing {
+            path: path.to_path_buf(),
+            count: 1,
+            first: key.to_string(),
+        })?;
+        let error = |err: String| WeightsError::Read {
+            path: path.to_path_buf(),
+            reason: format!("`{key}`: {err}"),
+        };
+        let data = burn::store::bridge::to_data(tensor)
+            .map_err(|err| error(err.to_string()))?
+            .convert::<f32>();
+        let shape = tensor.shape.to_vec();
+        let values = data
+            .try_to_vec::<f32>()
+            .map_err(|err| error(format!("{err:?}")))?;
+        Ok((shape.first().copied().unwrap_or(0), shape, values))
+    };
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let renamed = |from: &str, to: &str| name.replacen(from, to, 1);
+        if name.contains(".mlp.w12.") {
+            let mut tensor = tensor.clone();
+            tensor.name = renamed(".mlp.w12.", ".mlp.fc1.");
+            out.push(tensor);
+        } else if name.contains(".mlp.w3.") {
+            let mut tensor = tensor.clone();
+            tensor.name = renamed(".mlp.w3.", ".mlp.fc2.");
+            out.push(tensor);
+        } else if name.contains(".mlp.w1.") {
+            let (_, mut shape, mut values) = read(name)?;
+            let (w2_rows, _, w2) = read(&renamed(".mlp.w1.", ".mlp.w2."))?;
+            if let Some(rows) = shape.first_mut() {
+                *rows += w2_rows;
+            }
+            values.extend(w2);
+            let packed = TensorData::new(values, shape);
+            out.push(burn::store::bridge::from_data(
+                packed,
+                renamed(".mlp.w1.", ".mlp.fc1."),
+                None,
+            ));
+        } else if !name.contains(".mlp.w2.") {
+            out.push(tensor.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// PyTorch layout to burn's, then every float tensor to f32: a loaded parameter keeps the
@@ -270,6 +340,7 @@ fn external_info(
     let config = &inferred.config;
     BackboneInfo {
         family: inferred.family,
+        ffn: inferred.ffn,
         unused_tensors: inferred.unused.clone(),
         path: path.to_path_buf(),
         format,

@@ -6,7 +6,7 @@
 
 use super::layouts::{family_of, foreign_layout};
 use super::{ArchOverrides, WeightsError};
-use crate::model::{Family, VitArch, VitConfig};
+use crate::model::{Family, Ffn, VitArch, VitConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -30,6 +30,7 @@ pub(super) fn summarise_keys(keys: &[String]) -> String {
 pub(super) struct Inferred {
     pub config: VitConfig,
     pub family: Family,
+    pub ffn: Ffn,
     pub unused: Vec<String>,
 }
 
@@ -52,17 +53,17 @@ pub(super) fn infer_config(
     let family = family_of(shapes);
     if let Some(key) = keys
         .iter()
-        .find(|k| k.contains(".mlp.w12.") || k.contains(".mlp.w1.") || k.starts_with("cls_norm."))
+        .find(|k| k.starts_with("cls_norm.") || k.starts_with("local_cls_norm."))
     {
         return Err(WeightsError::Layout {
             path: path.to_path_buf(),
             what: format!(
-                "{} with `{key}` ({}) is not supported yet; the ViT-S/B/L models load",
+                "{} with `{key}` ({}) is not supported yet; ViT-S/S+/B/L/H+ load",
                 family.label(),
                 if key.starts_with("cls_norm.") {
-                    "a separate norm for CLS and registers"
+                    "a separate norm for CLS and the storage tokens"
                 } else {
-                    "a SwiGLU feed-forward: ViT-g, ViT-S+/H+"
+                    "ViT-7B: untied CLS norms and no qkv bias"
                 }
             ),
         });
@@ -186,6 +187,7 @@ pub(super) fn infer_config(
             what: given,
         });
     }
+    let ffn = ffn_of(shapes, dim);
     // Every tensor the backbone needs, with its shape as stored (PyTorch layout).
     let mut expected: Vec<(String, Vec<usize>)> = vec![
         ("cls_token".into(), vec![1, 1, dim]),
@@ -215,11 +217,8 @@ pub(super) fn infer_config(
             (b("attn.proj.bias"), vec![dim]),
             (b("norm2.weight"), vec![dim]),
             (b("norm2.bias"), vec![dim]),
-            (b("mlp.fc1.weight"), vec![4 * dim, dim]),
-            (b("mlp.fc1.bias"), vec![4 * dim]),
-            (b("mlp.fc2.weight"), vec![dim, 4 * dim]),
-            (b("mlp.fc2.bias"), vec![dim]),
         ]);
+        expected.extend(ffn_tensors(shapes, ffn, dim, i));
         if family.has_layer_scale() {
             expected.extend([(b("ls1.gamma"), vec![dim]), (b("ls2.gamma"), vec![dim])]);
         }
@@ -261,8 +260,53 @@ pub(super) fn infer_config(
     Ok(Inferred {
         config,
         family,
+        ffn,
         unused,
     })
+}
+
+/// The feed-forward from block 0's keys: DINOv2's packed SwiGLU (`mlp.w12`), DINOv3's split one
+/// (`mlp.w1`, `mlp.w2`), else the MLP (`mlp.fc1`); the hidden width from the shape (a missing
+/// `fc1` falls back to 4 × width, so the missing tensor is named below).
+fn ffn_of(shapes: &BTreeMap<String, Vec<usize>>, dim: usize) -> Ffn {
+    let rows = |key: &str| shapes.get(key).and_then(|s| s.first().copied());
+    if let Some(packed) = rows("blocks.0.mlp.w12.weight") {
+        Ffn::SwiGlu { hidden: packed / 2 }
+    } else if let Some(hidden) = rows("blocks.0.mlp.w1.weight") {
+        Ffn::SwiGlu { hidden }
+    } else {
+        Ffn::Mlp {
+            hidden: rows("blocks.0.mlp.fc1.weight").unwrap_or(4 * dim),
+        }
+    }
+}
+
+/// Block `i`'s feed-forward tensors in the file's own names, with their shapes.
+fn ffn_tensors(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    ffn: Ffn,
+    dim: usize,
+    i: usize,
+) -> Vec<(String, Vec<usize>)> {
+    let b = |name: &str| format!("blocks.{i}.mlp.{name}");
+    let linear = |name: &str, out: usize, inp: usize| {
+        [
+            (b(&format!("{name}.weight")), vec![out, inp]),
+            (b(&format!("{name}.bias")), vec![out]),
+        ]
+    };
+    match ffn {
+        Ffn::Mlp { hidden } => [linear("fc1", hidden, dim), linear("fc2", dim, hidden)].concat(),
+        Ffn::SwiGlu { hidden } if shapes.contains_key("blocks.0.mlp.w12.weight") => {
+            [linear("w12", 2 * hidden, dim), linear("w3", dim, hidden)].concat()
+        }
+        Ffn::SwiGlu { hidden } => [
+            linear("w1", hidden, dim),
+            linear("w2", hidden, dim),
+            linear("w3", dim, hidden),
+        ]
+        .concat(),
+    }
 }
 
 pub(super) fn check_overrides(
@@ -276,9 +320,10 @@ pub(super) fn check_overrides(
         what,
     };
     if let Some(name) = &overrides.arch {
-        let arch = VitArch::from_name(name).ok_or_else(|| {
+        let arch = VitArch::from_loadable_name(name).ok_or_else(|| {
             mismatch(format!(
-                "--arch {name} is unknown; use vit_tiny, vit_small, vit_base or vit_micro"
+                "--arch {name} is unknown; use {}",
+                crate::config::arch::LOADABLE_ARCH_NAMES
             ))
         })?;
         if arch.embed_dim != embed_dim {
@@ -385,6 +430,24 @@ mod tests {
             ..Default::default()
         };
         assert!(infer_config(path, &shapes, &wrong_arch).is_err());
+        let unknown = ArchOverrides {
+            arch: Some("vit_huge".into()),
+            num_heads: Some(3),
+            ..Default::default()
+        };
+        let err = infer_config(path, &shapes, &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vit_giant2") && err.contains("vit_huge2"),
+            "{err}"
+        );
+        // Every name the message lists is known.
+        for name in crate::config::arch::LOADABLE_ARCH_NAMES.split([',', ' ']) {
+            if name.starts_with("vit_") {
+                assert!(VitArch::from_loadable_name(name).is_some(), "{name}");
+            }
+        }
     }
 
     #[test]
@@ -465,13 +528,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RoPE periods"), "{err}");
-        shapes.insert("blocks.0.mlp.w1.weight".into(), vec![1536, 384]);
-        let err = infer_config(Path::new("splus.pth"), &shapes, &ArchOverrides::default())
+
+        // dinov3_vits16plus: SwiGLU with w1, w2, w3 (hidden ⌊6 · 384 · 2/3⌋ = 1536) in place of
+        // fc1, fc2; a block missing w2 is named.
+        for i in 0..12 {
+            for name in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"] {
+                shapes.remove(&format!("blocks.{i}.mlp.{name}"));
+            }
+            for (name, shape) in [
+                ("w1.weight", vec![1536, 384]),
+                ("w1.bias", vec![1536]),
+                ("w2.weight", vec![1536, 384]),
+                ("w2.bias", vec![1536]),
+                ("w3.weight", vec![384, 1536]),
+                ("w3.bias", vec![384]),
+            ] {
+                shapes.insert(format!("blocks.{i}.mlp.{name}"), shape);
+            }
+        }
+        let plus =
+            infer_config(Path::new("splus.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(plus.ffn, Ffn::SwiGlu { hidden: 1536 });
+        assert!(plus.unused.is_empty(), "{:?}", plus.unused);
+        let mut cut = shapes.clone();
+        cut.remove("blocks.5.mlp.w2.bias");
+        let err = infer_config(Path::new("cut.pth"), &cut, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("blocks.5.mlp.w2.bias"), "{err}");
+        // ViT-7B's untied CLS norms stay refused, in one line.
+        shapes.insert("local_cls_norm.weight".into(), vec![384]);
+        let err = infer_config(Path::new("7b.pth"), &shapes, &ArchOverrides::default())
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("SwiGLU") && err.contains("not supported yet"),
+            err.contains("ViT-7B") && err.contains("not supported yet") && !err.contains('\n'),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dinov2_vitg_swiglu_is_read_from_w12() {
+        // dinov2_vitg14: SwiGLUFFNFused, hidden (⌊4 · 1536 · 2/3⌋ + 7) / 8 · 8 = 4096, packed
+        // as w12 [2 · 4096, 1536]; 40 blocks, 24 heads of 64.
+        let mut shapes = official_shapes(1536, 40, 14, 37);
+        for i in 0..40 {
+            for name in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"] {
+                shapes.remove(&format!("blocks.{i}.mlp.{name}"));
+            }
+            for (name, shape) in [
+                ("mlp.w12.weight", vec![8192, 1536]),
+                ("mlp.w12.bias", vec![8192]),
+                ("mlp.w3.weight", vec![1536, 4096]),
+                ("mlp.w3.bias", vec![1536]),
+                ("ls1.gamma", vec![1536]),
+                ("ls2.gamma", vec![1536]),
+            ] {
+                shapes.insert(format!("blocks.{i}.{name}"), shape);
+            }
+        }
+        let g = infer_config(Path::new("g.pth"), &shapes, &ArchOverrides::default()).unwrap();
+        assert_eq!(g.ffn, Ffn::SwiGlu { hidden: 4096 });
+        assert_eq!(g.family, Family::DinoV2 { registers: 0 });
+        assert_eq!((g.config.arch.num_heads, g.config.arch.depth), (24, 40));
+        shapes.insert("blocks.7.mlp.w3.weight".into(), vec![1536, 4095]);
+        let err = infer_config(Path::new("g.pth"), &shapes, &ArchOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("blocks.7.mlp.w3.weight"), "{err}");
     }
 }
