@@ -261,6 +261,14 @@ mod tests {
                 }
             }
         }
+        // No rows: gemm's k = 0 still writes every element of the fresh dW (zeros).
+        let empty = Sizes {
+            rows: 0,
+            d_in,
+            d_out,
+            layout: WeightLayout::OutIn,
+        };
+        assert_eq!(grad_weight(&[], &[], empty), vec![0.0; d_in * d_out]);
         let db = grad_bias(&dy, d_out);
         for (o, total) in db.iter().enumerate() {
             assert_eq!(*total, (0..rows).map(|r| dy[r * d_out + o]).sum::<f32>());
