@@ -1,6 +1,7 @@
 //! Work the UI thread must not wait for: file dialogs (a modal dialog would freeze the frame
-//! loop and the plots with it), figure rendering and listing runs on disk. Each job runs on
-//! its own short-lived thread and answers with a [`UiCommand`], applied with the clicks.
+//! loop and the plots with it), exports (figure, CSV, PNG, GIF: rendered and encoded here),
+//! reading a run folder, decoding images and listing runs on disk. Each job runs on its own
+//! short-lived thread and answers with a [`UiCommand`], applied with the clicks.
 
 use super::command::{CommandSender, UiCommand};
 use super::state::Level;
