@@ -141,7 +141,7 @@ impl Threads {
     /// Applies one event of the inference thread; `Some(path)` when weights were loaded (the
     /// app remembers them for the next launch).
     pub fn apply_inference(
-        &self,
+        &mut self,
         event: InferenceEvent,
         view: &mut AttentionView,
         state: &mut AppState,
@@ -186,7 +186,7 @@ impl Threads {
 
     /// The view's images, network, period, size or block changed: the worker gets its new
     /// settings and the loaded weights' maps are recomputed.
-    pub fn attention_settings_changed(&self, view: &AttentionView, state: &mut AppState) {
+    pub fn attention_settings_changed(&mut self, view: &AttentionView, state: &mut AppState) {
         if self.worker.is_some() {
             self.send(Command::SetAttention(view.training_settings()), state);
         }
@@ -195,25 +195,17 @@ impl Threads {
         }
     }
 
-    /// Asks the inference thread for the loaded weights' maps; when it is busy the command
-    /// comes back next frame.
-    fn recompute_loaded(&self, view: &AttentionView) {
+    /// Asks the inference thread for the loaded weights' maps; when its queue is full the
+    /// request stays pending and `update` asks again on the next frames.
+    pub fn recompute_loaded(&mut self, view: &AttentionView) {
         let Some(inference) = &self.inference else {
             return;
         };
-        let sent = inference.send(InferenceCommand::Compute {
+        self.recompute_pending = !inference.send(InferenceCommand::Compute {
             images: view.followed(),
             size: view.short_side_px.map(ImageSize::ShortSide),
             layer: view.layer,
         });
-        if !sent {
-            let commands = self.jobs.commands().clone();
-            self.jobs.spawn("retry-maps", move || {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                commands.send(UiCommand::AttentionSettingsChanged);
-                None
-            });
-        }
     }
 
     /// The patch inspector: the similarity of one patch to every other, from whichever network

@@ -51,11 +51,6 @@ impl JobRunner {
         }
     }
 
-    /// Where jobs answer.
-    pub fn commands(&self) -> &CommandSender {
-        &self.commands
-    }
-
     /// Whether a job is still running (e.g. a dialog is open).
     pub fn busy(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) > 0

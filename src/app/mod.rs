@@ -293,14 +293,14 @@ impl DinoscopeApp {
             },
             UiCommand::PickSaveRunTo => {
                 let root = self.session.options.runs_root.clone();
-                self.threads.dialog("save-run-dialog", move || {
+                self.threads.jobs.spawn("save-run-dialog", move || {
                     pick_folder(root).map(UiCommand::SaveRunTo)
                 });
             }
             UiCommand::SaveRunTo(dir) => self.send(Command::SaveRunTo(dir)),
             UiCommand::PickRunToResume => {
                 let root = self.session.options.runs_root.clone();
-                self.threads.dialog("resume-dialog", move || {
+                self.threads.jobs.spawn("resume-dialog", move || {
                     pick_folder(root).map(UiCommand::ResumeRun)
                 });
             }
@@ -347,11 +347,12 @@ impl DinoscopeApp {
             }
             UiCommand::PickWatchFolder => {
                 self.threads
-                    .dialog("watch-dialog", watching::pick_watch_folder);
+                    .jobs
+                    .spawn("watch-dialog", watching::pick_watch_folder);
             }
             UiCommand::WatchFolder(dir) => self.watch_folder(dir),
-            UiCommand::PickImages => self.threads.dialog("open-images", feed::pick_images),
-            UiCommand::PickWeights => self.threads.dialog("open-weights", feed::pick_weights),
+            UiCommand::PickImages => self.threads.jobs.spawn("open-images", feed::pick_images),
+            UiCommand::PickWeights => self.threads.jobs.spawn("open-weights", feed::pick_weights),
             UiCommand::OpenImages(paths) => {
                 self.threads
                     .open_images(paths, &self.panels.attention, &mut self.state);
@@ -489,7 +490,10 @@ impl DinoscopeApp {
         if let Some(path) = weights.into_iter().next() {
             self.load_weights(path);
         }
-        if self.panels.attention.loading {
+        if self.threads.recompute_pending {
+            self.threads.recompute_loaded(&self.panels.attention);
+        }
+        if self.panels.attention.loading || self.threads.recompute_pending {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         let steps = self.state.current_run().map_or(0, |run| run.steps());
@@ -497,7 +501,9 @@ impl DinoscopeApp {
             self.apply(UiCommand::SetControl(toggle));
         }
         self.sample_soak();
-        let ready = self.screenshot_ready();
+        let ready = self
+            .session
+            .screenshot_ready(&self.panels.attention, &self.state);
         if self.session.screenshot(ctx, ready) {
             self.send(Command::Pause);
         }
@@ -505,30 +511,6 @@ impl DinoscopeApp {
             // The worker wakes us per event; this is a floor for the ETA/clock read-outs.
             ctx.request_repaint_after(Duration::from_millis(250));
         }
-    }
-
-    /// `--screenshot-to`: the steps trained, the weights loaded and the study finished.
-    fn screenshot_ready(&self) -> bool {
-        let Some(request) = &self.session.options.screenshot else {
-            return false;
-        };
-        let view = &self.panels.attention;
-        let weights_ready = self.session.options.weights.is_none()
-            || view.loaded.as_ref().is_some_and(|l| !l.maps.is_empty())
-            || (!view.loading && view.loaded.is_none());
-        let study_done = match (&self.session.options.study, &self.state.study) {
-            (None, _) => true,
-            (Some(_), Some(study)) => study.outputs.is_some(),
-            (Some(_), None) => false,
-        };
-        let trained = (self
-            .state
-            .current_run()
-            .is_some_and(|run| run.steps() >= request.after_steps)
-            && study_done)
-            || request.after_steps == 0
-            || self.state.worker_status == WorkerStatus::Failed;
-        trained && weights_ready
     }
 
     /// Appends a soak row when one is due; a failed write stops the log with a warning.

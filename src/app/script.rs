@@ -2,10 +2,36 @@
 //! clicked, `--screenshot-to` after N steps (the README's screenshots), and the frame-time
 //! read-out they report.
 
+use super::attention_view::AttentionView;
 use super::session::Session;
+use super::state::AppState;
+use crate::worker::WorkerStatus;
 use std::time::Duration;
 
 impl Session {
+    /// `--screenshot-to` is due: the steps trained (or the run failed), the weights loaded and
+    /// the study finished.
+    pub fn screenshot_ready(&self, view: &AttentionView, state: &AppState) -> bool {
+        let Some(request) = &self.options.screenshot else {
+            return false;
+        };
+        let weights_ready = self.options.weights.is_none()
+            || view.loaded.as_ref().is_some_and(|l| !l.maps.is_empty())
+            || (!view.loading && view.loaded.is_none());
+        let study_done = match (&self.options.study, &state.study) {
+            (None, _) => true,
+            (Some(_), Some(study)) => study.outputs.is_some(),
+            (Some(_), None) => false,
+        };
+        let trained = (state
+            .current_run()
+            .is_some_and(|run| run.steps() >= request.after_steps)
+            && study_done)
+            || request.after_steps == 0
+            || state.worker_status == WorkerStatus::Failed;
+        trained && weights_ready
+    }
+
     /// Takes the `--screenshot-to` picture once `ready` (the steps trained, the weights and
     /// the study done) and closes the window when it is written; `true` on the frame it is
     /// asked for, when the app pauses the worker so the picture holds still.

@@ -2,7 +2,7 @@
 //! the watches (each a `worker::handle::ThreadHandle`) and the job runner; what they send is
 //! drained here each frame within its budget.
 
-use super::command::{CommandSender, UiCommand};
+use super::command::CommandSender;
 use super::jobs::JobRunner;
 use super::state::{AppState, Level};
 use crate::worker::inference::{InferenceEvent, InferenceHandle};
@@ -21,6 +21,8 @@ pub struct Threads {
     pub waker: Waker,
     /// The device of loaded weights and of the watches' probes.
     pub inference_device: burn::prelude::Device,
+    /// The loaded weights' maps were asked for while the inference queue was full.
+    pub recompute_pending: bool,
 }
 
 impl Threads {
@@ -35,6 +37,7 @@ impl Threads {
             jobs: JobRunner::new(commands.clone(), waker.clone()),
             waker,
             inference_device: device,
+            recompute_pending: false,
         }
     }
 
@@ -112,10 +115,5 @@ impl Threads {
         if let Some(mut inference) = self.inference.take() {
             inference.shutdown();
         }
-    }
-
-    /// A job that opens a dialog and answers with what was picked.
-    pub fn dialog(&self, name: &str, pick: impl FnOnce() -> Option<UiCommand> + Send + 'static) {
-        self.jobs.spawn(name, pick);
     }
 }

@@ -205,16 +205,30 @@ fn dinoscope_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
 }
 
-#[test]
-fn attention_cli_loads_half_precision_weights_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = dinoscope_bin()
-        .args(["attention", "--heads", "3", "--size", "32", "--weights"])
-        .arg(official_vit("backbone_f16.pth"))
+/// `dinoscope attention` of an `official_vit` fixture's weights on its image into `out`.
+fn attention_cli(weights: &str, heads: &str, size_px: &str, out: &Path) -> std::process::Command {
+    let mut command = dinoscope_bin();
+    command
+        .args([
+            "attention",
+            "--heads",
+            heads,
+            "--size",
+            size_px,
+            "--weights",
+        ])
+        .arg(official_vit(weights))
         .arg("--image")
         .arg(official_vit("image.png"))
         .arg("--out")
-        .arg(dir.path().join("maps"))
+        .arg(out);
+    command
+}
+
+#[test]
+fn attention_cli_loads_half_precision_weights_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = attention_cli("backbone_f16.pth", "3", "32", &dir.path().join("maps"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -229,13 +243,7 @@ fn attention_cli_loads_half_precision_weights_and_says_so() {
 #[test]
 fn a_head_count_that_does_not_divide_the_width_names_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let output = dinoscope_bin()
-        .args(["attention", "--heads", "5", "--size", "32", "--weights"])
-        .arg(official_vit("backbone.pth"))
-        .arg("--image")
-        .arg(official_vit("image.png"))
-        .arg("--out")
-        .arg(dir.path().join("maps"))
+    let output = attention_cli("backbone.pth", "5", "32", &dir.path().join("maps"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -420,15 +428,7 @@ fn a_local_crop_larger_than_the_global_crop_is_refused() {
 }
 
 fn attention_into(out: &Path) -> std::process::Command {
-    let mut command = dinoscope_bin();
-    command
-        .args(["attention", "--heads", "3", "--size", "64", "--weights"])
-        .arg(official_vit("backbone.pth"))
-        .arg("--image")
-        .arg(official_vit("image.png"))
-        .arg("--out")
-        .arg(out);
-    command
+    attention_cli("backbone.pth", "3", "64", out)
 }
 
 /// Every file left in `dir` is complete: no zero-byte or truncated output, no temporary.
